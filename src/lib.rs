@@ -1,0 +1,19 @@
+//! wolf-rs: a GameStream host for Moonlight clients that does not hang, and heals itself if it does.
+//!
+//! Crate map:
+//! - `config`     the TOML config, env overrides, validation with key and line
+//! - `error`      one typed error (kind + context + source)
+//! - `state`      identity (key, certificate, host uuid), paired clients, atomic writes
+//! - `protocol`   pure protocol code: pairing crypto and state machine, XML bodies
+//! - `net`        TLS (lenient client-cert verifier, handshake gate), interfaces (MAC, LocalIP)
+//! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint
+//! - `sessions`   launched sessions (in memory)
+//! - `admin`      the local admin socket used by `wolf-rs pair` and `wolf-rs clients`
+//! - `mdns`       `_nvstream._tcp` advertisement
+//! - `app`        builds the components in order and runs them until shutdown
+//! - `cli`        the command line
+
+pub mod config;
+pub mod error;
+pub mod protocol;
+pub mod state;

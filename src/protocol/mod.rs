@@ -1,0 +1,4 @@
+//! Pure protocol code: bytes and parameters in, structs and bytes out. No sockets, no clock, no tokio.
+
+pub mod pairing;
+pub mod xml;

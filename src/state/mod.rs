@@ -1,0 +1,3 @@
+//! Persisted state, kept apart from the config: identity and paired clients.
+
+pub mod atomic;
