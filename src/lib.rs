@@ -17,3 +17,6 @@ pub mod config;
 pub mod error;
 pub mod protocol;
 pub mod state;
+pub mod net;
+pub mod sessions;
+pub mod gamestream;

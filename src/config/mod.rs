@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{ConfigIssue, Env};
+pub use validate::{is_mac, ConfigIssue, Env};
 
 /// The documented template, written as `config.toml` on first start.
 pub const TEMPLATE: &str = include_str!("../../config.toml.template");

@@ -1,0 +1,238 @@
+//! The GameStream HTTP (47989) and mutual-TLS HTTPS (47984) listeners. Each connection is its own
+//! task, serves one request with read and write timeouts, and closes.
+
+pub mod handlers;
+pub mod pairing;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::{ErrorKind, Result, ResultExt};
+use crate::net::iface::NetInfo;
+use crate::net::tls::{self, HandshakeGate};
+use crate::sessions::Sessions;
+use crate::state::clients::ClientStore;
+use crate::state::identity::Identity;
+use handlers::Conn;
+use pairing::PairingManager;
+
+pub const DEFAULT_ICON: &[u8] = include_bytes!("default_icon.png");
+
+/// Everything a request handler may read. Built once; shared by every connection task.
+pub struct HostContext {
+    pub config: Arc<Config>,
+    pub uuid: uuid::Uuid,
+    pub net: NetInfo,
+    pub identity: Arc<Identity>,
+    pub clients: Arc<ClientStore>,
+    pub pairing: PairingManager,
+    pub sessions: Arc<Sessions>,
+    /// App icons, read at start-up so no handler touches the disk.
+    pub icons: HashMap<u32, Bytes>,
+    pub hevc: bool,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub rtsp_port: u16,
+}
+
+/// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
+/// built-in icon with a warning.
+pub fn load_icons(config: &Config) -> HashMap<u32, Bytes> {
+    config
+        .apps
+        .iter()
+        .map(|a| {
+            let png = if a.icon_png.is_empty() {
+                Bytes::from_static(DEFAULT_ICON)
+            } else {
+                match std::fs::read(&a.icon_png) {
+                    Ok(b) if b.starts_with(b"\x89PNG") => Bytes::from(b),
+                    Ok(_) => {
+                        tracing::warn!(app = %a.title, file = %a.icon_png, "icon is not a PNG; using the built-in one");
+                        Bytes::from_static(DEFAULT_ICON)
+                    }
+                    Err(e) => {
+                        tracing::warn!(app = %a.title, file = %a.icon_png, error = %e, "icon unreadable; using the built-in one");
+                        Bytes::from_static(DEFAULT_ICON)
+                    }
+                }
+            };
+            (a.id, png)
+        })
+        .collect()
+}
+
+/// Bound listeners, before anything runs (so tests can bind port 0 and read the ports).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners> {
+        let ip: std::net::IpAddr = config
+            .bind_address
+            .parse()
+            .or_err(ErrorKind::Config, || format!("bind_address {:?}", config.bind_address))?;
+        let http = TcpListener::bind(SocketAddr::new(ip, config.ports.http))
+            .await
+            .or_err(ErrorKind::Bind, || format!("binding HTTP on {ip}:{}", config.ports.http))?;
+        let https = TcpListener::bind(SocketAddr::new(ip, config.ports.https))
+            .await
+            .or_err(ErrorKind::Bind, || format!("binding HTTPS on {ip}:{}", config.ports.https))?;
+        Ok(Listeners { http, https })
+    }
+
+    pub fn ports(&self) -> Result<(u16, u16)> {
+        let h = self.http.local_addr().or_err(ErrorKind::Bind, || "HTTP local address")?;
+        let s = self.https.local_addr().or_err(ErrorKind::Bind, || "HTTPS local address")?;
+        Ok((h.port(), s.port()))
+    }
+}
+
+pub struct GameStreamServer {
+    pub ctx: Arc<HostContext>,
+    pub gate: Arc<HandshakeGate>,
+    listeners: Listeners,
+    tls: Arc<ServerConfig>,
+}
+
+impl GameStreamServer {
+    pub fn new(ctx: Arc<HostContext>, listeners: Listeners) -> Result<GameStreamServer> {
+        let tls = tls::server_config(&ctx.identity)?;
+        let gate = HandshakeGate::new((&ctx.config.tls).into());
+        Ok(GameStreamServer { ctx, gate, listeners, tls })
+    }
+
+    /// Run both accept loops until `shutdown`; connection tasks go on `tracker`.
+    pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker, started: Instant) {
+        let GameStreamServer { ctx, gate, listeners, tls } = self;
+        for (name, l) in [("HTTP", &listeners.http), ("HTTPS", &listeners.https)] {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "{name} listener ready in {} ms", started.elapsed().as_millis());
+            }
+        }
+        let http = accept_http(listeners.http, ctx.clone(), shutdown.clone(), tracker.clone());
+        let https = accept_https(listeners.https, ctx, gate, tls, shutdown, tracker);
+        tokio::join!(http, https);
+    }
+}
+
+fn request_timeout(ctx: &HostContext) -> Duration {
+    Duration::from_millis(ctx.config.http.request_timeout_ms)
+}
+
+/// Back off briefly when accept fails (e.g. out of file descriptors) instead of spinning.
+async fn accept_failed(kind: &str, e: std::io::Error) {
+    tracing::warn!(error = %e, "{kind} accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_failed("HTTP", e).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection cap reached; closing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else { return };
+            let conn = Arc::new(Conn { peer, local, tls: None });
+            let deadline = handlers::connection_deadline(request_timeout(&ctx), Some(ctx.pairing.limits.pin_timeout));
+            serve_one(stream, ctx, conn, deadline).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn accept_https(
+    listener: TcpListener,
+    ctx: Arc<HostContext>,
+    gate: Arc<HandshakeGate>,
+    tls: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_failed("HTTPS", e).await;
+                continue;
+            }
+        };
+        // Over the cap: dropping the stream closes it at once.
+        let Some(admitted) = gate.admit() else {
+            tracing::debug!(%peer, "too many pending TLS connections; closing");
+            continue;
+        };
+        let (ctx, gate, tls) = (ctx.clone(), gate.clone(), tls.clone());
+        tracker.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else { return };
+            let tls_stream = match gate.handshake(stream, tls, admitted).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake ended");
+                    return;
+                }
+            };
+            let fp = tls::peer_certificate(&tls_stream).map(|c| handlers::fingerprint(&c));
+            let conn = Arc::new(Conn { peer, local, tls: Some(fp) });
+            let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
+            serve_one(tls_stream, ctx, conn, deadline).await;
+        });
+    }
+}
+
+/// One request, then close. Slow headers are cut by hyper's header timeout; the whole exchange by
+/// `deadline`.
+async fn serve_one<IO>(io: IO, ctx: Arc<HostContext>, conn: Arc<Conn>, deadline: Duration)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = request_timeout(&ctx);
+    let peer = conn.peer;
+    let svc = service_fn(move |req| {
+        let (ctx, conn) = (ctx.clone(), conn.clone());
+        async move { Ok::<_, std::convert::Infallible>(handlers::handle(ctx, conn, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    match tokio::time::timeout(deadline, served).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP connection ended with an error"),
+        Err(_) => tracing::debug!(%peer, "connection deadline reached; closing"),
+    }
+}
