@@ -12,11 +12,17 @@
 //! - `mdns`       `_nvstream._tcp` advertisement
 //! - `app`        builds the components in order and runs them until shutdown
 //! - `cli`        the command line
+//! - `client`     the Moonlight side of the protocol (tests, load tools)
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
-pub mod protocol;
-pub mod state;
-pub mod net;
-pub mod sessions;
 pub mod gamestream;
+pub mod mdns;
+pub mod net;
+pub mod protocol;
+pub mod sessions;
+pub mod state;

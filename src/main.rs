@@ -1,1 +1,27 @@
-fn main() {}
+//! wolf-rs: parse the command line, set up logging and the runtime, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wolf_rs::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("WOLF_LOG_LEVEL")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wolf-rs: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::exit::FAILURE);
+        }
+    };
+    runtime.block_on(cli::run(cli))
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{is_mac, ConfigIssue, Env};
+pub use validate::{ConfigIssue, Env, is_mac};
 
 /// The documented template, written as `config.toml` on first start.
 pub const TEMPLATE: &str = include_str!("../../config.toml.template");
@@ -59,7 +59,14 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports { http: 47989, https: 47984, rtsp: 48010, control: 47999, video: 47998, audio: 48000 }
+        Ports {
+            http: 47989,
+            https: 47984,
+            rtsp: 48010,
+            control: 47999,
+            video: 47998,
+            audio: 48000,
+        }
     }
 }
 
@@ -79,7 +86,10 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Http { request_timeout_ms: 10_000, max_connections: 1024 }
+        Http {
+            request_timeout_ms: 10_000,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -122,7 +132,13 @@ pub struct Pairing {
 
 impl Default for Pairing {
     fn default() -> Self {
-        Pairing { pin: Vec::new(), pin_timeout: 120, max_failures: 5, failure_window_s: 600, ban_s: 600 }
+        Pairing {
+            pin: Vec::new(),
+            pin_timeout: 120,
+            max_failures: 5,
+            failure_window_s: 600,
+            ban_s: 600,
+        }
     }
 }
 
@@ -171,7 +187,11 @@ impl Default for App {
 
 impl App {
     pub fn test_pattern() -> Self {
-        App { title: "Test pattern".into(), id: 1, ..App::default() }
+        App {
+            title: "Test pattern".into(),
+            id: 1,
+            ..App::default()
+        }
     }
 }
 
@@ -228,9 +248,14 @@ impl Config {
 
     /// Read `path` (blocking) and parse it.
     pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text, env).map_err(|issues| ConfigError::Invalid { path: path.to_owned(), issues })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, env).map_err(|issues| ConfigError::Invalid {
+            path: path.to_owned(),
+            issues,
+        })
     }
 
     pub fn app(&self, id: u32) -> Option<&App> {

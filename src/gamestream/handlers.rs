@@ -39,7 +39,8 @@ impl Conn {
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -83,7 +84,11 @@ pub async fn handle(ctx: Arc<HostContext>, conn: Arc<Conn>, req: Request<Incomin
                 Some(client) => https(&ctx, &conn, &client, &method, &path, &q).await,
             }
         }
-        (None, _, _) => respond(StatusCode::NOT_FOUND, "application/xml", xml::error(404, &path, "Not found")),
+        (None, _, _) => respond(
+            StatusCode::NOT_FOUND,
+            "application/xml",
+            xml::error(404, &path, "Not found"),
+        ),
     };
     tracing::debug!(peer = %conn.peer, %method, %path, status = resp.status().as_u16(), "request");
     resp
@@ -98,7 +103,11 @@ async fn https(
     q: &HashMap<String, String>,
 ) -> Response<Body> {
     if method != Method::GET {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "application/xml", xml::error(405, path, "Use GET"));
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "application/xml",
+            xml::error(405, path, "Use GET"),
+        );
     }
     match path {
         "/serverinfo" => serverinfo(ctx, conn, Some(client)),
@@ -135,7 +144,11 @@ async fn https(
                 None => xml_err(404, path, "No such app; appid must be the ID of an app in /applist"),
             }
         }
-        _ => respond(StatusCode::NOT_FOUND, "application/xml", xml::error(404, path, "Not found")),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "application/xml",
+            xml::error(404, path, "Not found"),
+        ),
     }
 }
 
@@ -152,7 +165,11 @@ fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> 
         https_port: ctx.https_port,
         http_port: ctx.http_port,
         hevc: ctx.hevc,
-        mac: if client.is_some() { &ctx.net.mac } else { "00:00:00:00:00:00" },
+        mac: if client.is_some() {
+            &ctx.net.mac
+        } else {
+            "00:00:00:00:00:00"
+        },
         local_ip: &local_ip,
         paired: client.is_some(),
         current_game: session.as_ref().map_or(0, |s| s.app_id),
@@ -174,7 +191,11 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         return xml_err(400, path, "Missing uniqueid");
     };
     if let Some(left) = ctx.pairing.banned_for(ip) {
-        return xml_err(429, path, &format!("Too many failed pairing attempts from {ip}; try again in {left} s"));
+        return xml_err(
+            429,
+            path,
+            &format!("Too many failed pairing attempts from {ip}; try again in {left} s"),
+        );
     }
     let key = PairingManager::key(uniqueid, ip);
     let server = &ctx.identity.pairing;
@@ -183,7 +204,11 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     }
     let no_pairing = |step: &str| {
         ctx.pairing.record_failure(ip);
-        xml_err(400, path, &format!("Out of order call to {step}: no pairing in progress for this client"))
+        xml_err(
+            400,
+            path,
+            &format!("Out of order call to {step}: no pairing in progress for this client"),
+        )
     };
     if let Some(v) = q.get("clientchallenge") {
         return match ctx.pairing.with_session(&key, |s| {
@@ -208,7 +233,9 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         };
     }
     if let Some(v) = q.get("clientpairingsecret") {
-        let outcome = ctx.pairing.with_session(&key, |s| (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false));
+        let outcome = ctx.pairing.with_session(&key, |s| {
+            (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false)
+        });
         return match outcome {
             None => no_pairing("clientpairingsecret"),
             Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
@@ -220,7 +247,11 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
             Some(Ok((true, cert))) => finish_pairing(ctx, conn, q, path, uniqueid, cert).await,
         };
     }
-    xml_err(400, path, "Unknown pairing request: expected getservercert, clientchallenge, serverchallengeresp, clientpairingsecret or pairchallenge")
+    xml_err(
+        400,
+        path,
+        "Unknown pairing request: expected getservercert, clientchallenge, serverchallengeresp, clientpairingsecret or pairchallenge",
+    )
 }
 
 async fn pair_step1(
@@ -250,7 +281,9 @@ async fn pair_step1(
         Err(e) => return xml_err(500, path, &e.to_string()),
     };
     let key = PairingManager::key(uniqueid, ip);
-    let (rx, guard) = ctx.pairing.begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none());
+    let (rx, guard) = ctx
+        .pairing
+        .begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none());
     if let Some(rx) = rx {
         tracing::warn!(
             %ip, device, "pairing waits for its PIN: open http://{}:{}/pin/#{secret} or run `wolf-rs pair <PIN>`",
@@ -258,7 +291,13 @@ async fn pair_step1(
         );
         let pin = match tokio::time::timeout(ctx.pairing.limits.pin_timeout, rx).await {
             Ok(Ok(pin)) => pin,
-            Ok(Err(_)) => return xml_err(400, path, "The pairing was replaced or cancelled before the PIN arrived"),
+            Ok(Err(_)) => {
+                return xml_err(
+                    400,
+                    path,
+                    "The pairing was replaced or cancelled before the PIN arrived",
+                );
+            }
             Err(_) => {
                 drop(guard);
                 ctx.pairing.record_failure(ip);
@@ -297,7 +336,9 @@ async fn finish_pairing(
         name,
         uniqueid: uniqueid.to_owned(),
         ip: conn.ip().to_string(),
-        paired_at: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        paired_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     };
     let (fp, name) = (client.fingerprint.clone(), client.name.clone());
     match ctx.clients.add(client).await {
@@ -320,7 +361,11 @@ async fn unpair_http(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>
     };
     let ip = conn.ip().to_string();
     ctx.pairing.discard(&PairingManager::key(uniqueid, conn.ip()));
-    match ctx.clients.remove_where(|c| &c.uniqueid == uniqueid && c.ip == ip).await {
+    match ctx
+        .clients
+        .remove_where(|c| &c.uniqueid == uniqueid && c.ip == ip)
+        .await
+    {
         Ok(gone) => {
             for c in gone {
                 tracing::info!(client = %c.name, fingerprint = %c.fingerprint, "client unpaired");
@@ -343,18 +388,31 @@ struct PinForm {
 async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body> {
     let body = match Limited::new(req.into_body(), 4096).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "The body must be JSON {\"pin\", \"secret\"} under 4 KiB"),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The body must be JSON {\"pin\", \"secret\"} under 4 KiB",
+            );
+        }
     };
     let form: PinForm = match serde_json::from_slice(&body) {
         Ok(f) => f,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("Expected JSON {{\"pin\": \"1234\", \"secret\": \"...\"}}: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Expected JSON {{\"pin\": \"1234\", \"secret\": \"...\"}}: {e}"),
+            );
+        }
     };
     if !is_valid_pin(&form.pin) {
         return text(StatusCode::BAD_REQUEST, "The PIN must be exactly 4 digits");
     }
     match ctx.pairing.submit_pin(Some(&form.secret), form.pin) {
         Ok(()) => text(StatusCode::OK, "PIN accepted: finish pairing on the client"),
-        Err(_) => text(StatusCode::NOT_FOUND, "No pairing is waiting for this link; start pairing on the client again"),
+        Err(_) => text(
+            StatusCode::NOT_FOUND,
+            "No pairing is waiting for this link; start pairing on the client again",
+        ),
     }
 }
 
@@ -366,16 +424,24 @@ pub fn submit_pin_admin(ctx: &HostContext, pin: &str, secret: Option<&str>) -> R
     ctx.pairing.submit_pin(secret, pin.to_owned()).map_err(|e| match e {
         SubmitError::UnknownSecret => "No pairing waits under that secret".to_owned(),
         SubmitError::NoneWaiting => "No pairing is waiting for a PIN; start pairing on the client first".to_owned(),
-        SubmitError::Ambiguous(n) => format!("{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)"),
+        SubmitError::Ambiguous(n) => {
+            format!("{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)")
+        }
     })
 }
 
 fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
     let key = q.get("rikey").ok_or("Missing rikey")?;
-    let key: [u8; 16] = hex::decode(key).ok().and_then(|k| k.try_into().ok()).ok_or("rikey must be 32 hex characters")?;
+    let key: [u8; 16] = hex::decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or("rikey must be 32 hex characters")?;
     let id = q.get("rikeyid").ok_or("Missing rikeyid")?;
     // Clients send it as a signed or unsigned 32-bit decimal.
-    let id = id.parse::<i32>().or_else(|_| id.parse::<u32>().map(|u| u as i32)).map_err(|_| "rikeyid must be a 32-bit integer")?;
+    let id = id
+        .parse::<i32>()
+        .or_else(|_| id.parse::<u32>().map(|u| u as i32))
+        .map_err(|_| "rikeyid must be a 32-bit integer")?;
     Ok((key, id))
 }
 
@@ -386,7 +452,13 @@ fn session_url(ctx: &HostContext, conn: &Conn) -> String {
     }
 }
 
-fn launch(ctx: &HostContext, conn: &Conn, client: &PairedClient, q: &HashMap<String, String>, path: &str) -> Response<Body> {
+fn launch(
+    ctx: &HostContext,
+    conn: &Conn,
+    client: &PairedClient,
+    q: &HashMap<String, String>,
+    path: &str,
+) -> Response<Body> {
     let Some(app_id) = q.get("appid").and_then(|v| v.parse::<u32>().ok()) else {
         return xml_err(400, path, "Missing or malformed appid");
     };
@@ -400,7 +472,10 @@ fn launch(ctx: &HostContext, conn: &Conn, client: &PairedClient, q: &HashMap<Str
         Ok(k) => k,
         Err(msg) => return xml_err(400, path, msg),
     };
-    let surround = q.get("surroundAudioInfo").and_then(|v| v.parse::<u32>().ok()).unwrap_or(196_610);
+    let surround = q
+        .get("surroundAudioInfo")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(196_610);
     let session = Session {
         id: 0,
         client_fingerprint: client.fingerprint.clone(),
@@ -418,13 +493,21 @@ fn launch(ctx: &HostContext, conn: &Conn, client: &PairedClient, q: &HashMap<Str
             let url = session_url(ctx, conn);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
-        Err(LaunchError::AlreadyRunning { app_id }) => {
-            xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))
-        }
+        Err(LaunchError::AlreadyRunning { app_id }) => xml_err(
+            400,
+            path,
+            &format!("App {app_id} is already running for this client; resume or quit it first"),
+        ),
     }
 }
 
-fn resume(ctx: &HostContext, conn: &Conn, client: &PairedClient, q: &HashMap<String, String>, path: &str) -> Response<Body> {
+fn resume(
+    ctx: &HostContext,
+    conn: &Conn,
+    client: &PairedClient,
+    q: &HashMap<String, String>,
+    path: &str,
+) -> Response<Body> {
     let (rikey, rikeyid) = match rikey(q) {
         Ok(k) => k,
         Err(msg) => return xml_err(400, path, msg),

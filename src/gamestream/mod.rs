@@ -89,16 +89,26 @@ impl Listeners {
             .or_err(ErrorKind::Config, || format!("bind_address {:?}", config.bind_address))?;
         let http = TcpListener::bind(SocketAddr::new(ip, config.ports.http))
             .await
-            .or_err(ErrorKind::Bind, || format!("binding HTTP on {ip}:{}", config.ports.http))?;
+            .or_err(ErrorKind::Bind, || {
+                format!("binding HTTP on {ip}:{}", config.ports.http)
+            })?;
         let https = TcpListener::bind(SocketAddr::new(ip, config.ports.https))
             .await
-            .or_err(ErrorKind::Bind, || format!("binding HTTPS on {ip}:{}", config.ports.https))?;
+            .or_err(ErrorKind::Bind, || {
+                format!("binding HTTPS on {ip}:{}", config.ports.https)
+            })?;
         Ok(Listeners { http, https })
     }
 
     pub fn ports(&self) -> Result<(u16, u16)> {
-        let h = self.http.local_addr().or_err(ErrorKind::Bind, || "HTTP local address")?;
-        let s = self.https.local_addr().or_err(ErrorKind::Bind, || "HTTPS local address")?;
+        let h = self
+            .http
+            .local_addr()
+            .or_err(ErrorKind::Bind, || "HTTP local address")?;
+        let s = self
+            .https
+            .local_addr()
+            .or_err(ErrorKind::Bind, || "HTTPS local address")?;
         Ok((h.port(), s.port()))
     }
 }
@@ -114,12 +124,22 @@ impl GameStreamServer {
     pub fn new(ctx: Arc<HostContext>, listeners: Listeners) -> Result<GameStreamServer> {
         let tls = tls::server_config(&ctx.identity)?;
         let gate = HandshakeGate::new((&ctx.config.tls).into());
-        Ok(GameStreamServer { ctx, gate, listeners, tls })
+        Ok(GameStreamServer {
+            ctx,
+            gate,
+            listeners,
+            tls,
+        })
     }
 
     /// Run both accept loops until `shutdown`; connection tasks go on `tracker`.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker, started: Instant) {
-        let GameStreamServer { ctx, gate, listeners, tls } = self;
+        let GameStreamServer {
+            ctx,
+            gate,
+            listeners,
+            tls,
+        } = self;
         for (name, l) in [("HTTP", &listeners.http), ("HTTPS", &listeners.https)] {
             if let Ok(addr) = l.local_addr() {
                 tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "{name} listener ready in {} ms", started.elapsed().as_millis());
@@ -208,7 +228,11 @@ async fn accept_https(
                 }
             };
             let fp = tls::peer_certificate(&tls_stream).map(|c| handlers::fingerprint(&c));
-            let conn = Arc::new(Conn { peer, local, tls: Some(fp) });
+            let conn = Arc::new(Conn {
+                peer,
+                local,
+                tls: Some(fp),
+            });
             let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
             serve_one(tls_stream, ctx, conn, deadline).await;
         });
@@ -228,7 +252,11 @@ where
         async move { Ok::<_, std::convert::Infallible>(handlers::handle(ctx, conn, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+    builder
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024);
     let served = builder.serve_connection(TokioIo::new(io), svc);
     match tokio::time::timeout(deadline, served).await {
         Ok(Ok(())) => {}

@@ -132,7 +132,11 @@ impl PairingManager {
         let now = Instant::now();
         let mut all = lock(&self.failures);
         let f = all.entry(ip).or_default();
-        while f.recent.front().is_some_and(|t| now.duration_since(*t) > self.limits.failure_window) {
+        while f
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.limits.failure_window)
+        {
             f.recent.pop_front();
         }
         f.recent.push_back(now);
@@ -181,7 +185,15 @@ impl PairingManager {
                 session: Some(session),
             },
         );
-        (rx, WaitGuard { mgr: self, key, generation, armed: true })
+        (
+            rx,
+            WaitGuard {
+                mgr: self,
+                key,
+                generation,
+                armed: true,
+            },
+        )
     }
 
     /// Hand a PIN to the pairing waiting under `secret` (or the only one waiting, if `None`).
@@ -189,7 +201,10 @@ impl PairingManager {
         let mut pending = lock(&self.pending);
         let waiting: Vec<&mut Pending> = pending.values_mut().filter(|p| p.pin_tx.is_some()).collect();
         let target = match secret {
-            Some(s) => waiting.into_iter().find(|p| p.secret == s).ok_or(SubmitError::UnknownSecret)?,
+            Some(s) => waiting
+                .into_iter()
+                .find(|p| p.secret == s)
+                .ok_or(SubmitError::UnknownSecret)?,
             None => {
                 let n = waiting.len();
                 let mut it = waiting.into_iter();
@@ -221,11 +236,7 @@ impl PairingManager {
 
     /// Run `f` on the pairing session under `key`. `f` returns whether the pairing continues;
     /// when it does not, the pairing is discarded.
-    pub fn with_session<R>(
-        &self,
-        key: &str,
-        f: impl FnOnce(&mut PairingSession) -> (R, bool),
-    ) -> Option<R> {
+    pub fn with_session<R>(&self, key: &str, f: impl FnOnce(&mut PairingSession) -> (R, bool)) -> Option<R> {
         let mut pending = lock(&self.pending);
         let entry = pending.get_mut(key)?;
         let session = entry.session.as_mut()?;

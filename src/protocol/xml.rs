@@ -1,7 +1,7 @@
 //! The XML bodies of the GameStream HTTP(S) API, in the element order real hosts use.
 
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
 /// `<root status_code=".."[ attrs]>children</root>` with a declaration; children are (tag, text).
 pub fn root(status_code: u16, attrs: &[(&str, &str)], children: &[(&str, &str)]) -> String {
@@ -39,7 +39,11 @@ pub fn ok(children: &[(&str, &str)]) -> String {
 
 /// The unpaired-certificate answer clients expect on HTTPS (HTTP 200, never a reset).
 pub fn unauthorized(query: &str) -> String {
-    error(401, query, "The client is not authorized. Certificate verification failed.")
+    error(
+        401,
+        query,
+        "The client is not authorized. Certificate verification failed.",
+    )
 }
 
 pub const APP_VERSION: &str = "7.1.431.-1";
@@ -66,7 +70,11 @@ pub fn serverinfo(s: &ServerInfo<'_>) -> String {
     let https = s.https_port.to_string();
     let http = s.http_port.to_string();
     let codecs = (SCM_H264 | if s.hevc { SCM_HEVC } else { 0 }).to_string();
-    let game = if s.busy { s.current_game.to_string() } else { "0".to_owned() };
+    let game = if s.busy {
+        s.current_game.to_string()
+    } else {
+        "0".to_owned()
+    };
     ok(&[
         ("hostname", s.hostname),
         ("appversion", APP_VERSION),
@@ -80,7 +88,14 @@ pub fn serverinfo(s: &ServerInfo<'_>) -> String {
         ("ServerCodecModeSupport", &codecs),
         ("PairStatus", if s.paired { "1" } else { "0" }),
         ("currentgame", &game),
-        ("state", if s.busy { "SUNSHINE_SERVER_BUSY" } else { "SUNSHINE_SERVER_FREE" }),
+        (
+            "state",
+            if s.busy {
+                "SUNSHINE_SERVER_BUSY"
+            } else {
+                "SUNSHINE_SERVER_FREE"
+            },
+        ),
     ])
 }
 
@@ -158,8 +173,21 @@ mod tests {
     fn serverinfo_has_sunshine_order_and_escapes() {
         let x = info(true);
         assert!(x.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?><root status_code=\"200\"><hostname>h&lt;&amp;&gt;</hostname><appversion>7.1.431.-1</appversion>"), "{x}");
-        let order = ["hostname", "appversion", "GfeVersion", "uniqueid", "HttpsPort", "ExternalPort",
-            "MaxLumaPixelsHEVC", "mac", "LocalIP", "ServerCodecModeSupport", "PairStatus", "currentgame", "state"];
+        let order = [
+            "hostname",
+            "appversion",
+            "GfeVersion",
+            "uniqueid",
+            "HttpsPort",
+            "ExternalPort",
+            "MaxLumaPixelsHEVC",
+            "mac",
+            "LocalIP",
+            "ServerCodecModeSupport",
+            "PairStatus",
+            "currentgame",
+            "state",
+        ];
         let mut last = 0;
         for tag in order {
             let at = x.find(&format!("<{tag}>")).unwrap_or_else(|| panic!("{tag} missing"));

@@ -21,7 +21,11 @@ impl Mode {
         if it.next().is_some() || w == 0 || h == 0 || f == 0 || w > 16384 || h > 16384 || f > 1000 {
             return None;
         }
-        Some(Mode { width: w, height: h, fps: f })
+        Some(Mode {
+            width: w,
+            height: h,
+            fps: f,
+        })
     }
 }
 
@@ -93,7 +97,9 @@ impl Sessions {
     pub fn launch(&self, mut s: Session) -> Result<Session, LaunchError> {
         self.update(|m| {
             if let Some(existing) = m.get(&s.client_fingerprint) {
-                return Err(LaunchError::AlreadyRunning { app_id: existing.app_id });
+                return Err(LaunchError::AlreadyRunning {
+                    app_id: existing.app_id,
+                });
             }
             s.id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             m.insert(s.client_fingerprint.clone(), s.clone());
@@ -122,7 +128,14 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(Mode::parse("1920x1080x60"), Some(Mode { width: 1920, height: 1080, fps: 60 }));
+        assert_eq!(
+            Mode::parse("1920x1080x60"),
+            Some(Mode {
+                width: 1920,
+                height: 1080,
+                fps: 60
+            })
+        );
         for bad in ["", "1920x1080", "1920x1080x60x1", "0x1080x60", "ax1x1", "1920x1080x-60"] {
             assert_eq!(Mode::parse(bad), None, "{bad}");
         }

@@ -39,14 +39,24 @@ pub fn read_file(path: &Path) -> Result<Vec<PairedClient>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::with_source(ErrorKind::Store, format!("reading {}", path.display()), e)),
+        Err(e) => {
+            return Err(Error::with_source(
+                ErrorKind::Store,
+                format!("reading {}", path.display()),
+                e,
+            ));
+        }
     };
     let parsed: std::result::Result<ClientsFile, _> = serde_json::from_str(&text);
     match parsed {
         Ok(f) if f.version == VERSION => Ok(f.clients),
         Ok(f) => Err(Error::new(
             ErrorKind::Store,
-            format!("{} has version {}; this wolf-rs reads version {VERSION}", path.display(), f.version),
+            format!(
+                "{} has version {}; this wolf-rs reads version {VERSION}",
+                path.display(),
+                f.version
+            ),
         )),
         Err(e) => {
             let aside = aside_name(path);
@@ -63,7 +73,9 @@ pub fn read_file(path: &Path) -> Result<Vec<PairedClient>> {
 }
 
 fn aside_name(path: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".corrupt-{secs}"));
     path.with_file_name(name)
@@ -71,7 +83,10 @@ fn aside_name(path: &Path) -> PathBuf {
 
 /// Write the whole list atomically (blocking).
 pub fn write_file(path: &Path, clients: &[PairedClient]) -> Result<()> {
-    let file = ClientsFile { version: VERSION, clients: clients.to_vec() };
+    let file = ClientsFile {
+        version: VERSION,
+        clients: clients.to_vec(),
+    };
     let json = serde_json::to_vec_pretty(&file).or_err(ErrorKind::Store, || "encoding paired clients")?;
     write_atomic(path, &json, 0o600)
 }
@@ -89,7 +104,11 @@ impl ClientStore {
     pub fn open(path: &Path) -> Result<ClientStore> {
         let clients = read_file(path)?;
         let map = clients.into_iter().map(|c| (c.fingerprint.clone(), c)).collect();
-        Ok(ClientStore { path: path.to_owned(), snapshot: RwLock::new(Arc::new(map)), writer: Default::default() })
+        Ok(ClientStore {
+            path: path.to_owned(),
+            snapshot: RwLock::new(Arc::new(map)),
+            writer: Default::default(),
+        })
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -137,7 +156,8 @@ impl ClientStore {
         if gone.is_empty() {
             return Ok(gone);
         }
-        self.commit(kept.into_iter().map(|c| (c.fingerprint.clone(), c)).collect()).await?;
+        self.commit(kept.into_iter().map(|c| (c.fingerprint.clone(), c)).collect())
+            .await?;
         Ok(gone)
     }
 }
@@ -183,7 +203,11 @@ mod tests {
         // The store's path is a directory: every write fails.
         let path = dir.path().join("is_a_dir");
         std::fs::create_dir(&path).unwrap();
-        let store = ClientStore { path, snapshot: RwLock::new(Arc::default()), writer: Default::default() };
+        let store = ClientStore {
+            path,
+            snapshot: RwLock::new(Arc::default()),
+            writer: Default::default(),
+        };
         assert!(store.add(client("aa")).await.is_err());
         assert!(store.list().is_empty());
     }
@@ -194,8 +218,10 @@ mod tests {
         let path = dir.path().join("paired_clients.json");
         std::fs::write(&path, "{not json").unwrap();
         assert!(read_file(&path).unwrap().is_empty());
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names.len(), 1);
         assert!(names[0].starts_with("paired_clients.json.corrupt-"), "{names:?}");
     }

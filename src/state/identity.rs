@@ -30,10 +30,19 @@ impl Identity {
             .or_err(ErrorKind::Identity, || "parsing the private key PEM")?
         {
             PrivateKeyDer::Pkcs8(k) => k,
-            _ => return Err(Error::new(ErrorKind::Identity, "the private key must be PKCS#8 (BEGIN PRIVATE KEY)")),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Identity,
+                    "the private key must be PKCS#8 (BEGIN PRIVATE KEY)",
+                ));
+            }
         };
-        let key = RsaKeyPair::from_pkcs8(key_der.secret_pkcs8_der())
-            .map_err(|e| Error::new(ErrorKind::Identity, format!("the private key is not a usable RSA key: {e}")))?;
+        let key = RsaKeyPair::from_pkcs8(key_der.secret_pkcs8_der()).map_err(|e| {
+            Error::new(
+                ErrorKind::Identity,
+                format!("the private key is not a usable RSA key: {e}"),
+            )
+        })?;
         let cert = CertInfo::from_pem(cert_pem).or_err(ErrorKind::Identity, || "parsing the certificate")?;
         let cert_der = CertificateDer::from(cert.der.clone());
         Ok(Identity {
@@ -52,8 +61,10 @@ impl Identity {
             .as_der()
             .map_err(|_| Error::new(ErrorKind::Identity, "encoding the RSA key as PKCS#8"))?;
         let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
-        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
-            .or_err(ErrorKind::Identity, || "loading the RSA key into the certificate builder")?;
+        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).or_err(
+            ErrorKind::Identity,
+            || "loading the RSA key into the certificate builder",
+        )?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
@@ -86,7 +97,11 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
             true
         }
         _ => {
-            let (have, missing) = if key_exists { (key_path, cert_path) } else { (cert_path, key_path) };
+            let (have, missing) = if key_exists {
+                (key_path, cert_path)
+            } else {
+                (cert_path, key_path)
+            };
             return Err(Error::new(
                 ErrorKind::Identity,
                 format!(
@@ -97,11 +112,15 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
             ));
         }
     };
-    let key_pem = std::fs::read_to_string(key_path).or_err(ErrorKind::Identity, || format!("reading {}", key_path.display()))?;
-    let cert_pem =
-        std::fs::read_to_string(cert_path).or_err(ErrorKind::Identity, || format!("reading {}", cert_path.display()))?;
+    let key_pem =
+        std::fs::read_to_string(key_path).or_err(ErrorKind::Identity, || format!("reading {}", key_path.display()))?;
+    let cert_pem = std::fs::read_to_string(cert_path)
+        .or_err(ErrorKind::Identity, || format!("reading {}", cert_path.display()))?;
     let identity = Identity::from_pem(&key_pem, &cert_pem).map_err(|e| {
-        Error::new(ErrorKind::Identity, format!("{} / {}: {e}", key_path.display(), cert_path.display()))
+        Error::new(
+            ErrorKind::Identity,
+            format!("{} / {}: {e}", key_path.display(), cert_path.display()),
+        )
     })?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -111,7 +130,12 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
         if created { "generated" } else { "loaded" },
         started.elapsed().as_millis()
     );
-    Ok(Loaded { identity: Arc::new(identity), created, key_path: key_path.to_owned(), cert_path: cert_path.to_owned() })
+    Ok(Loaded {
+        identity: Arc::new(identity),
+        created,
+        key_path: key_path.to_owned(),
+        cert_path: cert_path.to_owned(),
+    })
 }
 
 /// The host UUID: the config's if set, else the one kept in `<state dir>/host_uuid` (made once).
@@ -123,14 +147,22 @@ pub fn host_uuid(configured: &str, state_dir: &Path) -> Result<uuid::Uuid> {
     let path = state_dir.join("host_uuid");
     match std::fs::read_to_string(&path) {
         Ok(text) => uuid::Uuid::parse_str(text.trim()).map_err(|e| {
-            Error::with_source(ErrorKind::Identity, format!("{} does not hold a UUID; fix or remove it", path.display()), e)
+            Error::with_source(
+                ErrorKind::Identity,
+                format!("{} does not hold a UUID; fix or remove it", path.display()),
+                e,
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid::Uuid::new_v4();
             write_atomic(&path, format!("{id}\n").as_bytes(), 0o644)?;
             Ok(id)
         }
-        Err(e) => Err(Error::with_source(ErrorKind::Identity, format!("reading {}", path.display()), e)),
+        Err(e) => Err(Error::with_source(
+            ErrorKind::Identity,
+            format!("reading {}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -150,13 +182,27 @@ mod tests {
         }
         let second = load_or_create(&k, &c).unwrap();
         assert!(!second.created);
-        assert_eq!(first.identity.pairing.cert.fingerprint, second.identity.pairing.cert.fingerprint);
-        let x509 = x509_parser::parse_x509_certificate(&second.identity.cert_der).unwrap().1;
-        assert_eq!(x509.signature_algorithm.algorithm, x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA);
-        assert_eq!(x509.public_key().parsed().map(|k| match k {
-            x509_parser::public_key::PublicKey::RSA(r) => r.key_size(),
-            _ => 0,
-        }).unwrap(), 2048);
+        assert_eq!(
+            first.identity.pairing.cert.fingerprint,
+            second.identity.pairing.cert.fingerprint
+        );
+        let x509 = x509_parser::parse_x509_certificate(&second.identity.cert_der)
+            .unwrap()
+            .1;
+        assert_eq!(
+            x509.signature_algorithm.algorithm,
+            x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA
+        );
+        assert_eq!(
+            x509.public_key()
+                .parsed()
+                .map(|k| match k {
+                    x509_parser::public_key::PublicKey::RSA(r) => r.key_size(),
+                    _ => 0,
+                })
+                .unwrap(),
+            2048
+        );
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! Builds the host in order (state, identity, listeners, admin, mDNS), runs it, and drains it on
+//! shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::AdminServer;
+use crate::config::{Config, ConfigError, Env, TEMPLATE};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::gamestream::pairing::PairingManager;
+use crate::gamestream::{GameStreamServer, HostContext, Listeners, load_icons};
+use crate::net::iface;
+use crate::net::tls::HandshakeGate;
+use crate::sessions::Sessions;
+use crate::state::clients::ClientStore;
+use crate::state::identity;
+
+/// How long connection tasks get to finish after shutdown is asked for.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: PathBuf, config: Option<PathBuf>) -> Paths {
+        let config = config.unwrap_or_else(|| state_dir.join("config.toml"));
+        Paths { state_dir, config }
+    }
+
+    pub fn clients(&self) -> PathBuf {
+        self.state_dir.join("paired_clients.json")
+    }
+}
+
+/// Write the template where the config should be, when it is absent (blocking).
+pub fn ensure_config(path: &Path) -> Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    crate::state::atomic::write_atomic(path, TEMPLATE.as_bytes(), 0o644)?;
+    tracing::info!(file = %path.display(), "wrote the default config from the template");
+    Ok(true)
+}
+
+fn resolve(state_dir: &Path, file: &str, default: &str) -> PathBuf {
+    if file.is_empty() {
+        state_dir.join(default)
+    } else {
+        PathBuf::from(file)
+    }
+}
+
+/// A host that is up: its ports, and the handles to stop it.
+pub struct Running {
+    pub http_port: u16,
+    pub https_port: u16,
+    pub ctx: Arc<HostContext>,
+    pub gate: Arc<HandshakeGate>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Ask for shutdown and wait for the drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Everything up to accepting connections. Blocking steps run off the async workers.
+pub async fn start(paths: Paths, env: Env) -> Result<Running> {
+    let started = Instant::now();
+    match crate::net::tls::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit raised to the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+    let p = paths.clone();
+    let (config, loaded, uuid, clients, net, icons) = tokio::task::spawn_blocking(move || -> Result<_> {
+        std::fs::create_dir_all(&p.state_dir).or_err(ErrorKind::Io, || {
+            format!("creating the state directory {}", p.state_dir.display())
+        })?;
+        ensure_config(&p.config)?;
+        let config = Config::load(&p.config, &env).map_err(|e| match e {
+            ConfigError::Read { .. } => Error::with_source(ErrorKind::Config, "reading the config", e),
+            ConfigError::Invalid { .. } => Error::new(ErrorKind::Config, e.to_string()),
+        })?;
+        let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
+        let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
+        let loaded = identity::load_or_create(&key, &cert)?;
+        let uuid = identity::host_uuid(&config.uuid, &p.state_dir)?;
+        let clients = ClientStore::open(&p.clients())?;
+        let net = iface::detect(&config.network.local_ip, &config.network.mac);
+        let icons = load_icons(&config);
+        Ok((config, loaded, uuid, clients, net, icons))
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
+    tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
+
+    let config = Arc::new(config);
+    let listeners = Listeners::bind(&config).await?;
+    let (http_port, https_port) = listeners.ports()?;
+    let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
+    let ctx = Arc::new(HostContext {
+        config: config.clone(),
+        uuid,
+        net: net.clone(),
+        identity: loaded.identity,
+        clients: Arc::new(clients),
+        pairing: PairingManager::new((&config.pairing).into()),
+        sessions: Arc::new(Sessions::default()),
+        icons,
+        hevc: false,
+        http_port,
+        https_port,
+        rtsp_port: config.ports.rtsp,
+    });
+    let server = GameStreamServer::new(ctx.clone(), listeners)?;
+    let gate = server.gate.clone();
+    let mdns = if config.mdns.enabled {
+        match crate::mdns::advertise(&config.hostname, net.local_ip.into(), http_port) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS advertisement failed; clients can still add the host by address");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (sd, tr, actx) = (shutdown.clone(), tracker.clone(), ctx.clone());
+    let task = tokio::spawn(async move {
+        let admin_task = tokio::spawn(admin.run(actx, sd.clone(), tr.clone()));
+        server.run(sd.clone(), tr.clone(), started).await;
+        let _ = admin_task.await;
+        drop(mdns);
+        tr.close();
+        if tokio::time::timeout(DRAIN_GRACE, tr.wait()).await.is_err() {
+            tracing::warn!(
+                left = tr.len(),
+                "connections still open after the drain grace; closing them"
+            );
+        }
+        tracing::info!("host stopped");
+    });
+    tracing::info!(
+        ready_ms = started.elapsed().as_millis() as u64,
+        "wolf-rs ready in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(Running {
+        http_port,
+        https_port,
+        ctx,
+        gate,
+        shutdown,
+        task,
+    })
+}
+
+/// `wolf-rs serve`: start, then run until SIGINT or SIGTERM.
+pub async fn serve(paths: Paths, env: Env) -> Result<()> {
+    let running = start(paths, env).await?;
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Shared by the integration tests: a real host on loopback, port 0, in a temp state dir.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wolf_rs::app::{self, Paths, Running};
+use wolf_rs::client::{ClientIdentity, GameStreamClient};
+use wolf_rs::config::Env;
+
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+}
+
+pub fn base_config(extra: &str) -> String {
+    format!(
+        "hostname = \"test-host\"\nbind_address = \"127.0.0.1\"\n\n[network]\nlocal_ip = \"127.0.0.1\"\nmac = \"02:00:00:aa:bb:cc\"\n\n\
+         [ports]\nhttp = 0\nhttps = 0\n\n[mdns]\nenabled = false\n\n{extra}\n"
+    )
+}
+
+impl TestHost {
+    pub async fn start(extra: &str) -> TestHost {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.toml"), base_config(extra)).expect("write config");
+        let mut h = TestHost {
+            dir,
+            running: None,
+            http: ([127, 0, 0, 1], 0).into(),
+            https: ([127, 0, 0, 1], 0).into(),
+        };
+        h.boot().await;
+        h
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths::new(self.dir.path().to_owned(), None)
+    }
+
+    async fn boot(&mut self) {
+        let running = app::start(self.paths(), Env::default()).await.expect("host starts");
+        self.http = ([127, 0, 0, 1], running.http_port).into();
+        self.https = ([127, 0, 0, 1], running.https_port).into();
+        self.running = Some(running);
+    }
+
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.boot().await;
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn client(&self) -> GameStreamClient {
+        self.client_with(Arc::new(ClientIdentity::generate().expect("client identity")))
+    }
+
+    pub fn client_with(&self, id: Arc<ClientIdentity>) -> GameStreamClient {
+        GameStreamClient::new(self.http, self.https, id)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
