@@ -50,8 +50,47 @@ pub enum Command {
         #[command(subcommand)]
         action: ClientsAction,
     },
+    /// Act as a Moonlight client of a host: pair, then serverinfo, applist, launch, cancel.
+    Client {
+        /// Host address.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// The host's HTTP port (the HTTPS port is read from its serverinfo).
+        #[arg(long, default_value_t = 47989)]
+        http_port: u16,
+        /// Where the client keeps its key, certificate and the host's pinned certificate.
+        #[arg(long, default_value = "./client-data")]
+        client_dir: PathBuf,
+        #[command(subcommand)]
+        action: ClientAction,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// The five pairing steps; waits while the host waits for the PIN (type it on the host's PIN
+    /// page or run `wolf-rs pair <PIN>` there).
+    Pair {
+        #[arg(long)]
+        pin: String,
+    },
+    /// HTTPS /serverinfo (HTTP if not paired).
+    Serverinfo,
+    /// HTTPS /applist.
+    Applist,
+    /// HTTPS /launch.
+    Launch {
+        #[arg(long, default_value_t = 1)]
+        app: u32,
+        #[arg(long, default_value = "1920x1080x60")]
+        mode: String,
+    },
+    /// HTTPS /cancel.
+    Cancel,
+    /// HTTPS /unpair.
+    Unpair,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +146,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             exit::USAGE
         }
         Command::Clients { action } => clients_cmd(&paths, action).await,
+        Command::Client {
+            host,
+            http_port,
+            client_dir,
+            action,
+        } => match crate::client::cli(host, http_port, client_dir, action).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("wolf-rs client: {e}");
+                exit::FAILURE
+            }
+        },
         Command::Version => {
             println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
             exit::OK

@@ -57,6 +57,37 @@ impl ClientIdentity {
             key_der,
         })
     }
+
+    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<ClientIdentity> {
+        use rustls_pki_types::pem::PemObject;
+        let key_der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+            .or_err(ErrorKind::Identity, || "client key PEM (PKCS#8)")?;
+        let key = RsaKeyPair::from_pkcs8(key_der.secret_pkcs8_der())
+            .map_err(|e| Error::new(ErrorKind::Identity, format!("client key: {e}")))?;
+        let cert = CertInfo::from_pem(cert_pem).or_err(ErrorKind::Identity, || "client certificate")?;
+        Ok(ClientIdentity { cert, key, key_der })
+    }
+
+    /// PKCS#8 PEM of the key.
+    pub fn key_pem(&self) -> Result<String> {
+        let k = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&self.key_der, &rcgen::PKCS_RSA_SHA256)
+            .or_err(ErrorKind::Identity, || "encoding the client key")?;
+        Ok(k.serialize_pem())
+    }
+
+    /// The identity kept in `dir` (client_key.pem, client_cert.pem), made on first use. Blocking.
+    pub fn load_or_create(dir: &std::path::Path) -> Result<ClientIdentity> {
+        let (k, c) = (dir.join("client_key.pem"), dir.join("client_cert.pem"));
+        if k.exists() && c.exists() {
+            let key = std::fs::read_to_string(&k).or_err(ErrorKind::Io, || format!("reading {}", k.display()))?;
+            let cert = std::fs::read_to_string(&c).or_err(ErrorKind::Io, || format!("reading {}", c.display()))?;
+            return ClientIdentity::from_pem(&key, &cert);
+        }
+        let id = ClientIdentity::generate()?;
+        crate::state::atomic::write_atomic(&k, id.key_pem()?.as_bytes(), 0o600)?;
+        crate::state::atomic::write_atomic(&c, id.cert.pem.as_bytes(), 0o644)?;
+        Ok(id)
+    }
 }
 
 /// Moonlight does not verify the host certificate while pairing; after pairing it pins it.
@@ -395,5 +426,83 @@ impl GameStreamClient {
             return Ok(PairOutcome::NotPaired { step: "pairchallenge" });
         }
         Ok(PairOutcome::Paired)
+    }
+}
+
+/// `wolf-rs client ...`: the same client, from the command line.
+pub async fn cli(
+    host: std::net::IpAddr,
+    http_port: u16,
+    dir: std::path::PathBuf,
+    action: crate::cli::ClientAction,
+) -> Result<()> {
+    use crate::cli::ClientAction;
+    let d = dir.clone();
+    let identity = tokio::task::spawn_blocking(move || ClientIdentity::load_or_create(&d))
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Io, "client identity task", e))??;
+    let http = SocketAddr::new(host, http_port);
+    let mut c = GameStreamClient::new(http, http, Arc::new(identity));
+    c.timeout = Duration::from_secs(180);
+    let info = c.http_get(&c.url("/serverinfo", &[])).await?;
+    let https_port = info
+        .field("HttpsPort")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(47984);
+    c.https = SocketAddr::new(host, https_port);
+    let pinned = dir.join("server_cert.pem");
+    if let Ok(pem) = std::fs::read_to_string(&pinned) {
+        c.server_cert = CertInfo::from_pem(&pem).ok();
+    }
+    let reply = match action {
+        ClientAction::Pair { pin } => {
+            println!("pairing with {http} (enter PIN {pin} on the host if it asks)...");
+            let outcome = c.pair(&pin).await?;
+            if outcome == PairOutcome::Paired
+                && let Some(cert) = &c.server_cert
+            {
+                crate::state::atomic::write_atomic(&pinned, cert.pem.as_bytes(), 0o644)?;
+            }
+            println!("{outcome:?}");
+            return if outcome == PairOutcome::Paired {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorKind::Pairing, format!("{outcome:?}")))
+            };
+        }
+        ClientAction::Serverinfo => match c.https_get(&c.url("/serverinfo", &[])).await {
+            Ok(r) if r.xml_status() == Some(200) => r,
+            _ => info,
+        },
+        ClientAction::Applist => c.https_get(&c.url("/applist", &[])).await?,
+        ClientAction::Launch { app, mode } => {
+            let rikey = hex::encode(random16().or_err(ErrorKind::Protocol, || "rikey")?);
+            let app = app.to_string();
+            c.https_get(&c.url(
+                "/launch",
+                &[
+                    ("appid", &app),
+                    ("mode", &mode),
+                    ("additionalStates", "1"),
+                    ("sops", "0"),
+                    ("rikey", &rikey),
+                    ("rikeyid", "1"),
+                    ("localAudioPlayMode", "0"),
+                    ("surroundAudioInfo", "196610"),
+                    ("corever", "1"),
+                ],
+            ))
+            .await?
+        }
+        ClientAction::Cancel => c.https_get(&c.url("/cancel", &[])).await?,
+        ClientAction::Unpair => c.https_get(&c.url("/unpair", &[])).await?,
+    };
+    println!("{}", reply.text());
+    match reply.xml_status() {
+        Some(200) => Ok(()),
+        s => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("the host answered status_code {s:?}"),
+        )),
     }
 }

@@ -34,8 +34,9 @@ pub struct Env {
 }
 
 impl Env {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "WOLF_HOSTNAME",
+        "WOLF_MDNS",
         "WOLF_PIN",
         "WOLF_INTERNAL_IP",
         "WOLF_INTERNAL_MAC",
@@ -308,6 +309,13 @@ fn apply_env(cfg: &mut Config, env: &Env) {
             .map(str::to_owned)
             .collect();
     }
+    if let Some(v) = env.get("WOLF_MDNS") {
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => cfg.mdns.enabled = true,
+            "0" | "false" | "no" | "off" => cfg.mdns.enabled = false,
+            _ => {}
+        }
+    }
     if let Some(v) = env.get("WOLF_INTERNAL_IP") {
         cfg.network.local_ip = v.to_owned();
     }
@@ -351,6 +359,17 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
             cx.issue_at(&key, msg);
         }
     };
+    if let Some(v) = env.get("WOLF_MDNS")
+        && !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "0" | "false" | "no" | "off"
+        )
+    {
+        report(
+            "env WOLF_MDNS".into(),
+            format!("{v:?} is not a boolean; allowed: true or false"),
+        );
+    }
     let host_key = origin(env, "WOLF_HOSTNAME", "hostname");
     if cfg.hostname.trim().is_empty() || cfg.hostname.len() > 63 {
         report(host_key, "must be 1 to 63 characters".into());

@@ -1,0 +1,195 @@
+//! The binary as a user runs it: `serve` with the default config in a fresh state dir, the
+//! project's client pairing through `wolf-rs client`, the PIN given with `wolf-rs pair`, and the
+//! `config check`, `clients`, `version` commands.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wolf-rs");
+
+fn wolf(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("WOLF_MDNS", "false")
+        .output()
+        .expect("run wolf-rs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Kills the host on every path, so a failing test leaves no process holding the ports.
+struct Host(Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let o = wolf(&["version"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).trim(), format!("wolf-rs {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn config_check_prints_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "hostname = \"\"\nuuid = \"not-a-uuid\"\n[ports]\nhttp = 70000\n[tls]\nmax_concurrent_handshakes = 0\nbogus = 1\n\
+         [pairing]\npin = [\"12\"]\n",
+    )
+    .unwrap();
+    let o = wolf(&["--config", cfg.to_str().unwrap(), "config", "check"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    for needle in [
+        "line 1: `hostname`",
+        "line 2: `uuid`",
+        "line 4: `ports.http`",
+        "line 6: `tls.max_concurrent_handshakes`",
+        "line 7: `tls.bogus`",
+        "line 9: `pairing.pin`",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "").unwrap();
+    let o = wolf(&["--config", good.to_str().unwrap(), "config", "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A broken config stops `serve` with the same clear error and exit code, and changes nothing.
+    let before = std::fs::read(&cfg).unwrap();
+    let o = wolf(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "serve",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("tls.max_concurrent_handshakes"));
+    assert_eq!(std::fs::read(&cfg).unwrap(), before);
+}
+
+fn wait_for_http(port: u16) -> bool {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn client(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["client", "--client-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    wolf(&all)
+}
+
+/// The README's run command with its default config: pairs, launches, cancels, unpairs, stops.
+#[test]
+fn default_config_host_pairs_with_the_project_client() {
+    let state = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let sd = state.path().to_str().unwrap().to_owned();
+    // The log goes to a file: a pipe nobody reads could fill and stall the host.
+    let log_path = client_dir.path().join("host.log");
+    let child = Command::new(BIN)
+        .args(["--state-dir", &sd, "serve"])
+        .env("WOLF_MDNS", "false")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start the host");
+    let mut host = Host(child);
+    assert!(wait_for_http(47989), "the host answers on 47989");
+
+    // First start wrote the documented template and a 0600 key.
+    let written = std::fs::read_to_string(state.path().join("config.toml")).unwrap();
+    assert_eq!(written, wolf_rs::config::TEMPLATE);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.path().join("key.pem")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // `wolf-rs client pair` waits for the PIN; `wolf-rs pair` gives it.
+    let cd = client_dir.path().to_owned();
+    let pairing = std::thread::spawn(move || client(&cd, &["pair", "--pin", "1234"]));
+    let mut accepted = false;
+    for _ in 0..300 {
+        if wolf(&["--state-dir", &sd, "pair", "1234"]).status.success() {
+            accepted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(accepted, "wolf-rs pair delivered the PIN");
+    let o = pairing.join().unwrap();
+    assert!(o.status.success(), "client pair: {}\n{}", stdout(&o), stderr(&o));
+
+    let o = client(client_dir.path(), &["serverinfo"]);
+    assert!(stdout(&o).contains("<PairStatus>1</PairStatus>"), "{}", stdout(&o));
+    let o = client(client_dir.path(), &["applist"]);
+    assert!(
+        stdout(&o).contains("<AppTitle>Test pattern</AppTitle>"),
+        "{}",
+        stdout(&o)
+    );
+    let o = client(client_dir.path(), &["launch", "--app", "1"]);
+    assert!(
+        o.status.success() && stdout(&o).contains("<gamesession>1</gamesession>"),
+        "{}",
+        stdout(&o)
+    );
+    let o = client(client_dir.path(), &["serverinfo"]);
+    assert!(stdout(&o).contains("SUNSHINE_SERVER_BUSY"));
+    let o = client(client_dir.path(), &["cancel"]);
+    assert!(o.status.success() && stdout(&o).contains("<cancel>1</cancel>"));
+
+    let o = wolf(&["--state-dir", &sd, "clients", "list", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(list.len(), 1);
+    let fp = list[0]["fingerprint"].as_str().unwrap().to_owned();
+    let o = wolf(&["--state-dir", &sd, "clients", "remove", &fp[..16]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = client(client_dir.path(), &["serverinfo"]);
+    assert!(stdout(&o).contains("<PairStatus>0</PairStatus>"), "{}", stdout(&o));
+
+    // SIGTERM drains and exits 0; the log told how long start-up took.
+    let _ = Command::new("kill").args(["-TERM", &host.0.id().to_string()]).status();
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(Some(s)) = host.0.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("TLS certificate generated in"), "{log}");
+    assert!(log.contains("HTTPS listener ready in"), "{log}");
+    assert!(log.contains("pairing waits for its PIN: open http://"), "{log}");
+
+    // Offline, the CLI reads the state file directly.
+    let o = wolf(&["--state-dir", &sd, "clients", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).contains("no paired clients"),
+        "{}",
+        stdout(&o)
+    );
+    let o = wolf(&["--state-dir", &sd, "pair", "1234"]);
+    assert_eq!(o.status.code(), Some(4));
+}
