@@ -52,7 +52,57 @@ async fn a_thousand_stalled_connections_do_not_stop_pairing_or_https() {
         assert_eq!(info.field("PairStatus").as_deref(), Some("1"));
     }
     assert!(gate.stats.count(wolf_rs::net::tls::Outcome::Ok) >= 6);
+
+    // When the stalled clients hang up, the host closes its side too: nothing left in CLOSE_WAIT.
     drop(stalled);
+    for _ in 0..1000 {
+        if gate.stats.pending.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gate.stats.pending.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(close_wait_on(host.https.port()), 0);
+    host.stop().await;
+}
+
+/// Sockets in CLOSE_WAIT whose local port is `port` (the host's side of closed connections).
+fn close_wait_on(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[1].ends_with(&local) && cols[3] == "08"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_http_headers_are_cut_off_and_block_nobody() {
+    let host = TestHost::start("[pairing]\npin = [\"4321\"]\n[http]\nrequest_timeout_ms = 300\n").await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(host.http).await.unwrap();
+        s.write_all(b"GET /serverinfo?uniqueid=0123456789ABCDEF HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let mut c = host.client();
+    assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
+    // Every slow client is closed by the host (EOF or reset, maybe after a 408), none hangs.
+    for mut s in slow {
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf),
+        )
+        .await;
+        assert!(r.is_ok(), "the host closed the slow connection");
+    }
     host.stop().await;
 }
 
