@@ -24,8 +24,13 @@ pub fn base_config(extra: &str) -> String {
 
 impl TestHost {
     pub async fn start(extra: &str) -> TestHost {
+        Self::start_raw(&base_config(extra)).await
+    }
+
+    /// A host with exactly this config text.
+    pub async fn start_raw(config: &str) -> TestHost {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("config.toml"), base_config(extra)).expect("write config");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         let mut h = TestHost {
             dir,
             running: None,

@@ -1,0 +1,79 @@
+//! mDNS: the host is found as `_nvstream._tcp` on its HTTP port. Multicast must never leave this
+//! machine, so the test re-runs itself inside a private network namespace (user + net) with a veth
+//! pair of its own.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestHost;
+
+const CHILD_ENV: &str = "WOLF_MDNS_TEST_IN_NETNS";
+const HOST_IP: &str = "10.213.0.1";
+
+#[test]
+fn host_is_found_by_mdns_in_a_private_network_namespace() {
+    let exe = std::env::current_exe().expect("test binary path");
+    let script = format!(
+        "ip link set lo up && ip link add v0 type veth peer name v1 && ip addr add {HOST_IP}/24 dev v0 && \
+         ip addr add 10.213.0.2/24 dev v1 && ip link set v0 up && ip link set v1 up && \
+         exec \"$0\" --exact mdns_inside_namespace --nocapture --test-threads 1"
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "sh", "-c", &script])
+        .arg(&exe)
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the namespace test:\n{stdout}"
+    );
+}
+
+/// Runs only inside the namespace made above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdns_inside_namespace() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        eprintln!("runs inside the namespace made by host_is_found_by_mdns_in_a_private_network_namespace");
+        return;
+    }
+    let config = format!(
+        "hostname = \"mdns-host\"\nbind_address = \"0.0.0.0\"\n[network]\nlocal_ip = \"{HOST_IP}\"\n\
+         [ports]\nhttp = 0\nhttps = 0\n[mdns]\nenabled = true\n"
+    );
+    let host = TestHost::start_raw(&config).await;
+    let browser = mdns_sd::ServiceDaemon::new().expect("browser daemon");
+    let rx = browser.browse(wolf_rs::mdns::SERVICE_TYPE).expect("browse");
+    let want_port = host.http.port();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match rx.recv_async().await {
+                Ok(mdns_sd::ServiceEvent::ServiceResolved(info)) => return Some(info),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the host is resolved over mDNS");
+    assert_eq!(found.get_port(), want_port);
+    assert!(
+        found.get_fullname().starts_with("mdns-host."),
+        "{}",
+        found.get_fullname()
+    );
+    assert!(
+        found.get_addresses().iter().any(|a| a.to_string() == HOST_IP),
+        "{:?}",
+        found.get_addresses()
+    );
+    let _ = browser.shutdown();
+    host.stop().await;
+}
