@@ -1,4 +1,5 @@
 //! Pure protocol code: bytes and parameters in, structs and bytes out. No sockets, no clock, no tokio.
 
 pub mod pairing;
+pub mod video;
 pub mod xml;
