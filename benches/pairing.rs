@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
                 hevc: false,
                 mac: "02:00:00:aa:bb:cc",
                 local_ip: "192.168.1.10",
+                gpu_type: "software",
                 paired: true,
                 current_game: 0,
                 busy: false,

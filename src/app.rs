@@ -127,6 +127,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         sessions: Arc::new(Sessions::default()),
         icons,
         hevc: false,
+        gpu_type: "software".into(),
         http_port,
         https_port,
         rtsp_port: config.ports.rtsp,

@@ -226,7 +226,7 @@ async fn pair(paths: &Paths, pin: String, secret: Option<String>) -> u8 {
     {
         Ok(None) => not_running(paths),
         Ok(Some((s, _))) if s.is_success() => {
-            println!("PIN accepted: finish pairing on the client");
+            println!("PIN handed to the pairing: the client shows whether it matched");
             exit::OK
         }
         Ok(Some((_, body))) => {

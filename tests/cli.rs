@@ -82,14 +82,20 @@ fn config_check_prints_every_problem_and_fails() {
     assert_eq!(std::fs::read(&cfg).unwrap(), before);
 }
 
-fn wait_for_http(port: u16) -> bool {
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+/// Waits for the host's own log to say both listeners are up; a host that exits (e.g. the default
+/// ports are taken) fails the test with its log.
+fn wait_until_ready(host: &mut Host, log: &Path) {
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("HTTP listener ready") && text.contains("HTTPS listener ready") {
+            return;
+        }
+        if let Ok(Some(status)) = host.0.try_wait() {
+            panic!("the host exited ({status}) before it was ready:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    false
+    panic!("the host was not ready in time");
 }
 
 fn client(dir: &Path, args: &[&str]) -> Output {
@@ -114,7 +120,7 @@ fn default_config_host_pairs_with_the_project_client() {
         .spawn()
         .expect("start the host");
     let mut host = Host(child);
-    assert!(wait_for_http(47989), "the host answers on 47989");
+    wait_until_ready(&mut host, &log_path);
 
     // First start wrote the documented template and a 0600 key.
     let written = std::fs::read_to_string(state.path().join("config.toml")).unwrap();

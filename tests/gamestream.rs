@@ -278,11 +278,21 @@ async fn pairing_survives_restart_and_unpair_removes_it() {
             .is_empty()
     );
 
-    // Plain-HTTP /unpair (what Moonlight sends) removes pairings of this uniqueid from this IP.
+    // Plain-HTTP /unpair (what Moonlight sends after any failed pairing, with the uniqueid every
+    // client shares) never unpairs anyone: a stranger's failed attempt must not unpair us.
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
-    let r = c.http_get(&c.url("/unpair", &[])).await.unwrap();
+    let mut stranger = host.client();
+    assert_eq!(
+        stranger.pair("9999").await.unwrap(),
+        PairOutcome::NotPaired {
+            step: "clientpairingsecret"
+        }
+    );
+    let r = stranger.http_get(&stranger.url("/unpair", &[])).await.unwrap();
     assert_eq!(r.xml_status(), Some(200));
-    assert!(host.running().ctx.clients.list().is_empty());
+    assert_eq!(host.running().ctx.clients.list().len(), 1);
+    let info = c.https_get(&c.url("/serverinfo", &[])).await.unwrap();
+    assert_eq!(info.field("PairStatus").as_deref(), Some("1"));
     host.stop().await;
 }
 

@@ -74,7 +74,7 @@ pub async fn handle(ctx: Arc<HostContext>, conn: Arc<Conn>, req: Request<Incomin
     let resp = match (&conn.tls, &method, path.as_str()) {
         (None, &Method::GET, "/serverinfo") => serverinfo(&ctx, &conn, None),
         (None, &Method::GET, "/pair") => pair(&ctx, &conn, &q, &path).await,
-        (None, &Method::GET, "/unpair") => unpair_http(&ctx, &conn, &q, &path).await,
+        (None, &Method::GET, "/unpair") => unpair_http(&ctx, &conn, &q, &path),
         (None, &Method::GET, "/pin" | "/pin/") => respond(StatusCode::OK, "text/html; charset=utf-8", PIN_PAGE),
         (None, &Method::POST, "/pin" | "/pin/") => submit_pin(&ctx, req).await,
         (Some(fp), _, _) => {
@@ -171,6 +171,7 @@ fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> 
             "00:00:00:00:00:00"
         },
         local_ip: &local_ip,
+        gpu_type: &ctx.gpu_type,
         paired: client.is_some(),
         current_game: session.as_ref().map_or(0, |s| s.app_id),
         busy: session.is_some(),
@@ -353,30 +354,17 @@ async fn finish_pairing(
     }
 }
 
-/// Plain-HTTP `/unpair` carries no certificate: it ends this client's pending pairing and removes
-/// pairings made with the same uniqueid from the same IP (never anyone else's).
-async fn unpair_http(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
+/// Plain-HTTP `/unpair` carries no certificate, and every Moonlight client sends the same
+/// uniqueid (and calls it after any failed pairing), so it only ends this client's pending
+/// pairing. Paired clients are removed over HTTPS (their own certificate) or by the operator.
+fn unpair_http(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
     let Some(uniqueid) = q.get("uniqueid").filter(|u| !u.is_empty()) else {
         return xml_err(400, path, "Missing uniqueid");
     };
-    let ip = conn.ip().to_string();
-    ctx.pairing.discard(&PairingManager::key(uniqueid, conn.ip()));
-    match ctx
-        .clients
-        .remove_where(|c| &c.uniqueid == uniqueid && c.ip == ip)
-        .await
-    {
-        Ok(gone) => {
-            for c in gone {
-                tracing::info!(client = %c.name, fingerprint = %c.fingerprint, "client unpaired");
-            }
-            xml_ok(xml::ok(&[]))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "unpair could not be saved");
-            xml_err(500, path, "The pairing could not be removed from disk")
-        }
+    if ctx.pairing.discard(&PairingManager::key(uniqueid, conn.ip())) {
+        tracing::info!(ip = %conn.ip(), %uniqueid, "pending pairing discarded by /unpair");
     }
+    xml_ok(xml::ok(&[]))
 }
 
 #[derive(serde::Deserialize)]
@@ -408,7 +396,10 @@ async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body>
         return text(StatusCode::BAD_REQUEST, "The PIN must be exactly 4 digits");
     }
     match ctx.pairing.submit_pin(Some(&form.secret), form.pin) {
-        Ok(()) => text(StatusCode::OK, "PIN accepted: finish pairing on the client"),
+        Ok(()) => text(
+            StatusCode::OK,
+            "PIN handed to the pairing: the client shows whether it matched",
+        ),
         Err(_) => text(
             StatusCode::NOT_FOUND,
             "No pairing is waiting for this link; start pairing on the client again",

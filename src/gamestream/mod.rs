@@ -43,6 +43,8 @@ pub struct HostContext {
     /// App icons, read at start-up so no handler touches the disk.
     pub icons: HashMap<u32, Bytes>,
     pub hevc: bool,
+    /// Shown as `gputype`: the video encoder in use.
+    pub gpu_type: String,
     pub http_port: u16,
     pub https_port: u16,
     pub rtsp_port: u16,

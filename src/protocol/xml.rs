@@ -48,6 +48,7 @@ pub fn unauthorized(query: &str) -> String {
 
 pub const APP_VERSION: &str = "7.1.431.-1";
 pub const GFE_VERSION: &str = "3.23.0.74";
+pub const GS_VERSION: &str = "7.1.431";
 /// `ServerCodecModeSupport` bits (SCM_*).
 pub const SCM_H264: u32 = 0x1;
 pub const SCM_HEVC: u32 = 0x100;
@@ -61,6 +62,8 @@ pub struct ServerInfo<'a> {
     pub hevc: bool,
     pub mac: &'a str,
     pub local_ip: &'a str,
+    /// Shown by clients as "GPU": the encoder in use.
+    pub gpu_type: &'a str,
     pub paired: bool,
     pub current_game: u32,
     pub busy: bool,
@@ -86,6 +89,8 @@ pub fn serverinfo(s: &ServerInfo<'_>) -> String {
         ("mac", s.mac),
         ("LocalIP", s.local_ip),
         ("ServerCodecModeSupport", &codecs),
+        ("gputype", s.gpu_type),
+        ("GsVersion", GS_VERSION),
         ("PairStatus", if s.paired { "1" } else { "0" }),
         ("currentgame", &game),
         (
@@ -163,6 +168,7 @@ mod tests {
             hevc: false,
             mac: "00:00:00:00:00:00",
             local_ip: "127.0.0.1",
+            gpu_type: "software",
             paired,
             current_game: 0,
             busy: false,
@@ -184,6 +190,8 @@ mod tests {
             "mac",
             "LocalIP",
             "ServerCodecModeSupport",
+            "gputype",
+            "GsVersion",
             "PairStatus",
             "currentgame",
             "state",
