@@ -10,6 +10,26 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wolf_rs::client::PairOutcome;
 
+/// A TCP connection from a chosen loopback source address (the host limits connections per IP).
+async fn connect_from(src: u8, dst: std::net::SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(std::net::SocketAddr::from(([127, 0, 0, src], 0)))
+        .expect("bind a loopback source");
+    sock.connect(dst).await.expect("connect")
+}
+
+/// A complete ClientHello, as a real client's first flight.
+fn full_client_hello() -> Vec<u8> {
+    let cfg = wolf_rs::client::tls_config(None, None).expect("tls config");
+    let name = rustls_pki_types::ServerName::try_from("wolf-rs").expect("name");
+    let mut conn = rustls::ClientConnection::new(cfg, name).expect("client connection");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write hello");
+    }
+    out
+}
+
 /// The first bytes of a ClientHello that announces 512 bytes and sends fewer.
 const HALF_CLIENT_HELLO: &[u8] = &[
     0x16, 0x03, 0x01, 0x02, 0x00, // handshake record, 512 bytes
@@ -24,7 +44,8 @@ async fn a_thousand_stalled_connections_do_not_stop_pairing_or_https() {
     let host = TestHost::start("[pairing]\npin = [\"4321\"]\n[tls]\nclient_hello_timeout_ms = 120000\n").await;
     let mut stalled = Vec::new();
     for i in 0..1000 {
-        let mut s = TcpStream::connect(host.https).await.expect("connect");
+        // 50 from each of 20 addresses: under the per-IP cap, so all of them reach the gate.
+        let mut s = connect_from(2 + (i % 20) as u8, host.https).await;
         if i % 2 == 1 {
             s.write_all(HALF_CLIENT_HELLO).await.expect("half hello");
         }
@@ -84,8 +105,8 @@ fn close_wait_on(port: u16) -> usize {
 async fn slow_http_headers_are_cut_off_and_block_nobody() {
     let host = TestHost::start("[pairing]\npin = [\"4321\"]\n[http]\nrequest_timeout_ms = 300\n").await;
     let mut slow = Vec::new();
-    for _ in 0..200 {
-        let mut s = TcpStream::connect(host.http).await.unwrap();
+    for i in 0..200 {
+        let mut s = connect_from(2 + (i % 20) as u8, host.http).await;
         s.write_all(b"GET /serverinfo?uniqueid=0123456789ABCDEF HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
@@ -159,5 +180,72 @@ async fn a_silent_connection_times_out_and_is_closed() {
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "closed by the host: {n:?}");
     let gate = host.running().gate.clone();
     assert!(gate.stats.count(wolf_rs::net::tls::Outcome::Timeout) >= 1);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stall_after_a_full_client_hello_hold_no_permit() {
+    // Long handshake timeout: with permits held through the client's flight, these would block
+    // every real client for that long.
+    let host = TestHost::start("[pairing]\npin = [\"4321\"]\n[tls]\nhandshake_timeout_ms = 120000\n").await;
+    let hello = full_client_hello();
+    let mut stalled = Vec::new();
+    for i in 0..60 {
+        let mut s = connect_from(2 + (i % 6) as u8, host.https).await;
+        s.write_all(&hello).await.expect("hello");
+        stalled.push(s);
+    }
+    let gate = host.running().gate.clone();
+    let load = |a: &std::sync::atomic::AtomicI64| a.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..2000 {
+        if load(&gate.stats.pending) >= 60 && load(&gate.stats.waiting) == 0 && load(&gate.stats.in_use) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(load(&gate.stats.pending), 60, "the stalled handshakes are still open");
+    assert_eq!(load(&gate.stats.in_use), 0, "none of them holds a permit");
+    let mut c = host.client();
+    assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
+    let info = c.https_get(&c.url("/serverinfo", &[])).await.unwrap();
+    assert_eq!(info.field("PairStatus").as_deref(), Some("1"));
+    drop(stalled);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_fill_the_port() {
+    let host = TestHost::start(
+        "[pairing]\npin = [\"4321\"]\n[http]\nmax_connections_per_ip = 8\n[tls]\nclient_hello_timeout_ms = 120000\n",
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from(9, host.https).await);
+        held.push(connect_from(9, host.http).await);
+    }
+    // The ninth from the same address is closed at once, on both ports.
+    for port in [host.https, host.http] {
+        let mut extra = connect_from(9, port).await;
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read(&mut extra, &mut buf),
+        )
+        .await;
+        assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{port}: {n:?}");
+    }
+    // Everyone else is served.
+    let mut c = host.client();
+    assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
+    assert_eq!(
+        c.https_get(&c.url("/serverinfo", &[]))
+            .await
+            .unwrap()
+            .field("PairStatus")
+            .as_deref(),
+        Some("1")
+    );
+    drop(held);
     host.stop().await;
 }

@@ -82,6 +82,7 @@ pub struct Network {
 pub struct Http {
     pub request_timeout_ms: u64,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Http {
@@ -89,6 +90,7 @@ impl Default for Http {
         Http {
             request_timeout_ms: 10_000,
             max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }

@@ -214,7 +214,7 @@ impl Ctx<'_> {
                         _ => {}
                     }
                 }
-                let msg = e.into_inner().to_string();
+                let msg = e.into_inner().to_string().replace('\n', " ");
                 self.issue(&path, format!("bad value: {msg}"));
                 T::default()
             }
@@ -453,6 +453,7 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     }
     for (k, v) in [
         ("http.max_connections", cfg.http.max_connections),
+        ("http.max_connections_per_ip", cfg.http.max_connections_per_ip),
         ("tls.max_concurrent_handshakes", cfg.tls.max_concurrent_handshakes),
         ("tls.max_pending_connections", cfg.tls.max_pending_connections),
     ] {

@@ -13,13 +13,16 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::HostContext;
-use super::pairing::{PairingManager, SubmitError};
+use super::pairing::{BeginError, PairingManager, SubmitError};
 use crate::protocol::pairing::{CertInfo, PairError, PairingSession, is_valid_pin, sha256};
 use crate::protocol::xml;
 use crate::sessions::{LaunchError, Mode, Session};
 use crate::state::clients::PairedClient;
 
 pub type Body = Full<Bytes>;
+
+/// Longest `uniqueid` / `devicename` kept (clients send 16 and short names).
+const MAX_ID_LEN: usize = 64;
 
 /// What a handler knows about the connection it answers.
 #[derive(Debug, Clone)]
@@ -66,11 +69,44 @@ fn params(req: &Request<Incoming>) -> HashMap<String, String> {
     out
 }
 
-/// Entry point for both ports.
+/// Step 1 of pairing, the one request allowed to wait (for the PIN) longer than request_timeout.
+fn waits_for_pin(path: &str, q: &HashMap<String, String>) -> bool {
+    path == "/pair" && (q.get("phrase").map(String::as_str) == Some("getservercert") || q.contains_key("salt"))
+}
+
+/// Entry point for both ports. Every handler but pairing step 1 is bounded by request_timeout
+/// (reading a body included); step 1 is bounded by the PIN timeout.
 pub async fn handle(ctx: Arc<HostContext>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let q = params(&req);
     let method = req.method().clone();
+    if waits_for_pin(&path, &q) {
+        return route(&ctx, &conn, req, &q, &method, &path).await;
+    }
+    let limit = Duration::from_millis(ctx.config.http.request_timeout_ms);
+    match tokio::time::timeout(limit, route(&ctx, &conn, req, &q, &method, &path)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(peer = %conn.peer, %path, "request took longer than request_timeout_ms; answered 503");
+            respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/xml",
+                xml::error(503, &path, "The request timed out"),
+            )
+        }
+    }
+}
+
+async fn route(
+    ctx: &Arc<HostContext>,
+    conn: &Arc<Conn>,
+    req: Request<Incoming>,
+    q: &HashMap<String, String>,
+    method: &Method,
+    path: &str,
+) -> Response<Body> {
+    let (ctx, conn, q, path) = (ctx.clone(), conn.clone(), q.clone(), path.to_owned());
+    let method = method.clone();
     let resp = match (&conn.tls, &method, path.as_str()) {
         (None, &Method::GET, "/serverinfo") => serverinfo(&ctx, &conn, None),
         (None, &Method::GET, "/pair") => pair(&ctx, &conn, &q, &path).await,
@@ -191,6 +227,13 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     let Some(uniqueid) = q.get("uniqueid").filter(|u| !u.is_empty()) else {
         return xml_err(400, path, "Missing uniqueid");
     };
+    if uniqueid.len() > MAX_ID_LEN || q.get("devicename").is_some_and(|d| d.len() > MAX_ID_LEN) {
+        return xml_err(
+            400,
+            path,
+            &format!("uniqueid and devicename must be at most {MAX_ID_LEN} characters"),
+        );
+    }
     if let Some(left) = ctx.pairing.banned_for(ip) {
         return xml_err(
             429,
@@ -282,9 +325,20 @@ async fn pair_step1(
         Err(e) => return xml_err(500, path, &e.to_string()),
     };
     let key = PairingManager::key(uniqueid, ip);
-    let (rx, guard) = ctx
+    let (rx, guard) = match ctx
         .pairing
-        .begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none());
+        .begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none())
+    {
+        Ok(x) => x,
+        Err(BeginError::TooManyFromIp) => {
+            return xml_err(
+                503,
+                path,
+                "Too many pairings in progress from this address; finish or cancel one",
+            );
+        }
+        Err(BeginError::TooMany) => return xml_err(503, path, "Too many pairings in progress; try again shortly"),
+    };
     if let Some(rx) = rx {
         tracing::warn!(
             %ip, device, "pairing waits for its PIN: open http://{}:{}/pin/#{secret} or run `wolf-rs pair <PIN>`",

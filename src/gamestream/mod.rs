@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::error::{ErrorKind, Result, ResultExt};
 use crate::net::iface::NetInfo;
+use crate::net::limit::PerIpLimit;
 use crate::net::tls::{self, HandshakeGate};
 use crate::sessions::Sessions;
 use crate::state::clients::ClientStore;
@@ -165,6 +166,7 @@ async fn accept_failed(kind: &str, e: std::io::Error) {
 
 async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
+    let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -181,6 +183,10 @@ async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: Can
             tracing::debug!(%peer, "HTTP connection cap reached; closing");
             continue;
         };
+        let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
+            tracing::debug!(%peer, "HTTP per-IP connection cap reached; closing");
+            continue;
+        };
         let ctx = ctx.clone();
         tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -188,7 +194,7 @@ async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: Can
             let conn = Arc::new(Conn { peer, local, tls: None });
             let deadline = handlers::connection_deadline(request_timeout(&ctx), Some(ctx.pairing.limits.pin_timeout));
             serve_one(stream, ctx, conn, deadline).await;
-            drop(slot);
+            drop((slot, ip_slot));
         });
     }
 }
@@ -201,6 +207,9 @@ async fn accept_https(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // Whole-connection caps (handshake and request); the gate caps the handshakes themselves.
+    let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
+    let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -213,7 +222,12 @@ async fn accept_https(
                 continue;
             }
         };
-        // Over the cap: dropping the stream closes it at once.
+        // Over a cap: dropping the stream closes it at once.
+        let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
+            tracing::debug!(%peer, "HTTPS connection cap (total or per IP) reached; closing");
+            gate.refused();
+            continue;
+        };
         let Some(admitted) = gate.admit() else {
             tracing::debug!(%peer, "too many pending TLS connections; closing");
             continue;
@@ -237,6 +251,7 @@ async fn accept_https(
             });
             let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
             serve_one(tls_stream, ctx, conn, deadline).await;
+            drop((slot, ip_slot));
         });
     }
 }

@@ -9,7 +9,15 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::protocol::pairing::PairingSession;
+use crate::protocol::pairing::{PairingSession, Step};
+
+/// Pairings in progress from one IP, and in all.
+pub const MAX_PENDING_PER_IP: usize = 4;
+pub const MAX_PENDING: usize = 64;
+/// A pairing past step 1 that makes no progress for this long is dropped (and counted as failed).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+/// Per-IP failure records kept at most; expired ones are pruned first.
+const MAX_FAILURE_RECORDS: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct PairingLimits {
@@ -38,6 +46,8 @@ struct Pending {
     device_name: String,
     uniqueid: String,
     since: Instant,
+    /// Last step taken; stale pairings are swept by this.
+    touched: Instant,
     /// `Some` while step 1 waits for the PIN.
     pin_tx: Option<oneshot::Sender<String>>,
     session: Option<PairingSession>,
@@ -57,6 +67,12 @@ pub struct WaitingPairing {
 struct Failures {
     recent: VecDeque<Instant>,
     banned_until: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BeginError {
+    TooManyFromIp,
+    TooMany,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -129,8 +145,28 @@ impl PairingManager {
 
     /// Count a failed pairing; returns true when this one got the IP banned.
     pub fn record_failure(&self, ip: IpAddr) -> bool {
+        let ip = crate::net::limit::ip_key(ip);
         let now = Instant::now();
         let mut all = lock(&self.failures);
+        if all.len() >= MAX_FAILURE_RECORDS {
+            let window = self.limits.failure_window;
+            all.retain(|_, f| {
+                f.banned_until.is_some_and(|u| u > now)
+                    || f.recent.back().is_some_and(|t| now.duration_since(*t) <= window)
+            });
+        }
+        if all.len() >= MAX_FAILURE_RECORDS && !all.contains_key(&ip) {
+            // Still full of live records: ban this newcomer outright rather than grow.
+            tracing::warn!(%ip, "too many IPs with failed pairings; refusing this one");
+            all.insert(
+                ip,
+                Failures {
+                    recent: VecDeque::new(),
+                    banned_until: Some(now + self.limits.ban),
+                },
+            );
+            return true;
+        }
         let f = all.entry(ip).or_default();
         while f
             .recent
@@ -148,6 +184,35 @@ impl PairingManager {
         false
     }
 
+    /// Drop pairings that stopped making progress; one abandoned mid-way counts as a failure
+    /// (moonlight-qt stops after step 3 on a wrong PIN).
+    fn sweep(&self, pending: &mut HashMap<String, Pending>) {
+        let now = Instant::now();
+        let stale: Vec<String> = pending
+            .iter()
+            .filter(|(_, p)| p.pin_tx.is_none() && now.duration_since(p.touched) > STALE_AFTER)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(p) = pending.remove(&k) {
+                self.note_abandoned(&p);
+            }
+        }
+    }
+
+    fn note_abandoned(&self, p: &Pending) {
+        let midway = p.session.as_ref().is_some_and(|s| {
+            matches!(
+                s.step(),
+                Step::AwaitingServerChallengeResp | Step::AwaitingClientPairingSecret
+            )
+        });
+        if midway {
+            tracing::info!(ip = %p.ip, "pairing abandoned after the challenge: counted as failed");
+            self.record_failure(p.ip);
+        }
+    }
+
     /// Step 1 begins: registers the pairing (replacing an older one under the same key).
     /// With `wait`, returns the receiver the PIN arrives on. The guard discards the pairing when
     /// dropped armed.
@@ -159,8 +224,26 @@ impl PairingManager {
         session: PairingSession,
         secret: String,
         wait: bool,
-    ) -> (Option<oneshot::Receiver<String>>, WaitGuard<'_>) {
+    ) -> Result<(Option<oneshot::Receiver<String>>, WaitGuard<'_>), BeginError> {
         let key = Self::key(uniqueid, ip);
+        {
+            let mut pending = lock(&self.pending);
+            self.sweep(&mut pending);
+            if !pending.contains_key(&key) {
+                let ipk = crate::net::limit::ip_key(ip);
+                if pending
+                    .values()
+                    .filter(|p| crate::net::limit::ip_key(p.ip) == ipk)
+                    .count()
+                    >= MAX_PENDING_PER_IP
+                {
+                    return Err(BeginError::TooManyFromIp);
+                }
+                if pending.len() >= MAX_PENDING {
+                    return Err(BeginError::TooMany);
+                }
+            }
+        }
         let generation = {
             let mut g = lock(&self.generation);
             *g += 1;
@@ -181,11 +264,12 @@ impl PairingManager {
                 device_name: device_name.to_owned(),
                 uniqueid: uniqueid.to_owned(),
                 since: Instant::now(),
+                touched: Instant::now(),
                 pin_tx: tx,
                 session: Some(session),
             },
         );
-        (
+        Ok((
             rx,
             WaitGuard {
                 mgr: self,
@@ -193,7 +277,7 @@ impl PairingManager {
                 generation,
                 armed: true,
             },
-        )
+        ))
     }
 
     /// Hand a PIN to the pairing waiting under `secret` (or the only one waiting, if `None`).
@@ -237,12 +321,19 @@ impl PairingManager {
     /// Run `f` on the pairing session under `key`. `f` returns whether the pairing continues;
     /// when it does not, the pairing is discarded.
     pub fn with_session<R>(&self, key: &str, f: impl FnOnce(&mut PairingSession) -> (R, bool)) -> Option<R> {
-        let mut pending = lock(&self.pending);
-        let entry = pending.get_mut(key)?;
+        // Take the pairing out so the RSA work in `f` runs without holding the lock.
+        let mut entry = {
+            let mut pending = lock(&self.pending);
+            self.sweep(&mut pending);
+            pending.get(key)?.session.as_ref()?;
+            pending.remove(key)?
+        };
         let session = entry.session.as_mut()?;
         let (r, keep) = f(session);
-        if !keep {
-            pending.remove(key);
+        if keep {
+            entry.touched = Instant::now();
+            // A newer pairing under the same key, begun meanwhile, wins.
+            lock(&self.pending).entry(key.to_owned()).or_insert(entry);
         }
         Some(r)
     }
@@ -252,8 +343,13 @@ impl PairingManager {
         lock(&self.pending).get(key).is_some_and(|p| p.pin_tx.is_some())
     }
 
+    /// End a pairing (`/unpair`); one abandoned mid-way counts as a failure.
     pub fn discard(&self, key: &str) -> bool {
-        lock(&self.pending).remove(key).is_some()
+        let removed = lock(&self.pending).remove(key);
+        if let Some(p) = &removed {
+            self.note_abandoned(p);
+        }
+        removed.is_some()
     }
 }
 

@@ -160,8 +160,12 @@ impl GateStats {
         self.outcomes[o as usize].load(Ordering::Relaxed)
     }
 
-    fn record(&self, o: Outcome, took: Duration) {
+    fn count_only(&self, o: Outcome) {
         self.outcomes[o as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, o: Outcome, took: Duration) {
+        self.count_only(o);
         let secs = took.as_secs_f64();
         let slot = DURATION_BUCKETS
             .iter()
@@ -221,12 +225,17 @@ impl HandshakeGate {
         })
     }
 
+    /// Count a connection refused before admission (e.g. its IP is over its limit).
+    pub fn refused(&self) {
+        self.stats.count_only(Outcome::Rejected);
+    }
+
     /// Take a pending slot, or `None` when the cap is reached (the caller closes the socket at once).
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
         let before = self.stats.pending.fetch_add(1, Ordering::Relaxed);
         if before as usize >= self.cfg.max_pending_connections {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
-            self.stats.record(Outcome::Rejected, Duration::ZERO);
+            self.stats.count_only(Outcome::Rejected);
             return None;
         }
         Some(Admitted { gate: self.clone() })
@@ -294,10 +303,19 @@ impl HandshakeGate {
                 Ok(Ok(p)) => p,
             }
         };
-        let _in_use = GaugeGuard::new(&self.stats.in_use);
-        let done = tokio::time::timeout(self.cfg.handshake_timeout, start.into_stream(config)).await;
-        drop(permit);
-        match done {
+        // `into_stream` processes the ClientHello and makes the server's flight, signature included,
+        // synchronously: that is the crypto the permits bound, so it runs under the permit, off the
+        // async workers. Waiting for the client's flight holds no permit.
+        let accept = {
+            let _in_use = GaugeGuard::new(&self.stats.in_use);
+            let made = tokio::task::spawn_blocking(move || start.into_stream(config)).await;
+            drop(permit);
+            match made {
+                Ok(a) => a,
+                Err(e) => return Err((Outcome::Error, Error::with_source(ErrorKind::Tls, "handshake task", e))),
+            }
+        };
+        match tokio::time::timeout(self.cfg.handshake_timeout, accept).await {
             Err(_) => Err((
                 Outcome::Timeout,
                 Error::new(ErrorKind::Tls, "handshake did not finish in time"),
