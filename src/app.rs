@@ -113,6 +113,12 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
 
+    if config.pairing.fixed_pin().is_some() {
+        tracing::warn!(
+            "a fixed pairing PIN is set: anyone who can reach port {} can pair (the protocol lets a fixed PIN be recovered from one exchange)",
+            config.ports.http
+        );
+    }
     let config = Arc::new(config);
     let listeners = Listeners::bind(&config).await?;
     let (http_port, https_port) = listeners.ports()?;

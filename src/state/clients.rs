@@ -94,7 +94,7 @@ pub fn write_file(path: &Path, clients: &[PairedClient]) -> Result<()> {
 /// The paired clients of a running host.
 pub struct ClientStore {
     path: PathBuf,
-    snapshot: RwLock<Snapshot>,
+    snapshot: Arc<RwLock<Snapshot>>,
     /// Serializes writers so the file and the snapshot change together.
     writer: tokio::sync::Mutex<()>,
 }
@@ -106,7 +106,7 @@ impl ClientStore {
         let map = clients.into_iter().map(|c| (c.fingerprint.clone(), c)).collect();
         Ok(ClientStore {
             path: path.to_owned(),
-            snapshot: RwLock::new(Arc::new(map)),
+            snapshot: Arc::new(RwLock::new(Arc::new(map))),
             writer: Default::default(),
         })
     }
@@ -126,18 +126,23 @@ impl ClientStore {
         self.snapshot().values().cloned().collect()
     }
 
+    /// Write, then publish. Both happen on the blocking thread, so a cancelled caller cannot leave
+    /// the file and memory disagreeing.
     async fn commit(&self, next: BTreeMap<String, PairedClient>) -> Result<()> {
         let path = self.path.clone();
-        let list: Vec<PairedClient> = next.values().cloned().collect();
-        tokio::task::spawn_blocking(move || write_file(&path, &list))
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Store, "the store writer task failed", e))??;
-        let next = Arc::new(next);
-        match self.snapshot.write() {
-            Ok(mut g) => *g = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
-        Ok(())
+        let snapshot = self.snapshot.clone();
+        tokio::task::spawn_blocking(move || {
+            let list: Vec<PairedClient> = next.values().cloned().collect();
+            write_file(&path, &list)?;
+            let next = Arc::new(next);
+            match snapshot.write() {
+                Ok(mut g) => *g = next,
+                Err(poisoned) => *poisoned.into_inner() = next,
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Store, "the store writer task failed", e))?
     }
 
     /// Persist a new pairing; memory changes only once the file is on disk.
@@ -205,7 +210,7 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         let store = ClientStore {
             path,
-            snapshot: RwLock::new(Arc::default()),
+            snapshot: Arc::default(),
             writer: Default::default(),
         };
         assert!(store.add(client("aa")).await.is_err());

@@ -55,13 +55,21 @@ impl Identity {
 
     /// Make a new RSA-2048 key and a self-signed SHA-256 certificate; returns (key PEM, cert PEM).
     pub fn generate(common_name: &str) -> Result<(String, String)> {
+        Self::certify(&Self::new_key()?, common_name)
+    }
+
+    fn new_key() -> Result<PrivatePkcs8KeyDer<'static>> {
         let key = RsaKeyPair::generate(KeySize::Rsa2048)
             .map_err(|_| Error::new(ErrorKind::Identity, "generating an RSA-2048 key"))?;
         let pkcs8 = key
             .as_der()
             .map_err(|_| Error::new(ErrorKind::Identity, "encoding the RSA key as PKCS#8"))?;
-        let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
-        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).or_err(
+        Ok(PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec()))
+    }
+
+    /// A self-signed SHA-256 certificate for an existing PKCS#8 RSA key; returns (key PEM, cert PEM).
+    pub fn certify(pkcs8: &PrivatePkcs8KeyDer<'_>, common_name: &str) -> Result<(String, String)> {
+        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(pkcs8, &rcgen::PKCS_RSA_SHA256).or_err(
             ErrorKind::Identity,
             || "loading the RSA key into the certificate builder",
         )?;
@@ -96,18 +104,26 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
             write_atomic(cert_path, cert_pem.as_bytes(), 0o600)?;
             true
         }
-        _ => {
-            let (have, missing) = if key_exists {
-                (key_path, cert_path)
-            } else {
-                (cert_path, key_path)
-            };
+        // Key written, certificate not (a crash between the two writes): no client can have
+        // paired with a certificate that never existed, so certify the key again.
+        (true, false) => {
+            let key_pem = std::fs::read_to_string(key_path)
+                .or_err(ErrorKind::Identity, || format!("reading {}", key_path.display()))?;
+            let pkcs8 = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).or_err(ErrorKind::Identity, || {
+                format!("{} is not a PKCS#8 PEM key", key_path.display())
+            })?;
+            let (_, cert_pem) = Identity::certify(&pkcs8, "wolf-rs")?;
+            write_atomic(cert_path, cert_pem.as_bytes(), 0o600)?;
+            tracing::warn!(cert = %cert_path.display(), "certificate was missing; made a new one for the existing key");
+            true
+        }
+        (false, true) => {
             return Err(Error::new(
                 ErrorKind::Identity,
                 format!(
-                    "{} exists but {} does not; restore it or remove both to make a new identity (clients must pair again)",
-                    have.display(),
-                    missing.display()
+                    "{} exists but its key {} does not; restore the key, or remove both to make a new identity (clients must pair again)",
+                    cert_path.display(),
+                    key_path.display()
                 ),
             ));
         }
@@ -202,6 +218,24 @@ mod tests {
                 })
                 .unwrap(),
             2048
+        );
+    }
+
+    #[test]
+    fn a_key_without_its_certificate_is_certified_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, c) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let first = load_or_create(&k, &c).unwrap();
+        std::fs::remove_file(&c).unwrap();
+        let again = load_or_create(&k, &c).unwrap();
+        assert_eq!(
+            first.identity.pairing.cert.public_key,
+            again.identity.pairing.cert.public_key
+        );
+        std::fs::remove_file(&k).unwrap();
+        assert!(
+            load_or_create(&k, &c).is_err(),
+            "a certificate without its key is an error"
         );
     }
 
