@@ -517,3 +517,112 @@ async fn malformed_input_gets_clean_errors_and_the_host_keeps_serving() {
     );
     host.stop().await;
 }
+
+#[tokio::test]
+async fn pending_pairings_and_ids_are_bounded() {
+    let host = TestHost::start("[pairing]\npin = [\"4321\"]\nmax_failures = 1000\n").await;
+    let mut c = host.client();
+    let cert = hex::encode(c.identity.cert.pem.as_bytes());
+    let salt = "00112233445566778899aabbccddeeff";
+    for n in 0..wolf_rs::gamestream::pairing::MAX_PENDING_PER_IP {
+        c.uniqueid = format!("client-{n}");
+        let r = c
+            .http_get(&c.url(
+                "/pair",
+                &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.xml_status(), Some(200), "{}", r.text());
+    }
+    c.uniqueid = "one-too-many".into();
+    let r = c
+        .http_get(&c.url(
+            "/pair",
+            &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.xml_status(), Some(503), "{}", r.text());
+    // Restarting a pairing under a known uniqueid is always allowed.
+    c.uniqueid = "client-0".into();
+    let r = c
+        .http_get(&c.url(
+            "/pair",
+            &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.xml_status(), Some(200));
+    c.uniqueid = "x".repeat(65);
+    let r = c
+        .http_get(&c.url(
+            "/pair",
+            &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.xml_status(), Some(400));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn pairings_abandoned_after_the_challenge_count_as_failures() {
+    // moonlight-qt checks the host's hash after step 3 and, on a wrong PIN, calls /unpair instead of
+    // sending step 4: those attempts must count towards the ban too.
+    let host = TestHost::start(FIXED).await;
+    let c = host.client();
+    let cert = hex::encode(c.identity.cert.pem.as_bytes());
+    for _ in 0..5 {
+        let r = c
+            .http_get(&c.url(
+                "/pair",
+                &[
+                    ("phrase", "getservercert"),
+                    ("salt", "00112233445566778899aabbccddeeff"),
+                    ("clientcert", &cert),
+                ],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.xml_status(), Some(200));
+        let r = c
+            .http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")]))
+            .await
+            .unwrap();
+        assert_eq!(r.xml_status(), Some(200));
+        let r = c.http_get(&c.url("/unpair", &[])).await.unwrap();
+        assert_eq!(r.xml_status(), Some(200));
+    }
+    let mut fresh = host.client();
+    match fresh.pair("4321").await.unwrap() {
+        PairOutcome::Refused { status: 429, .. } => {}
+        other => panic!("expected a ban after 5 abandoned pairings, got {other:?}"),
+    }
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_request_body_is_cut_off() {
+    let host = TestHost::start("[http]\nrequest_timeout_ms = 300\n").await;
+    let mut s = TcpStream::connect(host.http).await.unwrap();
+    s.write_all(
+        b"POST /pin/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pin\"",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the host ends the request");
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let c = host.client();
+    assert_eq!(
+        c.http_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(),
+        Some(200)
+    );
+    host.stop().await;
+}

@@ -249,3 +249,23 @@ async fn one_address_cannot_fill_the_port() {
     drop(held);
     host.stop().await;
 }
+
+#[tokio::test]
+async fn a_handshake_that_stalls_after_the_hello_times_out_and_is_closed() {
+    let host = TestHost::start("[tls]\nhandshake_timeout_ms = 300\n").await;
+    let mut s = connect_from(3, host.https).await;
+    s.write_all(&full_client_hello()).await.unwrap();
+    // The host sends its flight, then gives up on ours and closes.
+    let mut sink = Vec::new();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink),
+    )
+    .await;
+    assert!(r.is_ok(), "the host closed the connection");
+    assert!(!sink.is_empty(), "the server flight was sent");
+    let gate = host.running().gate.clone();
+    assert!(gate.stats.count(wolf_rs::net::tls::Outcome::Timeout) >= 1);
+    assert_eq!(gate.stats.in_use.load(std::sync::atomic::Ordering::Relaxed), 0);
+    host.stop().await;
+}
