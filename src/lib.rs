@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod gamestream;
 pub mod mdns;
+pub mod media;
 pub mod net;
 pub mod protocol;
 pub mod sessions;

@@ -1,5 +1,6 @@
 //! Pure protocol code: bytes and parameters in, structs and bytes out. No sockets, no clock, no tokio.
 
+pub mod annexb;
 pub mod pairing;
 pub mod rtsp;
 pub mod video;
