@@ -91,7 +91,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let p = paths.clone();
-    let (config, loaded, uuid, clients, net, icons) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (config, loaded, uuid, clients, net, icons, encoder) = tokio::task::spawn_blocking(move || -> Result<_> {
         std::fs::create_dir_all(&p.state_dir).or_err(ErrorKind::Io, || {
             format!("creating the state directory {}", p.state_dir.display())
         })?;
@@ -107,11 +107,19 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let clients = ClientStore::open(&p.clients())?;
         let net = iface::detect(&config.network.local_ip, &config.network.mac);
         let icons = load_icons(&config);
-        Ok((config, loaded, uuid, clients, net, icons))
+        let encoder = crate::media::probe(&config.video.encoder)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
+        Ok((config, loaded, uuid, clients, net, icons, encoder))
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
+    tracing::info!(
+        encoder = encoder.h264.name,
+        hevc = encoder.hevc.is_some(),
+        "video encoder: {}",
+        encoder.reason
+    );
 
     if config.pairing.fixed_pin().is_some() {
         tracing::warn!(
@@ -132,8 +140,9 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         pairing: PairingManager::new((&config.pairing).into()),
         sessions: Arc::new(Sessions::default()),
         icons,
-        hevc: false,
-        gpu_type: "software".into(),
+        hevc: encoder.hevc.is_some(),
+        gpu_type: encoder.h264.name.into(),
+        encoder,
         http_port,
         https_port,
         rtsp_port: config.ports.rtsp,

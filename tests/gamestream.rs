@@ -51,7 +51,15 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     );
     assert!(info.field("LocalIP").unwrap().parse::<std::net::Ipv4Addr>().is_ok());
     assert_eq!(info.field("appversion").as_deref(), Some("7.1.431.-1"));
-    assert_eq!(info.field("ServerCodecModeSupport").as_deref(), Some("1"));
+    let codecs: u32 = info.field("ServerCodecModeSupport").unwrap().parse().unwrap();
+    assert_eq!(codecs & 1, 1, "H.264 always");
+    let ctx = &host.running().ctx;
+    assert_eq!(
+        codecs & 0x100 != 0,
+        ctx.encoder.hevc.is_some(),
+        "HEVC only with an HEVC encoder"
+    );
+    assert_eq!(info.field("gputype").as_deref(), Some(ctx.encoder.h264.name));
 
     // Plain HTTP never says paired and never shows the MAC.
     let plain = c.http_get(&c.url("/serverinfo", &[])).await.unwrap();

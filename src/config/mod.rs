@@ -26,6 +26,7 @@ pub struct Config {
     pub tls: Tls,
     pub pairing: Pairing,
     pub mdns: Mdns,
+    pub video: Video,
     pub apps: Vec<App>,
 }
 
@@ -41,6 +42,7 @@ impl Default for Config {
             tls: Tls::default(),
             pairing: Pairing::default(),
             mdns: Mdns::default(),
+            video: Video::default(),
             apps: vec![App::test_pattern()],
         }
     }
@@ -160,6 +162,27 @@ pub struct Mdns {
 impl Default for Mdns {
     fn default() -> Self {
         Mdns { enabled: true }
+    }
+}
+
+/// Values `[video] encoder` accepts.
+pub const ENCODERS: [&str; 5] = ["auto", "nvcodec", "va", "x264", "openh264"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Video {
+    pub encoder: String,
+    pub pipelines_dir: String,
+    pub fec_percentage: u8,
+}
+
+impl Default for Video {
+    fn default() -> Self {
+        Video {
+            encoder: "auto".into(),
+            pipelines_dir: String::new(),
+            fec_percentage: 20,
+        }
     }
 }
 

@@ -222,7 +222,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 10] = [
+const TOP_KEYS: [&str; 11] = [
     "hostname",
     "uuid",
     "bind_address",
@@ -232,6 +232,7 @@ const TOP_KEYS: [&str; 10] = [
     "tls",
     "pairing",
     "mdns",
+    "video",
     "apps",
 ];
 
@@ -286,6 +287,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         tls: cx.section(&table, "tls"),
         pairing: cx.section(&table, "pairing"),
         mdns: cx.section(&table, "mdns"),
+        video: cx.section(&table, "video"),
         apps: if table.contains_key("apps") {
             cx.section(&table, "apps")
         } else {
@@ -472,6 +474,16 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
                 format!("{pin:?} is not a PIN; allowed: exactly 4 digits"),
             );
         }
+    }
+    if !super::ENCODERS.contains(&cfg.video.encoder.as_str()) {
+        report(
+            "video.encoder".into(),
+            format!(
+                "{:?} is not an encoder; allowed: {}",
+                cfg.video.encoder,
+                super::ENCODERS.join(", ")
+            ),
+        );
     }
     if cfg.apps.is_empty() {
         report("apps".into(), "at least one [[apps]] entry is needed".into());

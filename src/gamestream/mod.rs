@@ -46,6 +46,8 @@ pub struct HostContext {
     pub hevc: bool,
     /// Shown as `gputype`: the video encoder in use.
     pub gpu_type: String,
+    /// The encoders picked at start-up.
+    pub encoder: crate::media::EncoderChoice,
     pub http_port: u16,
     pub https_port: u16,
     pub rtsp_port: u16,
