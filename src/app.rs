@@ -61,6 +61,7 @@ fn resolve(state_dir: &Path, file: &str, default: &str) -> PathBuf {
 pub struct Running {
     pub http_port: u16,
     pub https_port: u16,
+    pub rtsp_port: u16,
     pub ctx: Arc<HostContext>,
     pub gate: Arc<HandshakeGate>,
     shutdown: CancellationToken,
@@ -129,7 +130,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     }
     let config = Arc::new(config);
     let listeners = Listeners::bind(&config).await?;
-    let (http_port, https_port) = listeners.ports()?;
+    let (http_port, https_port, rtsp_port) = listeners.ports()?;
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
     let ctx = Arc::new(HostContext {
         config: config.clone(),
@@ -145,7 +146,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         encoder,
         http_port,
         https_port,
-        rtsp_port: config.ports.rtsp,
+        rtsp_port,
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();
@@ -186,6 +187,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     Ok(Running {
         http_port,
         https_port,
+        rtsp_port,
         ctx,
         gate,
         shutdown,

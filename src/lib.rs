@@ -25,5 +25,6 @@ pub mod mdns;
 pub mod media;
 pub mod net;
 pub mod protocol;
+pub mod rtsp;
 pub mod sessions;
 pub mod state;

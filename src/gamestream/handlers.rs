@@ -531,6 +531,7 @@ fn launch(
         rikeyid,
         surround_audio_info: surround,
         created: SystemTime::now(),
+        rtsp: Default::default(),
     };
     match ctx.sessions.launch(session) {
         Ok(s) => {

@@ -84,6 +84,7 @@ pub fn load_icons(config: &Config) -> HashMap<u32, Bytes> {
 pub struct Listeners {
     pub http: TcpListener,
     pub https: TcpListener,
+    pub rtsp: TcpListener,
 }
 
 impl Listeners {
@@ -102,10 +103,16 @@ impl Listeners {
             .or_err(ErrorKind::Bind, || {
                 format!("binding HTTPS on {ip}:{}", config.ports.https)
             })?;
-        Ok(Listeners { http, https })
+        let rtsp = TcpListener::bind(SocketAddr::new(ip, config.ports.rtsp))
+            .await
+            .or_err(ErrorKind::Bind, || {
+                format!("binding RTSP on {ip}:{}", config.ports.rtsp)
+            })?;
+        Ok(Listeners { http, https, rtsp })
     }
 
-    pub fn ports(&self) -> Result<(u16, u16)> {
+    /// (http, https, rtsp) as bound.
+    pub fn ports(&self) -> Result<(u16, u16, u16)> {
         let h = self
             .http
             .local_addr()
@@ -114,7 +121,11 @@ impl Listeners {
             .https
             .local_addr()
             .or_err(ErrorKind::Bind, || "HTTPS local address")?;
-        Ok((h.port(), s.port()))
+        let r = self
+            .rtsp
+            .local_addr()
+            .or_err(ErrorKind::Bind, || "RTSP local address")?;
+        Ok((h.port(), s.port(), r.port()))
     }
 }
 
@@ -150,9 +161,24 @@ impl GameStreamServer {
                 tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "{name} listener ready in {} ms", started.elapsed().as_millis());
             }
         }
+        let rtsp_host = crate::rtsp::HostInfo {
+            hevc: ctx.hevc,
+            video_port: ctx.config.ports.video,
+            audio_port: ctx.config.ports.audio,
+            control_port: ctx.config.ports.control,
+            // Control-stream encryption is announced once the ENet control channel exists.
+            encryption_supported: 0,
+        };
+        let rtsp = crate::rtsp::run(
+            listeners.rtsp,
+            ctx.sessions.clone(),
+            rtsp_host,
+            shutdown.clone(),
+            tracker.clone(),
+        );
         let http = accept_http(listeners.http, ctx.clone(), shutdown.clone(), tracker.clone());
         let https = accept_https(listeners.https, ctx, gate, tls, shutdown, tracker);
-        tokio::join!(http, https);
+        tokio::join!(http, https, rtsp);
     }
 }
 

@@ -41,6 +41,25 @@ pub struct Session {
     pub rikeyid: i32,
     pub surround_audio_info: u32,
     pub created: SystemTime,
+    /// How far the RTSP negotiation got.
+    pub rtsp: RtspProgress,
+}
+
+/// The RTSP handshake of one session, in the order the client runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtspProgress {
+    /// The `Session:` id handed out at the first SETUP.
+    pub rtsp_session: Option<String>,
+    /// `X-SS-Ping-Payload`: the client puts it in its UDP pings so we know them.
+    pub ping_payload: String,
+    /// `X-SS-Connect-Data`: the client passes it as its ENet connect data.
+    pub connect_data: u32,
+    pub setup_audio: bool,
+    pub setup_video: bool,
+    pub setup_control: bool,
+    /// What the client's ANNOUNCE asked for.
+    pub stream: Option<crate::protocol::rtsp::StreamConfig>,
+    pub playing: bool,
 }
 
 #[derive(Default)]
@@ -115,6 +134,11 @@ impl Sessions {
             s.rikeyid = rikeyid;
             Some(s.clone())
         })
+    }
+
+    /// Change the session of the client at `ip` (RTSP knows clients by address); returns the result.
+    pub fn update_by_ip<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.update(|m| m.values_mut().find(|s| s.client_ip == ip).map(f))
     }
 
     pub fn cancel(&self, fingerprint: &str) -> Option<Session> {
