@@ -131,6 +131,21 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let config = Arc::new(config);
     let listeners = Listeners::bind(&config).await?;
     let (http_port, https_port, rtsp_port) = listeners.ports()?;
+    let video_port = listeners.video_port()?;
+    let video_socket = listeners
+        .video
+        .try_clone()
+        .or_err(ErrorKind::Bind, || "cloning the video socket")?;
+    let ping_socket = Arc::new(
+        tokio::net::UdpSocket::from_std(
+            listeners
+                .video
+                .try_clone()
+                .or_err(ErrorKind::Bind, || "cloning the video socket")?,
+        )
+        .or_err(ErrorKind::Bind, || "registering the video socket")?,
+    );
+    let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
     let ctx = Arc::new(HostContext {
         config: config.clone(),
@@ -147,6 +162,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         http_port,
         https_port,
         rtsp_port,
+        video_port,
+        streams: streams_tx,
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();
@@ -165,10 +182,27 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (sd, tr, actx) = (shutdown.clone(), tracker.clone(), ctx.clone());
+    let pings = Arc::new(crate::stream::PingTable::default());
+    let video = crate::stream::video::VideoStreams {
+        config: ctx.config.clone(),
+        sessions: ctx.sessions.clone(),
+        pings: pings.clone(),
+        socket: video_socket,
+        encoder: ctx.encoder.clone(),
+        stats: Arc::new(Default::default()),
+    };
+    tracker.spawn(crate::stream::video::read_pings(
+        ping_socket,
+        ctx.sessions.clone(),
+        pings,
+        shutdown.clone(),
+    ));
+    let streams_task = tokio::spawn(video.run(streams_rx, shutdown.clone(), tracker.clone()));
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(admin.run(actx, sd.clone(), tr.clone()));
         server.run(sd.clone(), tr.clone(), started).await;
         let _ = admin_task.await;
+        let _ = streams_task.await;
         drop(mdns);
         tr.close();
         if tokio::time::timeout(DRAIN_GRACE, tr.wait()).await.is_err() {

@@ -28,3 +28,4 @@ pub mod protocol;
 pub mod rtsp;
 pub mod sessions;
 pub mod state;
+pub mod stream;

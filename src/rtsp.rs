@@ -15,6 +15,7 @@ use crate::net::limit::PerIpLimit;
 use crate::protocol::pairing::random16;
 use crate::protocol::rtsp::{self, Request};
 use crate::sessions::Sessions;
+use crate::stream::StreamCommand;
 
 /// How long a client has to send its whole request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,9 +62,11 @@ fn random_hex(n: usize) -> String {
         .collect()
 }
 
-/// Answer one request from `ip`. Pure apart from the session registry.
-pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -> Vec<u8> {
+/// Answer one request from `ip`. Pure apart from the session registry. PLAY also returns the
+/// command that starts the stream.
+pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -> (Vec<u8>, Option<StreamCommand>) {
     let cseq = req.cseq;
+    let mut command = None;
     let session_header = req
         .header("Session")
         .map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
@@ -149,17 +152,27 @@ pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -
                     return reply(455, "Method Not Valid in This State", cseq, &[], "");
                 }
                 progress.playing = true;
+                command = Some(StreamCommand::Start { session_id: s.id });
                 tracing::info!(session = s.id, "PLAY: stream starts");
                 reply(200, "OK", cseq, &[], "")
             }
             _ => reply(501, "Not Implemented", cseq, &[], ""),
         }
     });
-    outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], ""))
+    (
+        outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")),
+        command,
+    )
 }
 
 /// Read one request (bounded in size and time), answer, close.
-async fn serve(mut stream: TcpStream, peer: SocketAddr, sessions: Arc<Sessions>, host: Arc<HostInfo>) {
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    sessions: Arc<Sessions>,
+    host: Arc<HostInfo>,
+    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+) {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     let read = async {
@@ -176,7 +189,15 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, sessions: Arc<Sessions>,
         }
     };
     let out = match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(Ok(req)) => answer(&req, peer.ip().to_canonical(), &sessions, &host),
+        Ok(Ok(req)) => {
+            let (out, command) = answer(&req, peer.ip().to_canonical(), &sessions, &host);
+            if let Some(c) = command
+                && streams.try_send(c).is_err()
+            {
+                tracing::error!(%peer, "the stream manager is not taking commands");
+            }
+            out
+        }
         Ok(Err(Some(e))) => {
             tracing::debug!(%peer, error = %e, "malformed RTSP request");
             rtsp::response(400, "Bad Request", 0, &[], "")
@@ -197,6 +218,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, sessions: Arc<Sessions>,
 pub async fn run(
     listener: TcpListener,
     sessions: Arc<Sessions>,
+    streams: tokio::sync::mpsc::Sender<StreamCommand>,
     host: HostInfo,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -220,10 +242,10 @@ pub async fn run(
         let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
             continue;
         };
-        let (sessions, host, stop) = (sessions.clone(), host.clone(), shutdown.clone());
+        let (sessions, host, stop, streams) = (sessions.clone(), host.clone(), shutdown.clone(), streams.clone());
         tracker.spawn(async move {
             tokio::select! {
-                _ = serve(stream, peer, sessions, host) => {}
+                _ = serve(stream, peer, sessions, host, streams) => {}
                 _ = stop.cancelled() => {}
             }
             drop((slot, ip_slot));

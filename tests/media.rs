@@ -22,7 +22,7 @@ fn next(p: &mut VideoPipeline) -> EncodedFrame {
     for _ in 0..1000 {
         match p.frames.try_recv() {
             Ok(f) => return f,
-            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => panic!("frames channel closed: {e}"),
         }
     }

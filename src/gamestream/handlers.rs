@@ -170,6 +170,13 @@ async fn https(
         "/cancel" => {
             if let Some(s) = ctx.sessions.cancel(&client.fingerprint) {
                 tracing::info!(session = s.id, app = s.app_id, client = %client.name, "session cancelled");
+                if ctx
+                    .streams
+                    .try_send(crate::stream::StreamCommand::Stop { session_id: s.id })
+                    .is_err()
+                {
+                    tracing::error!(session = s.id, "the stream manager is not taking commands");
+                }
             }
             xml_ok(xml::ok(&[("cancel", "1")]))
         }

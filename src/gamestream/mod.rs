@@ -51,6 +51,9 @@ pub struct HostContext {
     pub http_port: u16,
     pub https_port: u16,
     pub rtsp_port: u16,
+    pub video_port: u16,
+    /// Start and stop streams.
+    pub streams: tokio::sync::mpsc::Sender<crate::stream::StreamCommand>,
 }
 
 /// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
@@ -85,6 +88,8 @@ pub struct Listeners {
     pub http: TcpListener,
     pub https: TcpListener,
     pub rtsp: TcpListener,
+    /// RTP video (UDP); non-blocking, shared by the ping reader and the sender threads.
+    pub video: std::net::UdpSocket,
 }
 
 impl Listeners {
@@ -108,7 +113,25 @@ impl Listeners {
             .or_err(ErrorKind::Bind, || {
                 format!("binding RTSP on {ip}:{}", config.ports.rtsp)
             })?;
-        Ok(Listeners { http, https, rtsp })
+        let video = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.video))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .or_err(ErrorKind::Bind, || {
+                format!("binding video UDP on {ip}:{}", config.ports.video)
+            })?;
+        Ok(Listeners {
+            http,
+            https,
+            rtsp,
+            video,
+        })
+    }
+
+    pub fn video_port(&self) -> Result<u16> {
+        Ok(self
+            .video
+            .local_addr()
+            .or_err(ErrorKind::Bind, || "video local address")?
+            .port())
     }
 
     /// (http, https, rtsp) as bound.
@@ -163,7 +186,7 @@ impl GameStreamServer {
         }
         let rtsp_host = crate::rtsp::HostInfo {
             hevc: ctx.hevc,
-            video_port: ctx.config.ports.video,
+            video_port: ctx.video_port,
             audio_port: ctx.config.ports.audio,
             control_port: ctx.config.ports.control,
             // Control-stream encryption is announced once the ENet control channel exists.
@@ -172,6 +195,7 @@ impl GameStreamServer {
         let rtsp = crate::rtsp::run(
             listeners.rtsp,
             ctx.sessions.clone(),
+            ctx.streams.clone(),
             rtsp_host,
             shutdown.clone(),
             tracker.clone(),

@@ -50,7 +50,8 @@ pub struct PipelineStats {
 pub struct VideoPipeline {
     ctl: std_mpsc::Sender<Control>,
     thread: Option<JoinHandle<Ended>>,
-    pub frames: tokio::sync::mpsc::Receiver<EncodedFrame>,
+    /// Encoded frames, for the one sender thread that owns this pipeline.
+    pub frames: std_mpsc::Receiver<EncodedFrame>,
     pub stats: Arc<PipelineStats>,
 }
 
@@ -69,7 +70,7 @@ impl VideoPipeline {
     pub fn start(description: String) -> Result<VideoPipeline, MediaError> {
         super::init()?;
         let (ctl_tx, ctl_rx) = std_mpsc::channel();
-        let (frame_tx, frame_rx) = tokio::sync::mpsc::channel(FRAME_QUEUE);
+        let (frame_tx, frame_rx) = std_mpsc::sync_channel(FRAME_QUEUE);
         let (ack_tx, ack_rx) = std_mpsc::sync_channel(1);
         let stats = Arc::new(PipelineStats::default());
         let thread_stats = stats.clone();
@@ -131,7 +132,7 @@ impl Drop for VideoPipeline {
 
 fn build(
     description: &str,
-    frame_tx: tokio::sync::mpsc::Sender<EncodedFrame>,
+    frame_tx: std_mpsc::SyncSender<EncodedFrame>,
     stats: Arc<PipelineStats>,
 ) -> Result<gst::Pipeline, MediaError> {
     let element = gst::parse::launch(description).map_err(|e| MediaError::Pipeline(format!("parse: {e}")))?;
@@ -171,7 +172,7 @@ fn build(
 fn run(
     description: String,
     ctl: std_mpsc::Receiver<Control>,
-    frame_tx: tokio::sync::mpsc::Sender<EncodedFrame>,
+    frame_tx: std_mpsc::SyncSender<EncodedFrame>,
     ack: std_mpsc::SyncSender<Result<(), MediaError>>,
     stats: Arc<PipelineStats>,
 ) -> Ended {

@@ -17,6 +17,28 @@ pub fn h264_nal_types(data: &[u8]) -> Vec<(usize, u8)> {
     out
 }
 
+/// `data` without the NAL units whose H.264 type is in `drop` (each kept unit gets a 4-byte start
+/// code). The client wants the IDR slice in the first packet: access unit delimiters and SEI
+/// before it only push it out.
+pub fn strip_h264(data: &[u8], drop: &[u8]) -> Vec<u8> {
+    let units = h264_nal_types(data);
+    let mut out = Vec::with_capacity(data.len());
+    for (i, (start, kind)) in units.iter().enumerate() {
+        if drop.contains(kind) {
+            continue;
+        }
+        // This unit runs to the next start code (whose zero bytes are not part of it).
+        let mut end = units.get(i + 1).map_or(data.len(), |(next, _)| next - 3);
+        while end > *start && units.get(i + 1).is_some() && data[end - 1] == 0 {
+            end -= 1;
+        }
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(&data[*start..end]);
+    }
+    out
+}
+
+pub const NAL_AUD: u8 = 9;
 pub const NAL_IDR: u8 = 5;
 pub const NAL_SEI: u8 = 6;
 pub const NAL_SPS: u8 = 7;
@@ -35,5 +57,19 @@ mod tests {
         );
         assert!(h264_nal_types(&[0, 0, 1]).is_empty());
         assert!(h264_nal_types(&[]).is_empty());
+    }
+
+    #[test]
+    fn strips_aud_and_sei_keeps_the_rest_intact() {
+        let d = [
+            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 9, 9, 0, 0, 1, 0x06, 5, 5, 0, 0, 1, 0x68, 7, 0, 0, 0, 1, 0x65, 1,
+            0, 3,
+        ];
+        let s = strip_h264(&d, &[NAL_AUD, NAL_SEI]);
+        assert_eq!(
+            s,
+            vec![0, 0, 0, 1, 0x67, 9, 9, 0, 0, 0, 1, 0x68, 7, 0, 0, 0, 1, 0x65, 1, 0, 3]
+        );
+        assert_eq!(strip_h264(&[1, 2, 3], &[NAL_SEI]), Vec::<u8>::new());
     }
 }

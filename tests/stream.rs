@@ -1,0 +1,208 @@
+//! Video end to end on loopback: pair, launch, RTSP, ping, then receive the test pattern as RTP,
+//! reassemble it (also with packets dropped on purpose, recovered by FEC), decode it with
+//! GStreamer, cancel, and see the stream stop.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::TestHost;
+use gstreamer::prelude::*;
+use wolf_rs::client::{PairOutcome, rtsp_request};
+use wolf_rs::protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
+use wolf_rs::protocol::video::{parse_packet, reassemble};
+
+const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
+    a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
+    a=x-nv-video[0].maxFPS:60 \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
+    a=x-ml-video.configuredBitrateKbps:8000 \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
+    a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:0 \r\na=x-nv-aqos.packetDuration:5 \r\n\
+    t=0 0\r\nm=video 47998  \r\n";
+
+/// Pair, launch, and run RTSP to PLAY; returns the client, the host's video address and the ping
+/// payload.
+async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, String) {
+    let mut c = host.client();
+    assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
+    let q = c.url(
+        "/launch",
+        &[
+            ("appid", "1"),
+            ("mode", "1280x720x60"),
+            ("rikey", "00112233445566778899aabbccddeeff"),
+            ("rikeyid", "1"),
+        ],
+    );
+    let url = c.https_get(&q).await.unwrap().field("sessionUrl0").unwrap();
+    let rtsp: SocketAddr = url.trim_start_matches("rtsp://").parse().unwrap();
+    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "")
+        .await
+        .unwrap();
+    let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
+    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "")
+        .await
+        .unwrap();
+    let port: u16 = v
+        .header("Transport")
+        .unwrap()
+        .trim_start_matches("server_port=")
+        .parse()
+        .unwrap();
+    rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        rtsp_request(
+            rtsp,
+            "ANNOUNCE",
+            "streamid=control/13/0",
+            4,
+            &[("Session", &session)],
+            SDP
+        )
+        .await
+        .unwrap()
+        .code,
+        200
+    );
+    assert_eq!(
+        rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "")
+            .await
+            .unwrap()
+            .code,
+        200
+    );
+    (c, SocketAddr::from(([127, 0, 0, 1], port)), ping)
+}
+
+/// Decode H.264 access units with GStreamer; returns decoded frame count, or the decoder's error.
+fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
+    gstreamer::init().map_err(|e| e.to_string())?;
+    let decoder = ["avdec_h264", "openh264dec"]
+        .into_iter()
+        .find(|d| gstreamer::ElementFactory::make(d).build().is_ok())
+        .ok_or("no H.264 decoder (gstreamer1.0-libav)")?;
+    let pipeline = gstreamer::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! {decoder} ! appsink name=out sync=false"
+    ))
+    .map_err(|e| e.to_string())?
+    .downcast::<gstreamer::Pipeline>()
+    .map_err(|_| "not a pipeline")?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok())
+        .ok_or("appsrc")?;
+    let out = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok())
+        .ok_or("appsink")?;
+    pipeline
+        .set_state(gstreamer::State::Playing)
+        .map_err(|e| e.to_string())?;
+    for (i, f) in frames.iter().enumerate() {
+        let mut b = gstreamer::Buffer::from_slice(f.clone());
+        if let Some(m) = b.get_mut() {
+            m.set_pts(gstreamer::ClockTime::from_mseconds(i as u64 * 16));
+        }
+        src.push_buffer(b).map_err(|e| e.to_string())?;
+    }
+    src.end_of_stream().map_err(|e| e.to_string())?;
+    let mut decoded = 0;
+    while out.try_pull_sample(gstreamer::ClockTime::from_seconds(10)).is_some() {
+        decoded += 1;
+    }
+    let bus = pipeline.bus().ok_or("bus")?;
+    let error = bus.iter().find_map(|m| match m.view() {
+        gstreamer::MessageView::Error(e) => Some(e.error().to_string()),
+        _ => None,
+    });
+    let _ = pipeline.set_state(gstreamer::State::Null);
+    match error {
+        Some(e) => Err(e),
+        None => Ok(decoded),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
+    let host = TestHost::start("[pairing]\npin = [\"4321\"]\n").await;
+    let (c, video, ping) = play(&host).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // SS_PING: the 16-byte payload from SETUP and a sequence number, from the receiving socket.
+    let mut pinger = ping.clone().into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    sock.send_to(&pinger, video).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut current: Option<u32> = None;
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut frames: BTreeMap<u32, (u8, Vec<u8>)> = BTreeMap::new();
+    let mut received = 0usize;
+    let mut dropped = 0usize;
+    let collect = async {
+        while frames.len() < 300 {
+            let (n, _) = match tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+                Ok(r) => r.unwrap(),
+                Err(_) => {
+                    // Keep pinging, as the client does every 500 ms.
+                    sock.send_to(&pinger, video).await.unwrap();
+                    continue;
+                }
+            };
+            received += 1;
+            // Drop every 10th packet on purpose: FEC must recover them.
+            if received % 10 == 0 {
+                dropped += 1;
+                continue;
+            }
+            let p = buf[..n].to_vec();
+            let info = parse_packet(&p).unwrap();
+            if current.is_some_and(|f| f != info.frame_index) {
+                let done = std::mem::take(&mut packets);
+                let (kind, bits) = reassemble(&done).expect("FEC recovers the dropped packets");
+                frames.insert(current.unwrap(), (kind, bits));
+            }
+            current = Some(info.frame_index);
+            packets.push(p);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), collect)
+        .await
+        .expect("300 frames within 2 minutes");
+    assert!(dropped > 30, "packets were dropped: {dropped}");
+    // Frames arrive numbered from 1, in order, and the first is an IDR with SPS/PPS up front.
+    let indices: Vec<u32> = frames.keys().copied().collect();
+    assert_eq!(indices[0], 1);
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1));
+    let (kind, first) = &frames[&1];
+    assert_eq!(*kind, 2, "frame 1 is an IDR");
+    let types: Vec<u8> = h264_nal_types(first).iter().map(|x| x.1).collect();
+    assert_eq!(&types[..3], &[NAL_SPS, NAL_PPS, NAL_IDR][..], "{types:?}");
+
+    let bitstreams: Vec<Vec<u8>> = frames.values().map(|(_, b)| b.clone()).collect();
+    let decoded = tokio::task::spawn_blocking(move || decode(&bitstreams))
+        .await
+        .unwrap()
+        .expect("decodes without error");
+    assert!(decoded >= 290, "decoded {decoded} frames");
+
+    // Cancel: the stream stops.
+    let r = c.https_get(&c.url("/cancel", &[])).await.unwrap();
+    assert_eq!(r.field("cancel").as_deref(), Some("1"));
+    // Drain what was in flight, then nothing more comes.
+    let mut quiet = false;
+    for _ in 0..50 {
+        if tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
+            .await
+            .is_err()
+        {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "no video after /cancel");
+    assert!(host.running().ctx.sessions.is_empty());
+    host.stop().await;
+}
