@@ -18,6 +18,7 @@ use crate::net::tls::HandshakeGate;
 use crate::sessions::Sessions;
 use crate::state::clients::ClientStore;
 use crate::state::identity;
+use crate::stream::{PingTable, Port, Streams, read_pings};
 
 /// How long connection tasks get to finish after shutdown is asked for.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -131,19 +132,23 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let config = Arc::new(config);
     let listeners = Listeners::bind(&config).await?;
     let (http_port, https_port, rtsp_port) = listeners.ports()?;
-    let video_port = listeners.video_port()?;
+    let (video_port, audio_port) = listeners.stream_ports()?;
+    // Each stream socket: one clone for the sender threads, one registered with tokio for pings.
     let video_socket = listeners
         .video
         .try_clone()
         .or_err(ErrorKind::Bind, || "cloning the video socket")?;
-    let ping_socket = Arc::new(
-        tokio::net::UdpSocket::from_std(
-            listeners
-                .video
-                .try_clone()
-                .or_err(ErrorKind::Bind, || "cloning the video socket")?,
-        )
-        .or_err(ErrorKind::Bind, || "registering the video socket")?,
+    let audio_socket = listeners
+        .audio
+        .try_clone()
+        .or_err(ErrorKind::Bind, || "cloning the audio socket")?;
+    let video_pings_socket = Arc::new(
+        tokio::net::UdpSocket::from_std(listeners.video.try_clone().or_err(ErrorKind::Bind, || "video socket")?)
+            .or_err(ErrorKind::Bind, || "registering the video socket")?,
+    );
+    let audio_pings_socket = Arc::new(
+        tokio::net::UdpSocket::from_std(listeners.audio.try_clone().or_err(ErrorKind::Bind, || "audio socket")?)
+            .or_err(ErrorKind::Bind, || "registering the audio socket")?,
     );
     let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
@@ -163,6 +168,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         https_port,
         rtsp_port,
         video_port,
+        audio_port,
         streams: streams_tx,
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
@@ -182,22 +188,34 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (sd, tr, actx) = (shutdown.clone(), tracker.clone(), ctx.clone());
-    let pings = Arc::new(crate::stream::PingTable::default());
-    let video = crate::stream::video::VideoStreams {
+    let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
+    let streams = Streams {
         config: ctx.config.clone(),
         sessions: ctx.sessions.clone(),
-        pings: pings.clone(),
-        socket: video_socket,
+        video: Port {
+            socket: video_socket,
+            pings: video_pings.clone(),
+        },
+        audio: Port {
+            socket: audio_socket,
+            pings: audio_pings.clone(),
+        },
         encoder: ctx.encoder.clone(),
         stats: Arc::new(Default::default()),
     };
-    tracker.spawn(crate::stream::video::read_pings(
-        ping_socket,
+    tracker.spawn(read_pings(
+        video_pings_socket,
         ctx.sessions.clone(),
-        pings,
+        video_pings,
         shutdown.clone(),
     ));
-    let streams_task = tokio::spawn(video.run(streams_rx, shutdown.clone(), tracker.clone()));
+    tracker.spawn(read_pings(
+        audio_pings_socket,
+        ctx.sessions.clone(),
+        audio_pings,
+        shutdown.clone(),
+    ));
+    let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(admin.run(actx, sd.clone(), tr.clone()));
         server.run(sd.clone(), tr.clone(), started).await;

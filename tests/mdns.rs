@@ -44,7 +44,7 @@ async fn mdns_inside_namespace() {
     }
     let config = format!(
         "hostname = \"mdns-host\"\nbind_address = \"0.0.0.0\"\n[network]\nlocal_ip = \"{HOST_IP}\"\n\
-         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\n[mdns]\nenabled = true\n"
+         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\n[mdns]\nenabled = true\n"
     );
     let host = TestHost::start_raw(&config).await;
     let browser = mdns_sd::ServiceDaemon::new().expect("browser daemon");

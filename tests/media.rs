@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use wolf_rs::media::pipeline::{EncodedFrame, Ended, VideoPipeline};
+use wolf_rs::media::pipeline::{EncodedFrame, EncoderPipeline, Ended};
 use wolf_rs::media::{self, MediaError, VideoSpec};
 use wolf_rs::protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
 
@@ -17,7 +17,7 @@ fn spec() -> VideoSpec {
     }
 }
 
-fn next(p: &mut VideoPipeline) -> EncodedFrame {
+fn next(p: &mut EncoderPipeline) -> EncodedFrame {
     // Bounded: a stalled pipeline fails the test instead of hanging it.
     for _ in 0..1000 {
         match p.frames.try_recv() {
@@ -52,7 +52,7 @@ fn probe_picks_an_h264_encoder_and_says_why() {
 fn test_pattern_streams_idr_first_and_keyframes_on_request() {
     let choice = media::probe("auto").expect("encoder");
     let text = media::render(&media::template(&choice.h264, None).unwrap(), &spec()).unwrap();
-    let mut p = VideoPipeline::start(text).expect("pipeline starts");
+    let mut p = EncoderPipeline::start(text).expect("pipeline starts");
     let first = next(&mut p);
     assert!(first.keyframe, "the first frame is a keyframe");
     let types: Vec<u8> = h264_nal_types(&first.data).iter().map(|x| x.1).collect();
@@ -92,9 +92,10 @@ fn test_pattern_streams_idr_first_and_keyframes_on_request() {
 
 #[test]
 fn a_pipeline_that_ends_reports_it_and_bad_text_is_an_error() {
-    let p =
-        VideoPipeline::start("videotestsrc num-buffers=3 ! video/x-raw,width=64,height=64 ! appsink name=sink".into())
-            .expect("starts");
+    let p = EncoderPipeline::start(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=64 ! appsink name=sink".into(),
+    )
+    .expect("starts");
     for _ in 0..1000 {
         if p.has_ended() {
             break;
@@ -105,11 +106,11 @@ fn a_pipeline_that_ends_reports_it_and_bad_text_is_an_error() {
     assert_eq!(p.stats.frames.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(p.stop(), Ended::Eos);
     assert!(matches!(
-        VideoPipeline::start("this is ! not a pipeline (".into()),
+        EncoderPipeline::start("this is ! not a pipeline (".into()),
         Err(MediaError::Pipeline(_))
     ));
     assert!(matches!(
-        VideoPipeline::start("videotestsrc ! fakesink".into()),
+        EncoderPipeline::start("videotestsrc ! fakesink".into()),
         Err(MediaError::Pipeline(_))
     ));
 }

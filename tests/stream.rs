@@ -21,9 +21,9 @@ const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming
     a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:0 \r\na=x-nv-aqos.packetDuration:5 \r\n\
     t=0 0\r\nm=video 47998  \r\n";
 
-/// Pair, launch, and run RTSP to PLAY; returns the client, the host's video address and the ping
-/// payload.
-async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, String) {
+/// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
+/// and the ping payload.
+async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, SocketAddr, String) {
     let mut c = host.client();
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
     let q = c.url(
@@ -42,6 +42,12 @@ async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr
         .unwrap();
     let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
     let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
+    let audio_port: u16 = a
+        .header("Transport")
+        .unwrap()
+        .trim_start_matches("server_port=")
+        .parse()
+        .unwrap();
     let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "")
         .await
         .unwrap();
@@ -75,7 +81,12 @@ async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr
             .code,
         200
     );
-    (c, SocketAddr::from(([127, 0, 0, 1], port)), ping)
+    (
+        c,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], audio_port)),
+        ping,
+    )
 }
 
 /// Decode H.264 access units with GStreamer; returns decoded frame count, or the decoder's error.
@@ -126,15 +137,78 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
     }
 }
 
+fn decrypt_audio(data: &[u8], seq: u16) -> Vec<u8> {
+    use aws_lc_rs::cipher::{AES_128, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey};
+    let key: [u8; 16] = hex::decode("00112233445566778899aabbccddeeff")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut iv = [0u8; 16];
+    // rikeyid 1 from /launch, plus the sequence number.
+    iv[..4].copy_from_slice(&(1u32.wrapping_add(u32::from(seq))).to_be_bytes());
+    let k = PaddedBlockDecryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_128, &key).unwrap()).unwrap();
+    let mut buf = data.to_vec();
+    k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into()))
+        .expect("audio decrypts")
+        .to_vec()
+}
+
+/// Decode Opus packets with GStreamer; returns how many decoded buffers came out.
+fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
+    gstreamer::init().map_err(|e| e.to_string())?;
+    let pipeline = gstreamer::parse::launch(
+        "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 ! opusdec ! appsink name=out sync=false",
+    )
+    .map_err(|e| e.to_string())?
+    .downcast::<gstreamer::Pipeline>()
+    .map_err(|_| "not a pipeline")?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok())
+        .ok_or("appsrc")?;
+    let out = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok())
+        .ok_or("appsink")?;
+    pipeline
+        .set_state(gstreamer::State::Playing)
+        .map_err(|e| e.to_string())?;
+    for (i, p) in packets.iter().enumerate() {
+        let mut b = gstreamer::Buffer::from_slice(p.clone());
+        if let Some(m) = b.get_mut() {
+            m.set_pts(gstreamer::ClockTime::from_mseconds(i as u64 * 5));
+            m.set_duration(gstreamer::ClockTime::from_mseconds(5));
+        }
+        src.push_buffer(b).map_err(|e| e.to_string())?;
+    }
+    src.end_of_stream().map_err(|e| e.to_string())?;
+    let mut decoded = 0;
+    while out.try_pull_sample(gstreamer::ClockTime::from_seconds(10)).is_some() {
+        decoded += 1;
+    }
+    let bus = pipeline.bus().ok_or("bus")?;
+    let error = bus.iter().find_map(|m| match m.view() {
+        gstreamer::MessageView::Error(e) => Some(e.error().to_string()),
+        _ => None,
+    });
+    let _ = pipeline.set_state(gstreamer::State::Null);
+    match error {
+        Some(e) => Err(e),
+        None => Ok(decoded),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     let host = TestHost::start("[pairing]\npin = [\"4321\"]\n").await;
-    let (c, video, ping) = play(&host).await;
+    let (c, video, audio, ping) = play(&host).await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let audio_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // SS_PING: the 16-byte payload from SETUP and a sequence number, from the receiving socket.
     let mut pinger = ping.clone().into_bytes();
     pinger.extend_from_slice(&0u32.to_be_bytes());
     sock.send_to(&pinger, video).await.unwrap();
+    audio_sock.send_to(&pinger, audio).await.unwrap();
     let mut buf = vec![0u8; 2048];
     let mut current: Option<u32> = None;
     let mut packets: Vec<Vec<u8>> = Vec::new();
@@ -187,6 +261,32 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
         .unwrap()
         .expect("decodes without error");
     assert!(decoded >= 290, "decoded {decoded} frames");
+
+    // Audio: RTP PT 97 with 4+2 FEC (PT 127), AES-CBC encrypted (featureFlags has 0x20); it
+    // decrypts with the launch key and decodes as Opus.
+    let mut opus = Vec::new();
+    let mut parity = 0;
+    while opus.len() < 200 {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(20), audio_sock.recv_from(&mut buf))
+            .await
+            .expect("audio")
+            .unwrap();
+        match buf[1] {
+            97 => {
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                opus.push(decrypt_audio(&buf[12..n], seq));
+            }
+            127 => parity += 1,
+            other => panic!("unexpected audio payload type {other}"),
+        }
+    }
+    assert!(parity >= 90, "2 parity packets per 4 data packets: {parity}");
+    let packets = opus.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode_opus(&packets))
+        .await
+        .unwrap()
+        .expect("Opus decodes");
+    assert!(decoded >= 190, "decoded {decoded} Opus packets");
 
     // Cancel: the stream stops.
     let r = c.https_get(&c.url("/cancel", &[])).await.unwrap();

@@ -52,6 +52,7 @@ pub struct HostContext {
     pub https_port: u16,
     pub rtsp_port: u16,
     pub video_port: u16,
+    pub audio_port: u16,
     /// Start and stop streams.
     pub streams: tokio::sync::mpsc::Sender<crate::stream::StreamCommand>,
 }
@@ -88,8 +89,9 @@ pub struct Listeners {
     pub http: TcpListener,
     pub https: TcpListener,
     pub rtsp: TcpListener,
-    /// RTP video (UDP); non-blocking, shared by the ping reader and the sender threads.
+    /// RTP video and audio (UDP); non-blocking, shared by the ping readers and the sender threads.
     pub video: std::net::UdpSocket,
+    pub audio: std::net::UdpSocket,
 }
 
 impl Listeners {
@@ -118,20 +120,31 @@ impl Listeners {
             .or_err(ErrorKind::Bind, || {
                 format!("binding video UDP on {ip}:{}", config.ports.video)
             })?;
+        let audio = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.audio))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .or_err(ErrorKind::Bind, || {
+                format!("binding audio UDP on {ip}:{}", config.ports.audio)
+            })?;
         Ok(Listeners {
             http,
             https,
             rtsp,
             video,
+            audio,
         })
     }
 
-    pub fn video_port(&self) -> Result<u16> {
-        Ok(self
+    /// (video, audio) UDP ports as bound.
+    pub fn stream_ports(&self) -> Result<(u16, u16)> {
+        let v = self
             .video
             .local_addr()
-            .or_err(ErrorKind::Bind, || "video local address")?
-            .port())
+            .or_err(ErrorKind::Bind, || "video local address")?;
+        let a = self
+            .audio
+            .local_addr()
+            .or_err(ErrorKind::Bind, || "audio local address")?;
+        Ok((v.port(), a.port()))
     }
 
     /// (http, https, rtsp) as bound.
@@ -187,7 +200,7 @@ impl GameStreamServer {
         let rtsp_host = crate::rtsp::HostInfo {
             hevc: ctx.hevc,
             video_port: ctx.video_port,
-            audio_port: ctx.config.ports.audio,
+            audio_port: ctx.audio_port,
             control_port: ctx.config.ports.control,
             // Control-stream encryption is announced once the ENet control channel exists.
             encryption_supported: 0,

@@ -170,6 +170,44 @@ pub fn probe(forced: &str) -> Result<EncoderChoice, MediaError> {
     Ok(EncoderChoice { h264, hevc, reason })
 }
 
+/// The audio pipeline template: CBR Opus at 48 kHz, one frame per buffer.
+pub const AUDIO_TEMPLATE: &str = template!("audio-opus.txt");
+
+/// What an audio pipeline is built for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioSpec {
+    pub source: String,
+    pub channels: u32,
+    pub bitrate_bps: u32,
+    /// Opus frame length in ms (5 or 10 from the client).
+    pub packet_ms: u32,
+}
+
+pub fn render_audio(template: &str, spec: &AudioSpec) -> Result<String, MediaError> {
+    let out = template
+        .trim()
+        .replace("{audio_source}", &spec.source)
+        .replace("{channels}", &spec.channels.to_string())
+        .replace("{bitrate_bps}", &spec.bitrate_bps.to_string())
+        .replace("{packet_duration}", &spec.packet_ms.to_string());
+    check_placeholders(out)
+}
+
+fn check_placeholders(out: String) -> Result<String, MediaError> {
+    if let Some(start) = out.find('{') {
+        let name: String = out[start..]
+            .chars()
+            .take_while(|c| *c != '}')
+            .chain(std::iter::once('}'))
+            .collect();
+        return Err(MediaError::Template(
+            "template".into(),
+            format!("unknown placeholder {name}"),
+        ));
+    }
+    Ok(out)
+}
+
 /// What a video pipeline is built for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoSpec {

@@ -1,4 +1,4 @@
-//! A video pipeline on its own thread: built from text, frames out of an appsink into a bounded
+//! An encoder pipeline (video or audio) on its own thread: built from text, frames out of an appsink into a bounded
 //! channel, the bus watched, keyframes forced by message. Nothing else ever touches the pipeline.
 
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct PipelineStats {
     pub last_beat_ms: AtomicU64,
 }
 
-pub struct VideoPipeline {
+pub struct EncoderPipeline {
     ctl: std_mpsc::Sender<Control>,
     thread: Option<JoinHandle<Ended>>,
     /// Encoded frames, for the one sender thread that owns this pipeline.
@@ -64,10 +64,10 @@ fn clock_to_90k(t: Option<gst::ClockTime>) -> u32 {
     t.map_or(0, |t| (t.nseconds() as u128 * 9 / 100_000) as u32)
 }
 
-impl VideoPipeline {
+impl EncoderPipeline {
     /// Build and start `description` (gst-launch syntax ending in `appsink name=sink`) on a new
     /// thread. Errors in the description are returned here.
-    pub fn start(description: String) -> Result<VideoPipeline, MediaError> {
+    pub fn start(description: String) -> Result<EncoderPipeline, MediaError> {
         super::init()?;
         let (ctl_tx, ctl_rx) = std_mpsc::channel();
         let (frame_tx, frame_rx) = std_mpsc::sync_channel(FRAME_QUEUE);
@@ -75,11 +75,11 @@ impl VideoPipeline {
         let stats = Arc::new(PipelineStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
-            .name("video-pipeline".into())
+            .name("gst-pipeline".into())
             .spawn(move || run(description, ctl_rx, frame_tx, ack_tx, thread_stats))
             .map_err(|e| MediaError::Pipeline(format!("spawning the pipeline thread: {e}")))?;
         match ack_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(VideoPipeline {
+            Ok(Ok(())) => Ok(EncoderPipeline {
                 ctl: ctl_tx,
                 thread: Some(thread),
                 frames: frame_rx,
@@ -121,7 +121,7 @@ impl VideoPipeline {
     }
 }
 
-impl Drop for VideoPipeline {
+impl Drop for EncoderPipeline {
     /// No thread is ever left behind.
     fn drop(&mut self) {
         if self.thread.is_some() {

@@ -1,6 +1,7 @@
 //! Pure protocol code: bytes and parameters in, structs and bytes out. No sockets, no clock, no tokio.
 
 pub mod annexb;
+pub mod audio;
 pub mod pairing;
 pub mod rtsp;
 pub mod video;

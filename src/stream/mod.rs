@@ -1,11 +1,22 @@
-//! Streaming: learning each client's UDP address from its pings, and one sender thread per
-//! session that turns encoded frames into RTP video datagrams.
+//! Streaming: each client's UDP addresses learned from its pings, and per session one sender
+//! thread for video and one for audio, started by PLAY and stopped (joined) by /cancel.
 
+pub mod audio;
 pub mod video;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::media::EncoderChoice;
+use crate::sessions::{Session, Sessions};
 
 /// What RTSP and the HTTPS handlers ask of the streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,25 +27,28 @@ pub enum StreamCommand {
     Stop { session_id: u32 },
 }
 
-/// Client addresses learned from pings, by session id.
+/// How long a started stream waits for the client's first ping on a port.
+pub const PING_WAIT: Duration = Duration::from_secs(20);
+
+/// Client addresses learned from pings on one port, by session id.
 #[derive(Debug, Default)]
 pub struct PingTable {
-    video: Mutex<HashMap<u32, SocketAddr>>,
+    addrs: Mutex<HashMap<u32, SocketAddr>>,
 }
 
 impl PingTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, SocketAddr>> {
-        match self.video.lock() {
+        match self.addrs.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    pub fn set_video(&self, session_id: u32, addr: SocketAddr) {
+    pub fn set(&self, session_id: u32, addr: SocketAddr) {
         self.lock().insert(session_id, addr);
     }
 
-    pub fn video(&self, session_id: u32) -> Option<SocketAddr> {
+    pub fn get(&self, session_id: u32) -> Option<SocketAddr> {
         self.lock().get(&session_id).copied()
     }
 
@@ -50,6 +64,221 @@ pub fn ping_payload(datagram: &[u8]) -> Option<Option<&[u8]>> {
         20 => Some(Some(&datagram[..16])),
         _ => None,
     }
+}
+
+/// Reads pings on one stream socket and records the sender of each session's payload.
+pub async fn read_pings(
+    socket: Arc<tokio::net::UdpSocket>,
+    sessions: Arc<Sessions>,
+    pings: Arc<PingTable>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = [0u8; 64];
+    loop {
+        let got = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        let Ok((n, from)) = got else { continue };
+        let Some(payload) = ping_payload(&buf[..n]) else {
+            continue;
+        };
+        let ip = from.ip().to_canonical();
+        let session = sessions.list().into_iter().find(|s| match payload {
+            Some(p) => s.rtsp.ping_payload.as_bytes() == p && s.client_ip == ip,
+            None => s.client_ip == ip,
+        });
+        if let Some(s) = session
+            && pings.get(s.id) != Some(from)
+        {
+            tracing::debug!(session = s.id, %from, "ping: client address learned");
+            pings.set(s.id, from);
+        }
+    }
+}
+
+/// Wait (bounded) until the client's address on a port is known.
+async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &CancellationToken) -> Option<SocketAddr> {
+    let found = tokio::time::timeout(PING_WAIT, async {
+        loop {
+            if let Some(a) = pings.get(session_id) {
+                return Some(a);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
+    .await;
+    match found {
+        Ok(a) => a,
+        Err(_) => {
+            tracing::warn!(
+                session = session_id,
+                "no ping from the client within {} s",
+                PING_WAIT.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// One UDP port's socket and what its pings taught us.
+pub struct Port {
+    pub socket: UdpSocket,
+    pub pings: Arc<PingTable>,
+}
+
+/// Counters across all streams.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub video_frames_sent: AtomicU64,
+    pub audio_packets_sent: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub packets_dropped: AtomicU64,
+    pub streams_started: AtomicU64,
+    pub stream_errors: AtomicU64,
+}
+
+#[derive(Default)]
+struct Running {
+    cancel: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts and stops the streams of each session on command.
+pub struct Streams {
+    pub config: Arc<Config>,
+    pub sessions: Arc<Sessions>,
+    pub video: Port,
+    pub audio: Port,
+    pub encoder: EncoderChoice,
+    pub stats: Arc<StreamStats>,
+}
+
+fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    match r.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Streams {
+    pub async fn run(
+        self,
+        mut commands: tokio::sync::mpsc::Receiver<StreamCommand>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let this = Arc::new(self);
+        let mut running: HashMap<u32, Arc<Mutex<Running>>> = HashMap::new();
+        loop {
+            let cmd = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                c = commands.recv() => c,
+            };
+            match cmd {
+                None => break,
+                Some(StreamCommand::Start { session_id }) => {
+                    if running.contains_key(&session_id) {
+                        continue;
+                    }
+                    let r = Arc::new(Mutex::new(Running {
+                        cancel: shutdown.child_token(),
+                        threads: Vec::new(),
+                    }));
+                    running.insert(session_id, r.clone());
+                    let (v, a) = (this.clone(), this.clone());
+                    let (rv, ra) = (r.clone(), r);
+                    tracker.spawn(async move { v.start_video(session_id, rv).await });
+                    tracker.spawn(async move { a.start_audio(session_id, ra).await });
+                }
+                Some(StreamCommand::Stop { session_id }) => {
+                    if let Some(r) = running.remove(&session_id) {
+                        stop(r).await;
+                        this.video.pings.forget(session_id);
+                        this.audio.pings.forget(session_id);
+                        tracing::info!(session = session_id, "streams stopped");
+                    }
+                }
+            }
+        }
+        for (_, r) in running.drain() {
+            stop(r).await;
+        }
+    }
+
+    fn session(&self, session_id: u32) -> Option<Session> {
+        self.sessions.list().into_iter().find(|s| s.id == session_id)
+    }
+
+    async fn start_video(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
+        let cancel = lock(&slot).cancel.clone();
+        let Some(addr) = wait_for_ping(&self.video.pings, session_id, &cancel).await else {
+            return;
+        };
+        let Some(session) = self.session(session_id) else {
+            return;
+        };
+        match video::spawn(&self, &session, addr, cancel) {
+            Ok(t) => lock(&slot).threads.push(t),
+            Err(e) => {
+                self.stats
+                    .stream_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(session = session_id, error = %e, "video stream did not start");
+            }
+        }
+    }
+
+    async fn start_audio(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
+        let cancel = lock(&slot).cancel.clone();
+        let Some(addr) = wait_for_ping(&self.audio.pings, session_id, &cancel).await else {
+            return;
+        };
+        let Some(session) = self.session(session_id) else {
+            return;
+        };
+        match audio::spawn(&self, &session, addr, cancel) {
+            Ok(t) => lock(&slot).threads.push(t),
+            Err(e) => {
+                self.stats
+                    .stream_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(session = session_id, error = %e, "audio stream did not start");
+            }
+        }
+    }
+}
+
+/// Cancel and join, off the async workers.
+async fn stop(r: Arc<Mutex<Running>>) {
+    let threads = {
+        let mut g = lock(&r);
+        g.cancel.cancel();
+        std::mem::take(&mut g.threads)
+    };
+    if !threads.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Sockets are non-blocking (tokio reads pings from them): retry a full send buffer briefly.
+fn send(socket: &UdpSocket, packet: &[u8], addr: SocketAddr) -> bool {
+    for _ in 0..20 {
+        match socket.send_to(packet, addr) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -1,0 +1,108 @@
+//! The audio sender thread of a session: Opus pipeline → RTP (+AES-CBC when asked) with 4+2 FEC → UDP.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Streams, send};
+use crate::media::pipeline::EncoderPipeline;
+use crate::media::{self, AudioSpec, MediaError};
+use crate::protocol::audio::AudioPacketizer;
+use crate::sessions::Session;
+
+/// `x-nv-general.featureFlags` bit: the client wants encrypted audio.
+pub const FEATURE_AUDIO_ENCRYPTION: u32 = 0x20;
+
+pub fn spawn(
+    streams: &Streams,
+    session: &Session,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<JoinHandle<()>, MediaError> {
+    let cfg = session
+        .rtsp
+        .stream
+        .clone()
+        .ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let source = streams
+        .config
+        .app(session.app_id)
+        .map_or_else(|| "audiotestsrc is-live=true".to_owned(), |a| a.audio_source.clone());
+    let channels = cfg.audio_channels.clamp(1, 8);
+    let spec = AudioSpec {
+        source,
+        channels,
+        // 96 kbit/s per stereo pair, as GameStream hosts do.
+        bitrate_bps: 48_000 * channels,
+        packet_ms: if cfg.audio_packet_ms >= 10 { 10 } else { 5 },
+    };
+    let text = media::render_audio(media::AUDIO_TEMPLATE, &spec)?;
+    let encryption = (cfg.feature_flags & FEATURE_AUDIO_ENCRYPTION != 0).then_some((session.rikey, session.rikeyid));
+    let packetizer = AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let socket = streams
+        .audio
+        .socket
+        .try_clone()
+        .map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
+    let stats = streams.stats.clone();
+    let id = session.id;
+    std::thread::Builder::new()
+        .name(format!("audio-{id}"))
+        .spawn(move || {
+            let pipeline = match EncoderPipeline::start(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(session = id, error = %e, "audio pipeline did not start");
+                    return;
+                }
+            };
+            tracing::info!(session = id, %addr, encrypted = encryption.is_some(), "audio stream started");
+            send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats);
+        })
+        .map_err(|e| MediaError::Pipeline(format!("spawning the audio thread: {e}")))
+}
+
+fn send_loop(
+    pipeline: EncoderPipeline,
+    mut packetizer: AudioPacketizer,
+    socket: &std::net::UdpSocket,
+    addr: SocketAddr,
+    cancel: &CancellationToken,
+    stats: &super::StreamStats,
+) {
+    while !cancel.is_cancelled() {
+        let frame = match pipeline.frames.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => f,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if pipeline.has_ended() {
+                    break;
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match packetizer.packetize(&frame.data) {
+            Ok(packets) => {
+                for p in &packets {
+                    let counter = if send(socket, p, addr) {
+                        &stats.audio_packets_sent
+                    } else {
+                        &stats.packets_dropped
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "audio packet not sent");
+            }
+        }
+    }
+    let ended = pipeline.stop();
+    tracing::debug!(?ended, "audio pipeline ended");
+}
