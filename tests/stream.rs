@@ -137,6 +137,18 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
     }
 }
 
+/// Threads of this process that belong to a stream (sender or pipeline).
+fn stream_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|n| n.starts_with("video-") || n.starts_with("audio-") || n.starts_with("gst-pipeline"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn decrypt_audio(data: &[u8], seq: u16) -> Vec<u8> {
     use aws_lc_rs::cipher::{AES_128, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey};
     let key: [u8; 16] = hex::decode("00112233445566778899aabbccddeeff")
@@ -288,6 +300,8 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
         .expect("Opus decodes");
     assert!(decoded >= 190, "decoded {decoded} Opus packets");
 
+    assert!(stream_threads() >= 2, "a video and an audio thread run");
+
     // Cancel: the stream stops.
     let r = c.https_get(&c.url("/cancel", &[])).await.unwrap();
     assert_eq!(r.field("cancel").as_deref(), Some("1"));
@@ -303,6 +317,14 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
         }
     }
     assert!(quiet, "no video after /cancel");
+    // The sender and pipeline threads are joined, not left behind.
+    for _ in 0..100 {
+        if stream_threads() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream_threads(), 0, "no stream thread left after /cancel");
     assert!(host.running().ctx.sessions.is_empty());
     host.stop().await;
 }
