@@ -2,6 +2,7 @@
 
 pub mod annexb;
 pub mod audio;
+pub mod control;
 pub mod pairing;
 pub mod rtsp;
 pub mod video;
