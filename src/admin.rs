@@ -70,10 +70,7 @@ impl AdminServer {
             if UnixStream::connect(path).await.is_ok() {
                 return Err(Error::new(
                     ErrorKind::Bind,
-                    format!(
-                        "{} answers: another wolf-rs is running with this state directory",
-                        path.display()
-                    ),
+                    format!("{} answers: another wolf-rs is running with this state directory", path.display()),
                 ));
             }
             std::fs::remove_file(path).or_err(ErrorKind::Bind, || format!("removing stale {}", path.display()))?;
@@ -81,10 +78,7 @@ impl AdminServer {
         let listener = UnixListener::bind(path).or_err(ErrorKind::Bind, || format!("binding {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .or_err(ErrorKind::Bind, || format!("chmod 600 {}", path.display()))?;
-        Ok(AdminServer {
-            listener,
-            path: path.to_owned(),
-        })
+        Ok(AdminServer { listener, path: path.to_owned() })
     }
 
     pub async fn run(self, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
@@ -104,9 +98,7 @@ impl AdminServer {
                     async move { Ok::<_, std::convert::Infallible>(route(&ctx, req).await) }
                 });
                 let mut b = hyper::server::conn::http1::Builder::new();
-                b.keep_alive(false)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(5));
+                b.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
                 let _ =
                     tokio::time::timeout(Duration::from_secs(30), b.serve_connection(TokioIo::new(stream), svc)).await;
             });
@@ -119,8 +111,7 @@ fn json(status: StatusCode, v: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -140,10 +131,7 @@ async fn route(ctx: &HostContext, req: Request<Incoming>) -> Response<Full<Bytes
             let r: PinRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => {
-                    return err(
-                        StatusCode::BAD_REQUEST,
-                        format!("expected {{\"pin\", \"secret\"?}}: {e}"),
-                    );
+                    return err(StatusCode::BAD_REQUEST, format!("expected {{\"pin\", \"secret\"?}}: {e}"));
                 }
             };
             match submit_pin_admin(ctx, &r.pin, r.secret.as_deref()) {
@@ -188,20 +176,11 @@ pub async fn call(
 ) -> Result<Option<(StatusCode, String)>> {
     let stream = match UnixStream::connect(sock).await {
         Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None);
         }
         Err(e) => {
-            return Err(Error::with_source(
-                ErrorKind::Admin,
-                format!("connecting to {}", sock.display()),
-                e,
-            ));
+            return Err(Error::with_source(ErrorKind::Admin, format!("connecting to {}", sock.display()), e));
         }
     };
     let exchange = async {
@@ -216,25 +195,12 @@ pub async fn call(
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .or_err(ErrorKind::Admin, || "building the admin request")?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .or_err(ErrorKind::Admin, || "admin request")?;
+        let resp = sender.send_request(req).await.or_err(ErrorKind::Admin, || "admin request")?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .or_err(ErrorKind::Admin, || "admin reply")?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.or_err(ErrorKind::Admin, || "admin reply")?.to_bytes();
         Ok(Some((status, String::from_utf8_lossy(&bytes).into_owned())))
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Admin,
-                "the host did not answer on the admin socket within 10 s",
-            )
-        })?
+        .map_err(|_| Error::new(ErrorKind::Admin, "the host did not answer on the admin socket within 10 s"))?
 }

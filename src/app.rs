@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError, Env, TEMPLATE};
+use crate::control::ControlChannel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::gamestream::pairing::PairingManager;
 use crate::gamestream::{GameStreamServer, HostContext, Listeners, load_icons};
@@ -51,11 +52,7 @@ pub fn ensure_config(path: &Path) -> Result<bool> {
 }
 
 fn resolve(state_dir: &Path, file: &str, default: &str) -> PathBuf {
-    if file.is_empty() {
-        state_dir.join(default)
-    } else {
-        PathBuf::from(file)
-    }
+    if file.is_empty() { state_dir.join(default) } else { PathBuf::from(file) }
 }
 
 /// A host that is up: its ports, and the handles to stop it.
@@ -94,9 +91,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     }
     let p = paths.clone();
     let (config, loaded, uuid, clients, net, icons, encoder) = tokio::task::spawn_blocking(move || -> Result<_> {
-        std::fs::create_dir_all(&p.state_dir).or_err(ErrorKind::Io, || {
-            format!("creating the state directory {}", p.state_dir.display())
-        })?;
+        std::fs::create_dir_all(&p.state_dir)
+            .or_err(ErrorKind::Io, || format!("creating the state directory {}", p.state_dir.display()))?;
         ensure_config(&p.config)?;
         let config = Config::load(&p.config, &env).map_err(|e| match e {
             ConfigError::Read { .. } => Error::with_source(ErrorKind::Config, "reading the config", e),
@@ -116,12 +112,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     .await
     .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
-    tracing::info!(
-        encoder = encoder.h264.name,
-        hevc = encoder.hevc.is_some(),
-        "video encoder: {}",
-        encoder.reason
-    );
+    tracing::info!(encoder = encoder.h264.name, hevc = encoder.hevc.is_some(), "video encoder: {}", encoder.reason);
 
     if config.pairing.fixed_pin().is_some() {
         tracing::warn!(
@@ -132,16 +123,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let config = Arc::new(config);
     let listeners = Listeners::bind(&config).await?;
     let (http_port, https_port, rtsp_port) = listeners.ports()?;
-    let (video_port, audio_port) = listeners.stream_ports()?;
+    let (video_port, audio_port, control_port) = listeners.stream_ports()?;
+    let control_socket = listeners.control.try_clone().or_err(ErrorKind::Bind, || "cloning the control socket")?;
     // Each stream socket: one clone for the sender threads, one registered with tokio for pings.
-    let video_socket = listeners
-        .video
-        .try_clone()
-        .or_err(ErrorKind::Bind, || "cloning the video socket")?;
-    let audio_socket = listeners
-        .audio
-        .try_clone()
-        .or_err(ErrorKind::Bind, || "cloning the audio socket")?;
+    let video_socket = listeners.video.try_clone().or_err(ErrorKind::Bind, || "cloning the video socket")?;
+    let audio_socket = listeners.audio.try_clone().or_err(ErrorKind::Bind, || "cloning the audio socket")?;
     let video_pings_socket = Arc::new(
         tokio::net::UdpSocket::from_std(listeners.video.try_clone().or_err(ErrorKind::Bind, || "video socket")?)
             .or_err(ErrorKind::Bind, || "registering the video socket")?,
@@ -151,7 +137,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
             .or_err(ErrorKind::Bind, || "registering the audio socket")?,
     );
     let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
+    let keyframes = Arc::new(crate::stream::KeyframeRequests::default());
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
+    let sessions = Arc::new(Sessions::default());
+    let control = ControlChannel::spawn(control_socket, sessions.clone(), keyframes.clone(), streams_tx.clone())
+        .or_err(ErrorKind::Bind, || "starting the control channel")?;
     let ctx = Arc::new(HostContext {
         config: config.clone(),
         uuid,
@@ -159,7 +149,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         identity: loaded.identity,
         clients: Arc::new(clients),
         pairing: PairingManager::new((&config.pairing).into()),
-        sessions: Arc::new(Sessions::default()),
+        sessions,
         icons,
         hevc: encoder.hevc.is_some(),
         gpu_type: encoder.h264.name.into(),
@@ -169,6 +159,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         rtsp_port,
         video_port,
         audio_port,
+        control_port,
+        control: std::sync::Mutex::new(control.commands.clone()),
         streams: streams_tx,
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
@@ -192,42 +184,26 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let streams = Streams {
         config: ctx.config.clone(),
         sessions: ctx.sessions.clone(),
-        video: Port {
-            socket: video_socket,
-            pings: video_pings.clone(),
-        },
-        audio: Port {
-            socket: audio_socket,
-            pings: audio_pings.clone(),
-        },
+        video: Port { socket: video_socket, pings: video_pings.clone() },
+        audio: Port { socket: audio_socket, pings: audio_pings.clone() },
         encoder: ctx.encoder.clone(),
         stats: Arc::new(Default::default()),
+        keyframes,
     };
-    tracker.spawn(read_pings(
-        video_pings_socket,
-        ctx.sessions.clone(),
-        video_pings,
-        shutdown.clone(),
-    ));
-    tracker.spawn(read_pings(
-        audio_pings_socket,
-        ctx.sessions.clone(),
-        audio_pings,
-        shutdown.clone(),
-    ));
+    tracker.spawn(read_pings(video_pings_socket, ctx.sessions.clone(), video_pings, shutdown.clone()));
+    tracker.spawn(read_pings(audio_pings_socket, ctx.sessions.clone(), audio_pings, shutdown.clone()));
     let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(admin.run(actx, sd.clone(), tr.clone()));
         server.run(sd.clone(), tr.clone(), started).await;
         let _ = admin_task.await;
         let _ = streams_task.await;
+        // The ENet thread disconnects its peers and is joined off the async workers.
+        let _ = tokio::task::spawn_blocking(move || drop(control)).await;
         drop(mdns);
         tr.close();
         if tokio::time::timeout(DRAIN_GRACE, tr.wait()).await.is_err() {
-            tracing::warn!(
-                left = tr.len(),
-                "connections still open after the drain grace; closing them"
-            );
+            tracing::warn!(left = tr.len(), "connections still open after the drain grace; closing them");
         }
         tracing::info!("host stopped");
     });
@@ -236,15 +212,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         "wolf-rs ready in {} ms",
         started.elapsed().as_millis()
     );
-    Ok(Running {
-        http_port,
-        https_port,
-        rtsp_port,
-        ctx,
-        gate,
-        shutdown,
-        task,
-    })
+    Ok(Running { http_port, https_port, rtsp_port, ctx, gate, shutdown, task })
 }
 
 /// `wolf-rs serve`: start, then run until SIGINT or SIGTERM.

@@ -127,37 +127,26 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("wolf-rs: {e}");
-                if e.kind == crate::error::ErrorKind::Config {
-                    exit::CONFIG
-                } else {
-                    exit::FAILURE
-                }
+                if e.kind == crate::error::ErrorKind::Config { exit::CONFIG } else { exit::FAILURE }
             }
         },
-        Command::Config {
-            action: ConfigAction::Check,
-        } => config_check(&paths).await,
+        Command::Config { action: ConfigAction::Check } => config_check(&paths).await,
         Command::Pair { list: true, .. } => pair_list(&paths).await,
-        Command::Pair {
-            pin: Some(pin), secret, ..
-        } => pair(&paths, pin, secret).await,
+        Command::Pair { pin: Some(pin), secret, .. } => pair(&paths, pin, secret).await,
         Command::Pair { .. } => {
             eprintln!("wolf-rs pair: give the PIN (wolf-rs pair 1234) or --list");
             exit::USAGE
         }
         Command::Clients { action } => clients_cmd(&paths, action).await,
-        Command::Client {
-            host,
-            http_port,
-            client_dir,
-            action,
-        } => match crate::client::cli(host, http_port, client_dir, action).await {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                eprintln!("wolf-rs client: {e}");
-                exit::FAILURE
+        Command::Client { host, http_port, client_dir, action } => {
+            match crate::client::cli(host, http_port, client_dir, action).await {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("wolf-rs client: {e}");
+                    exit::FAILURE
+                }
             }
-        },
+        }
         Command::Version => {
             println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
             exit::OK
@@ -216,14 +205,7 @@ fn not_running(paths: &Paths) -> u8 {
 
 async fn pair(paths: &Paths, pin: String, secret: Option<String>) -> u8 {
     let body = serde_json::to_string(&PinRequest { pin, secret }).unwrap_or_default();
-    match admin::call(
-        &admin::socket_path(&paths.state_dir),
-        Method::POST,
-        "/pairings/pin",
-        Some(body),
-    )
-    .await
-    {
+    match admin::call(&admin::socket_path(&paths.state_dir), Method::POST, "/pairings/pin", Some(body)).await {
         Ok(None) => not_running(paths),
         Ok(Some((s, _))) if s.is_success() => {
             println!("PIN handed to the pairing: the client shows whether it matched");
@@ -270,10 +252,7 @@ fn print_clients(list: &[ClientView], as_json: bool) {
         println!("no paired clients");
     }
     for c in list {
-        println!(
-            "{}  {:<24} {:<16} paired_at={}",
-            &c.fingerprint, c.name, c.ip, c.paired_at
-        );
+        println!("{}  {:<24} {:<16} paired_at={}", &c.fingerprint, c.name, c.ip, c.paired_at);
     }
 }
 

@@ -35,27 +35,17 @@ pub struct ClientIdentity {
 impl ClientIdentity {
     pub fn generate() -> Result<ClientIdentity> {
         let key = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| Error::new(ErrorKind::Identity, "RSA keygen"))?;
-        let pkcs8 = key
-            .as_der()
-            .map_err(|_| Error::new(ErrorKind::Identity, "PKCS#8 encoding"))?;
+        let pkcs8 = key.as_der().map_err(|_| Error::new(ErrorKind::Identity, "PKCS#8 encoding"))?;
         let key_der = PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
         let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_RSA_SHA256)
             .or_err(ErrorKind::Identity, || "loading the client key")?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "NVIDIA GameStream Client");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "NVIDIA GameStream Client");
         params.serial_number = Some(rcgen::SerialNumber::from(vec![0u8]));
-        let cert = params
-            .self_signed(&signer)
-            .or_err(ErrorKind::Identity, || "self-signing the client cert")?;
+        let cert = params.self_signed(&signer).or_err(ErrorKind::Identity, || "self-signing the client cert")?;
         let info = CertInfo::from_pem(&cert.pem()).or_err(ErrorKind::Identity, || "parsing the client cert")?;
-        Ok(ClientIdentity {
-            cert: info,
-            key,
-            key_der,
-        })
+        Ok(ClientIdentity { cert: info, key, key_der })
     }
 
     pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<ClientIdentity> {
@@ -107,9 +97,9 @@ impl ServerCertVerifier for PinnedOrAny {
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         match &self.pinned {
-            Some(p) if p.as_slice() != end_entity.as_ref() => Err(rustls::Error::General(
-                "host certificate differs from the pinned one".into(),
-            )),
+            Some(p) if p.as_slice() != end_entity.as_ref() => {
+                Err(rustls::Error::General("host certificate differs from the pinned one".into()))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -140,10 +130,7 @@ impl ServerCertVerifier for PinnedOrAny {
 /// TLS settings for talking to a host: present `identity` (if any), pin `server_der` (if any).
 pub fn tls_config(identity: Option<&ClientIdentity>, server_der: Option<Vec<u8>>) -> Result<Arc<ClientConfig>> {
     let provider = crate::net::tls::provider();
-    let verifier = Arc::new(PinnedOrAny {
-        pinned: server_der,
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(PinnedOrAny { pinned: server_der, algorithms: provider.signature_verification_algorithms });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .or_err(ErrorKind::Tls, || "TLS versions")?
@@ -151,10 +138,7 @@ pub fn tls_config(identity: Option<&ClientIdentity>, server_der: Option<Vec<u8>>
         .with_custom_certificate_verifier(verifier);
     let config = match identity {
         Some(id) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from(id.cert.der.clone())],
-                id.key_der.clone_key().into(),
-            )
+            .with_client_auth_cert(vec![CertificateDer::from(id.cert.der.clone())], id.key_der.clone_key().into())
             .or_err(ErrorKind::Tls, || "client certificate")?,
         None => builder.with_no_client_auth(),
     };
@@ -197,29 +181,12 @@ where
         .header("content-type", "application/json");
     let body = http_body_util::Full::new(Bytes::from(body.unwrap_or_default()));
     let req = req.body(body).or_err(ErrorKind::Protocol, || "building the request")?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .or_err(ErrorKind::Protocol, || format!("request {path}"))?;
+    let resp = sender.send_request(req).await.or_err(ErrorKind::Protocol, || format!("request {path}"))?;
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .or_err(ErrorKind::Protocol, || "reading the body")?
-        .to_bytes();
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = resp.into_body().collect().await.or_err(ErrorKind::Protocol, || "reading the body")?.to_bytes();
     driver.abort();
-    Ok(Reply {
-        status,
-        content_type,
-        body,
-    })
+    Ok(Reply { status, content_type, body })
 }
 
 /// A Moonlight-like client of one host.
@@ -348,40 +315,24 @@ impl GameStreamClient {
             return Ok(o);
         }
         let plaincert = r.field("plaincert").unwrap_or_default();
-        let pem = hex::decode(&plaincert)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
+        let pem = hex::decode(&plaincert).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
         let server = CertInfo::from_pem(&pem).or_err(ErrorKind::Pairing, || "the host's plaincert")?;
 
         let challenge = p.client_challenge().or_err(ErrorKind::Pairing, || "challenge")?;
         let r = self
-            .http_get(&self.url(
-                "/pair",
-                &[
-                    ("devicename", &name),
-                    ("updateState", "1"),
-                    ("clientchallenge", &challenge),
-                ],
-            ))
+            .http_get(
+                &self.url("/pair", &[("devicename", &name), ("updateState", "1"), ("clientchallenge", &challenge)]),
+            )
             .await?;
         if let Some(o) = Self::refused("clientchallenge", &r) {
             return Ok(o);
         }
         let resp = r.field("challengeresponse").unwrap_or_default();
-        let scr = p
-            .on_challenge_response(&resp, &self.identity.cert)
-            .or_err(ErrorKind::Pairing, || "challengeresponse")?;
+        let scr =
+            p.on_challenge_response(&resp, &self.identity.cert).or_err(ErrorKind::Pairing, || "challengeresponse")?;
 
         let r = self
-            .http_get(&self.url(
-                "/pair",
-                &[
-                    ("devicename", &name),
-                    ("updateState", "1"),
-                    ("serverchallengeresp", &scr),
-                ],
-            ))
+            .http_get(&self.url("/pair", &[("devicename", &name), ("updateState", "1"), ("serverchallengeresp", &scr)]))
             .await?;
         if let Some(o) = Self::refused("serverchallengeresp", &r) {
             return Ok(o);
@@ -391,33 +342,19 @@ impl GameStreamClient {
         // on to step 4 anyway (so the host learns of the failure), as do we.
         let host_ok = p.verify_pairing_secret(&secret, &server).unwrap_or(false);
 
-        let cps = p
-            .client_pairing_secret(&self.identity.key)
-            .or_err(ErrorKind::Pairing, || "client secret")?;
+        let cps = p.client_pairing_secret(&self.identity.key).or_err(ErrorKind::Pairing, || "client secret")?;
         let r = self
-            .http_get(&self.url(
-                "/pair",
-                &[
-                    ("devicename", &name),
-                    ("updateState", "1"),
-                    ("clientpairingsecret", &cps),
-                ],
-            ))
+            .http_get(&self.url("/pair", &[("devicename", &name), ("updateState", "1"), ("clientpairingsecret", &cps)]))
             .await?;
         if let Some(o) = Self::refused("clientpairingsecret", &r) {
             return Ok(o);
         }
         if r.field("paired").as_deref() != Some("1") || !host_ok {
-            return Ok(PairOutcome::NotPaired {
-                step: "clientpairingsecret",
-            });
+            return Ok(PairOutcome::NotPaired { step: "clientpairingsecret" });
         }
         self.server_cert = Some(server);
         let r = self
-            .https_get(&self.url(
-                "/pair",
-                &[("devicename", &name), ("updateState", "1"), ("phrase", "pairchallenge")],
-            ))
+            .https_get(&self.url("/pair", &[("devicename", &name), ("updateState", "1"), ("phrase", "pairchallenge")]))
             .await?;
         if let Some(o) = Self::refused("pairchallenge", &r) {
             return Ok(o);
@@ -445,10 +382,7 @@ pub async fn cli(
     let mut c = GameStreamClient::new(http, http, Arc::new(identity));
     c.timeout = Duration::from_secs(180);
     let info = c.http_get(&c.url("/serverinfo", &[])).await?;
-    let https_port = info
-        .field("HttpsPort")
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(47984);
+    let https_port = info.field("HttpsPort").and_then(|p| p.parse::<u16>().ok()).unwrap_or(47984);
     c.https = SocketAddr::new(host, https_port);
     let pinned = dir.join("server_cert.pem");
     if let Ok(pem) = std::fs::read_to_string(&pinned) {
@@ -500,10 +434,7 @@ pub async fn cli(
     println!("{}", reply.text());
     match reply.xml_status() {
         Some(200) => Ok(()),
-        s => Err(Error::new(
-            ErrorKind::Protocol,
-            format!("the host answered status_code {s:?}"),
-        )),
+        s => Err(Error::new(ErrorKind::Protocol, format!("the host answered status_code {s:?}"))),
     }
 }
 
@@ -534,10 +465,8 @@ pub async fn rtsp_request(
     body: &str,
 ) -> Result<RtspReply> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut req = format!(
-        "{method} {target} RTSP/1.0\r\nCSeq: {cseq}\r\nX-GS-ClientVersion: 14\r\nHost: {}\r\n",
-        addr.ip()
-    );
+    let mut req =
+        format!("{method} {target} RTSP/1.0\r\nCSeq: {cseq}\r\nX-GS-ClientVersion: 14\r\nHost: {}\r\n", addr.ip());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -547,18 +476,12 @@ pub async fn rtsp_request(
     req.push_str("\r\n");
     req.push_str(body);
     let exchange = async {
-        let mut s = TcpStream::connect(addr)
-            .await
-            .or_err(ErrorKind::Protocol, || "RTSP connect")?;
+        let mut s = TcpStream::connect(addr).await.or_err(ErrorKind::Protocol, || "RTSP connect")?;
         for piece in req.as_bytes().chunks(536) {
             s.write_all(piece).await.or_err(ErrorKind::Protocol, || "RTSP send")?;
         }
         let mut out = Vec::new();
-        (&mut s)
-            .take(1 << 20)
-            .read_to_end(&mut out)
-            .await
-            .or_err(ErrorKind::Protocol, || "RTSP receive")?;
+        (&mut s).take(1 << 20).read_to_end(&mut out).await.or_err(ErrorKind::Protocol, || "RTSP receive")?;
         Ok::<_, Error>(out)
     };
     let raw = tokio::time::timeout(Duration::from_secs(15), exchange)
@@ -572,33 +495,20 @@ pub async fn rtsp_request(
     let status = lines.next().unwrap_or("");
     let mut parts = status.splitn(3, ' ');
     let (Some("RTSP/1.0"), Some(code), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            format!("bad RTSP status line {status:?}"),
-        ));
+        return Err(Error::new(ErrorKind::Protocol, format!("bad RTSP status line {status:?}")));
     };
-    let code = code
-        .parse()
-        .map_err(|_| Error::new(ErrorKind::Protocol, "bad RTSP status code"))?;
+    let code = code.parse().map_err(|_| Error::new(ErrorKind::Protocol, "bad RTSP status code"))?;
     let mut headers = Vec::new();
     for l in lines {
-        let (k, v) = l
-            .split_once(": ")
-            .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("bad RTSP header {l:?}")))?;
+        let (k, v) =
+            l.split_once(": ").ok_or_else(|| Error::new(ErrorKind::Protocol, format!("bad RTSP header {l:?}")))?;
         if v.starts_with(' ') {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!("more than one space after the colon in {l:?}"),
-            ));
+            return Err(Error::new(ErrorKind::Protocol, format!("more than one space after the colon in {l:?}")));
         }
         headers.push((k.to_owned(), v.to_owned()));
     }
     if headers.is_empty() {
         return Err(Error::new(ErrorKind::Protocol, "RTSP reply without headers"));
     }
-    Ok(RtspReply {
-        code,
-        headers,
-        body: body.to_owned(),
-    })
+    Ok(RtspReply { code, headers, body: body.to_owned() })
 }

@@ -52,11 +52,7 @@ impl fmt::Display for Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error {
-            kind,
-            context: context.into(),
-            source: None,
-        }
+        Error { kind, context: context.into(), source: None }
     }
 
     pub fn with_source(
@@ -64,11 +60,7 @@ impl Error {
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        Error {
-            kind,
-            context: context.into(),
-            source: Some(source.into()),
-        }
+        Error { kind, context: context.into(), source: Some(source.into()) }
     }
 }
 

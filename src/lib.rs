@@ -19,6 +19,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod gamestream;
 pub mod mdns;

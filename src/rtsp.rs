@@ -40,10 +40,7 @@ fn reply(code: u16, reason: &str, cseq: u32, headers: &[(&str, String)], body: &
 fn describe_sdp(host: &HostInfo) -> String {
     let mut sdp = String::from("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=wolf-rs\r\nt=0 0\r\n");
     sdp.push_str("a=x-ss-general.featureFlags:0\r\n");
-    sdp.push_str(&format!(
-        "a=x-ss-general.encryptionSupported:{}\r\n",
-        host.encryption_supported
-    ));
+    sdp.push_str(&format!("a=x-ss-general.encryptionSupported:{}\r\n", host.encryption_supported));
     sdp.push_str("a=x-ss-general.encryptionRequested:0\r\n");
     if host.hevc {
         // The client looks for this exact string to know HEVC is offered.
@@ -54,12 +51,7 @@ fn describe_sdp(host: &HostInfo) -> String {
 }
 
 fn random_hex(n: usize) -> String {
-    random16()
-        .map(hex::encode_upper)
-        .unwrap_or_else(|_| "0".repeat(32))
-        .chars()
-        .take(n)
-        .collect()
+    random16().map(hex::encode_upper).unwrap_or_else(|_| "0".repeat(32)).chars().take(n).collect()
 }
 
 /// Answer one request from `ip`. Pure apart from the session registry. PLAY also returns the
@@ -67,9 +59,7 @@ fn random_hex(n: usize) -> String {
 pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -> (Vec<u8>, Option<StreamCommand>) {
     let cseq = req.cseq;
     let mut command = None;
-    let session_header = req
-        .header("Session")
-        .map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
+    let session_header = req.header("Session").map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
     let outcome = sessions.update_by_ip(ip, |s| {
         let progress = &mut s.rtsp;
         if let (Some(given), Some(ours)) = (&session_header, &progress.rtsp_session)
@@ -78,27 +68,14 @@ pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -
             return reply(454, "Session Not Found", cseq, &[], "");
         }
         match req.method.as_str() {
-            "OPTIONS" => reply(
-                200,
-                "OK",
-                cseq,
-                &[("Public", "OPTIONS, DESCRIBE, SETUP, ANNOUNCE, PLAY".into())],
-                "",
-            ),
-            "DESCRIBE" => reply(
-                200,
-                "OK",
-                cseq,
-                &[("Content-Type", "application/sdp".into())],
-                &describe_sdp(host),
-            ),
+            "OPTIONS" => reply(200, "OK", cseq, &[("Public", "OPTIONS, DESCRIBE, SETUP, ANNOUNCE, PLAY".into())], ""),
+            "DESCRIBE" => reply(200, "OK", cseq, &[("Content-Type", "application/sdp".into())], &describe_sdp(host)),
             "SETUP" => {
                 let id = progress.rtsp_session.get_or_insert_with(|| random_hex(16)).clone();
                 if progress.ping_payload.is_empty() {
                     progress.ping_payload = random_hex(16);
-                    progress.connect_data = random16()
-                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .unwrap_or(0);
+                    progress.connect_data =
+                        random16().map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
                 }
                 let session = ("Session", format!("{id};timeout = 90"));
                 let t = req.target.as_str();
@@ -159,10 +136,7 @@ pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -
             _ => reply(501, "Not Implemented", cseq, &[], ""),
         }
     });
-    (
-        outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")),
-        command,
-    )
+    (outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")), command)
 }
 
 /// Read one request (bounded in size and time), answer, close.

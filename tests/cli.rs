@@ -9,11 +9,7 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_wolf-rs");
 
 fn wolf(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("WOLF_MDNS", "false")
-        .output()
-        .expect("run wolf-rs")
+    Command::new(BIN).args(args).env("WOLF_MDNS", "false").output().expect("run wolf-rs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -70,13 +66,7 @@ fn config_check_prints_every_problem_and_fails() {
     assert!(o.status.success(), "{}", stderr(&o));
     // A broken config stops `serve` with the same clear error and exit code, and changes nothing.
     let before = std::fs::read(&cfg).unwrap();
-    let o = wolf(&[
-        "--state-dir",
-        dir.path().to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "serve",
-    ]);
+    let o = wolf(&["--state-dir", dir.path().to_str().unwrap(), "--config", cfg.to_str().unwrap(), "serve"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("tls.max_concurrent_handshakes"));
     assert_eq!(std::fs::read(&cfg).unwrap(), before);
@@ -148,17 +138,9 @@ fn default_config_host_pairs_with_the_project_client() {
     let o = client(client_dir.path(), &["serverinfo"]);
     assert!(stdout(&o).contains("<PairStatus>1</PairStatus>"), "{}", stdout(&o));
     let o = client(client_dir.path(), &["applist"]);
-    assert!(
-        stdout(&o).contains("<AppTitle>Test pattern</AppTitle>"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("<AppTitle>Test pattern</AppTitle>"), "{}", stdout(&o));
     let o = client(client_dir.path(), &["launch", "--app", "1"]);
-    assert!(
-        o.status.success() && stdout(&o).contains("<gamesession>1</gamesession>"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(o.status.success() && stdout(&o).contains("<gamesession>1</gamesession>"), "{}", stdout(&o));
     let o = client(client_dir.path(), &["serverinfo"]);
     assert!(stdout(&o).contains("SUNSHINE_SERVER_BUSY"));
     let o = client(client_dir.path(), &["cancel"]);
@@ -191,11 +173,7 @@ fn default_config_host_pairs_with_the_project_client() {
 
     // Offline, the CLI reads the state file directly.
     let o = wolf(&["--state-dir", &sd, "clients", "list"]);
-    assert!(
-        o.status.success() && stdout(&o).contains("no paired clients"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(o.status.success() && stdout(&o).contains("no paired clients"), "{}", stdout(&o));
     let o = wolf(&["--state-dir", &sd, "pair", "1234"]);
     assert_eq!(o.status.code(), Some(4));
 }

@@ -14,17 +14,12 @@ fn parity_matches_nanors() {
         let ps = c["parity_shards"].as_u64().unwrap() as usize;
         let len = c["shard_len"].as_u64().unwrap() as usize;
         // The fixture's data rule: byte b of data shard i = (i*31 + b*7 + 1) mod 256.
-        let mut shards: Vec<Vec<u8>> = (0..ds)
-            .map(|i| (0..len).map(|b| ((i * 31 + b * 7 + 1) % 256) as u8).collect())
-            .collect();
+        let mut shards: Vec<Vec<u8>> =
+            (0..ds).map(|i| (0..len).map(|b| ((i * 31 + b * 7 + 1) % 256) as u8).collect()).collect();
         shards.extend((0..ps).map(|_| vec![0u8; len]));
         fec_rs::ReedSolomon::new(ds, ps).unwrap().encode(&mut shards).unwrap();
         for (j, want) in c["parity_hex"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(
-                hex::encode(&shards[ds + j]),
-                want.as_str().unwrap(),
-                "case ({ds},{ps}) parity {j}"
-            );
+            assert_eq!(hex::encode(&shards[ds + j]), want.as_str().unwrap(), "case ({ds},{ps}) parity {j}");
         }
     }
 }

@@ -41,24 +41,14 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     assert_eq!(info.field("mac").as_deref(), Some("02:00:00:aa:bb:cc"));
     assert_eq!(info.field("state").as_deref(), Some("SUNSHINE_SERVER_FREE"));
     assert!(uuid::Uuid::parse_str(&info.field("uniqueid").unwrap()).is_ok());
-    assert_eq!(
-        info.field("HttpsPort").unwrap().parse::<u16>().unwrap(),
-        host.https.port()
-    );
-    assert_eq!(
-        info.field("ExternalPort").unwrap().parse::<u16>().unwrap(),
-        host.http.port()
-    );
+    assert_eq!(info.field("HttpsPort").unwrap().parse::<u16>().unwrap(), host.https.port());
+    assert_eq!(info.field("ExternalPort").unwrap().parse::<u16>().unwrap(), host.http.port());
     assert!(info.field("LocalIP").unwrap().parse::<std::net::Ipv4Addr>().is_ok());
     assert_eq!(info.field("appversion").as_deref(), Some("7.1.431.-1"));
     let codecs: u32 = info.field("ServerCodecModeSupport").unwrap().parse().unwrap();
     assert_eq!(codecs & 1, 1, "H.264 always");
     let ctx = &host.running().ctx;
-    assert_eq!(
-        codecs & 0x100 != 0,
-        ctx.encoder.hevc.is_some(),
-        "HEVC only with an HEVC encoder"
-    );
+    assert_eq!(codecs & 0x100 != 0, ctx.encoder.hevc.is_some(), "HEVC only with an HEVC encoder");
     assert_eq!(info.field("gputype").as_deref(), Some(ctx.encoder.h264.name));
 
     // Plain HTTP never says paired and never shows the MAC.
@@ -70,10 +60,8 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     assert_eq!(apps.field("AppTitle").as_deref(), Some("Test pattern"));
     assert_eq!(apps.field("ID").as_deref(), Some("1"));
 
-    let icon = c
-        .https_get(&c.url("/appasset", &[("appid", "1"), ("AssetType", "2"), ("AssetIdx", "0")]))
-        .await
-        .unwrap();
+    let icon =
+        c.https_get(&c.url("/appasset", &[("appid", "1"), ("AssetType", "2"), ("AssetIdx", "0")])).await.unwrap();
     assert_eq!(icon.content_type, "image/png");
     assert!(icon.body.starts_with(b"\x89PNG\r\n\x1a\n"));
 
@@ -92,10 +80,7 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     let again = c.https_get(&launch_query(&c)).await.unwrap();
     assert_eq!(again.xml_status(), Some(400));
     let r = c
-        .https_get(&c.url(
-            "/resume",
-            &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "7")],
-        ))
+        .https_get(&c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "7")]))
         .await
         .unwrap();
     assert_eq!(r.field("resume").as_deref(), Some("1"), "{}", r.text());
@@ -107,10 +92,7 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     assert_eq!(free.field("currentgame").as_deref(), Some("0"));
     assert!(host.running().ctx.sessions.is_empty());
     let gone = c
-        .https_get(&c.url(
-            "/resume",
-            &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "7")],
-        ))
+        .https_get(&c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "7")]))
         .await
         .unwrap();
     assert_eq!(gone.xml_status(), Some(503));
@@ -127,10 +109,7 @@ async fn pin_typed_on_the_pin_page_while_step_one_waits() {
     let sock = wolf_rs::admin::socket_path(host.dir.path());
     let mut secret = None;
     for _ in 0..200 {
-        let (_, body) = wolf_rs::admin::call(&sock, hyper::Method::GET, "/pairings", None)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_, body) = wolf_rs::admin::call(&sock, hyper::Method::GET, "/pairings", None).await.unwrap().unwrap();
         let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
         if let Some(p) = list.first() {
             secret = p["secret"].as_str().map(str::to_owned);
@@ -143,24 +122,14 @@ async fn pin_typed_on_the_pin_page_while_step_one_waits() {
     let page = helper.http_get("/pin/").await.unwrap();
     assert!(page.content_type.starts_with("text/html") && page.text().contains("PIN"));
     let bad = helper
-        .http_request(
-            hyper::Method::POST,
-            "/pin/",
-            Some(r#"{"pin":"5678","secret":"nope"}"#.into()),
-        )
+        .http_request(hyper::Method::POST, "/pin/", Some(r#"{"pin":"5678","secret":"nope"}"#.into()))
         .await
         .unwrap();
     assert_eq!(bad.status, 404);
-    let malformed = helper
-        .http_request(hyper::Method::POST, "/pin/", Some("{pin".into()))
-        .await
-        .unwrap();
+    let malformed = helper.http_request(hyper::Method::POST, "/pin/", Some("{pin".into())).await.unwrap();
     assert_eq!(malformed.status, 400);
     let body = serde_json::json!({ "pin": "5678", "secret": secret }).to_string();
-    let ok = helper
-        .http_request(hyper::Method::POST, "/pin/", Some(body))
-        .await
-        .unwrap();
+    let ok = helper.http_request(hyper::Method::POST, "/pin/", Some(body)).await.unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
     let (outcome, c) = pairing.await.unwrap();
     assert_eq!(outcome.unwrap(), PairOutcome::Paired);
@@ -173,12 +142,7 @@ async fn pin_typed_on_the_pin_page_while_step_one_waits() {
 async fn wrong_pin_pairs_nothing_and_persists_nothing() {
     let host = TestHost::start(FIXED).await;
     let mut c = host.client();
-    assert_eq!(
-        c.pair("1111").await.unwrap(),
-        PairOutcome::NotPaired {
-            step: "clientpairingsecret"
-        }
-    );
+    assert_eq!(c.pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
     assert!(host.running().ctx.clients.list().is_empty());
     let on_disk = wolf_rs::state::clients::read_file(&host.paths().clients()).unwrap();
     assert!(on_disk.is_empty());
@@ -191,10 +155,7 @@ async fn wrong_pin_pairs_nothing_and_persists_nothing() {
 async fn out_of_order_steps_get_400_and_discard_the_pairing() {
     let host = TestHost::start(FIXED).await;
     let c = host.client();
-    let r = c
-        .http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")]))
-        .await
-        .unwrap();
+    let r = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.xml_status(), Some(400));
     assert!(r.text().contains("Out of order"), "{}", r.text());
@@ -204,25 +165,15 @@ async fn out_of_order_steps_get_400_and_discard_the_pairing() {
     let s1 = c
         .http_get(&c.url(
             "/pair",
-            &[
-                ("phrase", "getservercert"),
-                ("salt", "00112233445566778899aabbccddeeff"),
-                ("clientcert", &cert),
-            ],
+            &[("phrase", "getservercert"), ("salt", "00112233445566778899aabbccddeeff"), ("clientcert", &cert)],
         ))
         .await
         .unwrap();
     assert_eq!(s1.xml_status(), Some(200));
-    let s3 = c
-        .http_get(&c.url("/pair", &[("serverchallengeresp", &"00".repeat(32))]))
-        .await
-        .unwrap();
+    let s3 = c.http_get(&c.url("/pair", &[("serverchallengeresp", &"00".repeat(32))])).await.unwrap();
     assert_eq!(s3.xml_status(), Some(400));
     assert!(s3.text().contains("Out of order"), "{}", s3.text());
-    let s2 = c
-        .http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")]))
-        .await
-        .unwrap();
+    let s2 = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
     assert_eq!(s2.xml_status(), Some(400));
     host.stop().await;
 }
@@ -236,10 +187,7 @@ async fn unpaired_certificates_get_401_xml_on_every_https_endpoint() {
         stranger.url("/pair", &[("phrase", "pairchallenge")]),
         stranger.url("/applist", &[]),
         launch_query(&stranger),
-        stranger.url(
-            "/resume",
-            &[("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
-        ),
+        stranger.url("/resume", &[("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")]),
         stranger.url("/cancel", &[]),
         stranger.url("/appasset", &[("appid", "1")]),
         stranger.url("/unpair", &[]),
@@ -250,10 +198,7 @@ async fn unpaired_certificates_get_401_xml_on_every_https_endpoint() {
             let r = stranger.https_get_as(e, identity).await.unwrap();
             assert_eq!(r.status, 200, "{e}");
             assert_eq!(r.xml_status(), Some(401), "{e}: {}", r.text());
-            assert!(
-                r.text()
-                    .contains("The client is not authorized. Certificate verification failed.")
-            );
+            assert!(r.text().contains("The client is not authorized. Certificate verification failed."));
         }
     }
     assert!(host.running().ctx.sessions.is_empty());
@@ -277,26 +222,14 @@ async fn pairing_survives_restart_and_unpair_removes_it() {
     c.server_cert = None;
     let r = c.https_get(&c.url("/unpair", &[])).await.unwrap();
     assert_eq!(r.xml_status(), Some(200));
-    assert_eq!(
-        c.https_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(),
-        Some(401)
-    );
-    assert!(
-        wolf_rs::state::clients::read_file(&host.paths().clients())
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(c.https_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(), Some(401));
+    assert!(wolf_rs::state::clients::read_file(&host.paths().clients()).unwrap().is_empty());
 
     // Plain-HTTP /unpair (what Moonlight sends after any failed pairing, with the uniqueid every
     // client shares) never unpairs anyone: a stranger's failed attempt must not unpair us.
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
     let mut stranger = host.client();
-    assert_eq!(
-        stranger.pair("9999").await.unwrap(),
-        PairOutcome::NotPaired {
-            step: "clientpairingsecret"
-        }
-    );
+    assert_eq!(stranger.pair("9999").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
     let r = stranger.http_get(&stranger.url("/unpair", &[])).await.unwrap();
     assert_eq!(r.xml_status(), Some(200));
     assert_eq!(host.running().ctx.clients.list().len(), 1);
@@ -315,10 +248,8 @@ async fn admin_socket_removes_clients_and_submits_pins() {
     let mut submitted = false;
     for _ in 0..200 {
         let body = r#"{"pin":"2468"}"#.to_owned();
-        let (status, _) = wolf_rs::admin::call(&sock, hyper::Method::POST, "/pairings/pin", Some(body))
-            .await
-            .unwrap()
-            .unwrap();
+        let (status, _) =
+            wolf_rs::admin::call(&sock, hyper::Method::POST, "/pairings/pin", Some(body)).await.unwrap().unwrap();
         if status.is_success() {
             submitted = true;
             break;
@@ -329,24 +260,16 @@ async fn admin_socket_removes_clients_and_submits_pins() {
     let (outcome, c) = pairing.await.unwrap();
     assert_eq!(outcome.unwrap(), PairOutcome::Paired);
     let fp = c.identity.cert.fingerprint_hex();
-    let (status, body) = wolf_rs::admin::call(&sock, hyper::Method::GET, "/clients", None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, body) = wolf_rs::admin::call(&sock, hyper::Method::GET, "/clients", None).await.unwrap().unwrap();
     assert!(status.is_success() && body.contains(&fp));
     let (status, _) = wolf_rs::admin::call(&sock, hyper::Method::DELETE, &format!("/clients/{}", &fp[..12]), None)
         .await
         .unwrap()
         .unwrap();
     assert!(status.is_success());
-    assert_eq!(
-        c.https_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(),
-        Some(401)
-    );
-    let (status, _) = wolf_rs::admin::call(&sock, hyper::Method::DELETE, "/clients/deadbeefdeadbeef", None)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(c.https_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(), Some(401));
+    let (status, _) =
+        wolf_rs::admin::call(&sock, hyper::Method::DELETE, "/clients/deadbeefdeadbeef", None).await.unwrap().unwrap();
     assert_eq!(status.as_u16(), 404);
     host.stop().await;
 }
@@ -363,11 +286,7 @@ async fn pin_wait_is_bounded_and_blocks_no_other_request() {
         assert_eq!(r.xml_status(), Some(200));
     }
     match waiting.await.unwrap().unwrap() {
-        PairOutcome::Refused {
-            step: "getservercert",
-            status: 408,
-            ..
-        } => {}
+        PairOutcome::Refused { step: "getservercert", status: 408, .. } => {}
         other => panic!("expected a PIN timeout, got {other:?}"),
     }
     assert!(host.running().ctx.pairing.waiting().is_empty());
@@ -379,17 +298,12 @@ async fn five_failures_from_one_ip_get_it_refused() {
     let host = TestHost::start(FIXED).await;
     let c = host.client();
     for _ in 0..5 {
-        let r = c
-            .http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")]))
-            .await
-            .unwrap();
+        let r = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
         assert_eq!(r.xml_status(), Some(400));
     }
     let mut fresh = host.client();
     match fresh.pair("4321").await.unwrap() {
-        PairOutcome::Refused {
-            status: 429, message, ..
-        } => assert!(message.contains("Too many"), "{message}"),
+        PairOutcome::Refused { status: 429, message, .. } => assert!(message.contains("Too many"), "{message}"),
         other => panic!("expected a ban, got {other:?}"),
     }
     host.stop().await;
@@ -410,45 +324,21 @@ async fn malformed_input_gets_clean_errors_and_the_host_keeps_serving() {
     let mut c = host.client();
     let cert = hex::encode(c.identity.cert.pem.as_bytes());
     let cases = [
+        c.url("/pair", &[("phrase", "getservercert"), ("salt", "00112233445566778899aabbccddeeff")])
+            .replace("uniqueid=0123456789ABCDEF&", ""),
         c.url(
             "/pair",
-            &[
-                ("phrase", "getservercert"),
-                ("salt", "00112233445566778899aabbccddeeff"),
-            ],
-        )
-        .replace("uniqueid=0123456789ABCDEF&", ""),
+            &[("phrase", "getservercert"), ("salt", "zz112233445566778899aabbccddeeff"), ("clientcert", &cert)],
+        ),
+        c.url("/pair", &[("phrase", "getservercert"), ("salt", "0011223"), ("clientcert", &cert)]),
+        c.url("/pair", &[("phrase", "getservercert"), ("salt", "0011"), ("clientcert", &cert)]),
         c.url(
             "/pair",
-            &[
-                ("phrase", "getservercert"),
-                ("salt", "zz112233445566778899aabbccddeeff"),
-                ("clientcert", &cert),
-            ],
+            &[("phrase", "getservercert"), ("salt", "00112233445566778899aabbccddeeff"), ("clientcert", "abc")],
         ),
         c.url(
             "/pair",
-            &[("phrase", "getservercert"), ("salt", "0011223"), ("clientcert", &cert)],
-        ),
-        c.url(
-            "/pair",
-            &[("phrase", "getservercert"), ("salt", "0011"), ("clientcert", &cert)],
-        ),
-        c.url(
-            "/pair",
-            &[
-                ("phrase", "getservercert"),
-                ("salt", "00112233445566778899aabbccddeeff"),
-                ("clientcert", "abc"),
-            ],
-        ),
-        c.url(
-            "/pair",
-            &[
-                ("phrase", "getservercert"),
-                ("salt", "00112233445566778899aabbccddeeff"),
-                ("clientcert", "4142"),
-            ],
+            &[("phrase", "getservercert"), ("salt", "00112233445566778899aabbccddeeff"), ("clientcert", "4142")],
         ),
         c.url("/pair", &[("phrase", "bogus")]),
         "/pair?uniqueid=%ZZ%&salt=%".to_owned(),
@@ -462,10 +352,7 @@ async fn malformed_input_gets_clean_errors_and_the_host_keeps_serving() {
     assert_eq!(r.status, 404);
 
     // A 1 MB query line: refused by the parser, connection closed.
-    let huge = format!(
-        "GET /serverinfo?uniqueid={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        "A".repeat(1 << 20)
-    );
+    let huge = format!("GET /serverinfo?uniqueid={} HTTP/1.1\r\nHost: x\r\n\r\n", "A".repeat(1 << 20));
     let reply = raw_exchange(host.http, huge.as_bytes()).await;
     let head = String::from_utf8_lossy(&reply[..reply.len().min(12)]).into_owned();
     assert!(reply.is_empty() || head.starts_with("HTTP/1.1 4"), "{head}");
@@ -474,11 +361,7 @@ async fn malformed_input_gets_clean_errors_and_the_host_keeps_serving() {
     assert!(reply.is_empty() || reply.starts_with(b"HTTP/1.1 400"));
     let reply = raw_exchange(host.https, b"GET /serverinfo HTTP/1.1\r\n\r\n").await;
     assert!(!reply.starts_with(b"HTTP/1.1 200"));
-    let reply = raw_exchange(
-        host.https,
-        &[0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00],
-    )
-    .await;
+    let reply = raw_exchange(host.https, &[0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00]).await;
     assert!(!reply.starts_with(b"HTTP"));
 
     // Still serving, on both ports.
@@ -489,41 +372,19 @@ async fn malformed_input_gets_clean_errors_and_the_host_keeps_serving() {
     for q in [
         c.url("/launch", &[("appid", "x")]),
         c.url("/launch", &[("appid", "1"), ("mode", "1280x720")]),
+        c.url("/launch", &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "abc"), ("rikeyid", "1")]),
         c.url(
             "/launch",
-            &[
-                ("appid", "1"),
-                ("mode", "1280x720x60"),
-                ("rikey", "abc"),
-                ("rikeyid", "1"),
-            ],
-        ),
-        c.url(
-            "/launch",
-            &[
-                ("appid", "1"),
-                ("mode", "1280x720x60"),
-                ("rikey", "00112233445566778899aabbccddeeff"),
-                ("rikeyid", "x"),
-            ],
+            &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "x")],
         ),
     ] {
         assert_eq!(c.https_get(&q).await.unwrap().xml_status(), Some(400), "{q}");
     }
     assert_eq!(
-        c.https_get(&c.url("/launch", &[("appid", "99"), ("mode", "1x1x1")]))
-            .await
-            .unwrap()
-            .xml_status(),
+        c.https_get(&c.url("/launch", &[("appid", "99"), ("mode", "1x1x1")])).await.unwrap().xml_status(),
         Some(404)
     );
-    assert_eq!(
-        c.https_get(&c.url("/appasset", &[("appid", "99")]))
-            .await
-            .unwrap()
-            .xml_status(),
-        Some(404)
-    );
+    assert_eq!(c.https_get(&c.url("/appasset", &[("appid", "99")])).await.unwrap().xml_status(), Some(404));
     host.stop().await;
 }
 
@@ -536,39 +397,27 @@ async fn pending_pairings_and_ids_are_bounded() {
     for n in 0..wolf_rs::gamestream::pairing::MAX_PENDING_PER_IP {
         c.uniqueid = format!("client-{n}");
         let r = c
-            .http_get(&c.url(
-                "/pair",
-                &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
-            ))
+            .http_get(&c.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]))
             .await
             .unwrap();
         assert_eq!(r.xml_status(), Some(200), "{}", r.text());
     }
     c.uniqueid = "one-too-many".into();
     let r = c
-        .http_get(&c.url(
-            "/pair",
-            &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
-        ))
+        .http_get(&c.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]))
         .await
         .unwrap();
     assert_eq!(r.xml_status(), Some(503), "{}", r.text());
     // Restarting a pairing under a known uniqueid is always allowed.
     c.uniqueid = "client-0".into();
     let r = c
-        .http_get(&c.url(
-            "/pair",
-            &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
-        ))
+        .http_get(&c.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]))
         .await
         .unwrap();
     assert_eq!(r.xml_status(), Some(200));
     c.uniqueid = "x".repeat(65);
     let r = c
-        .http_get(&c.url(
-            "/pair",
-            &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)],
-        ))
+        .http_get(&c.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]))
         .await
         .unwrap();
     assert_eq!(r.xml_status(), Some(400));
@@ -586,19 +435,12 @@ async fn pairings_abandoned_after_the_challenge_count_as_failures() {
         let r = c
             .http_get(&c.url(
                 "/pair",
-                &[
-                    ("phrase", "getservercert"),
-                    ("salt", "00112233445566778899aabbccddeeff"),
-                    ("clientcert", &cert),
-                ],
+                &[("phrase", "getservercert"), ("salt", "00112233445566778899aabbccddeeff"), ("clientcert", &cert)],
             ))
             .await
             .unwrap();
         assert_eq!(r.xml_status(), Some(200));
-        let r = c
-            .http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")]))
-            .await
-            .unwrap();
+        let r = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
         assert_eq!(r.xml_status(), Some(200));
         let r = c.http_get(&c.url("/unpair", &[])).await.unwrap();
         assert_eq!(r.xml_status(), Some(200));
@@ -623,15 +465,8 @@ async fn a_slow_request_body_is_cut_off() {
     let mut out = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
     assert!(r.is_ok(), "the host ends the request");
-    assert!(
-        out.is_empty() || out.starts_with(b"HTTP/1.1 503"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&out));
     let c = host.client();
-    assert_eq!(
-        c.http_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(),
-        Some(200)
-    );
+    assert_eq!(c.http_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(), Some(200));
     host.stop().await;
 }

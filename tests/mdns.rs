@@ -29,10 +29,7 @@ fn host_is_found_by_mdns_in_a_private_network_namespace() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran the namespace test:\n{stdout}"
-    );
+    assert!(stdout.contains("1 passed"), "the child ran the namespace test:\n{stdout}");
 }
 
 /// Runs only inside the namespace made above.
@@ -44,7 +41,7 @@ async fn mdns_inside_namespace() {
     }
     let config = format!(
         "hostname = \"mdns-host\"\nbind_address = \"0.0.0.0\"\n[network]\nlocal_ip = \"{HOST_IP}\"\n\
-         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\n[mdns]\nenabled = true\n"
+         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\ncontrol = 0\n[mdns]\nenabled = true\n"
     );
     let host = TestHost::start_raw(&config).await;
     let browser = mdns_sd::ServiceDaemon::new().expect("browser daemon");
@@ -64,16 +61,8 @@ async fn mdns_inside_namespace() {
     .flatten()
     .expect("the host is resolved over mDNS");
     assert_eq!(found.get_port(), want_port);
-    assert!(
-        found.get_fullname().starts_with("mdns-host."),
-        "{}",
-        found.get_fullname()
-    );
-    assert!(
-        found.get_addresses().iter().any(|a| a.to_string() == HOST_IP),
-        "{:?}",
-        found.get_addresses()
-    );
+    assert!(found.get_fullname().starts_with("mdns-host."), "{}", found.get_fullname());
+    assert!(found.get_addresses().iter().any(|a| a.to_string() == HOST_IP), "{:?}", found.get_addresses());
     let _ = browser.shutdown();
     host.stop().await;
 }

@@ -32,18 +32,11 @@ fn next(p: &mut EncoderPipeline) -> EncodedFrame {
 #[test]
 fn probe_picks_an_h264_encoder_and_says_why() {
     let choice = media::probe("auto").expect("an H.264 encoder");
-    assert!(
-        choice.reason.starts_with(&format!("H.264 with {}", choice.h264.name)),
-        "{}",
-        choice.reason
-    );
+    assert!(choice.reason.starts_with(&format!("H.264 with {}", choice.h264.name)), "{}", choice.reason);
     eprintln!("encoder: {}", choice.reason);
     // Forcing one that cannot be created here is a clear error, not a silent fallback.
     if gstreamer::ElementFactory::make("nvh264enc").build().is_err() {
-        assert_eq!(
-            media::probe("nvcodec"),
-            Err(MediaError::ForcedUnavailable("nvcodec".into()))
-        );
+        assert_eq!(media::probe("nvcodec"), Err(MediaError::ForcedUnavailable("nvcodec".into())));
     }
     assert!(media::probe("no-such-encoder").is_err());
 }
@@ -56,16 +49,8 @@ fn test_pattern_streams_idr_first_and_keyframes_on_request() {
     let first = next(&mut p);
     assert!(first.keyframe, "the first frame is a keyframe");
     let types: Vec<u8> = h264_nal_types(&first.data).iter().map(|x| x.1).collect();
-    let pos = |t: u8| {
-        types
-            .iter()
-            .position(|x| *x == t)
-            .unwrap_or_else(|| panic!("NAL {t} missing in {types:?}"))
-    };
-    assert!(
-        pos(NAL_SPS) < pos(NAL_PPS) && pos(NAL_PPS) < pos(NAL_IDR),
-        "SPS, PPS, then the IDR slice: {types:?}"
-    );
+    let pos = |t: u8| types.iter().position(|x| *x == t).unwrap_or_else(|| panic!("NAL {t} missing in {types:?}"));
+    assert!(pos(NAL_SPS) < pos(NAL_PPS) && pos(NAL_PPS) < pos(NAL_IDR), "SPS, PPS, then the IDR slice: {types:?}");
     // Let the encoder settle into P-frames, then ask for a keyframe and see one follow.
     for _ in 0..20 {
         next(&mut p);
@@ -77,10 +62,7 @@ fn test_pattern_streams_idr_first_and_keyframes_on_request() {
     for _ in 0..60 {
         let f = next(&mut p);
         if f.keyframe {
-            assert!(
-                h264_nal_types(&f.data).iter().any(|x| x.1 == NAL_SPS),
-                "a forced IDR carries SPS/PPS"
-            );
+            assert!(h264_nal_types(&f.data).iter().any(|x| x.1 == NAL_SPS), "a forced IDR carries SPS/PPS");
             seen = true;
             break;
         }
@@ -105,12 +87,6 @@ fn a_pipeline_that_ends_reports_it_and_bad_text_is_an_error() {
     assert!(p.has_ended(), "the thread ends by itself at EOS");
     assert_eq!(p.stats.frames.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(p.stop(), Ended::Eos);
-    assert!(matches!(
-        EncoderPipeline::start("this is ! not a pipeline (".into()),
-        Err(MediaError::Pipeline(_))
-    ));
-    assert!(matches!(
-        EncoderPipeline::start("videotestsrc ! fakesink".into()),
-        Err(MediaError::Pipeline(_))
-    ));
+    assert!(matches!(EncoderPipeline::start("this is ! not a pipeline (".into()), Err(MediaError::Pipeline(_))));
+    assert!(matches!(EncoderPipeline::start("videotestsrc ! fakesink".into()), Err(MediaError::Pipeline(_))));
 }

@@ -23,20 +23,14 @@ fn h16(v: &Value, k: &str) -> [u8; 16] {
 }
 
 fn server(host: &str) -> Identity {
-    Identity::from_pem(
-        &fixture(&format!("{host}/server_key.pem")),
-        &fixture(&format!("{host}/server_cert.pem")),
-    )
-    .unwrap()
+    Identity::from_pem(&fixture(&format!("{host}/server_key.pem")), &fixture(&format!("{host}/server_cert.pem")))
+        .unwrap()
 }
 
 fn run_transcript(host: &str) {
     let v = vectors(host);
     let server = server(host);
-    assert_eq!(
-        hex::encode(&server.pairing.cert.signature),
-        s(&v, "server_cert_signature")
-    );
+    assert_eq!(hex::encode(&server.pairing.cert.signature), s(&v, "server_cert_signature"));
     let client = CertInfo::from_pem(&fixture(&format!("{host}/client_cert.pem"))).unwrap();
     assert_eq!(hex::encode(&client.signature), s(&v, "client_cert_signature"));
 
@@ -45,22 +39,11 @@ fn run_transcript(host: &str) {
         .with_server_randoms(h16(&v, "server_secret"), h16(&v, "server_challenge"));
     assert_eq!(p.client.der, client.der);
     p.set_pin(s(&v, "pin")).unwrap();
-    let resp = p
-        .client_challenge(&server.pairing, s(&v, "client_challenge_encrypted"))
-        .unwrap();
-    assert_eq!(
-        resp.to_lowercase(),
-        s(&v, "challengeresponse"),
-        "step 2 challengeresponse"
-    );
-    let secret = p
-        .server_challenge_resp(&server.pairing, s(&v, "serverchallengeresp"))
-        .unwrap();
+    let resp = p.client_challenge(&server.pairing, s(&v, "client_challenge_encrypted")).unwrap();
+    assert_eq!(resp.to_lowercase(), s(&v, "challengeresponse"), "step 2 challengeresponse");
+    let secret = p.server_challenge_resp(&server.pairing, s(&v, "serverchallengeresp")).unwrap();
     assert_eq!(secret.to_lowercase(), s(&v, "pairingsecret"), "step 3 pairingsecret");
-    assert!(
-        p.client_pairing_secret(s(&v, "clientpairingsecret")).unwrap(),
-        "step 4 accepts the real client"
-    );
+    assert!(p.client_pairing_secret(s(&v, "clientpairingsecret")).unwrap(), "step 4 accepts the real client");
 }
 
 #[test]
@@ -89,10 +72,8 @@ fn wrong_pin_is_refused_at_step_4() {
     let server = server("sunshine");
     let mut p = PairingSession::start(s(&v, "salt"), s(&v, "clientcert")).unwrap();
     p.set_pin("0000").unwrap();
-    p.client_challenge(&server.pairing, s(&v, "client_challenge_encrypted"))
-        .unwrap();
-    p.server_challenge_resp(&server.pairing, s(&v, "serverchallengeresp"))
-        .unwrap();
+    p.client_challenge(&server.pairing, s(&v, "client_challenge_encrypted")).unwrap();
+    p.server_challenge_resp(&server.pairing, s(&v, "serverchallengeresp")).unwrap();
     assert!(!p.client_pairing_secret(s(&v, "clientpairingsecret")).unwrap());
 }
 
@@ -104,10 +85,8 @@ fn tampered_client_signature_is_refused() {
         .unwrap()
         .with_server_randoms(h16(&v, "server_secret"), h16(&v, "server_challenge"));
     p.set_pin(s(&v, "pin")).unwrap();
-    p.client_challenge(&server.pairing, s(&v, "client_challenge_encrypted"))
-        .unwrap();
-    p.server_challenge_resp(&server.pairing, s(&v, "serverchallengeresp"))
-        .unwrap();
+    p.client_challenge(&server.pairing, s(&v, "client_challenge_encrypted")).unwrap();
+    p.server_challenge_resp(&server.pairing, s(&v, "serverchallengeresp")).unwrap();
     let mut bad = s(&v, "clientpairingsecret").to_owned();
     let last = if bad.ends_with('0') { "1" } else { "0" };
     bad.replace_range(bad.len() - 1.., last);
@@ -124,28 +103,10 @@ fn out_of_order_and_malformed_steps_are_errors() {
         Err(PairError::OutOfOrder { .. })
     ));
     p.set_pin(s(&v, "pin")).unwrap();
-    assert!(matches!(
-        p.client_pairing_secret("00"),
-        Err(PairError::OutOfOrder { .. })
-    ));
-    assert!(matches!(
-        p.client_challenge(&server.pairing, "zz"),
-        Err(PairError::BadHex { .. })
-    ));
-    assert!(matches!(
-        p.client_challenge(&server.pairing, "abc"),
-        Err(PairError::BadHex { .. })
-    ));
-    assert!(matches!(
-        p.client_challenge(&server.pairing, "00112233"),
-        Err(PairError::BadLength { .. })
-    ));
-    assert!(matches!(
-        PairingSession::start("0011", s(&v, "clientcert")),
-        Err(PairError::BadLength { .. })
-    ));
-    assert!(matches!(
-        PairingSession::start(s(&v, "salt"), "41414141"),
-        Err(PairError::BadCertificate(_))
-    ));
+    assert!(matches!(p.client_pairing_secret("00"), Err(PairError::OutOfOrder { .. })));
+    assert!(matches!(p.client_challenge(&server.pairing, "zz"), Err(PairError::BadHex { .. })));
+    assert!(matches!(p.client_challenge(&server.pairing, "abc"), Err(PairError::BadHex { .. })));
+    assert!(matches!(p.client_challenge(&server.pairing, "00112233"), Err(PairError::BadLength { .. })));
+    assert!(matches!(PairingSession::start("0011", s(&v, "clientcert")), Err(PairError::BadLength { .. })));
+    assert!(matches!(PairingSession::start(s(&v, "salt"), "41414141"), Err(PairError::BadCertificate(_))));
 }

@@ -22,12 +22,7 @@ async fn launched() -> (TestHost, std::net::SocketAddr) {
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
     let q = c.url(
         "/launch",
-        &[
-            ("appid", "1"),
-            ("mode", "1280x720x60"),
-            ("rikey", "00112233445566778899aabbccddeeff"),
-            ("rikeyid", "1"),
-        ],
+        &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
     );
     let url = c.https_get(&q).await.unwrap().field("sessionUrl0").unwrap();
     let addr = url.trim_start_matches("rtsp://").parse().unwrap();
@@ -40,9 +35,7 @@ async fn the_moonlight_negotiation_runs_to_play() {
     let target = format!("rtsp://{rtsp}");
     let r = rtsp_request(rtsp, "OPTIONS", &target, 1, &[], "").await.unwrap();
     assert_eq!(r.code, 200);
-    let r = rtsp_request(rtsp, "DESCRIBE", &target, 2, &[("Accept", "application/sdp")], "")
-        .await
-        .unwrap();
+    let r = rtsp_request(rtsp, "DESCRIBE", &target, 2, &[("Accept", "application/sdp")], "").await.unwrap();
     assert_eq!(r.code, 200);
     assert!(r.body.contains("x-ss-general.encryptionSupported"), "{}", r.body);
     assert_eq!(
@@ -66,46 +59,20 @@ async fn the_moonlight_negotiation_runs_to_play() {
     assert!(a.header("Session").unwrap().ends_with(";timeout = 90"));
     assert_eq!(a.header("X-SS-Ping-Payload").unwrap().len(), 16);
     assert!(a.header("Transport").unwrap().starts_with("server_port="));
-    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 4, &[("Session", &session)], "")
-        .await
-        .unwrap();
+    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 4, &[("Session", &session)], "").await.unwrap();
     assert_eq!(v.code, 200);
     assert_eq!(v.header("X-SS-Ping-Payload"), a.header("X-SS-Ping-Payload"));
     // ANNOUNCE before the control SETUP is out of order.
-    let early = rtsp_request(
-        rtsp,
-        "ANNOUNCE",
-        "streamid=control/13/0",
-        5,
-        &[("Session", &session)],
-        SDP,
-    )
-    .await
-    .unwrap();
+    let early =
+        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 5, &[("Session", &session)], SDP).await.unwrap();
     assert_eq!(early.code, 455);
-    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 6, &[("Session", &session)], "")
-        .await
-        .unwrap();
+    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 6, &[("Session", &session)], "").await.unwrap();
     assert_eq!(ctl.code, 200);
     assert!(ctl.header("X-SS-Connect-Data").unwrap().parse::<u32>().is_ok());
     // PLAY before ANNOUNCE is out of order too.
-    assert_eq!(
-        rtsp_request(rtsp, "PLAY", "/", 7, &[("Session", &session)], "")
-            .await
-            .unwrap()
-            .code,
-        455
-    );
-    let bad = rtsp_request(
-        rtsp,
-        "ANNOUNCE",
-        "streamid=control/13/0",
-        8,
-        &[("Session", &session)],
-        "v=0\r\n",
-    )
-    .await
-    .unwrap();
+    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 7, &[("Session", &session)], "").await.unwrap().code, 455);
+    let bad =
+        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 8, &[("Session", &session)], "v=0\r\n").await.unwrap();
     assert_eq!(bad.code, 400);
     let ok = rtsp_request(
         rtsp,
@@ -119,27 +86,12 @@ async fn the_moonlight_negotiation_runs_to_play() {
     .unwrap();
     assert_eq!(ok.code, 200);
     // A wrong Session id is refused.
-    assert_eq!(
-        rtsp_request(rtsp, "PLAY", "/", 10, &[("Session", "NOPE")], "")
-            .await
-            .unwrap()
-            .code,
-        454
-    );
-    assert_eq!(
-        rtsp_request(rtsp, "PLAY", "/", 11, &[("Session", &session)], "")
-            .await
-            .unwrap()
-            .code,
-        200
-    );
+    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 10, &[("Session", "NOPE")], "").await.unwrap().code, 454);
+    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 11, &[("Session", &session)], "").await.unwrap().code, 200);
 
     let s = host.running().ctx.sessions.list().pop().unwrap();
     let stream = s.rtsp.stream.clone().unwrap();
-    assert_eq!(
-        (stream.width, stream.height, stream.fps, stream.packet_size),
-        (1280, 720, 60, 1024)
-    );
+    assert_eq!((stream.width, stream.height, stream.fps, stream.packet_size), (1280, 720, 60, 1024));
     assert!(s.rtsp.playing);
     host.stop().await;
 }
@@ -156,17 +108,8 @@ async fn without_a_launch_or_with_garbage_rtsp_errors_and_keeps_serving() {
     let mut g = TcpStream::connect(rtsp).await.unwrap();
     g.write_all(b"\x16\x03\x01garbage\r\n\r\n").await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), g.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), g.read_to_end(&mut out)).await.unwrap().unwrap();
     assert!(out.starts_with(b"RTSP/1.0 400"), "{}", String::from_utf8_lossy(&out));
-    assert_eq!(
-        rtsp_request(rtsp, "OPTIONS", "rtsp://x", 2, &[], "")
-            .await
-            .unwrap()
-            .code,
-        454
-    );
+    assert_eq!(rtsp_request(rtsp, "OPTIONS", "rtsp://x", 2, &[], "").await.unwrap().code, 454);
     host.stop().await;
 }

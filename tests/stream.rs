@@ -12,80 +12,47 @@ use common::TestHost;
 use gstreamer::prelude::*;
 use wolf_rs::client::{PairOutcome, rtsp_request};
 use wolf_rs::protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
+use wolf_rs::protocol::control::{self, Direction, MSG_IDR_REQUEST, MSG_TERMINATION};
 use wolf_rs::protocol::video::{parse_packet, reassemble};
 
 const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
     a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
     a=x-nv-video[0].maxFPS:60 \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
     a=x-ml-video.configuredBitrateKbps:8000 \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
-    a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:0 \r\na=x-nv-aqos.packetDuration:5 \r\n\
+    a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
     t=0 0\r\nm=video 47998  \r\n";
 
 /// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
-/// and the ping payload.
-async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, SocketAddr, String) {
+/// and the ping payload, and the control port and connect data.
+async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
     let mut c = host.client();
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
     let q = c.url(
         "/launch",
-        &[
-            ("appid", "1"),
-            ("mode", "1280x720x60"),
-            ("rikey", "00112233445566778899aabbccddeeff"),
-            ("rikeyid", "1"),
-        ],
+        &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
     );
     let url = c.https_get(&q).await.unwrap().field("sessionUrl0").unwrap();
     let rtsp: SocketAddr = url.trim_start_matches("rtsp://").parse().unwrap();
-    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "")
-        .await
-        .unwrap();
+    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
     let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
     let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
-    let audio_port: u16 = a
-        .header("Transport")
-        .unwrap()
-        .trim_start_matches("server_port=")
-        .parse()
-        .unwrap();
-    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "")
-        .await
-        .unwrap();
-    let port: u16 = v
-        .header("Transport")
-        .unwrap()
-        .trim_start_matches("server_port=")
-        .parse()
-        .unwrap();
-    rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "")
-        .await
-        .unwrap();
+    let audio_port: u16 = a.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "").await.unwrap();
+    let port: u16 = v.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "").await.unwrap();
+    let control_port: u16 = ctl.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let connect_data: u32 = ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap();
     assert_eq!(
-        rtsp_request(
-            rtsp,
-            "ANNOUNCE",
-            "streamid=control/13/0",
-            4,
-            &[("Session", &session)],
-            SDP
-        )
-        .await
-        .unwrap()
-        .code,
+        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], SDP).await.unwrap().code,
         200
     );
-    assert_eq!(
-        rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "")
-            .await
-            .unwrap()
-            .code,
-        200
-    );
+    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
     (
         c,
         SocketAddr::from(([127, 0, 0, 1], port)),
         SocketAddr::from(([127, 0, 0, 1], audio_port)),
         ping,
+        (control_port, connect_data),
     )
 }
 
@@ -102,17 +69,9 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
     .map_err(|e| e.to_string())?
     .downcast::<gstreamer::Pipeline>()
     .map_err(|_| "not a pipeline")?;
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok())
-        .ok_or("appsrc")?;
-    let out = pipeline
-        .by_name("out")
-        .and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok())
-        .ok_or("appsink")?;
-    pipeline
-        .set_state(gstreamer::State::Playing)
-        .map_err(|e| e.to_string())?;
+    let src = pipeline.by_name("src").and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok()).ok_or("appsrc")?;
+    let out = pipeline.by_name("out").and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok()).ok_or("appsink")?;
+    pipeline.set_state(gstreamer::State::Playing).map_err(|e| e.to_string())?;
     for (i, f) in frames.iter().enumerate() {
         let mut b = gstreamer::Buffer::from_slice(f.clone());
         if let Some(m) = b.get_mut() {
@@ -137,6 +96,67 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
     }
 }
 
+const RIKEY: [u8; 16] =
+    [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ControlEvent {
+    Connected,
+    Message(u16, Vec<u8>),
+    Disconnected,
+}
+
+/// The client side of the control channel: ENet (rusty_enet, wire-compatible with Moonlight's
+/// enet) on its own thread, AES-GCM control messages.
+struct EnetClient {
+    events: std::sync::mpsc::Receiver<ControlEvent>,
+    outgoing: std::sync::mpsc::Sender<(u16, Vec<u8>)>,
+}
+
+impl EnetClient {
+    fn connect(addr: SocketAddr, connect_data: u32) -> EnetClient {
+        let (ev_tx, events) = std::sync::mpsc::channel();
+        let (outgoing, out_rx) = std::sync::mpsc::channel::<(u16, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let settings = rusty_enet::HostSettings { peer_limit: 1, channel_limit: 0x30, ..Default::default() };
+            let mut host = rusty_enet::Host::new(socket, settings).unwrap();
+            let peer = host.connect(addr, 0x30, connect_data).unwrap().id();
+            let mut seq = 0u32;
+            let started = std::time::Instant::now();
+            // Bounded: the test is over long before.
+            while started.elapsed() < Duration::from_secs(120) {
+                while let Ok((t, payload)) = out_rx.try_recv() {
+                    let msg = control::seal(&RIKEY, seq, Direction::ClientToHost, t, &payload).unwrap();
+                    seq += 1;
+                    let _ = host.peer_mut(peer).send(1, &rusty_enet::Packet::reliable(msg.as_slice()));
+                }
+                while let Ok(Some(e)) = host.service() {
+                    let event = match e.no_ref() {
+                        rusty_enet::EventNoRef::Connect { .. } => ControlEvent::Connected,
+                        rusty_enet::EventNoRef::Disconnect { .. } => ControlEvent::Disconnected,
+                        rusty_enet::EventNoRef::Receive { packet, .. } => {
+                            let m = control::open(&RIKEY, Direction::HostToClient, packet.data())
+                                .expect("host message decrypts");
+                            ControlEvent::Message(m.msg_type, m.payload)
+                        }
+                    };
+                    let end = event == ControlEvent::Disconnected;
+                    if ev_tx.send(event).is_err() || end {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        EnetClient { events, outgoing }
+    }
+
+    fn send(&self, msg_type: u16, payload: &[u8]) {
+        let _ = self.outgoing.send((msg_type, payload.to_vec()));
+    }
+}
+
 /// Threads of this process that belong to a stream (sender or pipeline).
 fn stream_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -151,18 +171,13 @@ fn stream_threads() -> usize {
 
 fn decrypt_audio(data: &[u8], seq: u16) -> Vec<u8> {
     use aws_lc_rs::cipher::{AES_128, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey};
-    let key: [u8; 16] = hex::decode("00112233445566778899aabbccddeeff")
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let key: [u8; 16] = hex::decode("00112233445566778899aabbccddeeff").unwrap().try_into().unwrap();
     let mut iv = [0u8; 16];
     // rikeyid 1 from /launch, plus the sequence number.
     iv[..4].copy_from_slice(&(1u32.wrapping_add(u32::from(seq))).to_be_bytes());
     let k = PaddedBlockDecryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_128, &key).unwrap()).unwrap();
     let mut buf = data.to_vec();
-    k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into()))
-        .expect("audio decrypts")
-        .to_vec()
+    k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into())).expect("audio decrypts").to_vec()
 }
 
 /// Decode Opus packets with GStreamer; returns how many decoded buffers came out.
@@ -174,17 +189,9 @@ fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
     .map_err(|e| e.to_string())?
     .downcast::<gstreamer::Pipeline>()
     .map_err(|_| "not a pipeline")?;
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok())
-        .ok_or("appsrc")?;
-    let out = pipeline
-        .by_name("out")
-        .and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok())
-        .ok_or("appsink")?;
-    pipeline
-        .set_state(gstreamer::State::Playing)
-        .map_err(|e| e.to_string())?;
+    let src = pipeline.by_name("src").and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok()).ok_or("appsrc")?;
+    let out = pipeline.by_name("out").and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok()).ok_or("appsink")?;
+    pipeline.set_state(gstreamer::State::Playing).map_err(|e| e.to_string())?;
     for (i, p) in packets.iter().enumerate() {
         let mut b = gstreamer::Buffer::from_slice(p.clone());
         if let Some(m) = b.get_mut() {
@@ -212,8 +219,14 @@ fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
+    let _ = tracing_subscriber::fmt().with_env_filter("wolf_rs=debug").with_test_writer().try_init();
     let host = TestHost::start("[pairing]\npin = [\"4321\"]\n").await;
-    let (c, video, audio, ping) = play(&host).await;
+    let (c, video, audio, ping, (control_port, connect_data)) = play(&host).await;
+    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
+    assert_eq!(
+        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
+        ControlEvent::Connected
+    );
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let audio_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // SS_PING: the 16-byte payload from SETUP and a sequence number, from the receiving socket.
@@ -227,6 +240,7 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     let mut frames: BTreeMap<u32, (u8, Vec<u8>)> = BTreeMap::new();
     let mut received = 0usize;
     let mut dropped = 0usize;
+    let mut idr_asked = false;
     let collect = async {
         while frames.len() < 300 {
             let (n, _) = match tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
@@ -238,6 +252,11 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
                 }
             };
             received += 1;
+            // Halfway, ask for a keyframe over the control channel, as a client does after a loss.
+            if frames.len() == 150 && !idr_asked {
+                idr_asked = true;
+                control.send(MSG_IDR_REQUEST, &[0, 0]);
+            }
             // Drop every 10th packet on purpose: FEC must recover them.
             if received % 10 == 0 {
                 dropped += 1;
@@ -254,9 +273,7 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
             packets.push(p);
         }
     };
-    tokio::time::timeout(Duration::from_secs(120), collect)
-        .await
-        .expect("300 frames within 2 minutes");
+    tokio::time::timeout(Duration::from_secs(120), collect).await.expect("300 frames within 2 minutes");
     assert!(dropped > 30, "packets were dropped: {dropped}");
     // Frames arrive numbered from 1, in order, and the first is an IDR with SPS/PPS up front.
     let indices: Vec<u32> = frames.keys().copied().collect();
@@ -267,11 +284,14 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     let types: Vec<u8> = h264_nal_types(first).iter().map(|x| x.1).collect();
     assert_eq!(&types[..3], &[NAL_SPS, NAL_PPS, NAL_IDR][..], "{types:?}");
 
+    // Only the first frame and the one asked for are IDRs (the encoder's GOP is unbounded).
+    let idrs: Vec<u32> = frames.iter().filter(|(_, (k, _))| *k == 2).map(|(i, _)| *i).collect();
+    assert_eq!(idrs.len(), 2, "IDR frames at {idrs:?}");
+    assert!(idrs[1] > 150, "the second IDR followed the request: {idrs:?}");
+
     let bitstreams: Vec<Vec<u8>> = frames.values().map(|(_, b)| b.clone()).collect();
-    let decoded = tokio::task::spawn_blocking(move || decode(&bitstreams))
-        .await
-        .unwrap()
-        .expect("decodes without error");
+    let decoded =
+        tokio::task::spawn_blocking(move || decode(&bitstreams)).await.unwrap().expect("decodes without error");
     assert!(decoded >= 290, "decoded {decoded} frames");
 
     // Audio: RTP PT 97 with 4+2 FEC (PT 127), AES-CBC encrypted (featureFlags has 0x20); it
@@ -294,10 +314,7 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     }
     assert!(parity >= 90, "2 parity packets per 4 data packets: {parity}");
     let packets = opus.clone();
-    let decoded = tokio::task::spawn_blocking(move || decode_opus(&packets))
-        .await
-        .unwrap()
-        .expect("Opus decodes");
+    let decoded = tokio::task::spawn_blocking(move || decode_opus(&packets)).await.unwrap().expect("Opus decodes");
     assert!(decoded >= 190, "decoded {decoded} Opus packets");
 
     assert!(stream_threads() >= 2, "a video and an audio thread run");
@@ -307,16 +324,24 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     assert_eq!(r.field("cancel").as_deref(), Some("1"));
     // Drain what was in flight, then nothing more comes.
     let mut quiet = false;
-    for _ in 0..50 {
-        if tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
-            .await
-            .is_err()
-        {
+    for _ in 0..5000 {
+        if tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await.is_err() {
             quiet = true;
             break;
         }
     }
     assert!(quiet, "no video after /cancel");
+    // The client was told the stream ended, gracefully, then disconnected.
+    let mut events = Vec::new();
+    while let Ok(e) = control.events.recv_timeout(Duration::from_secs(10)) {
+        let done = e == ControlEvent::Disconnected;
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(events.contains(&ControlEvent::Message(MSG_TERMINATION, vec![0x80, 0x03, 0x00, 0x23])), "{events:?}");
+    assert_eq!(events.last(), Some(&ControlEvent::Disconnected));
     // The sender and pipeline threads are joined, not left behind.
     for _ in 0..100 {
         if stream_threads() == 0 {

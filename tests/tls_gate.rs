@@ -13,8 +13,7 @@ use wolf_rs::client::PairOutcome;
 /// A TCP connection from a chosen loopback source address (the host limits connections per IP).
 async fn connect_from(src: u8, dst: std::net::SocketAddr) -> TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.bind(std::net::SocketAddr::from(([127, 0, 0, src], 0)))
-        .expect("bind a loopback source");
+    sock.bind(std::net::SocketAddr::from(([127, 0, 0, src], 0))).expect("bind a loopback source");
     sock.connect(dst).await.expect("connect")
 }
 
@@ -60,11 +59,7 @@ async fn a_thousand_stalled_connections_do_not_stop_pairing_or_https() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(gate.stats.pending.load(std::sync::atomic::Ordering::Relaxed), 1000);
-    assert_eq!(
-        gate.stats.in_use.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "stalled clients hold no permit"
-    );
+    assert_eq!(gate.stats.in_use.load(std::sync::atomic::Ordering::Relaxed), 0, "stalled clients hold no permit");
 
     let mut c = host.client();
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
@@ -107,9 +102,7 @@ async fn slow_http_headers_are_cut_off_and_block_nobody() {
     let mut slow = Vec::new();
     for i in 0..200 {
         let mut s = connect_from(2 + (i % 20) as u8, host.http).await;
-        s.write_all(b"GET /serverinfo?uniqueid=0123456789ABCDEF HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"GET /serverinfo?uniqueid=0123456789ABCDEF HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         slow.push(s);
     }
     let mut c = host.client();
@@ -117,11 +110,8 @@ async fn slow_http_headers_are_cut_off_and_block_nobody() {
     // Every slow client is closed by the host (EOF or reset, maybe after a 408), none hangs.
     for mut s in slow {
         let mut buf = Vec::new();
-        let r = tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf),
-        )
-        .await;
+        let r =
+            tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf)).await;
         assert!(r.is_ok(), "the host closed the slow connection");
     }
     host.stop().await;
@@ -147,11 +137,7 @@ async fn over_the_pending_cap_new_connections_are_closed_at_once() {
     // The fifth is accepted and closed: reading gives EOF (or a reset), not a hang.
     let mut fifth = TcpStream::connect(host.https).await.unwrap();
     let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::io::AsyncReadExt::read(&mut fifth, &mut buf),
-    )
-    .await;
+    let n = tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut fifth, &mut buf)).await;
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
     assert!(gate.stats.count(wolf_rs::net::tls::Outcome::Rejected) >= 1);
     // Once the stalled ones go, the port serves again.
@@ -228,24 +214,14 @@ async fn one_address_cannot_fill_the_port() {
     for port in [host.https, host.http] {
         let mut extra = connect_from(9, port).await;
         let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::AsyncReadExt::read(&mut extra, &mut buf),
-        )
-        .await;
+        let n =
+            tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut extra, &mut buf)).await;
         assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{port}: {n:?}");
     }
     // Everyone else is served.
     let mut c = host.client();
     assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
-    assert_eq!(
-        c.https_get(&c.url("/serverinfo", &[]))
-            .await
-            .unwrap()
-            .field("PairStatus")
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(c.https_get(&c.url("/serverinfo", &[])).await.unwrap().field("PairStatus").as_deref(), Some("1"));
     drop(held);
     host.stop().await;
 }
@@ -257,11 +233,8 @@ async fn a_handshake_that_stalls_after_the_hello_times_out_and_is_closed() {
     s.write_all(&full_client_hello()).await.unwrap();
     // The host sends its flight, then gives up on ours and closes.
     let mut sink = Vec::new();
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink),
-    )
-    .await;
+    let r =
+        tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink)).await;
     assert!(r.is_ok(), "the host closed the connection");
     assert!(!sink.is_empty(), "the server flight was sent");
     let gate = host.running().gate.clone();

@@ -61,14 +61,7 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports {
-            http: 47989,
-            https: 47984,
-            rtsp: 48010,
-            control: 47999,
-            video: 47998,
-            audio: 48000,
-        }
+        Ports { http: 47989, https: 47984, rtsp: 48010, control: 47999, video: 47998, audio: 48000 }
     }
 }
 
@@ -89,11 +82,7 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Http {
-            request_timeout_ms: 10_000,
-            max_connections: 1024,
-            max_connections_per_ip: 64,
-        }
+        Http { request_timeout_ms: 10_000, max_connections: 1024, max_connections_per_ip: 64 }
     }
 }
 
@@ -136,13 +125,7 @@ pub struct Pairing {
 
 impl Default for Pairing {
     fn default() -> Self {
-        Pairing {
-            pin: Vec::new(),
-            pin_timeout: 120,
-            max_failures: 5,
-            failure_window_s: 600,
-            ban_s: 600,
-        }
+        Pairing { pin: Vec::new(), pin_timeout: 120, max_failures: 5, failure_window_s: 600, ban_s: 600 }
     }
 }
 
@@ -178,11 +161,7 @@ pub struct Video {
 
 impl Default for Video {
     fn default() -> Self {
-        Video {
-            encoder: "auto".into(),
-            pipelines_dir: String::new(),
-            fec_percentage: 20,
-        }
+        Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20 }
     }
 }
 
@@ -212,11 +191,7 @@ impl Default for App {
 
 impl App {
     pub fn test_pattern() -> Self {
-        App {
-            title: "Test pattern".into(),
-            id: 1,
-            ..App::default()
-        }
+        App { title: "Test pattern".into(), id: 1, ..App::default() }
     }
 }
 
@@ -273,14 +248,9 @@ impl Config {
 
     /// Read `path` (blocking) and parse it.
     pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, env).map_err(|issues| ConfigError::Invalid {
-            path: path.to_owned(),
-            issues,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, env).map_err(|issues| ConfigError::Invalid { path: path.to_owned(), issues })
     }
 
     pub fn app(&self, id: u32) -> Option<&App> {

@@ -45,10 +45,7 @@ impl Env {
     ];
 
     pub fn from_process() -> Env {
-        let vars = Self::NAMES
-            .iter()
-            .filter_map(|n| std::env::var(n).ok().map(|v| ((*n).to_owned(), v)))
-            .collect();
+        let vars = Self::NAMES.iter().filter_map(|n| std::env::var(n).ok().map(|v| ((*n).to_owned(), v))).collect();
         Env { vars }
     }
 
@@ -131,8 +128,7 @@ fn line_of(doc: &toml_edit::ImDocument<&str>, text: &str, path: &[Seg]) -> Optio
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+    text.get(..offset).map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
 }
 
 /// Keys allowed in the table at `path`, read off the defaults so the list never drifts.
@@ -165,18 +161,12 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn issue(&mut self, path: &[Seg], message: impl Into<String>) {
         let line = line_of(&self.doc, self.text, path);
-        self.issues.push(ConfigIssue {
-            key: join(path),
-            line,
-            message: message.into(),
-        });
+        self.issues.push(ConfigIssue { key: join(path), line, message: message.into() });
     }
 
     fn issue_at(&mut self, key: &str, message: impl Into<String>) {
-        let path: Vec<Seg> = key
-            .split('.')
-            .map(|p| p.parse::<usize>().map_or_else(|_| Seg::Key(p.to_owned()), Seg::Index))
-            .collect();
+        let path: Vec<Seg> =
+            key.split('.').map(|p| p.parse::<usize>().map_or_else(|_| Seg::Key(p.to_owned()), Seg::Index)).collect();
         self.issue(&path, message);
     }
 
@@ -222,65 +212,35 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 11] = [
-    "hostname",
-    "uuid",
-    "bind_address",
-    "ports",
-    "network",
-    "http",
-    "tls",
-    "pairing",
-    "mdns",
-    "video",
-    "apps",
-];
+const TOP_KEYS: [&str; 11] =
+    ["hostname", "uuid", "bind_address", "ports", "network", "http", "tls", "pairing", "mdns", "video", "apps"];
 
 pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
     let doc = match toml_edit::ImDocument::parse(text) {
         Ok(d) => d,
         Err(e) => {
             let line = e.span().map(|s| line_at(text, s.start));
-            return Err(vec![ConfigIssue {
-                key: "(syntax)".into(),
-                line,
-                message: e.message().trim().to_owned(),
-            }]);
+            return Err(vec![ConfigIssue { key: "(syntax)".into(), line, message: e.message().trim().to_owned() }]);
         }
     };
     let table: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
         Err(e) => {
             let line = e.span().map(|s| line_at(text, s.start));
-            return Err(vec![ConfigIssue {
-                key: "(syntax)".into(),
-                line,
-                message: e.message().to_owned(),
-            }]);
+            return Err(vec![ConfigIssue { key: "(syntax)".into(), line, message: e.message().to_owned() }]);
         }
     };
-    let mut cx = Ctx {
-        text,
-        doc,
-        issues: Vec::new(),
-    };
+    let mut cx = Ctx { text, doc, issues: Vec::new() };
     for key in table.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
-            cx.issue(
-                &[Seg::Key(key.clone())],
-                format!("unknown key; allowed here: {}", TOP_KEYS.join(", ")),
-            );
+            cx.issue(&[Seg::Key(key.clone())], format!("unknown key; allowed here: {}", TOP_KEYS.join(", ")));
         }
     }
     let defaults = Config::default();
     let mut cfg = Config {
-        hostname: cx
-            .section::<Option<String>>(&table, "hostname")
-            .unwrap_or(defaults.hostname),
+        hostname: cx.section::<Option<String>>(&table, "hostname").unwrap_or(defaults.hostname),
         uuid: cx.section::<Option<String>>(&table, "uuid").unwrap_or(defaults.uuid),
-        bind_address: cx
-            .section::<Option<String>>(&table, "bind_address")
-            .unwrap_or(defaults.bind_address),
+        bind_address: cx.section::<Option<String>>(&table, "bind_address").unwrap_or(defaults.bind_address),
         ports: cx.section(&table, "ports"),
         network: cx.section(&table, "network"),
         http: cx.section(&table, "http"),
@@ -288,11 +248,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         pairing: cx.section(&table, "pairing"),
         mdns: cx.section(&table, "mdns"),
         video: cx.section(&table, "video"),
-        apps: if table.contains_key("apps") {
-            cx.section(&table, "apps")
-        } else {
-            defaults.apps
-        },
+        apps: if table.contains_key("apps") { cx.section(&table, "apps") } else { defaults.apps },
     };
     apply_env(&mut cfg, env);
     check_rules(&cfg, env, &mut cx);
@@ -304,12 +260,7 @@ fn apply_env(cfg: &mut Config, env: &Env) {
         cfg.hostname = v.to_owned();
     }
     if let Some(v) = env.get("WOLF_PIN") {
-        cfg.pairing.pin = v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        cfg.pairing.pin = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
     }
     if let Some(v) = env.get("WOLF_MDNS") {
         match v.to_ascii_lowercase().as_str() {
@@ -334,64 +285,38 @@ fn apply_env(cfg: &mut Config, env: &Env) {
 
 /// Where a value came from, for the message: the file key or the env variable that overrode it.
 fn origin(env: &Env, var: &str, key: &str) -> String {
-    if env.get(var).is_some() {
-        format!("env {var}")
-    } else {
-        key.to_owned()
-    }
+    if env.get(var).is_some() { format!("env {var}") } else { key.to_owned() }
 }
 
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     let mut report = |key: String, msg: String| {
         if key.starts_with("env ") {
-            cx.issues.push(ConfigIssue {
-                key,
-                line: None,
-                message: msg,
-            });
+            cx.issues.push(ConfigIssue { key, line: None, message: msg });
         } else {
             cx.issue_at(&key, msg);
         }
     };
     if let Some(v) = env.get("WOLF_MDNS")
-        && !matches!(
-            v.to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on" | "0" | "false" | "no" | "off"
-        )
+        && !matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on" | "0" | "false" | "no" | "off")
     {
-        report(
-            "env WOLF_MDNS".into(),
-            format!("{v:?} is not a boolean; allowed: true or false"),
-        );
+        report("env WOLF_MDNS".into(), format!("{v:?} is not a boolean; allowed: true or false"));
     }
     let host_key = origin(env, "WOLF_HOSTNAME", "hostname");
     if cfg.hostname.trim().is_empty() || cfg.hostname.len() > 63 {
         report(host_key, "must be 1 to 63 characters".into());
     }
     if !cfg.uuid.is_empty() && uuid::Uuid::parse_str(&cfg.uuid).is_err() {
-        report(
-            "uuid".into(),
-            format!(
-                "{:?} is not a UUID; allowed: empty (generated once) or a UUID",
-                cfg.uuid
-            ),
-        );
+        report("uuid".into(), format!("{:?} is not a UUID; allowed: empty (generated once) or a UUID", cfg.uuid));
     }
     if cfg.bind_address.parse::<IpAddr>().is_err() {
         report(
             "bind_address".into(),
-            format!(
-                "{:?} is not an IP address (e.g. \"0.0.0.0\" or \"::\")",
-                cfg.bind_address
-            ),
+            format!("{:?} is not an IP address (e.g. \"0.0.0.0\" or \"::\")", cfg.bind_address),
         );
     }
     let p = &cfg.ports;
@@ -423,20 +348,14 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     if !cfg.network.local_ip.is_empty() && cfg.network.local_ip.parse::<Ipv4Addr>().is_err() {
         report(
             ip_key,
-            format!(
-                "{:?} is not an IPv4 address; allowed: empty (detected) or a.b.c.d",
-                cfg.network.local_ip
-            ),
+            format!("{:?} is not an IPv4 address; allowed: empty (detected) or a.b.c.d", cfg.network.local_ip),
         );
     }
     let mac_key = origin(env, "WOLF_INTERNAL_MAC", "network.mac");
     if !cfg.network.mac.is_empty() && !is_mac(&cfg.network.mac) {
         report(
             mac_key,
-            format!(
-                "{:?} is not a MAC address; allowed: empty (detected) or aa:bb:cc:dd:ee:ff",
-                cfg.network.mac
-            ),
+            format!("{:?} is not a MAC address; allowed: empty (detected) or aa:bb:cc:dd:ee:ff", cfg.network.mac),
         );
     }
     let positive = |v: u64| v >= 1;
@@ -469,20 +388,13 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     let pin_key = origin(env, "WOLF_PIN", "pairing.pin");
     for pin in &cfg.pairing.pin {
         if !crate::protocol::pairing::is_valid_pin(pin) {
-            report(
-                pin_key.clone(),
-                format!("{pin:?} is not a PIN; allowed: exactly 4 digits"),
-            );
+            report(pin_key.clone(), format!("{pin:?} is not a PIN; allowed: exactly 4 digits"));
         }
     }
     if !super::ENCODERS.contains(&cfg.video.encoder.as_str()) {
         report(
             "video.encoder".into(),
-            format!(
-                "{:?} is not an encoder; allowed: {}",
-                cfg.video.encoder,
-                super::ENCODERS.join(", ")
-            ),
+            format!("{:?} is not an encoder; allowed: {}", cfg.video.encoder, super::ENCODERS.join(", ")),
         );
     }
     if cfg.apps.is_empty() {
@@ -494,31 +406,21 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         if app.title.trim().is_empty() {
             report(format!("apps.{i}.title"), "must not be empty".into());
         } else if !titles.insert(app.title.clone()) {
-            report(
-                format!("apps.{i}.title"),
-                format!("{:?} is used by another app; titles must be unique", app.title),
-            );
+            report(format!("apps.{i}.title"), format!("{:?} is used by another app; titles must be unique", app.title));
         }
         if app.id == 0 || app.id > i32::MAX as u32 {
-            report(
-                format!("apps.{i}.id"),
-                format!("{} is out of range; allowed: 1 to {}", app.id, i32::MAX),
-            );
+            report(format!("apps.{i}.id"), format!("{} is out of range; allowed: 1 to {}", app.id, i32::MAX));
         } else if !ids.insert(app.id) {
-            report(
-                format!("apps.{i}.id"),
-                format!("{} is used by another app; ids must be unique", app.id),
-            );
+            report(format!("apps.{i}.id"), format!("{} is used by another app; ids must be unique", app.id));
         }
         match app.runner.kind {
             RunnerKind::Process if app.runner.command.is_empty() => report(
                 format!("apps.{i}.runner.command"),
                 "a process runner needs a command, e.g. [\"/usr/bin/game\"]".into(),
             ),
-            RunnerKind::Docker if app.runner.image.trim().is_empty() => report(
-                format!("apps.{i}.runner.image"),
-                "a docker runner needs an image".into(),
-            ),
+            RunnerKind::Docker if app.runner.image.trim().is_empty() => {
+                report(format!("apps.{i}.runner.image"), "a docker runner needs an image".into())
+            }
             _ => {}
         }
     }

@@ -42,8 +42,7 @@ impl Conn {
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -88,11 +87,7 @@ pub async fn handle(ctx: Arc<HostContext>, conn: Arc<Conn>, req: Request<Incomin
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(peer = %conn.peer, %path, "request took longer than request_timeout_ms; answered 503");
-            respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/xml",
-                xml::error(503, &path, "The request timed out"),
-            )
+            respond(StatusCode::SERVICE_UNAVAILABLE, "application/xml", xml::error(503, &path, "The request timed out"))
         }
     }
 }
@@ -120,11 +115,7 @@ async fn route(
                 Some(client) => https(&ctx, &conn, &client, &method, &path, &q).await,
             }
         }
-        (None, _, _) => respond(
-            StatusCode::NOT_FOUND,
-            "application/xml",
-            xml::error(404, &path, "Not found"),
-        ),
+        (None, _, _) => respond(StatusCode::NOT_FOUND, "application/xml", xml::error(404, &path, "Not found")),
     };
     tracing::debug!(peer = %conn.peer, %method, %path, status = resp.status().as_u16(), "request");
     resp
@@ -139,11 +130,7 @@ async fn https(
     q: &HashMap<String, String>,
 ) -> Response<Body> {
     if method != Method::GET {
-        return respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "application/xml",
-            xml::error(405, path, "Use GET"),
-        );
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "application/xml", xml::error(405, path, "Use GET"));
     }
     match path {
         "/serverinfo" => serverinfo(ctx, conn, Some(client)),
@@ -170,11 +157,11 @@ async fn https(
         "/cancel" => {
             if let Some(s) = ctx.sessions.cancel(&client.fingerprint) {
                 tracing::info!(session = s.id, app = s.app_id, client = %client.name, "session cancelled");
-                if ctx
-                    .streams
-                    .try_send(crate::stream::StreamCommand::Stop { session_id: s.id })
-                    .is_err()
-                {
+                let terminate = crate::control::ControlCommand::Terminate { session_id: s.id };
+                if let Ok(control) = ctx.control.lock() {
+                    let _ = control.send(terminate);
+                }
+                if ctx.streams.try_send(crate::stream::StreamCommand::Stop { session_id: s.id }).is_err() {
                     tracing::error!(session = s.id, "the stream manager is not taking commands");
                 }
             }
@@ -187,11 +174,7 @@ async fn https(
                 None => xml_err(404, path, "No such app; appid must be the ID of an app in /applist"),
             }
         }
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "application/xml",
-            xml::error(404, path, "Not found"),
-        ),
+        _ => respond(StatusCode::NOT_FOUND, "application/xml", xml::error(404, path, "Not found")),
     }
 }
 
@@ -208,11 +191,7 @@ fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> 
         https_port: ctx.https_port,
         http_port: ctx.http_port,
         hevc: ctx.hevc,
-        mac: if client.is_some() {
-            &ctx.net.mac
-        } else {
-            "00:00:00:00:00:00"
-        },
+        mac: if client.is_some() { &ctx.net.mac } else { "00:00:00:00:00:00" },
         local_ip: &local_ip,
         gpu_type: &ctx.gpu_type,
         paired: client.is_some(),
@@ -235,18 +214,10 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         return xml_err(400, path, "Missing uniqueid");
     };
     if uniqueid.len() > MAX_ID_LEN || q.get("devicename").is_some_and(|d| d.len() > MAX_ID_LEN) {
-        return xml_err(
-            400,
-            path,
-            &format!("uniqueid and devicename must be at most {MAX_ID_LEN} characters"),
-        );
+        return xml_err(400, path, &format!("uniqueid and devicename must be at most {MAX_ID_LEN} characters"));
     }
     if let Some(left) = ctx.pairing.banned_for(ip) {
-        return xml_err(
-            429,
-            path,
-            &format!("Too many failed pairing attempts from {ip}; try again in {left} s"),
-        );
+        return xml_err(429, path, &format!("Too many failed pairing attempts from {ip}; try again in {left} s"));
     }
     let key = PairingManager::key(uniqueid, ip);
     let server = &ctx.identity.pairing;
@@ -255,11 +226,7 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     }
     let no_pairing = |step: &str| {
         ctx.pairing.record_failure(ip);
-        xml_err(
-            400,
-            path,
-            &format!("Out of order call to {step}: no pairing in progress for this client"),
-        )
+        xml_err(400, path, &format!("Out of order call to {step}: no pairing in progress for this client"))
     };
     if let Some(v) = q.get("clientchallenge") {
         return match ctx.pairing.with_session(&key, |s| {
@@ -284,9 +251,8 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         };
     }
     if let Some(v) = q.get("clientpairingsecret") {
-        let outcome = ctx.pairing.with_session(&key, |s| {
-            (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false)
-        });
+        let outcome =
+            ctx.pairing.with_session(&key, |s| (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false));
         return match outcome {
             None => no_pairing("clientpairingsecret"),
             Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
@@ -332,17 +298,10 @@ async fn pair_step1(
         Err(e) => return xml_err(500, path, &e.to_string()),
     };
     let key = PairingManager::key(uniqueid, ip);
-    let (rx, guard) = match ctx
-        .pairing
-        .begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none())
-    {
+    let (rx, guard) = match ctx.pairing.begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none()) {
         Ok(x) => x,
         Err(BeginError::TooManyFromIp) => {
-            return xml_err(
-                503,
-                path,
-                "Too many pairings in progress from this address; finish or cancel one",
-            );
+            return xml_err(503, path, "Too many pairings in progress from this address; finish or cancel one");
         }
         Err(BeginError::TooMany) => return xml_err(503, path, "Too many pairings in progress; try again shortly"),
     };
@@ -354,11 +313,7 @@ async fn pair_step1(
         let pin = match tokio::time::timeout(ctx.pairing.limits.pin_timeout, rx).await {
             Ok(Ok(pin)) => pin,
             Ok(Err(_)) => {
-                return xml_err(
-                    400,
-                    path,
-                    "The pairing was replaced or cancelled before the PIN arrived",
-                );
+                return xml_err(400, path, "The pairing was replaced or cancelled before the PIN arrived");
             }
             Err(_) => {
                 drop(guard);
@@ -398,9 +353,7 @@ async fn finish_pairing(
         name,
         uniqueid: uniqueid.to_owned(),
         ip: conn.ip().to_string(),
-        paired_at: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        paired_at: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     let (fp, name) = (client.fingerprint.clone(), client.name.clone());
     match ctx.clients.add(client).await {
@@ -438,10 +391,7 @@ async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body>
     let body = match Limited::new(req.into_body(), 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The body must be JSON {\"pin\", \"secret\"} under 4 KiB",
-            );
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "The body must be JSON {\"pin\", \"secret\"} under 4 KiB");
         }
     };
     let form: PinForm = match serde_json::from_slice(&body) {
@@ -457,14 +407,8 @@ async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body>
         return text(StatusCode::BAD_REQUEST, "The PIN must be exactly 4 digits");
     }
     match ctx.pairing.submit_pin(Some(&form.secret), form.pin) {
-        Ok(()) => text(
-            StatusCode::OK,
-            "PIN handed to the pairing: the client shows whether it matched",
-        ),
-        Err(_) => text(
-            StatusCode::NOT_FOUND,
-            "No pairing is waiting for this link; start pairing on the client again",
-        ),
+        Ok(()) => text(StatusCode::OK, "PIN handed to the pairing: the client shows whether it matched"),
+        Err(_) => text(StatusCode::NOT_FOUND, "No pairing is waiting for this link; start pairing on the client again"),
     }
 }
 
@@ -484,10 +428,8 @@ pub fn submit_pin_admin(ctx: &HostContext, pin: &str, secret: Option<&str>) -> R
 
 fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
     let key = q.get("rikey").ok_or("Missing rikey")?;
-    let key: [u8; 16] = hex::decode(key)
-        .ok()
-        .and_then(|k| k.try_into().ok())
-        .ok_or("rikey must be 32 hex characters")?;
+    let key: [u8; 16] =
+        hex::decode(key).ok().and_then(|k| k.try_into().ok()).ok_or("rikey must be 32 hex characters")?;
     let id = q.get("rikeyid").ok_or("Missing rikeyid")?;
     // Clients send it as a signed or unsigned 32-bit decimal.
     let id = id
@@ -524,10 +466,7 @@ fn launch(
         Ok(k) => k,
         Err(msg) => return xml_err(400, path, msg),
     };
-    let surround = q
-        .get("surroundAudioInfo")
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(196_610);
+    let surround = q.get("surroundAudioInfo").and_then(|v| v.parse::<u32>().ok()).unwrap_or(196_610);
     let session = Session {
         id: 0,
         client_fingerprint: client.fingerprint.clone(),
@@ -546,11 +485,9 @@ fn launch(
             let url = session_url(ctx, conn);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
-        Err(LaunchError::AlreadyRunning { app_id }) => xml_err(
-            400,
-            path,
-            &format!("App {app_id} is already running for this client; resume or quit it first"),
-        ),
+        Err(LaunchError::AlreadyRunning { app_id }) => {
+            xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))
+        }
     }
 }
 

@@ -53,6 +53,9 @@ pub struct HostContext {
     pub rtsp_port: u16,
     pub video_port: u16,
     pub audio_port: u16,
+    pub control_port: u16,
+    /// Tell clients their stream ended (the ENet control thread).
+    pub control: std::sync::Mutex<std::sync::mpsc::Sender<crate::control::ControlCommand>>,
     /// Start and stop streams.
     pub streams: tokio::sync::mpsc::Sender<crate::stream::StreamCommand>,
 }
@@ -92,6 +95,8 @@ pub struct Listeners {
     /// RTP video and audio (UDP); non-blocking, shared by the ping readers and the sender threads.
     pub video: std::net::UdpSocket,
     pub audio: std::net::UdpSocket,
+    /// The ENet control channel's socket (its thread owns it).
+    pub control: std::net::UdpSocket,
 }
 
 impl Listeners {
@@ -102,65 +107,37 @@ impl Listeners {
             .or_err(ErrorKind::Config, || format!("bind_address {:?}", config.bind_address))?;
         let http = TcpListener::bind(SocketAddr::new(ip, config.ports.http))
             .await
-            .or_err(ErrorKind::Bind, || {
-                format!("binding HTTP on {ip}:{}", config.ports.http)
-            })?;
+            .or_err(ErrorKind::Bind, || format!("binding HTTP on {ip}:{}", config.ports.http))?;
         let https = TcpListener::bind(SocketAddr::new(ip, config.ports.https))
             .await
-            .or_err(ErrorKind::Bind, || {
-                format!("binding HTTPS on {ip}:{}", config.ports.https)
-            })?;
+            .or_err(ErrorKind::Bind, || format!("binding HTTPS on {ip}:{}", config.ports.https))?;
         let rtsp = TcpListener::bind(SocketAddr::new(ip, config.ports.rtsp))
             .await
-            .or_err(ErrorKind::Bind, || {
-                format!("binding RTSP on {ip}:{}", config.ports.rtsp)
-            })?;
+            .or_err(ErrorKind::Bind, || format!("binding RTSP on {ip}:{}", config.ports.rtsp))?;
         let video = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.video))
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .or_err(ErrorKind::Bind, || {
-                format!("binding video UDP on {ip}:{}", config.ports.video)
-            })?;
+            .or_err(ErrorKind::Bind, || format!("binding video UDP on {ip}:{}", config.ports.video))?;
         let audio = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.audio))
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .or_err(ErrorKind::Bind, || {
-                format!("binding audio UDP on {ip}:{}", config.ports.audio)
-            })?;
-        Ok(Listeners {
-            http,
-            https,
-            rtsp,
-            video,
-            audio,
-        })
+            .or_err(ErrorKind::Bind, || format!("binding audio UDP on {ip}:{}", config.ports.audio))?;
+        let control = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.control))
+            .or_err(ErrorKind::Bind, || format!("binding the control channel on {ip}:{}", config.ports.control))?;
+        Ok(Listeners { http, https, rtsp, video, audio, control })
     }
 
-    /// (video, audio) UDP ports as bound.
-    pub fn stream_ports(&self) -> Result<(u16, u16)> {
-        let v = self
-            .video
-            .local_addr()
-            .or_err(ErrorKind::Bind, || "video local address")?;
-        let a = self
-            .audio
-            .local_addr()
-            .or_err(ErrorKind::Bind, || "audio local address")?;
-        Ok((v.port(), a.port()))
+    /// (video, audio, control) UDP ports as bound.
+    pub fn stream_ports(&self) -> Result<(u16, u16, u16)> {
+        let v = self.video.local_addr().or_err(ErrorKind::Bind, || "video local address")?;
+        let a = self.audio.local_addr().or_err(ErrorKind::Bind, || "audio local address")?;
+        let c = self.control.local_addr().or_err(ErrorKind::Bind, || "control local address")?;
+        Ok((v.port(), a.port(), c.port()))
     }
 
     /// (http, https, rtsp) as bound.
     pub fn ports(&self) -> Result<(u16, u16, u16)> {
-        let h = self
-            .http
-            .local_addr()
-            .or_err(ErrorKind::Bind, || "HTTP local address")?;
-        let s = self
-            .https
-            .local_addr()
-            .or_err(ErrorKind::Bind, || "HTTPS local address")?;
-        let r = self
-            .rtsp
-            .local_addr()
-            .or_err(ErrorKind::Bind, || "RTSP local address")?;
+        let h = self.http.local_addr().or_err(ErrorKind::Bind, || "HTTP local address")?;
+        let s = self.https.local_addr().or_err(ErrorKind::Bind, || "HTTPS local address")?;
+        let r = self.rtsp.local_addr().or_err(ErrorKind::Bind, || "RTSP local address")?;
         Ok((h.port(), s.port(), r.port()))
     }
 }
@@ -176,22 +153,12 @@ impl GameStreamServer {
     pub fn new(ctx: Arc<HostContext>, listeners: Listeners) -> Result<GameStreamServer> {
         let tls = tls::server_config(&ctx.identity)?;
         let gate = HandshakeGate::new((&ctx.config.tls).into());
-        Ok(GameStreamServer {
-            ctx,
-            gate,
-            listeners,
-            tls,
-        })
+        Ok(GameStreamServer { ctx, gate, listeners, tls })
     }
 
     /// Run both accept loops until `shutdown`; connection tasks go on `tracker`.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker, started: Instant) {
-        let GameStreamServer {
-            ctx,
-            gate,
-            listeners,
-            tls,
-        } = self;
+        let GameStreamServer { ctx, gate, listeners, tls } = self;
         for (name, l) in [("HTTP", &listeners.http), ("HTTPS", &listeners.https)] {
             if let Ok(addr) = l.local_addr() {
                 tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "{name} listener ready in {} ms", started.elapsed().as_millis());
@@ -201,9 +168,9 @@ impl GameStreamServer {
             hevc: ctx.hevc,
             video_port: ctx.video_port,
             audio_port: ctx.audio_port,
-            control_port: ctx.config.ports.control,
-            // Control-stream encryption is announced once the ENet control channel exists.
-            encryption_supported: 0,
+            control_port: ctx.control_port,
+            // CONTROL_V2: AES-GCM control messages with the direction-tagged IV.
+            encryption_supported: 0x1,
         };
         let rtsp = crate::rtsp::run(
             listeners.rtsp,
@@ -309,11 +276,7 @@ async fn accept_https(
                 }
             };
             let fp = tls::peer_certificate(&tls_stream).map(|c| handlers::fingerprint(&c));
-            let conn = Arc::new(Conn {
-                peer,
-                local,
-                tls: Some(fp),
-            });
+            let conn = Arc::new(Conn { peer, local, tls: Some(fp) });
             let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
             serve_one(tls_stream, ctx, conn, deadline).await;
             drop((slot, ip_slot));
@@ -334,11 +297,7 @@ where
         async move { Ok::<_, std::convert::Infallible>(handlers::handle(ctx, conn, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .keep_alive(false)
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(64 * 1024);
+    builder.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
     let served = builder.serve_connection(TokioIo::new(io), svc);
     match tokio::time::timeout(deadline, served).await {
         Ok(Ok(())) => {}

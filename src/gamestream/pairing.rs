@@ -123,12 +123,7 @@ impl Drop for WaitGuard<'_> {
 
 impl PairingManager {
     pub fn new(limits: PairingLimits) -> PairingManager {
-        PairingManager {
-            limits,
-            pending: Mutex::default(),
-            failures: Mutex::default(),
-            generation: Mutex::new(0),
-        }
+        PairingManager { limits, pending: Mutex::default(), failures: Mutex::default(), generation: Mutex::new(0) }
     }
 
     pub fn key(uniqueid: &str, ip: IpAddr) -> String {
@@ -158,21 +153,11 @@ impl PairingManager {
         if all.len() >= MAX_FAILURE_RECORDS && !all.contains_key(&ip) {
             // Still full of live records: ban this newcomer outright rather than grow.
             tracing::warn!(%ip, "too many IPs with failed pairings; refusing this one");
-            all.insert(
-                ip,
-                Failures {
-                    recent: VecDeque::new(),
-                    banned_until: Some(now + self.limits.ban),
-                },
-            );
+            all.insert(ip, Failures { recent: VecDeque::new(), banned_until: Some(now + self.limits.ban) });
             return true;
         }
         let f = all.entry(ip).or_default();
-        while f
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.limits.failure_window)
-        {
+        while f.recent.front().is_some_and(|t| now.duration_since(*t) > self.limits.failure_window) {
             f.recent.pop_front();
         }
         f.recent.push_back(now);
@@ -201,12 +186,10 @@ impl PairingManager {
     }
 
     fn note_abandoned(&self, p: &Pending) {
-        let midway = p.session.as_ref().is_some_and(|s| {
-            matches!(
-                s.step(),
-                Step::AwaitingServerChallengeResp | Step::AwaitingClientPairingSecret
-            )
-        });
+        let midway = p
+            .session
+            .as_ref()
+            .is_some_and(|s| matches!(s.step(), Step::AwaitingServerChallengeResp | Step::AwaitingClientPairingSecret));
         if midway {
             tracing::info!(ip = %p.ip, "pairing abandoned after the challenge: counted as failed");
             self.record_failure(p.ip);
@@ -231,12 +214,7 @@ impl PairingManager {
             self.sweep(&mut pending);
             if !pending.contains_key(&key) {
                 let ipk = crate::net::limit::ip_key(ip);
-                if pending
-                    .values()
-                    .filter(|p| crate::net::limit::ip_key(p.ip) == ipk)
-                    .count()
-                    >= MAX_PENDING_PER_IP
-                {
+                if pending.values().filter(|p| crate::net::limit::ip_key(p.ip) == ipk).count() >= MAX_PENDING_PER_IP {
                     return Err(BeginError::TooManyFromIp);
                 }
                 if pending.len() >= MAX_PENDING {
@@ -269,15 +247,7 @@ impl PairingManager {
                 session: Some(session),
             },
         );
-        Ok((
-            rx,
-            WaitGuard {
-                mgr: self,
-                key,
-                generation,
-                armed: true,
-            },
-        ))
+        Ok((rx, WaitGuard { mgr: self, key, generation, armed: true }))
     }
 
     /// Hand a PIN to the pairing waiting under `secret` (or the only one waiting, if `None`).
@@ -285,10 +255,7 @@ impl PairingManager {
         let mut pending = lock(&self.pending);
         let waiting: Vec<&mut Pending> = pending.values_mut().filter(|p| p.pin_tx.is_some()).collect();
         let target = match secret {
-            Some(s) => waiting
-                .into_iter()
-                .find(|p| p.secret == s)
-                .ok_or(SubmitError::UnknownSecret)?,
+            Some(s) => waiting.into_iter().find(|p| p.secret == s).ok_or(SubmitError::UnknownSecret)?,
             None => {
                 let n = waiting.len();
                 let mut it = waiting.into_iter();

@@ -98,21 +98,12 @@ pub const HEVC_CANDIDATES: [Candidate; 2] = [
 ];
 
 /// Elements every video pipeline needs besides the encoder.
-const COMMON_ELEMENTS: [&str; 6] = [
-    "videoconvert",
-    "videoscale",
-    "videorate",
-    "h264parse",
-    "appsink",
-    "videotestsrc",
-];
+const COMMON_ELEMENTS: [&str; 6] = ["videoconvert", "videoscale", "videorate", "h264parse", "appsink", "videotestsrc"];
 
 /// Can every element of `names` be created here?
 fn creatable(names: &[&str]) -> Result<(), String> {
     for n in names {
-        gstreamer::ElementFactory::make(n)
-            .build()
-            .map_err(|_| (*n).to_owned())?;
+        gstreamer::ElementFactory::make(n).build().map_err(|_| (*n).to_owned())?;
     }
     Ok(())
 }
@@ -195,15 +186,8 @@ pub fn render_audio(template: &str, spec: &AudioSpec) -> Result<String, MediaErr
 
 fn check_placeholders(out: String) -> Result<String, MediaError> {
     if let Some(start) = out.find('{') {
-        let name: String = out[start..]
-            .chars()
-            .take_while(|c| *c != '}')
-            .chain(std::iter::once('}'))
-            .collect();
-        return Err(MediaError::Template(
-            "template".into(),
-            format!("unknown placeholder {name}"),
-        ));
+        let name: String = out[start..].chars().take_while(|c| *c != '}').chain(std::iter::once('}')).collect();
+        return Err(MediaError::Template("template".into(), format!("unknown placeholder {name}")));
     }
     Ok(out)
 }
@@ -240,15 +224,8 @@ pub fn render(template: &str, spec: &VideoSpec) -> Result<String, MediaError> {
         .replace("{bitrate_bps}", &(u64::from(spec.bitrate_kbps) * 1000).to_string())
         .replace("{slices}", &spec.slices.max(1).to_string());
     if let Some(start) = out.find('{') {
-        let name: String = out[start..]
-            .chars()
-            .take_while(|c| *c != '}')
-            .chain(std::iter::once('}'))
-            .collect();
-        return Err(MediaError::Template(
-            "template".into(),
-            format!("unknown placeholder {name}"),
-        ));
+        let name: String = out[start..].chars().take_while(|c| *c != '}').chain(std::iter::once('}')).collect();
+        return Err(MediaError::Template("template".into(), format!("unknown placeholder {name}")));
     }
     Ok(out)
 }
@@ -258,14 +235,7 @@ mod tests {
     use super::*;
 
     fn spec() -> VideoSpec {
-        VideoSpec {
-            source: "videotestsrc".into(),
-            width: 1280,
-            height: 720,
-            fps: 60,
-            bitrate_kbps: 5000,
-            slices: 1,
-        }
+        VideoSpec { source: "videotestsrc".into(), width: 1280, height: 720, fps: 60, bitrate_kbps: 5000, slices: 1 }
     }
 
     #[test]
@@ -274,16 +244,8 @@ mod tests {
             let text = render(c.builtin, &spec()).unwrap();
             assert!(text.starts_with("videotestsrc !"), "{}", c.name);
             assert!(text.contains("width=1280,height=720,framerate=60/1"), "{}", c.name);
-            assert!(
-                text.contains("name=sink") && text.contains("name=encoder"),
-                "{}",
-                c.name
-            );
-            assert!(
-                text.contains("format=I420") || text.contains("format=NV12"),
-                "{}: raw format pinned",
-                c.name
-            );
+            assert!(text.contains("name=sink") && text.contains("name=encoder"), "{}", c.name);
+            assert!(text.contains("format=I420") || text.contains("format=NV12"), "{}: raw format pinned", c.name);
         }
     }
 

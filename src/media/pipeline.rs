@@ -79,12 +79,7 @@ impl EncoderPipeline {
             .spawn(move || run(description, ctl_rx, frame_tx, ack_tx, thread_stats))
             .map_err(|e| MediaError::Pipeline(format!("spawning the pipeline thread: {e}")))?;
         match ack_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(EncoderPipeline {
-                ctl: ctl_tx,
-                thread: Some(thread),
-                frames: frame_rx,
-                stats,
-            }),
+            Ok(Ok(())) => Ok(EncoderPipeline { ctl: ctl_tx, thread: Some(thread), frames: frame_rx, stats }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -163,9 +158,7 @@ fn build(
             })
             .build(),
     );
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| MediaError::Pipeline(format!("cannot start: {e}")))?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Pipeline(format!("cannot start: {e}")))?;
     Ok(pipeline)
 }
 
@@ -191,15 +184,11 @@ fn run(
     };
     let _ = ack.send(Ok(()));
     let ended = 'outer: loop {
-        stats
-            .last_beat_ms
-            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        stats.last_beat_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match ctl.recv_timeout(Duration::from_millis(20)) {
             Ok(Control::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => break Ended::Stopped,
             Ok(Control::ForceKeyframe) => {
-                let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
-                    .all_headers(true)
-                    .build();
+                let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
                 if !pipeline.send_event(event) {
                     tracing::warn!("the encoder did not accept a force-keyframe event");
                 }

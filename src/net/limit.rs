@@ -29,10 +29,7 @@ pub struct IpSlot {
 
 impl PerIpLimit {
     pub fn new(max: usize) -> Arc<PerIpLimit> {
-        Arc::new(PerIpLimit {
-            max: max.max(1),
-            counts: Mutex::default(),
-        })
+        Arc::new(PerIpLimit { max: max.max(1), counts: Mutex::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
@@ -51,10 +48,7 @@ impl PerIpLimit {
             return None;
         }
         *n += 1;
-        Some(IpSlot {
-            limit: self.clone(),
-            key,
-        })
+        Some(IpSlot { limit: self.clone(), key })
     }
 
     pub fn held_by(&self, ip: IpAddr) -> usize {

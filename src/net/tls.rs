@@ -81,9 +81,7 @@ impl ClientCertVerifier for AnyClientCert {
 
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>> {
     let provider = provider();
-    let verifier = Arc::new(AnyClientCert {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(AnyClientCert { algorithms: provider.signature_verification_algorithms });
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .or_err(ErrorKind::Tls, || "choosing TLS versions")?
@@ -136,9 +134,7 @@ impl Outcome {
 }
 
 /// Upper bounds (seconds) of the handshake-duration buckets, 1 ms to 10 s.
-pub const DURATION_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const DURATION_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// What the gate saw, for metrics and /health. Lock-free.
 #[derive(Debug, Default)]
@@ -167,10 +163,7 @@ impl GateStats {
     fn record(&self, o: Outcome, took: Duration) {
         self.count_only(o);
         let secs = took.as_secs_f64();
-        let slot = DURATION_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(DURATION_BUCKETS.len());
+        let slot = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
@@ -218,11 +211,7 @@ pub struct HandshakeGate {
 impl HandshakeGate {
     pub fn new(cfg: GateConfig) -> Arc<HandshakeGate> {
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_handshakes.max(1)));
-        Arc::new(HandshakeGate {
-            cfg,
-            permits,
-            stats: GateStats::default(),
-        })
+        Arc::new(HandshakeGate { cfg, permits, stats: GateStats::default() })
     }
 
     /// Count a connection refused before admission (e.g. its IP is over its limit).
@@ -265,23 +254,15 @@ impl HandshakeGate {
         stream: TcpStream,
         config: Arc<ServerConfig>,
     ) -> std::result::Result<TlsStream<TcpStream>, (Outcome, Error)> {
-        let hello = tokio::time::timeout(
-            self.cfg.client_hello_timeout,
-            LazyConfigAcceptor::new(Acceptor::default(), stream),
-        )
-        .await;
+        let hello =
+            tokio::time::timeout(self.cfg.client_hello_timeout, LazyConfigAcceptor::new(Acceptor::default(), stream))
+                .await;
         let start = match hello {
             Err(_) => {
-                return Err((
-                    Outcome::Timeout,
-                    Error::new(ErrorKind::Tls, "no complete ClientHello in time"),
-                ));
+                return Err((Outcome::Timeout, Error::new(ErrorKind::Tls, "no complete ClientHello in time")));
             }
             Ok(Err(e)) => {
-                return Err((
-                    Outcome::Error,
-                    Error::with_source(ErrorKind::Tls, "reading the ClientHello", e),
-                ));
+                return Err((Outcome::Error, Error::with_source(ErrorKind::Tls, "reading the ClientHello", e)));
             }
             Ok(Ok(start)) => start,
         };
@@ -289,16 +270,10 @@ impl HandshakeGate {
             let _waiting = GaugeGuard::new(&self.stats.waiting);
             match tokio::time::timeout(self.cfg.permit_wait_timeout, self.permits.clone().acquire_owned()).await {
                 Err(_) => {
-                    return Err((
-                        Outcome::Rejected,
-                        Error::new(ErrorKind::Tls, "no handshake permit in time"),
-                    ));
+                    return Err((Outcome::Rejected, Error::new(ErrorKind::Tls, "no handshake permit in time")));
                 }
                 Ok(Err(e)) => {
-                    return Err((
-                        Outcome::Error,
-                        Error::with_source(ErrorKind::Tls, "permit semaphore", e),
-                    ));
+                    return Err((Outcome::Error, Error::with_source(ErrorKind::Tls, "permit semaphore", e)));
                 }
                 Ok(Ok(p)) => p,
             }
@@ -316,10 +291,7 @@ impl HandshakeGate {
             }
         };
         match tokio::time::timeout(self.cfg.handshake_timeout, accept).await {
-            Err(_) => Err((
-                Outcome::Timeout,
-                Error::new(ErrorKind::Tls, "handshake did not finish in time"),
-            )),
+            Err(_) => Err((Outcome::Timeout, Error::new(ErrorKind::Tls, "handshake did not finish in time"))),
             Ok(Err(e)) => Err((Outcome::Error, Error::with_source(ErrorKind::Tls, "handshake", e))),
             Ok(Ok(s)) => Ok(s),
         }
@@ -328,12 +300,7 @@ impl HandshakeGate {
 
 /// The peer's certificate (first in its chain), if it sent one.
 pub fn peer_certificate(stream: &TlsStream<TcpStream>) -> Option<CertificateDer<'static>> {
-    stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.clone().into_owned())
+    stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned())
 }
 
 /// Raise the open-file soft limit to the hard limit, so the pending cap, not the fd limit, decides.

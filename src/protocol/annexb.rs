@@ -51,10 +51,7 @@ mod tests {
     #[test]
     fn finds_three_and_four_byte_start_codes() {
         let d = [0, 0, 0, 1, 0x67, 9, 9, 0, 0, 1, 0x68, 7, 0, 0, 0, 1, 0x65, 1, 2, 3];
-        assert_eq!(
-            h264_nal_types(&d).iter().map(|x| x.1).collect::<Vec<_>>(),
-            vec![7, 8, 5]
-        );
+        assert_eq!(h264_nal_types(&d).iter().map(|x| x.1).collect::<Vec<_>>(), vec![7, 8, 5]);
         assert!(h264_nal_types(&[0, 0, 1]).is_empty());
         assert!(h264_nal_types(&[]).is_empty());
     }
@@ -66,10 +63,7 @@ mod tests {
             0, 3,
         ];
         let s = strip_h264(&d, &[NAL_AUD, NAL_SEI]);
-        assert_eq!(
-            s,
-            vec![0, 0, 0, 1, 0x67, 9, 9, 0, 0, 0, 1, 0x68, 7, 0, 0, 0, 1, 0x65, 1, 0, 3]
-        );
+        assert_eq!(s, vec![0, 0, 0, 1, 0x67, 9, 9, 0, 0, 0, 1, 0x68, 7, 0, 0, 0, 1, 0x65, 1, 0, 3]);
         assert_eq!(strip_h264(&[1, 2, 3], &[NAL_SEI]), Vec::<u8>::new());
     }
 }

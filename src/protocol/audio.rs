@@ -48,8 +48,7 @@ pub struct AudioPacketizer {
 impl AudioPacketizer {
     pub fn new(packet_ms: u32, ssrc: u32, encryption: Option<([u8; 16], i32)>) -> Result<Self, AudioError> {
         let mut rs = ReedSolomon::new(DATA_SHARDS, PARITY_SHARDS).map_err(|e| AudioError::Fec(format!("{e:?}")))?;
-        rs.set_parity_matrix(&PARITY_MATRIX)
-            .map_err(|e| AudioError::Fec(format!("{e:?}")))?;
+        rs.set_parity_matrix(&PARITY_MATRIX).map_err(|e| AudioError::Fec(format!("{e:?}")))?;
         Ok(AudioPacketizer {
             seq: 0,
             timestamp: 0,
@@ -95,9 +94,7 @@ impl AudioPacketizer {
             if self.block.iter().all(|p| p.len() == len) {
                 let mut shards: Vec<Vec<u8>> = self.block.clone();
                 shards.extend((0..PARITY_SHARDS).map(|_| vec![0u8; len]));
-                self.rs
-                    .encode(&mut shards)
-                    .map_err(|e| AudioError::Fec(format!("{e:?}")))?;
+                self.rs.encode(&mut shards).map_err(|e| AudioError::Fec(format!("{e:?}")))?;
                 for (i, parity) in shards[DATA_SHARDS..].iter().enumerate() {
                     let mut p = Self::header(
                         PT_FEC,
@@ -132,9 +129,7 @@ mod tests {
         iv[..4].copy_from_slice(&(rikeyid as u32).wrapping_add(u32::from(seq)).to_be_bytes());
         let k = PaddedBlockDecryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_128, key).unwrap()).unwrap();
         let mut buf = data.to_vec();
-        k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into()))
-            .unwrap()
-            .to_vec()
+        k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into())).unwrap().to_vec()
     }
 
     #[test]
@@ -151,22 +146,14 @@ mod tests {
         for (i, d) in data.iter().enumerate() {
             assert_eq!(d[0], 0x80);
             assert_eq!(u16::from_be_bytes([d[2], d[3]]), i as u16);
-            assert_eq!(
-                u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
-                5 * i as u32,
-                "timestamps in ms"
-            );
+            assert_eq!(u32::from_be_bytes([d[4], d[5], d[6], d[7]]), 5 * i as u32, "timestamps in ms");
             assert_eq!(decrypt(&key, -7, i as u16, &d[RTP_LEN..]), vec![i as u8; 40]);
         }
         // Lose two data packets of block 0; rebuild them from the parity with the fixed matrix.
         let fec: Vec<&Vec<u8>> = all.iter().filter(|x| x[1] == PT_FEC).take(2).collect();
         assert_eq!(fec[0][RTP_LEN], 0);
         assert_eq!(fec[0][RTP_LEN + 1], PT_AUDIO);
-        assert_eq!(
-            u16::from_be_bytes([fec[1][RTP_LEN + 2], fec[1][RTP_LEN + 3]]),
-            0,
-            "base sequence"
-        );
+        assert_eq!(u16::from_be_bytes([fec[1][RTP_LEN + 2], fec[1][RTP_LEN + 3]]), 0, "base sequence");
         let mut shards: Vec<Option<Vec<u8>>> = data[..4].iter().map(|d| Some(d[RTP_LEN..].to_vec())).collect();
         shards.extend(fec.iter().map(|f| Some(f[RTP_LEN + FEC_HEADER_LEN..].to_vec())));
         let want = shards.clone();

@@ -53,9 +53,7 @@ fn iv_v2(seq: u32, dir: Direction) -> [u8; 12] {
 }
 
 fn key(rikey: &[u8; 16]) -> Result<LessSafeKey, ControlError> {
-    UnboundKey::new(&AES_128_GCM, rikey)
-        .map(LessSafeKey::new)
-        .map_err(|_| ControlError::Crypto("key"))
+    UnboundKey::new(&AES_128_GCM, rikey).map(LessSafeKey::new).map_err(|_| ControlError::Crypto("key"))
 }
 
 /// `LE16 0x0001 | LE16 len | LE32 seq | tag | AES-GCM(LE16 type | LE16 payloadLen | payload)`.
@@ -136,24 +134,11 @@ mod tests {
         assert_eq!(&p[..2], &[0x01, 0x00]);
         assert_eq!(u16::from_le_bytes([p[2], p[3]]) as usize, p.len() - 4);
         let m = open(&KEY, Direction::ClientToHost, &p).unwrap();
-        assert_eq!(
-            m,
-            Message {
-                seq: 7,
-                msg_type: MSG_IDR_REQUEST,
-                payload: vec![0, 0]
-            }
-        );
+        assert_eq!(m, Message { seq: 7, msg_type: MSG_IDR_REQUEST, payload: vec![0, 0] });
         // The direction is part of the IV: a host packet does not open as a client one.
         assert_eq!(open(&KEY, Direction::HostToClient, &p), Err(ControlError::Auth));
-        let t = seal(
-            &KEY,
-            0,
-            Direction::HostToClient,
-            MSG_TERMINATION,
-            &termination_payload(TERMINATION_GRACEFUL),
-        )
-        .unwrap();
+        let t = seal(&KEY, 0, Direction::HostToClient, MSG_TERMINATION, &termination_payload(TERMINATION_GRACEFUL))
+            .unwrap();
         let m = open(&KEY, Direction::HostToClient, &t).unwrap();
         assert_eq!(m.payload, vec![0x80, 0x03, 0x00, 0x23]);
     }
@@ -168,10 +153,7 @@ mod tests {
         for cut in 0..p.len() {
             assert!(open(&KEY, Direction::ClientToHost, &p[..cut]).is_err());
         }
-        assert!(matches!(
-            open(&[0u8; 16], Direction::ClientToHost, &p),
-            Err(ControlError::Auth)
-        ));
+        assert!(matches!(open(&[0u8; 16], Direction::ClientToHost, &p), Err(ControlError::Auth)));
         let mut x: u32 = 99;
         for _ in 0..2000 {
             let junk: Vec<u8> = (0..40)

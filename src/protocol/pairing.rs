@@ -13,11 +13,7 @@ pub enum PairError {
     #[error("{field} is not valid hex")]
     BadHex { field: &'static str },
     #[error("{field} has {got} bytes; expected {expected}")]
-    BadLength {
-        field: &'static str,
-        got: usize,
-        expected: &'static str,
-    },
+    BadLength { field: &'static str, got: usize, expected: &'static str },
     #[error("Out of order call to {got}; the pairing expected {expected}")]
     OutOfOrder { got: &'static str, expected: &'static str },
     #[error("client certificate is not a PEM X.509 certificate: {0}")]
@@ -56,11 +52,7 @@ fn ecb_key(key: &[u8; 16]) -> Result<UnboundCipherKey, PairError> {
 /// AES-128-ECB without padding; `data` must be a multiple of 16 bytes.
 pub fn aes_ecb_encrypt(key: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, PairError> {
     if data.len() % 16 != 0 {
-        return Err(PairError::BadLength {
-            field: "AES input",
-            got: data.len(),
-            expected: "a multiple of 16",
-        });
+        return Err(PairError::BadLength { field: "AES input", got: data.len(), expected: "a multiple of 16" });
     }
     let k = EncryptingKey::ecb(ecb_key(key)?).map_err(|_| PairError::Crypto("AES-ECB key"))?;
     let mut buf = data.to_vec();
@@ -70,11 +62,7 @@ pub fn aes_ecb_encrypt(key: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, PairError
 
 pub fn aes_ecb_decrypt(key: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, PairError> {
     if data.len() % 16 != 0 {
-        return Err(PairError::BadLength {
-            field: "AES input",
-            got: data.len(),
-            expected: "a multiple of 16",
-        });
+        return Err(PairError::BadLength { field: "AES input", got: data.len(), expected: "a multiple of 16" });
     }
     let k = DecryptingKey::ecb(ecb_key(key)?).map_err(|_| PairError::Crypto("AES-ECB key"))?;
     let mut buf = data.to_vec();
@@ -132,16 +120,12 @@ pub fn rsa_sign(key: &RsaKeyPair, msg: &[u8]) -> Result<Vec<u8>, PairError> {
 }
 
 pub fn rsa_verify(public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    signature::UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, public_key)
-        .verify(msg, sig)
-        .is_ok()
+    signature::UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, public_key).verify(msg, sig).is_ok()
 }
 
 pub fn random16() -> Result<[u8; 16], PairError> {
     let mut b = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| PairError::Crypto("random"))?;
+    SystemRandom::new().fill(&mut b).map_err(|_| PairError::Crypto("random"))?;
     Ok(b)
 }
 
@@ -150,11 +134,7 @@ fn unhex(field: &'static str, s: &str) -> Result<Vec<u8>, PairError> {
 }
 
 fn array16(field: &'static str, b: &[u8]) -> Result<[u8; 16], PairError> {
-    b.try_into().map_err(|_| PairError::BadLength {
-        field,
-        got: b.len(),
-        expected: "16",
-    })
+    b.try_into().map_err(|_| PairError::BadLength { field, got: b.len(), expected: "16" })
 }
 
 /// The host's side of pairing: its certificate and key.
@@ -227,14 +207,7 @@ impl PairingSession {
     }
 
     fn expect(&self, want: Step, got: &'static str) -> Result<(), PairError> {
-        if self.step == want {
-            Ok(())
-        } else {
-            Err(PairError::OutOfOrder {
-                got,
-                expected: self.step.expected(),
-            })
-        }
+        if self.step == want { Ok(()) } else { Err(PairError::OutOfOrder { got, expected: self.step.expected() }) }
     }
 
     /// The PIN arrived: derive the AES key. Step 1's reply follows.
@@ -256,11 +229,7 @@ impl PairingSession {
         let key = self.key()?;
         let enc = unhex("clientchallenge", enc_hex)?;
         if enc.len() != 16 {
-            return Err(PairError::BadLength {
-                field: "clientchallenge",
-                got: enc.len(),
-                expected: "16",
-            });
+            return Err(PairError::BadLength { field: "clientchallenge", got: enc.len(), expected: "16" });
         }
         let challenge = aes_ecb_decrypt(&key, &enc)?;
         let hash = sha256(&[&challenge, &server.cert.signature, &self.server_secret]);
@@ -277,11 +246,7 @@ impl PairingSession {
         let key = self.key()?;
         let enc = unhex("serverchallengeresp", enc_hex)?;
         if enc.is_empty() || enc.len() % 16 != 0 {
-            return Err(PairError::BadLength {
-                field: "serverchallengeresp",
-                got: enc.len(),
-                expected: "32",
-            });
+            return Err(PairError::BadLength { field: "serverchallengeresp", got: enc.len(), expected: "32" });
         }
         self.client_hash = Some(aes_ecb_decrypt(&key, &enc)?);
         let sig = rsa_sign(&server.key, &self.server_secret)?;
@@ -305,10 +270,7 @@ impl PairingSession {
         let (secret, sig) = data.split_at(16);
         self.step = Step::Finished;
         let expected = sha256(&[&self.server_challenge, &self.client.signature, secret]);
-        let hash_ok = self
-            .client_hash
-            .as_deref()
-            .is_some_and(|h| h.get(..32) == Some(&expected[..]));
+        let hash_ok = self.client_hash.as_deref().is_some_and(|h| h.get(..32) == Some(&expected[..]));
         Ok(hash_ok && rsa_verify(&self.client.public_key, secret, sig))
     }
 }
@@ -345,11 +307,7 @@ pub mod client {
         pub fn on_challenge_response(&mut self, resp_hex: &str, client_cert: &CertInfo) -> Result<String, PairError> {
             let plain = aes_ecb_decrypt(&self.key, &unhex("challengeresponse", resp_hex)?)?;
             if plain.len() != 48 {
-                return Err(PairError::BadLength {
-                    field: "challengeresponse",
-                    got: plain.len(),
-                    expected: "48",
-                });
+                return Err(PairError::BadLength { field: "challengeresponse", got: plain.len(), expected: "48" });
             }
             self.server_hash = Some(plain[..32].to_vec());
             let sc = array16("serverchallenge", &plain[32..48])?;
@@ -385,14 +343,8 @@ mod tests {
 
     #[test]
     fn aes_key_known_answer() {
-        let salt: [u8; 16] = hex::decode("a0c288cfb0ea624ec3e5cc54d6ab7e38")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        assert_eq!(
-            hex::encode(derive_key(&salt, "7284")),
-            "8a0191f59f31950d5de3396901aa585d"
-        );
+        let salt: [u8; 16] = hex::decode("a0c288cfb0ea624ec3e5cc54d6ab7e38").unwrap().try_into().unwrap();
+        assert_eq!(hex::encode(derive_key(&salt, "7284")), "8a0191f59f31950d5de3396901aa585d");
     }
 
     #[test]

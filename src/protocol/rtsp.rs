@@ -38,21 +38,14 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
 /// Parse a request from what has arrived so far: `Ok(None)` means "need more bytes".
 pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, RtspError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD {
-            Err(RtspError::HeadTooLarge)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() > MAX_HEAD { Err(RtspError::HeadTooLarge) } else { Ok(None) };
     };
     if end > MAX_HEAD {
         return Err(RtspError::HeadTooLarge);
@@ -76,15 +69,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, RtspError> {
         }
         headers.push((k.to_owned(), v.trim().to_owned()));
     }
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-    };
-    let cseq = find("CSeq")
-        .and_then(|v| v.parse::<u32>().ok())
-        .ok_or(RtspError::CSeq)?;
+    let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
+    let cseq = find("CSeq").and_then(|v| v.parse::<u32>().ok()).ok_or(RtspError::CSeq)?;
     let len = match find("Content-length") {
         None => 0,
         Some(v) => v.parse::<usize>().map_err(|_| RtspError::ContentLength)?,
@@ -175,10 +161,7 @@ pub fn parse_announce(sdp: &str) -> Result<StreamConfig, RtspError> {
     }
     let bitrate_kbps = match num("x-ml-video.configuredBitrateKbps") {
         Ok(b) if b > 0 => b,
-        _ => opt(
-            "x-nv-vqos[0].bw.maximumBitrateKbps",
-            opt("x-nv-video[0].initialBitrateKbps", 10_000)?,
-        )?,
+        _ => opt("x-nv-vqos[0].bw.maximumBitrateKbps", opt("x-nv-video[0].initialBitrateKbps", 10_000)?)?,
     };
     Ok(StreamConfig {
         width,
@@ -230,22 +213,11 @@ mod tests {
             parsed = parse_request(&buf).unwrap();
         }
         let r = parsed.expect("complete");
-        assert_eq!(
-            (r.method.as_str(), r.target.as_str(), r.cseq),
-            ("ANNOUNCE", "streamid=control/13/0", 6)
-        );
+        assert_eq!((r.method.as_str(), r.target.as_str(), r.cseq), ("ANNOUNCE", "streamid=control/13/0", 6));
         assert_eq!(r.header("session"), Some("DEADBEEFCAFE"));
         let cfg = parse_announce(std::str::from_utf8(&r.body).unwrap()).unwrap();
         assert_eq!((cfg.width, cfg.height, cfg.fps, cfg.packet_size), (1280, 720, 60, 1024));
-        assert_eq!(
-            (
-                cfg.min_fec_packets,
-                cfg.encryption,
-                cfg.feature_flags,
-                cfg.audio_packet_ms
-            ),
-            (2, 5, 167, 5)
-        );
+        assert_eq!((cfg.min_fec_packets, cfg.encryption, cfg.feature_flags, cfg.audio_packet_ms), (2, 5, 167, 5));
         assert_eq!(cfg.bitrate_kbps, 10_000);
     }
 
@@ -289,10 +261,7 @@ mod tests {
             let _ = parse_request(&bytes);
             let _ = parse_announce(&String::from_utf8_lossy(&bytes));
         }
-        assert_eq!(
-            parse_announce("v=0\r\n"),
-            Err(RtspError::Sdp("x-nv-video[0].clientViewportWd"))
-        );
+        assert_eq!(parse_announce("v=0\r\n"), Err(RtspError::Sdp("x-nv-video[0].clientViewportWd")));
         assert!(parse_announce(&ANNOUNCE_SDP.replace("packetSize:1024", "packetSize:9")).is_err());
     }
 }

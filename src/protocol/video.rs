@@ -92,13 +92,7 @@ impl Packetizer {
         if !(64..=4096).contains(&params.packet_size) {
             return Err(VideoError::PacketSize(params.packet_size));
         }
-        Ok(Packetizer {
-            params,
-            next_frame: 1,
-            seq: 0,
-            packet_counter: 0,
-            codecs: HashMap::new(),
-        })
+        Ok(Packetizer { params, next_frame: 1, seq: 0, packet_counter: 0, codecs: HashMap::new() })
     }
 
     pub fn shard_len(&self) -> usize {
@@ -112,10 +106,7 @@ impl Packetizer {
 
     /// Data shards per block such that every block fits in MAX_SHARDS with its parity.
     fn block_capacity(&self) -> usize {
-        (1..=MAX_SHARDS)
-            .rev()
-            .find(|d| *d + parity_for(*d, block_percent(*d, &self.params)) <= MAX_SHARDS)
-            .unwrap_or(1)
+        (1..=MAX_SHARDS).rev().find(|d| *d + parity_for(*d, block_percent(*d, &self.params)) <= MAX_SHARDS).unwrap_or(1)
     }
 
     fn codec(&mut self, data: usize, parity: usize) -> Result<&ReedSolomon, VideoError> {
@@ -191,9 +182,7 @@ impl Packetizer {
             }
             if parity > 0 {
                 shards.extend((0..parity).map(|_| vec![0u8; shard_len]));
-                self.codec(data, parity)?
-                    .encode(&mut shards)
-                    .map_err(|e| VideoError::Fec(format!("{e:?}")))?;
+                self.codec(data, parity)?.encode(&mut shards).map_err(|e| VideoError::Fec(format!("{e:?}")))?;
                 self.packet_counter = self.packet_counter.wrapping_add(parity as u32);
             }
             // Set after encoding, in data and parity alike (the client does the same on receipt).
@@ -263,9 +252,7 @@ pub fn reassemble(packets: &[Vec<u8>]) -> Result<(u8, Vec<u8>), VideoError> {
             .filter_map(|p| parse_packet(p).ok().map(|i| (i, p)))
             .filter(|(i, p)| i.block == b && i.frame_index == info0.frame_index && p.len() == shard_len)
             .collect();
-        let (info, _) = *in_block
-            .first()
-            .ok_or(VideoError::Malformed("a whole FEC block is missing"))?;
+        let (info, _) = *in_block.first().ok_or(VideoError::Malformed("a whole FEC block is missing"))?;
         let data = info.data_shards;
         let parity = parity_for(data, info.fec_percent);
         if data == 0 || data + parity > MAX_SHARDS {
@@ -286,8 +273,7 @@ pub fn reassemble(packets: &[Vec<u8>]) -> Result<(u8, Vec<u8>), VideoError> {
                 return Err(VideoError::Malformed("data shards lost and no parity"));
             }
             let rs = ReedSolomon::new(data, parity).map_err(|e| VideoError::Fec(format!("{e:?}")))?;
-            rs.reconstruct_data(&mut shards)
-                .map_err(|e| VideoError::Fec(format!("{e:?}")))?;
+            rs.reconstruct_data(&mut shards).map_err(|e| VideoError::Fec(format!("{e:?}")))?;
         }
         for s in shards.into_iter().take(data) {
             let s = s.ok_or(VideoError::Malformed("unrecovered shard"))?;
@@ -305,17 +291,11 @@ mod tests {
     use super::*;
 
     fn params(fec: u8) -> VideoParams {
-        VideoParams {
-            packet_size: 1024,
-            fec_percent: fec,
-            min_parity: 2,
-        }
+        VideoParams { packet_size: 1024, fec_percent: fec, min_parity: 2 }
     }
 
     fn frame(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 
     fn check(out: &[Vec<u8>], original: &[u8], ft: FrameType) {
@@ -328,10 +308,7 @@ mod tests {
     #[test]
     fn frames_of_many_sizes_split_and_reassemble() {
         let mut p = Packetizer::new(params(20)).unwrap();
-        for (n, len) in [1usize, 999, 1000, 1001, 1008, 5000, 65_536, 200_000, 500_000]
-            .into_iter()
-            .enumerate()
-        {
+        for (n, len) in [1usize, 999, 1000, 1001, 1008, 5000, 65_536, 200_000, 500_000].into_iter().enumerate() {
             let f = frame(len, n as u8);
             let out = p.packetize(&f, FrameType::Idr, 90_000, 5).unwrap();
             assert!(out.iter().all(|d| d.len() == 1024 + RTP_LEN));
@@ -368,12 +345,7 @@ mod tests {
     #[test]
     fn every_loss_pattern_up_to_the_parity_count_is_recovered() {
         // 6 data shards at 50 %: 3 parity; every subset of up to 3 lost shards (any of 9).
-        let mut p = Packetizer::new(VideoParams {
-            packet_size: 128,
-            fec_percent: 50,
-            min_parity: 0,
-        })
-        .unwrap();
+        let mut p = Packetizer::new(VideoParams { packet_size: 128, fec_percent: 50, min_parity: 0 }).unwrap();
         let f = frame(6 * 112 - FRAME_HEADER_LEN, 9);
         let out = p.packetize(&f, FrameType::Idr, 0, 0).unwrap();
         assert_eq!(out.len(), 9);
@@ -382,12 +354,8 @@ mod tests {
             if mask.count_ones() > 3 {
                 continue;
             }
-            let kept: Vec<Vec<u8>> = out
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) == 0)
-                .map(|(_, d)| d.clone())
-                .collect();
+            let kept: Vec<Vec<u8>> =
+                out.iter().enumerate().filter(|(i, _)| mask & (1 << i) == 0).map(|(_, d)| d.clone()).collect();
             check(&kept, &f, FrameType::Idr);
             patterns += 1;
         }
@@ -433,24 +401,9 @@ mod tests {
 
     #[test]
     fn bad_params_and_garbage_packets_are_errors() {
-        assert!(
-            Packetizer::new(VideoParams {
-                packet_size: 10,
-                fec_percent: 0,
-                min_parity: 0
-            })
-            .is_err()
-        );
-        let mut p = Packetizer::new(VideoParams {
-            packet_size: 64,
-            fec_percent: 0,
-            min_parity: 0,
-        })
-        .unwrap();
-        assert!(matches!(
-            p.packetize(&vec![0u8; 1 << 20], FrameType::P, 0, 0),
-            Err(VideoError::FrameTooLarge(_))
-        ));
+        assert!(Packetizer::new(VideoParams { packet_size: 10, fec_percent: 0, min_parity: 0 }).is_err());
+        let mut p = Packetizer::new(VideoParams { packet_size: 64, fec_percent: 0, min_parity: 0 }).unwrap();
+        assert!(matches!(p.packetize(&vec![0u8; 1 << 20], FrameType::P, 0, 0), Err(VideoError::FrameTooLarge(_))));
         for junk in [vec![], vec![0x90; 5], vec![0u8; 40], vec![0xffu8; 2000]] {
             let _ = parse_packet(&junk);
             let _ = reassemble(&[junk]);

@@ -39,11 +39,7 @@ pub fn ok(children: &[(&str, &str)]) -> String {
 
 /// The unpaired-certificate answer clients expect on HTTPS (HTTP 200, never a reset).
 pub fn unauthorized(query: &str) -> String {
-    error(
-        401,
-        query,
-        "The client is not authorized. Certificate verification failed.",
-    )
+    error(401, query, "The client is not authorized. Certificate verification failed.")
 }
 
 pub const APP_VERSION: &str = "7.1.431.-1";
@@ -73,11 +69,7 @@ pub fn serverinfo(s: &ServerInfo<'_>) -> String {
     let https = s.https_port.to_string();
     let http = s.http_port.to_string();
     let codecs = (SCM_H264 | if s.hevc { SCM_HEVC } else { 0 }).to_string();
-    let game = if s.busy {
-        s.current_game.to_string()
-    } else {
-        "0".to_owned()
-    };
+    let game = if s.busy { s.current_game.to_string() } else { "0".to_owned() };
     ok(&[
         ("hostname", s.hostname),
         ("appversion", APP_VERSION),
@@ -93,14 +85,7 @@ pub fn serverinfo(s: &ServerInfo<'_>) -> String {
         ("GsVersion", GS_VERSION),
         ("PairStatus", if s.paired { "1" } else { "0" }),
         ("currentgame", &game),
-        (
-            "state",
-            if s.busy {
-                "SUNSHINE_SERVER_BUSY"
-            } else {
-                "SUNSHINE_SERVER_FREE"
-            },
-        ),
+        ("state", if s.busy { "SUNSHINE_SERVER_BUSY" } else { "SUNSHINE_SERVER_FREE" }),
     ])
 }
 

@@ -21,11 +21,7 @@ impl Mode {
         if it.next().is_some() || w == 0 || h == 0 || f == 0 || w > 16384 || h > 16384 || f > 1000 {
             return None;
         }
-        Some(Mode {
-            width: w,
-            height: h,
-            fps: f,
-        })
+        Some(Mode { width: w, height: h, fps: f })
     }
 }
 
@@ -116,9 +112,7 @@ impl Sessions {
     pub fn launch(&self, mut s: Session) -> Result<Session, LaunchError> {
         self.update(|m| {
             if let Some(existing) = m.get(&s.client_fingerprint) {
-                return Err(LaunchError::AlreadyRunning {
-                    app_id: existing.app_id,
-                });
+                return Err(LaunchError::AlreadyRunning { app_id: existing.app_id });
             }
             s.id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             m.insert(s.client_fingerprint.clone(), s.clone());
@@ -141,6 +135,10 @@ impl Sessions {
         self.update(|m| m.values_mut().find(|s| s.client_ip == ip).map(f))
     }
 
+    pub fn update_by_id<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.update(|m| m.values_mut().find(|s| s.id == id).map(f))
+    }
+
     pub fn cancel(&self, fingerprint: &str) -> Option<Session> {
         self.update(|m| m.remove(fingerprint))
     }
@@ -152,14 +150,7 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(
-            Mode::parse("1920x1080x60"),
-            Some(Mode {
-                width: 1920,
-                height: 1080,
-                fps: 60
-            })
-        );
+        assert_eq!(Mode::parse("1920x1080x60"), Some(Mode { width: 1920, height: 1080, fps: 60 }));
         for bad in ["", "1920x1080", "1920x1080x60x1", "0x1080x60", "ax1x1", "1920x1080x-60"] {
             assert_eq!(Mode::parse(bad), None, "{bad}");
         }

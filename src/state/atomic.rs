@@ -21,14 +21,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .or_err(ErrorKind::Io, || format!("creating a temp file in {}", dir.display()))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
-        .or_err(ErrorKind::Io, || {
-            format!("chmod {mode:o} on a temp file in {}", dir.display())
-        })?;
-    tmp.write_all(bytes)
-        .or_err(ErrorKind::Io, || format!("writing a temp file for {}", path.display()))?;
-    tmp.as_file().sync_all().or_err(ErrorKind::Io, || {
-        format!("fsync of the temp file for {}", path.display())
-    })?;
+        .or_err(ErrorKind::Io, || format!("chmod {mode:o} on a temp file in {}", dir.display()))?;
+    tmp.write_all(bytes).or_err(ErrorKind::Io, || format!("writing a temp file for {}", path.display()))?;
+    tmp.as_file().sync_all().or_err(ErrorKind::Io, || format!("fsync of the temp file for {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| Error::with_source(ErrorKind::Io, format!("renaming into {}", path.display()), e.error))?;
     fs::File::open(dir)

@@ -40,11 +40,7 @@ pub fn read_file(path: &Path) -> Result<Vec<PairedClient>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(Error::with_source(
-                ErrorKind::Store,
-                format!("reading {}", path.display()),
-                e,
-            ));
+            return Err(Error::with_source(ErrorKind::Store, format!("reading {}", path.display()), e));
         }
     };
     let parsed: std::result::Result<ClientsFile, _> = serde_json::from_str(&text);
@@ -52,11 +48,7 @@ pub fn read_file(path: &Path) -> Result<Vec<PairedClient>> {
         Ok(f) if f.version == VERSION => Ok(f.clients),
         Ok(f) => Err(Error::new(
             ErrorKind::Store,
-            format!(
-                "{} has version {}; this wolf-rs reads version {VERSION}",
-                path.display(),
-                f.version
-            ),
+            format!("{} has version {}; this wolf-rs reads version {VERSION}", path.display(), f.version),
         )),
         Err(e) => {
             let aside = aside_name(path);
@@ -73,9 +65,7 @@ pub fn read_file(path: &Path) -> Result<Vec<PairedClient>> {
 }
 
 fn aside_name(path: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".corrupt-{secs}"));
     path.with_file_name(name)
@@ -83,10 +73,7 @@ fn aside_name(path: &Path) -> PathBuf {
 
 /// Write the whole list atomically (blocking).
 pub fn write_file(path: &Path, clients: &[PairedClient]) -> Result<()> {
-    let file = ClientsFile {
-        version: VERSION,
-        clients: clients.to_vec(),
-    };
+    let file = ClientsFile { version: VERSION, clients: clients.to_vec() };
     let json = serde_json::to_vec_pretty(&file).or_err(ErrorKind::Store, || "encoding paired clients")?;
     write_atomic(path, &json, 0o600)
 }
@@ -161,8 +148,7 @@ impl ClientStore {
         if gone.is_empty() {
             return Ok(gone);
         }
-        self.commit(kept.into_iter().map(|c| (c.fingerprint.clone(), c)).collect())
-            .await?;
+        self.commit(kept.into_iter().map(|c| (c.fingerprint.clone(), c)).collect()).await?;
         Ok(gone)
     }
 }
@@ -208,11 +194,7 @@ mod tests {
         // The store's path is a directory: every write fails.
         let path = dir.path().join("is_a_dir");
         std::fs::create_dir(&path).unwrap();
-        let store = ClientStore {
-            path,
-            snapshot: Arc::default(),
-            writer: Default::default(),
-        };
+        let store = ClientStore { path, snapshot: Arc::default(), writer: Default::default() };
         assert!(store.add(client("aa")).await.is_err());
         assert!(store.list().is_empty());
     }

@@ -31,26 +31,14 @@ impl Identity {
         {
             PrivateKeyDer::Pkcs8(k) => k,
             _ => {
-                return Err(Error::new(
-                    ErrorKind::Identity,
-                    "the private key must be PKCS#8 (BEGIN PRIVATE KEY)",
-                ));
+                return Err(Error::new(ErrorKind::Identity, "the private key must be PKCS#8 (BEGIN PRIVATE KEY)"));
             }
         };
-        let key = RsaKeyPair::from_pkcs8(key_der.secret_pkcs8_der()).map_err(|e| {
-            Error::new(
-                ErrorKind::Identity,
-                format!("the private key is not a usable RSA key: {e}"),
-            )
-        })?;
+        let key = RsaKeyPair::from_pkcs8(key_der.secret_pkcs8_der())
+            .map_err(|e| Error::new(ErrorKind::Identity, format!("the private key is not a usable RSA key: {e}")))?;
         let cert = CertInfo::from_pem(cert_pem).or_err(ErrorKind::Identity, || "parsing the certificate")?;
         let cert_der = CertificateDer::from(cert.der.clone());
-        Ok(Identity {
-            cert_pem: cert_pem.to_owned(),
-            cert_der,
-            key_der,
-            pairing: ServerIdentity { cert, key },
-        })
+        Ok(Identity { cert_pem: cert_pem.to_owned(), cert_der, key_der, pairing: ServerIdentity { cert, key } })
     }
 
     /// Make a new RSA-2048 key and a self-signed SHA-256 certificate; returns (key PEM, cert PEM).
@@ -61,24 +49,18 @@ impl Identity {
     fn new_key() -> Result<PrivatePkcs8KeyDer<'static>> {
         let key = RsaKeyPair::generate(KeySize::Rsa2048)
             .map_err(|_| Error::new(ErrorKind::Identity, "generating an RSA-2048 key"))?;
-        let pkcs8 = key
-            .as_der()
-            .map_err(|_| Error::new(ErrorKind::Identity, "encoding the RSA key as PKCS#8"))?;
+        let pkcs8 = key.as_der().map_err(|_| Error::new(ErrorKind::Identity, "encoding the RSA key as PKCS#8"))?;
         Ok(PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec()))
     }
 
     /// A self-signed SHA-256 certificate for an existing PKCS#8 RSA key; returns (key PEM, cert PEM).
     pub fn certify(pkcs8: &PrivatePkcs8KeyDer<'_>, common_name: &str) -> Result<(String, String)> {
-        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(pkcs8, &rcgen::PKCS_RSA_SHA256).or_err(
-            ErrorKind::Identity,
-            || "loading the RSA key into the certificate builder",
-        )?;
+        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(pkcs8, &rcgen::PKCS_RSA_SHA256)
+            .or_err(ErrorKind::Identity, || "loading the RSA key into the certificate builder")?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-        let cert = params
-            .self_signed(&signer)
-            .or_err(ErrorKind::Identity, || "self-signing the certificate")?;
+        let cert = params.self_signed(&signer).or_err(ErrorKind::Identity, || "self-signing the certificate")?;
         Ok((signer.serialize_pem(), cert.pem()))
     }
 }
@@ -109,9 +91,8 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
         (true, false) => {
             let key_pem = std::fs::read_to_string(key_path)
                 .or_err(ErrorKind::Identity, || format!("reading {}", key_path.display()))?;
-            let pkcs8 = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).or_err(ErrorKind::Identity, || {
-                format!("{} is not a PKCS#8 PEM key", key_path.display())
-            })?;
+            let pkcs8 = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+                .or_err(ErrorKind::Identity, || format!("{} is not a PKCS#8 PEM key", key_path.display()))?;
             let (_, cert_pem) = Identity::certify(&pkcs8, "wolf-rs")?;
             write_atomic(cert_path, cert_pem.as_bytes(), 0o600)?;
             tracing::warn!(cert = %cert_path.display(), "certificate was missing; made a new one for the existing key");
@@ -133,10 +114,7 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
     let cert_pem = std::fs::read_to_string(cert_path)
         .or_err(ErrorKind::Identity, || format!("reading {}", cert_path.display()))?;
     let identity = Identity::from_pem(&key_pem, &cert_pem).map_err(|e| {
-        Error::new(
-            ErrorKind::Identity,
-            format!("{} / {}: {e}", key_path.display(), cert_path.display()),
-        )
+        Error::new(ErrorKind::Identity, format!("{} / {}: {e}", key_path.display(), cert_path.display()))
     })?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -146,12 +124,7 @@ pub fn load_or_create(key_path: &Path, cert_path: &Path) -> Result<Loaded> {
         if created { "generated" } else { "loaded" },
         started.elapsed().as_millis()
     );
-    Ok(Loaded {
-        identity: Arc::new(identity),
-        created,
-        key_path: key_path.to_owned(),
-        cert_path: cert_path.to_owned(),
-    })
+    Ok(Loaded { identity: Arc::new(identity), created, key_path: key_path.to_owned(), cert_path: cert_path.to_owned() })
 }
 
 /// The host UUID: the config's if set, else the one kept in `<state dir>/host_uuid` (made once).
@@ -174,11 +147,7 @@ pub fn host_uuid(configured: &str, state_dir: &Path) -> Result<uuid::Uuid> {
             write_atomic(&path, format!("{id}\n").as_bytes(), 0o644)?;
             Ok(id)
         }
-        Err(e) => Err(Error::with_source(
-            ErrorKind::Identity,
-            format!("reading {}", path.display()),
-            e,
-        )),
+        Err(e) => Err(Error::with_source(ErrorKind::Identity, format!("reading {}", path.display()), e)),
     }
 }
 
@@ -198,17 +167,9 @@ mod tests {
         }
         let second = load_or_create(&k, &c).unwrap();
         assert!(!second.created);
-        assert_eq!(
-            first.identity.pairing.cert.fingerprint,
-            second.identity.pairing.cert.fingerprint
-        );
-        let x509 = x509_parser::parse_x509_certificate(&second.identity.cert_der)
-            .unwrap()
-            .1;
-        assert_eq!(
-            x509.signature_algorithm.algorithm,
-            x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA
-        );
+        assert_eq!(first.identity.pairing.cert.fingerprint, second.identity.pairing.cert.fingerprint);
+        let x509 = x509_parser::parse_x509_certificate(&second.identity.cert_der).unwrap().1;
+        assert_eq!(x509.signature_algorithm.algorithm, x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA);
         assert_eq!(
             x509.public_key()
                 .parsed()
@@ -228,15 +189,9 @@ mod tests {
         let first = load_or_create(&k, &c).unwrap();
         std::fs::remove_file(&c).unwrap();
         let again = load_or_create(&k, &c).unwrap();
-        assert_eq!(
-            first.identity.pairing.cert.public_key,
-            again.identity.pairing.cert.public_key
-        );
+        assert_eq!(first.identity.pairing.cert.public_key, again.identity.pairing.cert.public_key);
         std::fs::remove_file(&k).unwrap();
-        assert!(
-            load_or_create(&k, &c).is_err(),
-            "a certificate without its key is an error"
-        );
+        assert!(load_or_create(&k, &c).is_err(), "a certificate without its key is an error");
     }
 
     #[test]

@@ -22,11 +22,7 @@ pub fn spawn(
     addr: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, MediaError> {
-    let cfg = session
-        .rtsp
-        .stream
-        .clone()
-        .ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
     let source = streams
         .config
         .app(session.app_id)
@@ -43,11 +39,7 @@ pub fn spawn(
     let encryption = (cfg.feature_flags & FEATURE_AUDIO_ENCRYPTION != 0).then_some((session.rikey, session.rikeyid));
     let packetizer = AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
-    let socket = streams
-        .audio
-        .socket
-        .try_clone()
-        .map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
+    let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
     let stats = streams.stats.clone();
     let id = session.id;
     std::thread::Builder::new()
@@ -89,11 +81,8 @@ fn send_loop(
         match packetizer.packetize(&frame.data) {
             Ok(packets) => {
                 for p in &packets {
-                    let counter = if send(socket, p, addr) {
-                        &stats.audio_packets_sent
-                    } else {
-                        &stats.packets_dropped
-                    };
+                    let counter =
+                        if send(socket, p, addr) { &stats.audio_packets_sent } else { &stats.packets_dropped };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }

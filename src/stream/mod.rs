@@ -27,6 +27,30 @@ pub enum StreamCommand {
     Stop { session_id: u32 },
 }
 
+/// Keyframes asked for by clients (IDR requests on the control channel), by session id; the video
+/// sender thread takes them each turn.
+#[derive(Debug, Default)]
+pub struct KeyframeRequests {
+    pending: Mutex<std::collections::HashSet<u32>>,
+}
+
+impl KeyframeRequests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
+        match self.pending.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn request(&self, session_id: u32) {
+        self.lock().insert(session_id);
+    }
+
+    pub fn take(&self, session_id: u32) -> bool {
+        self.lock().remove(&session_id)
+    }
+}
+
 /// How long a started stream waits for the client's first ping on a port.
 pub const PING_WAIT: Duration = Duration::from_secs(20);
 
@@ -114,11 +138,7 @@ async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &Cancellation
     match found {
         Ok(a) => a,
         Err(_) => {
-            tracing::warn!(
-                session = session_id,
-                "no ping from the client within {} s",
-                PING_WAIT.as_secs()
-            );
+            tracing::warn!(session = session_id, "no ping from the client within {} s", PING_WAIT.as_secs());
             None
         }
     }
@@ -155,6 +175,7 @@ pub struct Streams {
     pub audio: Port,
     pub encoder: EncoderChoice,
     pub stats: Arc<StreamStats>,
+    pub keyframes: Arc<KeyframeRequests>,
 }
 
 fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
@@ -184,10 +205,7 @@ impl Streams {
                     if running.contains_key(&session_id) {
                         continue;
                     }
-                    let r = Arc::new(Mutex::new(Running {
-                        cancel: shutdown.child_token(),
-                        threads: Vec::new(),
-                    }));
+                    let r = Arc::new(Mutex::new(Running { cancel: shutdown.child_token(), threads: Vec::new() }));
                     running.insert(session_id, r.clone());
                     let (v, a) = (this.clone(), this.clone());
                     let (rv, ra) = (r.clone(), r);
@@ -224,9 +242,7 @@ impl Streams {
         match video::spawn(&self, &session, addr, cancel) {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
-                self.stats
-                    .stream_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(session = session_id, error = %e, "video stream did not start");
             }
         }
@@ -243,9 +259,7 @@ impl Streams {
         match audio::spawn(&self, &session, addr, cancel) {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
-                self.stats
-                    .stream_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(session = session_id, error = %e, "audio stream did not start");
             }
         }

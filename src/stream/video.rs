@@ -20,15 +20,10 @@ pub fn spawn(
     addr: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, MediaError> {
-    let cfg = session
-        .rtsp
-        .stream
-        .clone()
-        .ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
     let config = &streams.config;
-    let source = config
-        .app(session.app_id)
-        .map_or_else(|| "videotestsrc is-live=true".to_owned(), |a| a.video_source.clone());
+    let source =
+        config.app(session.app_id).map_or_else(|| "videotestsrc is-live=true".to_owned(), |a| a.video_source.clone());
     let spec = VideoSpec {
         source,
         width: cfg.width,
@@ -45,12 +40,9 @@ pub fn spawn(
         min_parity: cfg.min_fec_packets,
     };
     let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
-    let socket = streams
-        .video
-        .socket
-        .try_clone()
-        .map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
+    let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let stats = streams.stats.clone();
+    let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, streams.encoder.h264.name);
     std::thread::Builder::new()
         .name(format!("video-{id}"))
@@ -65,7 +57,7 @@ pub fn spawn(
             };
             stats.streams_started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(session = id, %addr, encoder, "video stream started");
-            send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats);
+            send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats, || keyframes.take(id));
         })
         .map_err(|e| MediaError::Pipeline(format!("spawning the video thread: {e}")))
 }
@@ -77,8 +69,12 @@ fn send_loop(
     addr: SocketAddr,
     cancel: &CancellationToken,
     stats: &super::StreamStats,
+    keyframe_asked: impl Fn() -> bool,
 ) {
     while !cancel.is_cancelled() {
+        if keyframe_asked() {
+            pipeline.force_keyframe();
+        }
         let frame = match pipeline.frames.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => f,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -101,11 +97,7 @@ fn send_loop(
             }
         };
         for p in &packets {
-            let counter = if send(socket, p, addr) {
-                &stats.packets_sent
-            } else {
-                &stats.packets_dropped
-            };
+            let counter = if send(socket, p, addr) { &stats.packets_sent } else { &stats.packets_dropped };
             counter.fetch_add(1, Ordering::Relaxed);
         }
         stats.video_frames_sent.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,7 @@ pub struct TestHost {
 pub fn base_config(extra: &str) -> String {
     format!(
         "hostname = \"test-host\"\nbind_address = \"127.0.0.1\"\n\n[network]\nlocal_ip = \"127.0.0.1\"\nmac = \"02:00:00:aa:bb:cc\"\n\n\
-         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\n\n[mdns]\nenabled = false\n\n{extra}\n"
+         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\ncontrol = 0\n\n[mdns]\nenabled = false\n\n{extra}\n"
     )
 }
 
@@ -31,12 +31,8 @@ impl TestHost {
     pub async fn start_raw(config: &str) -> TestHost {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let mut h = TestHost {
-            dir,
-            running: None,
-            http: ([127, 0, 0, 1], 0).into(),
-            https: ([127, 0, 0, 1], 0).into(),
-        };
+        let mut h =
+            TestHost { dir, running: None, http: ([127, 0, 0, 1], 0).into(), https: ([127, 0, 0, 1], 0).into() };
         h.boot().await;
         h
     }
