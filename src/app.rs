@@ -189,6 +189,12 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         encoder: ctx.encoder.clone(),
         stats: Arc::new(Default::default()),
         keyframes,
+        ender: Arc::new(crate::stream::SessionEnder {
+            sessions: ctx.sessions.clone(),
+            control: control.commands.clone(),
+            streams: ctx.streams.clone(),
+            failures: Default::default(),
+        }),
     };
     tracker.spawn(read_pings(video_pings_socket, ctx.sessions.clone(), video_pings, shutdown.clone()));
     tracker.spawn(read_pings(audio_pings_socket, ctx.sessions.clone(), audio_pings, shutdown.clone()));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rusty_enet::{Event, Host, HostSettings, Packet, PeerID};
 
-use crate::protocol::control::{self, Direction, TERMINATION_GRACEFUL};
+use crate::protocol::control::{self, Direction};
 use crate::sessions::Sessions;
 use crate::stream::{KeyframeRequests, StreamCommand};
 
@@ -27,7 +27,7 @@ const TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlCommand {
     /// Tell the session's client that the stream ended, then disconnect it.
-    Terminate { session_id: u32 },
+    Terminate { session_id: u32, reason: u32 },
 }
 
 #[derive(Debug, Default)]
@@ -132,11 +132,11 @@ impl Worker {
 
     fn command(&mut self, cmd: ControlCommand) {
         match cmd {
-            ControlCommand::Terminate { session_id } => {
+            ControlCommand::Terminate { session_id, reason } => {
                 let Some((&id, p)) = self.peers.iter_mut().find(|(_, p)| p.session_id == session_id) else {
                     return;
                 };
-                let payload = control::termination_payload(TERMINATION_GRACEFUL);
+                let payload = control::termination_payload(reason);
                 match control::seal(&p.rikey, p.seq, Direction::HostToClient, control::MSG_TERMINATION, &payload) {
                     Ok(msg) => {
                         p.seq = p.seq.wrapping_add(1);

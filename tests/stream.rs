@@ -353,3 +353,40 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     assert!(host.running().ctx.sessions.is_empty());
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
+    // A user template that cannot work: H.264 out of x264 forced into H.265 caps.
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("h264-x264.txt"),
+        "videotestsrc is-live=true ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 ! x264enc name=encoder ! video/x-h265 ! appsink name=sink",
+    )
+    .unwrap();
+    let extra = format!(
+        "[pairing]\npin = [\"4321\"]\n[video]\nencoder = \"x264\"\npipelines_dir = \"{}\"\n",
+        templates.path().display()
+    );
+    let host = TestHost::start(&extra).await;
+    let (_c, video, _audio, ping, (control_port, connect_data)) = play(&host).await;
+    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
+    assert_eq!(
+        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
+        ControlEvent::Connected
+    );
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pinger = ping.into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    sock.send_to(&pinger, video).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = control.events.recv_timeout(Duration::from_secs(20)) {
+        let done = e == ControlEvent::Disconnected;
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(events.contains(&ControlEvent::Message(MSG_TERMINATION, vec![0x80, 0x0e, 0x94, 0x03])), "{events:?}");
+    assert!(host.running().ctx.sessions.is_empty(), "the failed session is gone");
+    host.stop().await;
+}

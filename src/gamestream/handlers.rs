@@ -157,7 +157,10 @@ async fn https(
         "/cancel" => {
             if let Some(s) = ctx.sessions.cancel(&client.fingerprint) {
                 tracing::info!(session = s.id, app = s.app_id, client = %client.name, "session cancelled");
-                let terminate = crate::control::ControlCommand::Terminate { session_id: s.id };
+                let terminate = crate::control::ControlCommand::Terminate {
+                    session_id: s.id,
+                    reason: crate::protocol::control::TERMINATION_GRACEFUL,
+                };
                 if let Ok(control) = ctx.control.lock() {
                     let _ = control.send(terminate);
                 }

@@ -19,6 +19,8 @@ pub const MSG_FEC_STATUS: u16 = 0x5502;
 pub const MSG_TERMINATION: u16 = 0x0109;
 /// Termination reason: the app or host ended the session on purpose.
 pub const TERMINATION_GRACEFUL: u32 = 0x8003_0023;
+/// Termination reason: the host could not produce frames (shown by clients as an encoder error).
+pub const TERMINATION_ENCODER_ERROR: u32 = 0x800e_9403;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {

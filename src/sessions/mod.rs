@@ -139,6 +139,13 @@ impl Sessions {
         self.update(|m| m.values_mut().find(|s| s.id == id).map(f))
     }
 
+    pub fn remove_by_id(&self, id: u32) -> Option<Session> {
+        self.update(|m| {
+            let key = m.iter().find(|(_, s)| s.id == id).map(|(k, _)| k.clone())?;
+            m.remove(&key)
+        })
+    }
+
     pub fn cancel(&self, fingerprint: &str) -> Option<Session> {
         self.update(|m| m.remove(fingerprint))
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::EncoderPipeline;
+use crate::media::pipeline::{EncoderPipeline, Ended};
 use crate::media::{self, AudioSpec, MediaError};
 use crate::protocol::audio::AudioPacketizer;
 use crate::sessions::Session;
@@ -41,6 +41,7 @@ pub fn spawn(
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
     let stats = streams.stats.clone();
+    let ender = streams.ender.clone();
     let id = session.id;
     std::thread::Builder::new()
         .name(format!("audio-{id}"))
@@ -49,12 +50,16 @@ pub fn spawn(
                 Ok(p) => p,
                 Err(e) => {
                     stats.stream_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(session = id, error = %e, "audio pipeline did not start");
+                    ender.fail(id, &format!("audio pipeline did not start: {e}"));
                     return;
                 }
             };
             tracing::info!(session = id, %addr, encrypted = encryption.is_some(), "audio stream started");
-            send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats);
+            let ended = send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats);
+            if let Ended::Error(e) = ended {
+                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                ender.fail(id, &format!("audio pipeline error: {e}"));
+            }
         })
         .map_err(|e| MediaError::Pipeline(format!("spawning the audio thread: {e}")))
 }
@@ -66,7 +71,7 @@ fn send_loop(
     addr: SocketAddr,
     cancel: &CancellationToken,
     stats: &super::StreamStats,
-) {
+) -> Ended {
     while !cancel.is_cancelled() {
         let frame = match pipeline.frames.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => f,
@@ -94,4 +99,5 @@ fn send_loop(
     }
     let ended = pipeline.stop();
     tracing::debug!(?ended, "audio pipeline ended");
+    ended
 }

@@ -144,6 +144,26 @@ async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &Cancellation
     }
 }
 
+/// Ends a session whose stream failed: counted, the client told why, the streams stopped, the
+/// session removed. Called from sender threads; never waits.
+pub struct SessionEnder {
+    pub sessions: Arc<Sessions>,
+    pub control: std::sync::mpsc::Sender<crate::control::ControlCommand>,
+    pub streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    pub failures: AtomicU64,
+}
+
+impl SessionEnder {
+    pub fn fail(&self, session_id: u32, why: &str) {
+        self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(session = session_id, why, "stream failed: ending the session");
+        let reason = crate::protocol::control::TERMINATION_ENCODER_ERROR;
+        let _ = self.control.send(crate::control::ControlCommand::Terminate { session_id, reason });
+        let _ = self.streams.try_send(StreamCommand::Stop { session_id });
+        self.sessions.remove_by_id(session_id);
+    }
+}
+
 /// One UDP port's socket and what its pings taught us.
 pub struct Port {
     pub socket: UdpSocket,
@@ -176,6 +196,7 @@ pub struct Streams {
     pub encoder: EncoderChoice,
     pub stats: Arc<StreamStats>,
     pub keyframes: Arc<KeyframeRequests>,
+    pub ender: Arc<SessionEnder>,
 }
 
 fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
@@ -243,7 +264,7 @@ impl Streams {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
                 self.stats.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(session = session_id, error = %e, "video stream did not start");
+                self.ender.fail(session_id, &format!("video stream did not start: {e}"));
             }
         }
     }
@@ -260,7 +281,7 @@ impl Streams {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
                 self.stats.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(session = session_id, error = %e, "audio stream did not start");
+                self.ender.fail(session_id, &format!("audio stream did not start: {e}"));
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::EncoderPipeline;
+use crate::media::pipeline::{EncoderPipeline, Ended};
 use crate::media::{self, MediaError, VideoSpec};
 use crate::protocol::annexb::{NAL_AUD, NAL_SEI, strip_h264};
 use crate::protocol::video::{FrameType, Packetizer, VideoParams};
@@ -42,6 +42,7 @@ pub fn spawn(
     let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let stats = streams.stats.clone();
+    let ender = streams.ender.clone();
     let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, streams.encoder.h264.name);
     std::thread::Builder::new()
@@ -51,13 +52,17 @@ pub fn spawn(
                 Ok(p) => p,
                 Err(e) => {
                     stats.stream_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(session = id, error = %e, "video pipeline did not start");
+                    ender.fail(id, &format!("video pipeline did not start: {e}"));
                     return;
                 }
             };
             stats.streams_started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(session = id, %addr, encoder, "video stream started");
-            send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats, || keyframes.take(id));
+            let ended = send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats, || keyframes.take(id));
+            if let Ended::Error(e) = ended {
+                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                ender.fail(id, &format!("video pipeline error: {e}"));
+            }
         })
         .map_err(|e| MediaError::Pipeline(format!("spawning the video thread: {e}")))
 }
@@ -70,7 +75,7 @@ fn send_loop(
     cancel: &CancellationToken,
     stats: &super::StreamStats,
     keyframe_asked: impl Fn() -> bool,
-) {
+) -> Ended {
     while !cancel.is_cancelled() {
         if keyframe_asked() {
             pipeline.force_keyframe();
@@ -104,4 +109,5 @@ fn send_loop(
     }
     let ended = pipeline.stop();
     tracing::debug!(?ended, "video pipeline ended");
+    ended
 }
