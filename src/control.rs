@@ -213,9 +213,15 @@ impl Worker {
             control::MSG_PING => {
                 self.stats.pings.fetch_add(1, Ordering::Relaxed);
             }
-            control::MSG_INPUT => {
-                self.stats.input_packets.fetch_add(1, Ordering::Relaxed);
-            }
+            control::MSG_INPUT => match control::parse_input(&msg.payload) {
+                Ok(_) => {
+                    self.stats.input_packets.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(session = p.session_id, error = %e, "malformed input packet");
+                }
+            },
             _ => {}
         }
     }
