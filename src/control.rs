@@ -205,6 +205,7 @@ impl Worker {
             }
         };
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        self.sessions.touch(p.session_id);
         match msg.msg_type {
             control::MSG_IDR_REQUEST | control::MSG_RFI => {
                 self.stats.idr_requests.fetch_add(1, Ordering::Relaxed);

@@ -284,6 +284,17 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     let types: Vec<u8> = h264_nal_types(first).iter().map(|x| x.1).collect();
     assert_eq!(&types[..3], &[NAL_SPS, NAL_PPS, NAL_IDR][..], "{types:?}");
 
+    // Control messages are the session's client activity.
+    control.send(wolf_rs::protocol::control::MSG_PING, &[4, 0, 0, 0, 0, 0, 0, 0]);
+    let id = host.running().ctx.sessions.list()[0].id;
+    for _ in 0..200 {
+        if host.running().ctx.sessions.last_activity(id).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(host.running().ctx.sessions.last_activity(id).is_some(), "pings count as client activity");
+
     // Only the first frame and the one asked for are IDRs (the encoder's GOP is unbounded).
     let idrs: Vec<u32> = frames.iter().filter(|(_, (k, _))| *k == 2).map(|(i, _)| *i).collect();
     assert_eq!(idrs.len(), 2, "IDR frames at {idrs:?}");

@@ -62,6 +62,9 @@ pub struct RtspProgress {
 pub struct Sessions {
     by_client: RwLock<Arc<BTreeMap<String, Session>>>,
     next_id: AtomicU32,
+    /// Last message from each session's client (control-channel pings arrive every 100 ms, so this
+    /// is kept apart from the copy-on-write session map).
+    activity: std::sync::Mutex<std::collections::HashMap<u32, SystemTime>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -139,7 +142,25 @@ impl Sessions {
         self.update(|m| m.values_mut().find(|s| s.id == id).map(f))
     }
 
+    /// The client of session `id` was heard from.
+    pub fn touch(&self, id: u32) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.insert(id, SystemTime::now());
+        }
+    }
+
+    pub fn last_activity(&self, id: u32) -> Option<SystemTime> {
+        self.activity.lock().ok()?.get(&id).copied()
+    }
+
+    fn forget_activity(&self, id: u32) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.remove(&id);
+        }
+    }
+
     pub fn remove_by_id(&self, id: u32) -> Option<Session> {
+        self.forget_activity(id);
         self.update(|m| {
             let key = m.iter().find(|(_, s)| s.id == id).map(|(k, _)| k.clone())?;
             m.remove(&key)
@@ -147,7 +168,11 @@ impl Sessions {
     }
 
     pub fn cancel(&self, fingerprint: &str) -> Option<Session> {
-        self.update(|m| m.remove(fingerprint))
+        let gone = self.update(|m| m.remove(fingerprint));
+        if let Some(s) = &gone {
+            self.forget_activity(s.id);
+        }
+        gone
     }
 }
 
