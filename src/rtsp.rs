@@ -200,19 +200,7 @@ pub async fn run(
     let host = Arc::new(host);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_ip = PerIpLimit::new(MAX_CONNECTIONS_PER_IP);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "RTSP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP").await {
         let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
             continue;
         };

@@ -56,26 +56,22 @@ async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr
     )
 }
 
-/// Decode H.264 access units with GStreamer; returns decoded frame count, or the decoder's error.
-fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
+/// Push `buffers` (one every `frame_ms`) through `launch` (appsrc `src` … appsink `out`); returns how
+/// many buffers came out, or the first error on the bus.
+fn run_decoder(launch: &str, buffers: &[Vec<u8>], frame_ms: u64) -> Result<usize, String> {
     gstreamer::init().map_err(|e| e.to_string())?;
-    let decoder = ["avdec_h264", "openh264dec"]
-        .into_iter()
-        .find(|d| gstreamer::ElementFactory::make(d).build().is_ok())
-        .ok_or("no H.264 decoder (gstreamer1.0-libav)")?;
-    let pipeline = gstreamer::parse::launch(&format!(
-        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! {decoder} ! appsink name=out sync=false"
-    ))
-    .map_err(|e| e.to_string())?
-    .downcast::<gstreamer::Pipeline>()
-    .map_err(|_| "not a pipeline")?;
+    let pipeline = gstreamer::parse::launch(launch)
+        .map_err(|e| e.to_string())?
+        .downcast::<gstreamer::Pipeline>()
+        .map_err(|_| "not a pipeline")?;
     let src = pipeline.by_name("src").and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok()).ok_or("appsrc")?;
     let out = pipeline.by_name("out").and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok()).ok_or("appsink")?;
     pipeline.set_state(gstreamer::State::Playing).map_err(|e| e.to_string())?;
-    for (i, f) in frames.iter().enumerate() {
+    for (i, f) in buffers.iter().enumerate() {
         let mut b = gstreamer::Buffer::from_slice(f.clone());
         if let Some(m) = b.get_mut() {
-            m.set_pts(gstreamer::ClockTime::from_mseconds(i as u64 * 16));
+            m.set_pts(gstreamer::ClockTime::from_mseconds(i as u64 * frame_ms));
+            m.set_duration(gstreamer::ClockTime::from_mseconds(frame_ms));
         }
         src.push_buffer(b).map_err(|e| e.to_string())?;
     }
@@ -94,6 +90,19 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
         Some(e) => Err(e),
         None => Ok(decoded),
     }
+}
+
+/// Decode H.264 access units with GStreamer.
+fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
+    gstreamer::init().map_err(|e| e.to_string())?;
+    let decoder = ["avdec_h264", "openh264dec"]
+        .into_iter()
+        .find(|d| gstreamer::ElementFactory::make(d).build().is_ok())
+        .ok_or("no H.264 decoder (gstreamer1.0-libav)")?;
+    let launch = format!(
+        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! {decoder} ! appsink name=out sync=false"
+    );
+    run_decoder(&launch, frames, 16)
 }
 
 const RIKEY: [u8; 16] =
@@ -180,41 +189,10 @@ fn decrypt_audio(data: &[u8], seq: u16) -> Vec<u8> {
     k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into())).expect("audio decrypts").to_vec()
 }
 
-/// Decode Opus packets with GStreamer; returns how many decoded buffers came out.
+/// Decode Opus packets (5 ms each) with GStreamer.
 fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
-    gstreamer::init().map_err(|e| e.to_string())?;
-    let pipeline = gstreamer::parse::launch(
-        "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 ! opusdec ! appsink name=out sync=false",
-    )
-    .map_err(|e| e.to_string())?
-    .downcast::<gstreamer::Pipeline>()
-    .map_err(|_| "not a pipeline")?;
-    let src = pipeline.by_name("src").and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok()).ok_or("appsrc")?;
-    let out = pipeline.by_name("out").and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok()).ok_or("appsink")?;
-    pipeline.set_state(gstreamer::State::Playing).map_err(|e| e.to_string())?;
-    for (i, p) in packets.iter().enumerate() {
-        let mut b = gstreamer::Buffer::from_slice(p.clone());
-        if let Some(m) = b.get_mut() {
-            m.set_pts(gstreamer::ClockTime::from_mseconds(i as u64 * 5));
-            m.set_duration(gstreamer::ClockTime::from_mseconds(5));
-        }
-        src.push_buffer(b).map_err(|e| e.to_string())?;
-    }
-    src.end_of_stream().map_err(|e| e.to_string())?;
-    let mut decoded = 0;
-    while out.try_pull_sample(gstreamer::ClockTime::from_seconds(10)).is_some() {
-        decoded += 1;
-    }
-    let bus = pipeline.bus().ok_or("bus")?;
-    let error = bus.iter().find_map(|m| match m.view() {
-        gstreamer::MessageView::Error(e) => Some(e.error().to_string()),
-        _ => None,
-    });
-    let _ = pipeline.set_state(gstreamer::State::Null);
-    match error {
-        Some(e) => Err(e),
-        None => Ok(decoded),
-    }
+    let launch = "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 ! opusdec ! appsink name=out sync=false";
+    run_decoder(launch, packets, 5)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

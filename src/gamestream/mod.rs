@@ -190,27 +190,10 @@ fn request_timeout(ctx: &HostContext) -> Duration {
     Duration::from_millis(ctx.config.http.request_timeout_ms)
 }
 
-/// Back off briefly when accept fails (e.g. out of file descriptors) instead of spinning.
-async fn accept_failed(kind: &str, e: std::io::Error) {
-    tracing::warn!(error = %e, "{kind} accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
 async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
     let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                accept_failed("HTTP", e).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTP").await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "HTTP connection cap reached; closing");
             continue;
@@ -242,18 +225,7 @@ async fn accept_https(
     // Whole-connection caps (handshake and request); the gate caps the handshakes themselves.
     let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
     let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                accept_failed("HTTPS", e).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTPS").await {
         // Over a cap: dropping the stream closes it at once.
         let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
             tracing::debug!(%peer, "HTTPS connection cap (total or per IP) reached; closing");

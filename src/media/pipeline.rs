@@ -24,6 +24,15 @@ pub struct EncodedFrame {
     pub produced: Instant,
 }
 
+/// What waiting for a frame gave.
+pub enum NextFrame {
+    Frame(EncodedFrame),
+    /// Nothing yet; the pipeline runs.
+    Idle,
+    /// The pipeline ended (EOS or error): stop and collect how.
+    Ended,
+}
+
 enum Control {
     ForceKeyframe,
     Stop,
@@ -94,6 +103,15 @@ impl EncoderPipeline {
     /// Ask the encoder for an IDR frame (with SPS/PPS) as soon as possible.
     pub fn force_keyframe(&self) {
         let _ = self.ctl.send(Control::ForceKeyframe);
+    }
+
+    /// Wait up to `wait` for the next frame.
+    pub fn next_frame(&self, wait: Duration) -> NextFrame {
+        match self.frames.recv_timeout(wait) {
+            Ok(f) => NextFrame::Frame(f),
+            Err(std_mpsc::RecvTimeoutError::Timeout) if !self.has_ended() => NextFrame::Idle,
+            Err(_) => NextFrame::Ended,
+        }
     }
 
     /// Has the pipeline thread ended on its own (EOS or error)?

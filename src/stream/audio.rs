@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::{EncoderPipeline, Ended};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
 use crate::media::{self, AudioSpec, MediaError};
 use crate::protocol::audio::AudioPacketizer;
 use crate::sessions::Session;
@@ -73,15 +73,10 @@ fn send_loop(
     stats: &super::StreamStats,
 ) -> Ended {
     while !cancel.is_cancelled() {
-        let frame = match pipeline.frames.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => f,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if pipeline.has_ended() {
-                    break;
-                }
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        let frame = match pipeline.next_frame(Duration::from_millis(100)) {
+            NextFrame::Frame(f) => f,
+            NextFrame::Idle => continue,
+            NextFrame::Ended => break,
         };
         match packetizer.packetize(&frame.data) {
             Ok(packets) => {

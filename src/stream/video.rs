@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::{EncoderPipeline, Ended};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
 use crate::media::{self, MediaError, VideoSpec};
 use crate::protocol::annexb::{NAL_AUD, NAL_SEI, strip_h264};
 use crate::protocol::video::{FrameType, Packetizer, VideoParams};
@@ -80,15 +80,10 @@ fn send_loop(
         if keyframe_asked() {
             pipeline.force_keyframe();
         }
-        let frame = match pipeline.frames.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => f,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if pipeline.has_ended() {
-                    break;
-                }
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        let frame = match pipeline.next_frame(Duration::from_millis(100)) {
+            NextFrame::Frame(f) => f,
+            NextFrame::Idle => continue,
+            NextFrame::Ended => break,
         };
         let kind = if frame.keyframe { FrameType::Idr } else { FrameType::P };
         let data = strip_h264(&frame.data, &[NAL_AUD, NAL_SEI]);
