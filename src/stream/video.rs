@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Streams, send};
 use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
 use crate::media::{self, MediaError, VideoSpec};
-use crate::protocol::annexb::{NAL_AUD, NAL_SEI, strip_h264};
+use crate::protocol::annexb::strip_aud_sei;
 use crate::protocol::video::{FrameType, Packetizer, VideoParams};
 use crate::sessions::Session;
 
@@ -33,7 +33,13 @@ pub fn spawn(
         slices: cfg.slices_per_frame,
     };
     let dir = (!config.video.pipelines_dir.is_empty()).then(|| std::path::PathBuf::from(&config.video.pipelines_dir));
-    let text = media::template(&streams.encoder.h264, dir.as_deref()).and_then(|t| media::render(&t, &spec))?;
+    // The client picks HEVC (bitStreamFormat 1) only when DESCRIBE offered it, i.e. we have one.
+    let candidate = match (cfg.video_format, streams.encoder.hevc) {
+        (1, Some(hevc)) => hevc,
+        _ => streams.encoder.h264,
+    };
+    let hevc = candidate.codec == media::Codec::Hevc;
+    let text = media::template(&candidate, dir.as_deref()).and_then(|t| media::render(&t, &spec))?;
     let params = VideoParams {
         packet_size: cfg.packet_size,
         fec_percent: config.video.fec_percentage,
@@ -44,7 +50,7 @@ pub fn spawn(
     let stats = streams.stats.clone();
     let ender = streams.ender.clone();
     let keyframes = streams.keyframes.clone();
-    let (id, encoder) = (session.id, streams.encoder.h264.name);
+    let (id, encoder) = (session.id, candidate.name);
     std::thread::Builder::new()
         .name(format!("video-{id}"))
         .spawn(move || {
@@ -58,7 +64,7 @@ pub fn spawn(
             };
             stats.streams_started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(session = id, %addr, encoder, "video stream started");
-            let ended = send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats, || keyframes.take(id));
+            let ended = send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, &stats, || keyframes.take(id));
             if let Ended::Error(e) = ended {
                 stats.stream_errors.fetch_add(1, Ordering::Relaxed);
                 ender.fail(id, &format!("video pipeline error: {e}"));
@@ -67,9 +73,11 @@ pub fn spawn(
         .map_err(|e| MediaError::Pipeline(format!("spawning the video thread: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn send_loop(
     pipeline: EncoderPipeline,
     mut packetizer: Packetizer,
+    hevc: bool,
     socket: &std::net::UdpSocket,
     addr: SocketAddr,
     cancel: &CancellationToken,
@@ -86,7 +94,7 @@ fn send_loop(
             NextFrame::Ended => break,
         };
         let kind = if frame.keyframe { FrameType::Idr } else { FrameType::P };
-        let data = strip_h264(&frame.data, &[NAL_AUD, NAL_SEI]);
+        let data = strip_aud_sei(&frame.data, hevc);
         let latency = (frame.produced.elapsed().as_micros() / 100).min(u16::MAX as u128) as u16;
         let packets = match packetizer.packetize(&data, kind, frame.pts_90k, latency) {
             Ok(p) => p,
