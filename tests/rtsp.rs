@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::TestHost;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wolf_rs::client::{PairOutcome, rtsp_request};
+use wolf_rs::client::rtsp_request;
 
 const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
     a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
@@ -18,14 +18,7 @@ const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming
 
 async fn launched() -> (TestHost, std::net::SocketAddr) {
     let host = TestHost::start("[pairing]\npin = [\"4321\"]\n").await;
-    let mut c = host.client();
-    assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
-    let q = c.url(
-        "/launch",
-        &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
-    );
-    let url = c.https_get(&q).await.unwrap().field("sessionUrl0").unwrap();
-    let addr = url.trim_start_matches("rtsp://").parse().unwrap();
+    let (_, addr) = common::pair_and_launch(&host).await;
     (host, addr)
 }
 

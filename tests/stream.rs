@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::TestHost;
 use gstreamer::prelude::*;
-use wolf_rs::client::{PairOutcome, rtsp_request};
+use wolf_rs::client::rtsp_request;
 use wolf_rs::protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
 use wolf_rs::protocol::control::{self, Direction, MSG_IDR_REQUEST, MSG_TERMINATION};
 use wolf_rs::protocol::video::{parse_packet, reassemble};
@@ -25,14 +25,7 @@ const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming
 /// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
 /// and the ping payload, and the control port and connect data.
 async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
-    let mut c = host.client();
-    assert_eq!(c.pair("4321").await.unwrap(), PairOutcome::Paired);
-    let q = c.url(
-        "/launch",
-        &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
-    );
-    let url = c.https_get(&q).await.unwrap().field("sessionUrl0").unwrap();
-    let rtsp: SocketAddr = url.trim_start_matches("rtsp://").parse().unwrap();
+    let (c, rtsp) = common::pair_and_launch(host).await;
     let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
     let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
     let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();

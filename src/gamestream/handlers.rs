@@ -232,22 +232,14 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         xml_err(400, path, &format!("Out of order call to {step}: no pairing in progress for this client"))
     };
     if let Some(v) = q.get("clientchallenge") {
-        return match ctx.pairing.with_session(&key, |s| {
-            let r = s.client_challenge(server, v);
-            let keep = r.is_ok();
-            (r, keep)
-        }) {
+        return match ctx.pairing.step(&key, |s| s.client_challenge(server, v)) {
             None => no_pairing("clientchallenge"),
             Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
             Some(Ok(resp)) => xml_ok(xml::ok(&[("paired", "1"), ("challengeresponse", &resp)])),
         };
     }
     if let Some(v) = q.get("serverchallengeresp") {
-        return match ctx.pairing.with_session(&key, |s| {
-            let r = s.server_challenge_resp(server, v);
-            let keep = r.is_ok();
-            (r, keep)
-        }) {
+        return match ctx.pairing.step(&key, |s| s.server_challenge_resp(server, v)) {
             None => no_pairing("serverchallengeresp"),
             Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
             Some(Ok(secret)) => xml_ok(xml::ok(&[("pairingsecret", &secret), ("paired", "1")])),
@@ -326,11 +318,7 @@ async fn pair_step1(
                 return xml_err(408, path, &format!("No PIN was entered within {secs} s"));
             }
         };
-        match ctx.pairing.with_session(&key, |s| {
-            let r = s.set_pin(&pin);
-            let keep = r.is_ok();
-            (r, keep)
-        }) {
+        match ctx.pairing.step(&key, |s| s.set_pin(&pin)) {
             Some(Ok(())) => {}
             Some(Err(e)) => return pair_error_reply(ctx, ip, path, &e),
             None => return xml_err(400, path, "The pairing was discarded before the PIN arrived"),

@@ -305,6 +305,15 @@ impl PairingManager {
         Some(r)
     }
 
+    /// Run one pairing step; the pairing continues only if the step succeeded.
+    pub fn step<R, E>(&self, key: &str, f: impl FnOnce(&mut PairingSession) -> Result<R, E>) -> Option<Result<R, E>> {
+        self.with_session(key, |s| {
+            let r = f(s);
+            let keep = r.is_ok();
+            (r, keep)
+        })
+    }
+
     /// Is a pairing under `key` still waiting for its PIN?
     pub fn is_waiting(&self, key: &str) -> bool {
         lock(&self.pending).get(key).is_some_and(|p| p.pin_tx.is_some())

@@ -8,6 +8,20 @@ use wolf_rs::app::{self, Paths, Running};
 use wolf_rs::client::{ClientIdentity, GameStreamClient};
 use wolf_rs::config::Env;
 
+/// Pair a new client with the fixed PIN 4321 and launch app 1 at 1280x720x60 with a known rikey;
+/// returns the client and the RTSP address from `sessionUrl0`.
+pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, SocketAddr) {
+    let mut c = host.client();
+    assert_eq!(c.pair("4321").await.expect("pairing runs"), wolf_rs::client::PairOutcome::Paired);
+    let q = c.url(
+        "/launch",
+        &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
+    );
+    let url = c.https_get(&q).await.expect("launch").field("sessionUrl0").expect("sessionUrl0");
+    let rtsp = url.trim_start_matches("rtsp://").parse().expect("rtsp address");
+    (c, rtsp)
+}
+
 pub struct TestHost {
     pub dir: tempfile::TempDir,
     pub running: Option<Running>,
