@@ -1,6 +1,7 @@
 //! Builds the host in order (state, identity, listeners, admin, mDNS), runs it, and drains it on
 //! shutdown.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ use crate::control::ControlChannel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::gamestream::pairing::PairingManager;
 use crate::gamestream::{GameStreamServer, HostContext, Listeners, load_icons};
+use crate::health::{Health, HealthServer, HealthState, Phase};
+use crate::metrics::Metrics;
+use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig};
 use crate::net::iface;
 use crate::net::tls::HandshakeGate;
 use crate::sessions::Sessions;
@@ -39,6 +43,10 @@ impl Paths {
     pub fn clients(&self) -> PathBuf {
         self.state_dir.join("paired_clients.json")
     }
+
+    pub fn crash_marker(&self) -> PathBuf {
+        self.state_dir.join(crate::watchdog::MARKER_FILE)
+    }
 }
 
 /// Write the template where the config should be, when it is absent (blocking).
@@ -60,10 +68,14 @@ pub struct Running {
     pub http_port: u16,
     pub https_port: u16,
     pub rtsp_port: u16,
+    pub health_port: u16,
     pub ctx: Arc<HostContext>,
     pub gate: Arc<HandshakeGate>,
+    pub health: Arc<Health>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Threads outside the runtime, stopped after the drain.
+    threads: (HealthServer, Watchdog),
 }
 
 impl Running {
@@ -74,11 +86,13 @@ impl Running {
     /// Ask for shutdown and wait for the drain.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        self.wait().await;
     }
 
     pub async fn wait(self) {
         let _ = self.task.await;
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || drop(threads)).await;
     }
 }
 
@@ -90,7 +104,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let p = paths.clone();
-    let (config, loaded, uuid, clients, net, icons, encoder) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (config, marker, last_exit) = tokio::task::spawn_blocking(move || -> Result<_> {
         std::fs::create_dir_all(&p.state_dir)
             .or_err(ErrorKind::Io, || format!("creating the state directory {}", p.state_dir.display()))?;
         ensure_config(&p.config)?;
@@ -98,6 +112,56 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
             ConfigError::Read { .. } => Error::with_source(ErrorKind::Config, "reading the config", e),
             ConfigError::Invalid { .. } => Error::new(ErrorKind::Config, e.to_string()),
         })?;
+        let (marker, last_exit) = CrashMarker::open(&p.crash_marker())
+            .or_err(ErrorKind::Io, || format!("opening the watchdog marker {}", p.crash_marker().display()))?;
+        Ok((config, marker, last_exit))
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
+    if let Some(line) = &last_exit {
+        tracing::warn!(marker = %line, "the previous run was ended by the watchdog");
+    }
+    // Health and the watchdog come first, so a slow start-up is visible and watched.
+    let metrics = Metrics::new().map_err(|e| Error::new(ErrorKind::Config, format!("metrics registry: {e}")))?;
+    let beats = Heartbeats::new();
+    let watchdog_cfg = WatchdogConfig::from(&config.watchdog);
+    let health = Health::new(watchdog_cfg.warn_after, last_exit);
+    let sessions = Arc::new(Sessions::default());
+    let health_addr = SocketAddr::new(
+        config.bind_address.parse().map_err(|_| Error::new(ErrorKind::Config, "bind_address is not an IP address"))?,
+        config.health.port,
+    );
+    let health_server = HealthServer::start(
+        health_addr,
+        HealthState {
+            health: health.clone(),
+            metrics: metrics.clone(),
+            sessions: sessions.clone(),
+            beats: beats.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            fault_injection: config.debug.fault_injection,
+        },
+    )
+    .or_err(ErrorKind::Bind, || format!("binding the health port {health_addr}"))?;
+    let health_port = health_server.port;
+    tracing::info!(port = health_port, "health port ready (/health /livez /readyz /metrics)");
+    if config.debug.fault_injection {
+        tracing::warn!("debug.fault_injection is on: POST /debug/hang on the health port can hang this host");
+    }
+    let watchdog = Watchdog::spawn(
+        tokio::runtime::Handle::current(),
+        watchdog_cfg,
+        health.clone(),
+        beats.clone(),
+        metrics.clone(),
+        Some(marker),
+    )
+    .or_err(ErrorKind::Io, || "starting the watchdog thread")?;
+
+    let p = paths.clone();
+    let cfg = config.clone();
+    let (loaded, uuid, clients, net, icons, encoder) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let config = cfg;
         let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
         let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
         let loaded = identity::load_or_create(&key, &cert)?;
@@ -107,12 +171,13 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let icons = load_icons(&config);
         let encoder = crate::media::probe(&config.video.encoder)
             .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
-        Ok((config, loaded, uuid, clients, net, icons, encoder))
+        Ok((loaded, uuid, clients, net, icons, encoder))
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
     tracing::info!(encoder = encoder.h264.name, hevc = encoder.hevc.is_some(), "video encoder: {}", encoder.reason);
+    health.set_encoder(encoder.h264.name, &encoder.reason);
 
     if config.pairing.fixed_pin().is_some() {
         tracing::warn!(
@@ -139,9 +204,15 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
     let keyframes = Arc::new(crate::stream::KeyframeRequests::default());
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
-    let sessions = Arc::new(Sessions::default());
-    let control = ControlChannel::spawn(control_socket, sessions.clone(), keyframes.clone(), streams_tx.clone())
-        .or_err(ErrorKind::Bind, || "starting the control channel")?;
+    let control = ControlChannel::spawn(
+        control_socket,
+        sessions.clone(),
+        keyframes.clone(),
+        streams_tx.clone(),
+        metrics.clone(),
+        beats.clone(),
+    )
+    .or_err(ErrorKind::Bind, || "starting the control channel")?;
     let ctx = Arc::new(HostContext {
         config: config.clone(),
         uuid,
@@ -162,6 +233,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         control_port,
         control: std::sync::Mutex::new(control.commands.clone()),
         streams: streams_tx,
+        metrics: metrics.clone(),
+        beats: beats.clone(),
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();
@@ -179,7 +252,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (sd, tr, actx) = (shutdown.clone(), tracker.clone(), ctx.clone());
+    let (sd, tr, actx, h) = (shutdown.clone(), tracker.clone(), ctx.clone(), health.clone());
     let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
     let streams = Streams {
         config: ctx.config.clone(),
@@ -187,7 +260,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         video: Port { socket: video_socket, pings: video_pings.clone() },
         audio: Port { socket: audio_socket, pings: audio_pings.clone() },
         encoder: ctx.encoder.clone(),
-        stats: Arc::new(Default::default()),
+        metrics: metrics.clone(),
+        beats: beats.clone(),
         keyframes,
         ender: Arc::new(crate::stream::SessionEnder {
             sessions: ctx.sessions.clone(),
@@ -202,6 +276,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(admin.run(actx, sd.clone(), tr.clone()));
         server.run(sd.clone(), tr.clone(), started).await;
+        h.set_phase(Phase::Draining);
         let _ = admin_task.await;
         let _ = streams_task.await;
         // The ENet thread disconnects its peers and is joined off the async workers.
@@ -213,17 +288,34 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         }
         tracing::info!("host stopped");
     });
+    health.set_phase(Phase::Ready);
     tracing::info!(
         ready_ms = started.elapsed().as_millis() as u64,
         "wolf-rs ready in {} ms",
         started.elapsed().as_millis()
     );
-    Ok(Running { http_port, https_port, rtsp_port, ctx, gate, shutdown, task })
+    Ok(Running {
+        http_port,
+        https_port,
+        rtsp_port,
+        health_port,
+        ctx,
+        gate,
+        health,
+        shutdown,
+        task,
+        threads: (health_server, watchdog),
+    })
 }
 
 /// `wolf-rs serve`: start, then run until SIGINT or SIGTERM.
 pub async fn serve(paths: Paths, env: Env) -> Result<()> {
     let running = start(paths, env).await?;
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
+    {
+        tracing::warn!(error = %e, "could not tell systemd the host is ready");
+    }
     let token = running.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -5,14 +5,16 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusty_enet::{Event, Host, HostSettings, Packet, PeerID};
 
+use crate::metrics::Metrics;
 use crate::protocol::control::{self, Direction};
+use crate::watchdog::{Heartbeat, Heartbeats};
 use crate::sessions::Sessions;
 use crate::stream::{KeyframeRequests, StreamCommand};
 
@@ -30,19 +32,6 @@ pub enum ControlCommand {
     Terminate { session_id: u32, reason: u32 },
 }
 
-#[derive(Debug, Default)]
-pub struct ControlStats {
-    pub connects: AtomicU64,
-    pub refused: AtomicU64,
-    pub messages: AtomicU64,
-    pub bad_messages: AtomicU64,
-    pub pings: AtomicU64,
-    pub input_packets: AtomicU64,
-    pub idr_requests: AtomicU64,
-    /// Heartbeat: loop turns of the thread.
-    pub beats: AtomicU64,
-}
-
 struct PeerSession {
     session_id: u32,
     rikey: [u8; 16],
@@ -51,7 +40,6 @@ struct PeerSession {
 
 pub struct ControlChannel {
     pub commands: mpsc::Sender<ControlCommand>,
-    pub stats: Arc<ControlStats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -62,17 +50,21 @@ impl ControlChannel {
         sessions: Arc<Sessions>,
         keyframes: Arc<KeyframeRequests>,
         streams: tokio::sync::mpsc::Sender<StreamCommand>,
+        metrics: Arc<Metrics>,
+        beats: Arc<Heartbeats>,
     ) -> std::io::Result<ControlChannel> {
         let host =
             Host::new(socket, HostSettings { peer_limit: MAX_PEERS, channel_limit: CHANNELS, ..Default::default() })
                 .map_err(|e| std::io::Error::other(format!("ENet host: {e:?}")))?;
         let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(ControlStats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker { host, sessions, keyframes, streams, stats: stats.clone(), peers: HashMap::new() };
+        let worker = Worker { host, sessions, keyframes, streams, metrics, peers: HashMap::new() };
         let s = stop.clone();
-        let thread = std::thread::Builder::new().name("enet-control".into()).spawn(move || worker.run(rx, s))?;
-        Ok(ControlChannel { commands: tx, stats, stop, thread: Some(thread) })
+        let thread = std::thread::Builder::new().name("enet-control".into()).spawn(move || {
+            let beat = beats.register("control", "control:enet");
+            worker.run(rx, s, &beat)
+        })?;
+        Ok(ControlChannel { commands: tx, stop, thread: Some(thread) })
     }
 
     /// Stop the thread (disconnecting every peer) and join it. Blocking.
@@ -95,14 +87,14 @@ struct Worker {
     sessions: Arc<Sessions>,
     keyframes: Arc<KeyframeRequests>,
     streams: tokio::sync::mpsc::Sender<StreamCommand>,
-    stats: Arc<ControlStats>,
+    metrics: Arc<Metrics>,
     peers: HashMap<PeerID, PeerSession>,
 }
 
 impl Worker {
-    fn run(mut self, commands: mpsc::Receiver<ControlCommand>, stop: Arc<AtomicBool>) {
+    fn run(mut self, commands: mpsc::Receiver<ControlCommand>, stop: Arc<AtomicBool>, beat: &Heartbeat) {
         while !stop.load(Ordering::Relaxed) {
-            self.stats.beats.fetch_add(1, Ordering::Relaxed);
+            beat.beat();
             while let Ok(cmd) = commands.try_recv() {
                 self.command(cmd);
             }
@@ -176,21 +168,21 @@ impl Worker {
             .into_iter()
             .find(|s| Some(s.client_ip) == ip && s.rtsp.setup_control && s.rtsp.connect_data == data);
         let Some(s) = session else {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            self.count("refused");
             tracing::info!(?ip, "control connect with unknown connect data: refused");
             self.host.peer_mut(peer).disconnect_now(0);
             return;
         };
         let v2 = s.rtsp.stream.as_ref().is_some_and(|c| c.encryption & 0x1 != 0);
         if !v2 {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            self.count("refused");
             tracing::warn!(session = s.id, "client did not negotiate encrypted control (CONTROL_V2): refused");
             self.host.peer_mut(peer).disconnect_now(0);
             return;
         }
         self.host.peer_mut(peer).set_timeout(2, 10_000, 10_000);
         self.peers.insert(peer, PeerSession { session_id: s.id, rikey: s.rikey, seq: 0 });
-        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        self.count("connected");
         tracing::info!(session = s.id, "control channel connected");
     }
 
@@ -199,31 +191,31 @@ impl Worker {
         let msg = match control::open(&p.rikey, Direction::ClientToHost, data) {
             Ok(m) => m,
             Err(e) => {
-                self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                self.count("undecryptable");
                 tracing::debug!(session = p.session_id, error = %e, "control message dropped");
                 return;
             }
         };
-        self.stats.messages.fetch_add(1, Ordering::Relaxed);
         self.sessions.touch(p.session_id);
         match msg.msg_type {
             control::MSG_IDR_REQUEST | control::MSG_RFI => {
-                self.stats.idr_requests.fetch_add(1, Ordering::Relaxed);
+                self.count("idr_request");
                 self.keyframes.request(p.session_id);
             }
-            control::MSG_PING => {
-                self.stats.pings.fetch_add(1, Ordering::Relaxed);
-            }
+            control::MSG_PING => self.count("ping"),
+            control::MSG_LOSS_STATS | control::MSG_FEC_STATUS => self.count("loss_stats"),
             control::MSG_INPUT => match control::parse_input(&msg.payload) {
-                Ok(_) => {
-                    self.stats.input_packets.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(_) => self.count("input"),
                 Err(e) => {
-                    self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    self.count("malformed");
                     tracing::debug!(session = p.session_id, error = %e, "malformed input packet");
                 }
             },
-            _ => {}
+            _ => self.count("other"),
         }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics.control_messages.with_label_values(&[kind]).inc();
     }
 }

@@ -8,6 +8,9 @@
 //! - `net`        TLS (lenient client-cert verifier, handshake gate), interfaces (MAC, LocalIP)
 //! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint
 //! - `sessions`   launched sessions (in memory)
+//! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
+//! - `metrics`    every Prometheus metric, in one registry per host
+//! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
 //! - `admin`      the local admin socket used by `wolf-rs pair` and `wolf-rs clients`
 //! - `mdns`       `_nvstream._tcp` advertisement
 //! - `app`        builds the components in order and runs them until shutdown
@@ -22,11 +25,14 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod gamestream;
+pub mod health;
 pub mod mdns;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod rtsp;
 pub mod sessions;
 pub mod state;
 pub mod stream;
+pub mod watchdog;

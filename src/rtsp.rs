@@ -191,6 +191,7 @@ async fn serve(
 
 pub async fn run(
     listener: TcpListener,
+    beat: crate::watchdog::Heartbeat,
     sessions: Arc<Sessions>,
     streams: tokio::sync::mpsc::Sender<StreamCommand>,
     host: HostInfo,
@@ -200,7 +201,7 @@ pub async fn run(
     let host = Arc::new(host);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_ip = PerIpLimit::new(MAX_CONNECTIONS_PER_IP);
-    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP").await {
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP", Some(&beat)).await {
         let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
             continue;
         };

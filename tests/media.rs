@@ -45,7 +45,7 @@ fn probe_picks_an_h264_encoder_and_says_why() {
 fn test_pattern_streams_idr_first_and_keyframes_on_request() {
     let choice = media::probe("auto").expect("encoder");
     let text = media::render(&media::template(&choice.h264, None).unwrap(), &spec()).unwrap();
-    let mut p = EncoderPipeline::start(text).expect("pipeline starts");
+    let mut p = EncoderPipeline::start(text, Default::default()).expect("pipeline starts");
     let first = next(&mut p);
     assert!(first.keyframe, "the first frame is a keyframe");
     let types: Vec<u8> = h264_nal_types(&first.data).iter().map(|x| x.1).collect();
@@ -76,6 +76,7 @@ fn test_pattern_streams_idr_first_and_keyframes_on_request() {
 fn a_pipeline_that_ends_reports_it_and_bad_text_is_an_error() {
     let p = EncoderPipeline::start(
         "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=64 ! appsink name=sink".into(),
+        Default::default(),
     )
     .expect("starts");
     for _ in 0..1000 {
@@ -87,6 +88,6 @@ fn a_pipeline_that_ends_reports_it_and_bad_text_is_an_error() {
     assert!(p.has_ended(), "the thread ends by itself at EOS");
     assert_eq!(p.stats.frames.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(p.stop(), Ended::Eos);
-    assert!(matches!(EncoderPipeline::start("this is ! not a pipeline (".into()), Err(MediaError::Pipeline(_))));
-    assert!(matches!(EncoderPipeline::start("videotestsrc ! fakesink".into()), Err(MediaError::Pipeline(_))));
+    assert!(matches!(EncoderPipeline::start("this is ! not a pipeline (".into(), Default::default()), Err(MediaError::Pipeline(_))));
+    assert!(matches!(EncoderPipeline::start("videotestsrc ! fakesink".into(), Default::default()), Err(MediaError::Pipeline(_))));
 }

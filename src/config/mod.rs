@@ -27,6 +27,9 @@ pub struct Config {
     pub pairing: Pairing,
     pub mdns: Mdns,
     pub video: Video,
+    pub health: Health,
+    pub watchdog: Watchdog,
+    pub debug: Debug,
     pub apps: Vec<App>,
 }
 
@@ -43,6 +46,9 @@ impl Default for Config {
             pairing: Pairing::default(),
             mdns: Mdns::default(),
             video: Video::default(),
+            health: Health::default(),
+            watchdog: Watchdog::default(),
+            debug: Debug::default(),
             apps: vec![App::test_pattern()],
         }
     }
@@ -163,6 +169,41 @@ impl Default for Video {
     fn default() -> Self {
         Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20 }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    /// Plain-HTTP port of /health, /livez, /readyz and /metrics (0: a free port).
+    pub port: u16,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { port: 47985 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Watchdog {
+    pub interval_ms: u64,
+    pub warn_after_ms: u64,
+    /// 0: never exit (warnings and /health only).
+    pub exit_after_ms: u64,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog { interval_ms: 5000, warn_after_ms: 10_000, exit_after_ms: 30_000 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Debug {
+    /// Enables `POST /debug/hang` on the health port.
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

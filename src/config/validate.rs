@@ -212,8 +212,22 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 11] =
-    ["hostname", "uuid", "bind_address", "ports", "network", "http", "tls", "pairing", "mdns", "video", "apps"];
+const TOP_KEYS: [&str; 14] = [
+    "hostname",
+    "uuid",
+    "bind_address",
+    "ports",
+    "network",
+    "http",
+    "tls",
+    "pairing",
+    "mdns",
+    "video",
+    "health",
+    "watchdog",
+    "debug",
+    "apps",
+];
 
 pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
     let doc = match toml_edit::ImDocument::parse(text) {
@@ -248,6 +262,9 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         pairing: cx.section(&table, "pairing"),
         mdns: cx.section(&table, "mdns"),
         video: cx.section(&table, "video"),
+        health: cx.section(&table, "health"),
+        watchdog: cx.section(&table, "watchdog"),
+        debug: cx.section(&table, "debug"),
         apps: if table.contains_key("apps") { cx.section(&table, "apps") } else { defaults.apps },
     };
     apply_env(&mut cfg, env);
@@ -327,6 +344,7 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         ("ports.control", p.control),
         ("ports.video", p.video),
         ("ports.audio", p.audio),
+        ("health.port", cfg.health.port),
     ];
     let mut seen_tcp = HashSet::new();
     for (i, (k, v)) in ports.iter().enumerate() {
@@ -334,12 +352,12 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         if *v == 0 {
             continue;
         }
-        if i < 3 && !seen_tcp.insert(*v) {
+        if (i < 3 || i == 6) && !seen_tcp.insert(*v) {
             report((*k).into(), format!("port {v} is already used by another TCP listener"));
         }
     }
     let mut seen_udp = HashSet::new();
-    for (k, v) in &ports[3..] {
+    for (k, v) in &ports[3..6] {
         if *v != 0 && !seen_udp.insert(*v) {
             report((*k).into(), format!("port {v} is already used by another UDP socket"));
         }
@@ -367,6 +385,8 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         ("pairing.pin_timeout", cfg.pairing.pin_timeout, 3600),
         ("pairing.failure_window_s", cfg.pairing.failure_window_s, 86_400),
         ("pairing.ban_s", cfg.pairing.ban_s, 86_400),
+        ("watchdog.interval_ms", cfg.watchdog.interval_ms, 600_000),
+        ("watchdog.warn_after_ms", cfg.watchdog.warn_after_ms, 3_600_000),
     ] {
         if !positive(v) || v > max {
             report(k.into(), format!("{v} is out of range; allowed: 1 to {max}"));
@@ -381,6 +401,22 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         if !(1..=1_000_000).contains(&v) {
             report(k.into(), format!("{v} is out of range; allowed: 1 to 1000000"));
         }
+    }
+    let w = &cfg.watchdog;
+    if w.warn_after_ms < w.interval_ms {
+        report(
+            "watchdog.warn_after_ms".into(),
+            format!("{} must be at least watchdog.interval_ms ({})", w.warn_after_ms, w.interval_ms),
+        );
+    }
+    if w.exit_after_ms != 0 && w.exit_after_ms <= w.warn_after_ms {
+        report(
+            "watchdog.exit_after_ms".into(),
+            format!(
+                "{} must be 0 (never exit) or more than watchdog.warn_after_ms ({})",
+                w.exit_after_ms, w.warn_after_ms
+            ),
+        );
     }
     if cfg.pairing.max_failures == 0 {
         report("pairing.max_failures".into(), "must be at least 1".into());

@@ -204,6 +204,7 @@ fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> 
 }
 
 fn pair_error_reply(ctx: &HostContext, ip: IpAddr, path: &str, e: &PairError) -> Response<Body> {
+    ctx.metrics.pairing("error");
     if ctx.pairing.record_failure(ip) {
         tracing::warn!(%ip, "too many failed pairings: refusing this IP for {} s", ctx.pairing.limits.ban.as_secs());
     }
@@ -220,6 +221,7 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         return xml_err(400, path, &format!("uniqueid and devicename must be at most {MAX_ID_LEN} characters"));
     }
     if let Some(left) = ctx.pairing.banned_for(ip) {
+        ctx.metrics.pairing("banned");
         return xml_err(429, path, &format!("Too many failed pairing attempts from {ip}; try again in {left} s"));
     }
     let key = PairingManager::key(uniqueid, ip);
@@ -228,6 +230,7 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
         return pair_step1(ctx, conn, q, path, uniqueid).await;
     }
     let no_pairing = |step: &str| {
+        ctx.metrics.pairing("error");
         ctx.pairing.record_failure(ip);
         xml_err(400, path, &format!("Out of order call to {step}: no pairing in progress for this client"))
     };
@@ -252,6 +255,7 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
             None => no_pairing("clientpairingsecret"),
             Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
             Some(Ok((false, _))) => {
+                ctx.metrics.pairing("wrong_pin");
                 ctx.pairing.record_failure(ip);
                 tracing::warn!(%ip, %uniqueid, "pairing failed: wrong PIN or bad client signature");
                 xml_ok(xml::ok(&[("paired", "0")]))
@@ -296,9 +300,13 @@ async fn pair_step1(
     let (rx, guard) = match ctx.pairing.begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none()) {
         Ok(x) => x,
         Err(BeginError::TooManyFromIp) => {
+            ctx.metrics.pairing("refused");
             return xml_err(503, path, "Too many pairings in progress from this address; finish or cancel one");
         }
-        Err(BeginError::TooMany) => return xml_err(503, path, "Too many pairings in progress; try again shortly"),
+        Err(BeginError::TooMany) => {
+            ctx.metrics.pairing("refused");
+            return xml_err(503, path, "Too many pairings in progress; try again shortly");
+        }
     };
     if let Some(rx) = rx {
         tracing::warn!(
@@ -312,6 +320,7 @@ async fn pair_step1(
             }
             Err(_) => {
                 drop(guard);
+                ctx.metrics.pairing("timeout");
                 ctx.pairing.record_failure(ip);
                 let secs = ctx.pairing.limits.pin_timeout.as_secs();
                 tracing::warn!(%ip, device, "pairing discarded: no PIN within {secs} s");
@@ -349,10 +358,12 @@ async fn finish_pairing(
     let (fp, name) = (client.fingerprint.clone(), client.name.clone());
     match ctx.clients.add(client).await {
         Ok(()) => {
+            ctx.metrics.pairing("paired");
             tracing::info!(client = %name, fingerprint = %fp, ip = %conn.ip(), "client paired");
             xml_ok(xml::ok(&[("paired", "1")]))
         }
         Err(e) => {
+            ctx.metrics.pairing("error");
             tracing::error!(error = %e, "pairing succeeded but could not be saved");
             xml_err(500, path, "The pairing could not be saved on the host")
         }
@@ -444,18 +455,22 @@ fn launch(
     q: &HashMap<String, String>,
     path: &str,
 ) -> Response<Body> {
+    let failed = |reason: &str, code: u16, msg: &str| {
+        ctx.metrics.launch_failed(reason);
+        xml_err(code, path, msg)
+    };
     let Some(app_id) = q.get("appid").and_then(|v| v.parse::<u32>().ok()) else {
-        return xml_err(400, path, "Missing or malformed appid");
+        return failed("bad_request", 400, "Missing or malformed appid");
     };
     let Some(app) = ctx.config.app(app_id) else {
-        return xml_err(404, path, &format!("No app with ID {app_id}; see /applist"));
+        return failed("unknown_app", 404, &format!("No app with ID {app_id}; see /applist"));
     };
     let Some(mode) = q.get("mode").and_then(|m| Mode::parse(m)) else {
-        return xml_err(400, path, "Missing or malformed mode; expected WIDTHxHEIGHTxFPS");
+        return failed("bad_request", 400, "Missing or malformed mode; expected WIDTHxHEIGHTxFPS");
     };
     let (rikey, rikeyid) = match rikey(q) {
         Ok(k) => k,
-        Err(msg) => return xml_err(400, path, msg),
+        Err(msg) => return failed("bad_request", 400, msg),
     };
     let surround = q.get("surroundAudioInfo").and_then(|v| v.parse::<u32>().ok()).unwrap_or(196_610);
     let session = Session {
@@ -472,13 +487,16 @@ fn launch(
     };
     match ctx.sessions.launch(session) {
         Ok(s) => {
+            ctx.metrics.sessions_created.inc();
             tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
             let url = session_url(ctx, conn);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
-        Err(LaunchError::AlreadyRunning { app_id }) => {
-            xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))
-        }
+        Err(LaunchError::AlreadyRunning { app_id }) => failed(
+            "already_running",
+            400,
+            &format!("App {app_id} is already running for this client; resume or quit it first"),
+        ),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct HostContext {
     pub control: std::sync::Mutex<std::sync::mpsc::Sender<crate::control::ControlCommand>>,
     /// Start and stop streams.
     pub streams: tokio::sync::mpsc::Sender<crate::stream::StreamCommand>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub beats: Arc<crate::watchdog::Heartbeats>,
 }
 
 /// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
@@ -152,7 +154,7 @@ pub struct GameStreamServer {
 impl GameStreamServer {
     pub fn new(ctx: Arc<HostContext>, listeners: Listeners) -> Result<GameStreamServer> {
         let tls = tls::server_config(&ctx.identity)?;
-        let gate = HandshakeGate::new((&ctx.config.tls).into());
+        let gate = HandshakeGate::new((&ctx.config.tls).into(), ctx.metrics.gate.clone());
         Ok(GameStreamServer { ctx, gate, listeners, tls })
     }
 
@@ -174,6 +176,7 @@ impl GameStreamServer {
         };
         let rtsp = crate::rtsp::run(
             listeners.rtsp,
+            ctx.beats.register("accept", "accept:RTSP"),
             ctx.sessions.clone(),
             ctx.streams.clone(),
             rtsp_host,
@@ -193,7 +196,8 @@ fn request_timeout(ctx: &HostContext) -> Duration {
 async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
     let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
     let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
-    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTP").await {
+    let beat = ctx.beats.register("accept", "accept:HTTP");
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTP", Some(&beat)).await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "HTTP connection cap reached; closing");
             continue;
@@ -225,7 +229,8 @@ async fn accept_https(
     // Whole-connection caps (handshake and request); the gate caps the handshakes themselves.
     let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
     let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
-    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTPS").await {
+    let beat = ctx.beats.register("accept", "accept:HTTPS");
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTPS", Some(&beat)).await {
         // Over a cap: dropping the stream closes it at once.
         let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
             tracing::debug!(%peer, "HTTPS connection cap (total or per IP) reached; closing");

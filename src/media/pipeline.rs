@@ -12,6 +12,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::MediaError;
+use crate::watchdog::{Heartbeat, Heartbeats};
 
 /// One encoded access unit (Annex B).
 #[derive(Debug, Clone)]
@@ -52,8 +53,15 @@ pub struct PipelineStats {
     pub frames: AtomicU64,
     /// Frames dropped because the consumer was behind.
     pub dropped: AtomicU64,
-    /// Heartbeat: the thread's last loop turn, ms since the pipeline started.
-    pub last_beat_ms: AtomicU64,
+}
+
+/// How a pipeline reports to the host. The default reports nowhere (tests, one-off pipelines).
+#[derive(Clone, Default)]
+pub struct Reporting {
+    /// Counts every encoded frame, across pipelines.
+    pub frames: Option<prometheus::IntCounter>,
+    /// The pipeline thread beats for the watchdog under this name while it runs.
+    pub heartbeat: Option<(Arc<Heartbeats>, String)>,
 }
 
 pub struct EncoderPipeline {
@@ -76,7 +84,7 @@ fn clock_to_90k(t: Option<gst::ClockTime>) -> u32 {
 impl EncoderPipeline {
     /// Build and start `description` (gst-launch syntax ending in `appsink name=sink`) on a new
     /// thread. Errors in the description are returned here.
-    pub fn start(description: String) -> Result<EncoderPipeline, MediaError> {
+    pub fn start(description: String, reporting: Reporting) -> Result<EncoderPipeline, MediaError> {
         super::init()?;
         let (ctl_tx, ctl_rx) = std_mpsc::channel();
         let (frame_tx, frame_rx) = std_mpsc::sync_channel(FRAME_QUEUE);
@@ -85,7 +93,10 @@ impl EncoderPipeline {
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("gst-pipeline".into())
-            .spawn(move || run(description, ctl_rx, frame_tx, ack_tx, thread_stats))
+            .spawn(move || {
+                let beat = reporting.heartbeat.map(|(beats, name)| beats.register("pipeline", name));
+                run(description, ctl_rx, frame_tx, ack_tx, thread_stats, reporting.frames, beat.as_ref())
+            })
             .map_err(|e| MediaError::Pipeline(format!("spawning the pipeline thread: {e}")))?;
         match ack_rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(())) => Ok(EncoderPipeline { ctl: ctl_tx, thread: Some(thread), frames: frame_rx, stats }),
@@ -147,6 +158,7 @@ fn build(
     description: &str,
     frame_tx: std_mpsc::SyncSender<EncodedFrame>,
     stats: Arc<PipelineStats>,
+    frames: Option<prometheus::IntCounter>,
 ) -> Result<gst::Pipeline, MediaError> {
     let element = gst::parse::launch(description).map_err(|e| MediaError::Pipeline(format!("parse: {e}")))?;
     let pipeline = element
@@ -169,6 +181,9 @@ fn build(
                     produced: Instant::now(),
                 };
                 stats.frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(f) = &frames {
+                    f.inc();
+                }
                 if frame_tx.try_send(frame).is_err() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -186,9 +201,10 @@ fn run(
     frame_tx: std_mpsc::SyncSender<EncodedFrame>,
     ack: std_mpsc::SyncSender<Result<(), MediaError>>,
     stats: Arc<PipelineStats>,
+    frames: Option<prometheus::IntCounter>,
+    beat: Option<&Heartbeat>,
 ) -> Ended {
-    let started = Instant::now();
-    let pipeline = match build(&description, frame_tx, stats.clone()) {
+    let pipeline = match build(&description, frame_tx, stats, frames) {
         Ok(p) => p,
         Err(e) => {
             let _ = ack.send(Err(e.clone()));
@@ -202,7 +218,9 @@ fn run(
     };
     let _ = ack.send(Ok(()));
     let ended = 'outer: loop {
-        stats.last_beat_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(b) = beat {
+            b.beat();
+        }
         match ctl.recv_timeout(Duration::from_millis(20)) {
             Ok(Control::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => break Ended::Stopped,
             Ok(Control::ForceKeyframe) => {

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -18,7 +17,10 @@ use tokio::sync::Semaphore;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use prometheus::IntGauge;
+
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::metrics::GateStats;
 use crate::state::identity::Identity;
 
 /// The one crypto provider of the process.
@@ -121,8 +123,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [Outcome::Ok, Outcome::Timeout, Outcome::Rejected, Outcome::Error];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -133,61 +133,19 @@ impl Outcome {
     }
 }
 
-/// Upper bounds (seconds) of the handshake-duration buckets, 1 ms to 10 s.
-pub const DURATION_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// What the gate saw, for metrics and /health. Lock-free.
-#[derive(Debug, Default)]
-pub struct GateStats {
-    outcomes: [AtomicU64; 4],
-    /// Connections past accept and not yet through (or out of) their handshake.
-    pub pending: AtomicI64,
-    /// Connections waiting for a permit.
-    pub waiting: AtomicI64,
-    /// Permits held by handshakes doing crypto.
-    pub in_use: AtomicI64,
-    /// Cumulative counts per bucket (last slot: +Inf), and the sum in microseconds.
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl GateStats {
-    pub fn count(&self, o: Outcome) -> u64 {
-        self.outcomes[o as usize].load(Ordering::Relaxed)
-    }
-
-    fn count_only(&self, o: Outcome) {
-        self.outcomes[o as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record(&self, o: Outcome, took: Duration) {
-        self.count_only(o);
-        let secs = took.as_secs_f64();
-        let slot = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// (non-cumulative counts per bucket incl. +Inf, sum of seconds).
-    pub fn durations(&self) -> (Vec<u64>, f64) {
-        let counts = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        (counts, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6)
-    }
-}
-
 /// Decrements a gauge when dropped, on every path.
-struct GaugeGuard<'a>(&'a AtomicI64);
+struct GaugeGuard<'a>(&'a IntGauge);
 
 impl<'a> GaugeGuard<'a> {
-    fn new(g: &'a AtomicI64) -> Self {
-        g.fetch_add(1, Ordering::Relaxed);
+    fn new(g: &'a IntGauge) -> Self {
+        g.inc();
         GaugeGuard(g)
     }
 }
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
@@ -198,35 +156,35 @@ pub struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.gate.stats.pending.fetch_sub(1, Ordering::Relaxed);
+        self.gate.stats.pending.dec();
     }
 }
 
 pub struct HandshakeGate {
     cfg: GateConfig,
     permits: Arc<Semaphore>,
-    pub stats: GateStats,
+    pub stats: Arc<GateStats>,
 }
 
 impl HandshakeGate {
-    pub fn new(cfg: GateConfig) -> Arc<HandshakeGate> {
+    pub fn new(cfg: GateConfig, stats: Arc<GateStats>) -> Arc<HandshakeGate> {
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_handshakes.max(1)));
-        Arc::new(HandshakeGate { cfg, permits, stats: GateStats::default() })
+        Arc::new(HandshakeGate { cfg, permits, stats })
     }
 
     /// Count a connection refused before admission (e.g. its IP is over its limit).
     pub fn refused(&self) {
-        self.stats.count_only(Outcome::Rejected);
+        self.stats.count_only(Outcome::Rejected.as_str());
     }
 
     /// Take a pending slot, or `None` when the cap is reached (the caller closes the socket at once).
+    /// Called from the one accept loop, so the check and the increment do not race.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        let before = self.stats.pending.fetch_add(1, Ordering::Relaxed);
-        if before as usize >= self.cfg.max_pending_connections {
-            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
-            self.stats.count_only(Outcome::Rejected);
+        if self.stats.pending.get() as usize >= self.cfg.max_pending_connections {
+            self.stats.count_only(Outcome::Rejected.as_str());
             return None;
         }
+        self.stats.pending.inc();
         Some(Admitted { gate: self.clone() })
     }
 
@@ -244,7 +202,7 @@ impl HandshakeGate {
             Ok(_) => Outcome::Ok,
             Err((o, _)) => *o,
         };
-        self.stats.record(outcome, started.elapsed());
+        self.stats.record(outcome.as_str(), started.elapsed().as_secs_f64());
         drop(admitted);
         result.map_err(|(_, e)| e)
     }

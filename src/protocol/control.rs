@@ -9,6 +9,8 @@ pub const TAG_LEN: usize = 16;
 
 /// Client → host.
 pub const MSG_PING: u16 = 0x0200;
+/// Loss statistics (older clients; newer ones send the ping and per-frame FEC status instead).
+pub const MSG_LOSS_STATS: u16 = 0x0201;
 pub const MSG_INPUT: u16 = 0x0206;
 pub const MSG_RFI: u16 = 0x0301;
 pub const MSG_IDR_REQUEST: u16 = 0x0302;

@@ -1,14 +1,13 @@
 //! The audio sender thread of a session: Opus pipeline → RTP (+AES-CBC when asked) with 4+2 FEC → UDP.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame, Reporting};
 use crate::media::{self, AudioSpec, MediaError};
 use crate::protocol::audio::AudioPacketizer;
 use crate::sessions::Session;
@@ -40,24 +39,31 @@ pub fn spawn(
     let packetizer = AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
-    let stats = streams.stats.clone();
+    let metrics = streams.metrics.clone();
+    let reporting = Reporting {
+        frames: Some(metrics.encoder_frames.clone()),
+        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", "audio", session.id))),
+    };
+    let beats = streams.beats.clone();
     let ender = streams.ender.clone();
     let id = session.id;
     std::thread::Builder::new()
         .name(format!("audio-{id}"))
         .spawn(move || {
-            let pipeline = match EncoderPipeline::start(text) {
+            let beat = beats.register("stream", crate::watchdog::thread_name("stream", "audio", id));
+            let pipeline = match EncoderPipeline::start(text, reporting) {
                 Ok(p) => p,
                 Err(e) => {
-                    stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics.pipeline_errors.inc();
                     ender.fail(id, &format!("audio pipeline did not start: {e}"));
                     return;
                 }
             };
+            metrics.streams_started.inc();
             tracing::info!(session = id, %addr, encrypted = encryption.is_some(), "audio stream started");
-            let ended = send_loop(pipeline, packetizer, &socket, addr, &cancel, &stats);
+            let ended = send_loop(pipeline, packetizer, &socket, addr, &cancel, &metrics, &beat);
             if let Ended::Error(e) = ended {
-                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.pipeline_errors.inc();
                 ender.fail(id, &format!("audio pipeline error: {e}"));
             }
         })
@@ -70,9 +76,11 @@ fn send_loop(
     socket: &std::net::UdpSocket,
     addr: SocketAddr,
     cancel: &CancellationToken,
-    stats: &super::StreamStats,
+    metrics: &crate::metrics::Metrics,
+    beat: &crate::watchdog::Heartbeat,
 ) -> Ended {
     while !cancel.is_cancelled() {
+        beat.beat();
         let frame = match pipeline.next_frame(Duration::from_millis(100)) {
             NextFrame::Frame(f) => f,
             NextFrame::Idle => continue,
@@ -81,13 +89,16 @@ fn send_loop(
         match packetizer.packetize(&frame.data) {
             Ok(packets) => {
                 for p in &packets {
-                    let counter =
-                        if send(socket, p, addr) { &stats.audio_packets_sent } else { &stats.packets_dropped };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    if send(socket, p, addr) {
+                        metrics.audio_packets_sent.inc();
+                        metrics.stream_packets_sent.inc();
+                    } else {
+                        metrics.stream_packets_dropped.inc();
+                    }
                 }
             }
             Err(e) => {
-                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.pipeline_errors.inc();
                 tracing::warn!(error = %e, "audio packet not sent");
             }
         }

@@ -170,17 +170,6 @@ pub struct Port {
     pub pings: Arc<PingTable>,
 }
 
-/// Counters across all streams.
-#[derive(Debug, Default)]
-pub struct StreamStats {
-    pub video_frames_sent: AtomicU64,
-    pub audio_packets_sent: AtomicU64,
-    pub packets_sent: AtomicU64,
-    pub packets_dropped: AtomicU64,
-    pub streams_started: AtomicU64,
-    pub stream_errors: AtomicU64,
-}
-
 #[derive(Default)]
 struct Running {
     cancel: CancellationToken,
@@ -194,7 +183,8 @@ pub struct Streams {
     pub video: Port,
     pub audio: Port,
     pub encoder: EncoderChoice,
-    pub stats: Arc<StreamStats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub beats: Arc<crate::watchdog::Heartbeats>,
     pub keyframes: Arc<KeyframeRequests>,
     pub ender: Arc<SessionEnder>,
 }
@@ -263,7 +253,7 @@ impl Streams {
         match video::spawn(&self, &session, addr, cancel) {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
-                self.stats.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.pipeline_errors.inc();
                 self.ender.fail(session_id, &format!("video stream did not start: {e}"));
             }
         }
@@ -280,7 +270,7 @@ impl Streams {
         match audio::spawn(&self, &session, addr, cancel) {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
-                self.stats.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.pipeline_errors.inc();
                 self.ender.fail(session_id, &format!("audio stream did not start: {e}"));
             }
         }

@@ -1,14 +1,13 @@
 //! The video sender thread of a session: pipeline → strip AUD/SEI → packetize with FEC → UDP.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame, Reporting};
 use crate::media::{self, MediaError, VideoSpec};
 use crate::protocol::annexb::strip_aud_sei;
 use crate::protocol::video::{FrameType, Packetizer, VideoParams};
@@ -47,26 +46,32 @@ pub fn spawn(
     };
     let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
-    let stats = streams.stats.clone();
+    let metrics = streams.metrics.clone();
+    let reporting = Reporting {
+        frames: Some(metrics.encoder_frames.clone()),
+        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", "video", session.id))),
+    };
+    let beats = streams.beats.clone();
     let ender = streams.ender.clone();
     let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, candidate.name);
     std::thread::Builder::new()
         .name(format!("video-{id}"))
         .spawn(move || {
-            let pipeline = match EncoderPipeline::start(text) {
+            let beat = beats.register("stream", crate::watchdog::thread_name("stream", "video", id));
+            let pipeline = match EncoderPipeline::start(text, reporting) {
                 Ok(p) => p,
                 Err(e) => {
-                    stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics.pipeline_errors.inc();
                     ender.fail(id, &format!("video pipeline did not start: {e}"));
                     return;
                 }
             };
-            stats.streams_started.fetch_add(1, Ordering::Relaxed);
+            metrics.streams_started.inc();
             tracing::info!(session = id, %addr, encoder, "video stream started");
-            let ended = send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, &stats, || keyframes.take(id));
+            let ended = send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, &metrics, &beat, || keyframes.take(id));
             if let Ended::Error(e) = ended {
-                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.pipeline_errors.inc();
                 ender.fail(id, &format!("video pipeline error: {e}"));
             }
         })
@@ -81,10 +86,12 @@ fn send_loop(
     socket: &std::net::UdpSocket,
     addr: SocketAddr,
     cancel: &CancellationToken,
-    stats: &super::StreamStats,
+    metrics: &crate::metrics::Metrics,
+    beat: &crate::watchdog::Heartbeat,
     keyframe_asked: impl Fn() -> bool,
 ) -> Ended {
     while !cancel.is_cancelled() {
+        beat.beat();
         if keyframe_asked() {
             pipeline.force_keyframe();
         }
@@ -100,15 +107,15 @@ fn send_loop(
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "frame not sent");
-                stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.pipeline_errors.inc();
                 continue;
             }
         };
         for p in &packets {
-            let counter = if send(socket, p, addr) { &stats.packets_sent } else { &stats.packets_dropped };
-            counter.fetch_add(1, Ordering::Relaxed);
+            let counter = if send(socket, p, addr) { &metrics.stream_packets_sent } else { &metrics.stream_packets_dropped };
+            counter.inc();
         }
-        stats.video_frames_sent.fetch_add(1, Ordering::Relaxed);
+        metrics.video_frames_sent.inc();
     }
     let ended = pipeline.stop();
     tracing::debug!(?ended, "video pipeline ended");

@@ -32,7 +32,8 @@ pub struct TestHost {
 pub fn base_config(extra: &str) -> String {
     format!(
         "hostname = \"test-host\"\nbind_address = \"127.0.0.1\"\n\n[network]\nlocal_ip = \"127.0.0.1\"\nmac = \"02:00:00:aa:bb:cc\"\n\n\
-         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\ncontrol = 0\n\n[mdns]\nenabled = false\n\n{extra}\n"
+         [ports]\nhttp = 0\nhttps = 0\nrtsp = 0\nvideo = 0\naudio = 0\ncontrol = 0\n\n[mdns]\nenabled = false\n\n\
+         [health]\nport = 0\n\n[watchdog]\nexit_after_ms = 0\n\n{extra}\n"
     )
 }
 

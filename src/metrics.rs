@@ -1,0 +1,246 @@
+//! The host's Prometheus metrics: one registry per host, every metric defined here and nowhere
+//! else. Components hold clones of the handles they update (lock-free atomics).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Upper bounds (seconds) of the handshake-duration buckets, 1 ms to 10 s.
+pub const HANDSHAKE_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Event-loop lag buckets (seconds), 1 ms to 60 s.
+pub const LAG_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+/// Outcomes of a TLS handshake at the gate (the `outcome` label).
+pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "timeout", "rejected", "error"];
+/// Outcomes of a pairing attempt (the `outcome` label).
+pub const PAIRING_OUTCOMES: [&str; 6] = ["paired", "wrong_pin", "timeout", "banned", "refused", "error"];
+/// Why a launch failed (the `reason` label).
+pub const LAUNCH_ERRORS: [&str; 5] = ["bad_request", "unknown_app", "already_running", "store", "runner"];
+
+/// What the TLS handshake gate records.
+pub struct GateStats {
+    pub outcomes: IntCounterVec,
+    pub duration: Histogram,
+    /// Connections past accept and not yet through (or out of) their handshake.
+    pub pending: IntGauge,
+    /// Connections waiting for a permit.
+    pub waiting: IntGauge,
+    /// Permits held by handshakes doing crypto.
+    pub in_use: IntGauge,
+    /// When the gate last turned a connection away (ms since the Unix epoch; 0: never).
+    last_rejected_ms: AtomicU64,
+}
+
+impl GateStats {
+    pub fn count(&self, outcome: &str) -> u64 {
+        self.outcomes.with_label_values(&[outcome]).get()
+    }
+
+    pub fn record(&self, outcome: &str, secs: f64) {
+        self.count_only(outcome);
+        self.duration.observe(secs);
+    }
+
+    pub fn count_only(&self, outcome: &str) {
+        self.outcomes.with_label_values(&[outcome]).inc();
+        if outcome == "rejected" {
+            self.last_rejected_ms.store(unix_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Has the gate turned a connection away within `window_ms`?
+    pub fn rejected_within(&self, window_ms: u64) -> bool {
+        let last = self.last_rejected_ms.load(Ordering::Relaxed);
+        last != 0 && unix_ms().saturating_sub(last) <= window_ms
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub gate: Arc<GateStats>,
+    pub active_sessions: IntGauge,
+    pub sessions_created: IntCounter,
+    pub session_creation_errors: IntCounterVec,
+    pub pairing_attempts: IntCounterVec,
+    pub cpu_usage_percent: Gauge,
+    pub memory_usage_bytes: IntGauge,
+    pub event_loop_lag: Histogram,
+    pub watchdog_warnings: IntCounter,
+    pub encoder_frames: IntCounter,
+    pub pipeline_errors: IntCounter,
+    pub video_frames_sent: IntCounter,
+    pub audio_packets_sent: IntCounter,
+    pub stream_packets_sent: IntCounter,
+    pub stream_packets_dropped: IntCounter,
+    pub streams_started: IntCounter,
+    pub control_messages: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    // Every known label value is exported from the start, at 0.
+    for v in values {
+        c.with_label_values(&[*v]);
+    }
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Arc<Metrics>> {
+        let r = Registry::new();
+        let gate = GateStats {
+            outcomes: counter_vec(
+                &r,
+                "wolf_ssl_handshakes_total",
+                "TLS handshakes on the HTTPS port by outcome (rejected: turned away by a cap or the permit wait)",
+                "outcome",
+                &HANDSHAKE_OUTCOMES,
+            )?,
+            duration: histogram(
+                &r,
+                "wolf_ssl_handshake_duration_seconds",
+                "Time from accept to the end of the TLS handshake, any outcome",
+                &HANDSHAKE_BUCKETS,
+            )?,
+            pending: gauge(&r, "wolf_ssl_handshake_pending", "Connections accepted and not yet through their handshake")?,
+            waiting: gauge(&r, "wolf_ssl_handshake_waiting", "Handshakes waiting for a permit")?,
+            in_use: gauge(&r, "wolf_ssl_handshake_permits_in_use", "Handshake permits held (crypto in progress)")?,
+            last_rejected_ms: AtomicU64::new(0),
+        };
+        let build = IntGaugeVec::new(Opts::new("wolf_build_info", "Always 1; the version in a label"), &["version"])?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(build))?;
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let cpu = Gauge::new("wolf_cpu_usage_percent", "CPU used by the process over the last watchdog interval (100 = one core)")?;
+        r.register(Box::new(cpu.clone()))?;
+        Ok(Arc::new(Metrics {
+            gate: Arc::new(gate),
+            active_sessions: gauge(&r, "wolf_active_sessions", "Sessions launched and not ended")?,
+            sessions_created: counter(&r, "wolf_sessions_created_total", "Sessions launched")?,
+            session_creation_errors: counter_vec(
+                &r,
+                "wolf_session_creation_errors_total",
+                "Launches that failed, by reason",
+                "reason",
+                &LAUNCH_ERRORS,
+            )?,
+            pairing_attempts: counter_vec(
+                &r,
+                "wolf_pairing_attempts_total",
+                "Pairing attempts by outcome",
+                "outcome",
+                &PAIRING_OUTCOMES,
+            )?,
+            cpu_usage_percent: cpu,
+            memory_usage_bytes: gauge(&r, "wolf_memory_usage_bytes", "Resident memory of the process")?,
+            event_loop_lag: histogram(
+                &r,
+                "wolf_event_loop_lag_seconds",
+                "Time the async runtime took to run the watchdog's ping",
+                &LAG_BUCKETS,
+            )?,
+            watchdog_warnings: counter(
+                &r,
+                "wolf_watchdog_warnings_total",
+                "Times the event loop or a watched thread was slower than watchdog.warn_after_ms",
+            )?,
+            encoder_frames: counter(&r, "wolf_encoder_frames_total", "Frames out of the video and audio encoders")?,
+            pipeline_errors: counter(&r, "wolf_pipeline_errors_total", "Streams ended or refused by a pipeline error")?,
+            video_frames_sent: counter(&r, "wolf_video_frames_sent_total", "Video frames packetized and sent")?,
+            audio_packets_sent: counter(&r, "wolf_audio_packets_sent_total", "Audio packets sent")?,
+            stream_packets_sent: counter(&r, "wolf_stream_packets_sent_total", "RTP packets sent, video and audio")?,
+            stream_packets_dropped: counter(
+                &r,
+                "wolf_stream_packets_dropped_total",
+                "RTP packets the socket would not take",
+            )?,
+            streams_started: counter(&r, "wolf_streams_started_total", "Video and audio streams started")?,
+            control_messages: counter_vec(
+                &r,
+                "wolf_control_messages_total",
+                "Control-channel events from clients by kind (connected and refused are connects)",
+                "kind",
+                &["connected", "refused", "ping", "idr_request", "loss_stats", "input", "malformed", "undecryptable", "other"],
+            )?,
+            registry: r,
+        }))
+    }
+
+    pub fn pairing(&self, outcome: &str) {
+        self.pairing_attempts.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn launch_failed(&self, reason: &str) {
+        self.session_creation_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// The exposition text. Reads /proc for the process metrics: call it off the async workers.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// CPU and memory of this process, sampled from /proc (blocking, cheap).
+pub struct ProcSampler {
+    last: Option<(std::time::Instant, u64)>,
+}
+
+impl ProcSampler {
+    pub fn new() -> ProcSampler {
+        ProcSampler { last: None }
+    }
+
+    pub fn sample(&mut self, m: &Metrics) {
+        let Ok(me) = procfs::process::Process::myself() else { return };
+        if let Ok(stat) = me.stat() {
+            let ticks = stat.utime + stat.stime;
+            let now = std::time::Instant::now();
+            if let Some((then, before)) = self.last {
+                let secs = now.duration_since(then).as_secs_f64();
+                let tps = procfs::ticks_per_second() as f64;
+                if secs > 0.0 && tps > 0.0 {
+                    m.cpu_usage_percent.set(ticks.saturating_sub(before) as f64 / tps / secs * 100.0);
+                }
+            }
+            self.last = Some((now, ticks));
+            let page = procfs::page_size();
+            m.memory_usage_bytes.set((stat.rss * page) as i64);
+        }
+    }
+}
+
+impl Default for ProcSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
