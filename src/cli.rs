@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `config check`, `pair`, `clients`, `version`.
+//! The command line: `serve` (default), `config check`, `pair`, `clients`, `client`, `healthcheck`,
+//! `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,11 @@ pub enum Command {
         client_dir: PathBuf,
         #[command(subcommand)]
         action: ClientAction,
+    },
+    /// Exit 0 only when the host's /health answers 200 within 2 s (for Docker HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, env = "WOLF_HEALTH_URL", default_value = "http://127.0.0.1:47985/health")]
+        url: String,
     },
     /// Print the version.
     Version,
@@ -147,12 +153,55 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck { url } => healthcheck(&url).await,
         Command::Version => {
             println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
             exit::OK
         }
     };
     ExitCode::from(code)
+}
+
+/// How long `healthcheck` waits for the whole answer.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn healthcheck(url: &str) -> u8 {
+    match tokio::time::timeout(HEALTHCHECK_TIMEOUT, get_plain(url)).await {
+        Ok(Ok((200, body))) => {
+            println!("{}", body.trim());
+            exit::OK
+        }
+        Ok(Ok((code, body))) => {
+            eprintln!("unhealthy: HTTP {code}: {}", body.trim());
+            exit::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("no answer from {url}: {e}");
+            exit::FAILURE
+        }
+        Err(_) => {
+            eprintln!("no answer from {url} within {} s", HEALTHCHECK_TIMEOUT.as_secs());
+            exit::FAILURE
+        }
+    }
+}
+
+/// GET an `http://host:port/path` URL: (status, body).
+async fn get_plain(url: &str) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs are supported".into());
+    }
+    let host = uri.host().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let reply = crate::client::plain_request(addr, Method::GET, path, None).await.map_err(|e| e.to_string())?;
+    Ok((reply.status, reply.text()))
 }
 
 async fn config_check(paths: &Paths) -> u8 {

@@ -189,6 +189,12 @@ where
     Ok(Reply { status, content_type, body })
 }
 
+/// One plain-HTTP request to `addr` (the health port, tools).
+pub async fn plain_request(addr: SocketAddr, method: hyper::Method, path: &str, body: Option<String>) -> Result<Reply> {
+    let tcp = TcpStream::connect(addr).await.or_err(ErrorKind::Protocol, || format!("connecting to {addr}"))?;
+    exchange(tcp, method, path, body).await
+}
+
 /// A Moonlight-like client of one host.
 pub struct GameStreamClient {
     pub http: SocketAddr,
