@@ -17,13 +17,13 @@ use crate::gamestream::pairing::PairingManager;
 use crate::gamestream::{GameStreamServer, HostContext, Listeners, load_icons};
 use crate::health::{Health, HealthServer, HealthState, Phase};
 use crate::metrics::Metrics;
-use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig};
 use crate::net::iface;
 use crate::net::tls::HandshakeGate;
 use crate::sessions::Sessions;
 use crate::state::clients::ClientStore;
 use crate::state::identity;
 use crate::stream::{PingTable, Port, Streams, read_pings};
+use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig};
 
 /// How long connection tasks get to finish after shutdown is asked for.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);

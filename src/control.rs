@@ -14,9 +14,9 @@ use rusty_enet::{Event, Host, HostSettings, Packet, PeerID};
 
 use crate::metrics::Metrics;
 use crate::protocol::control::{self, Direction};
-use crate::watchdog::{Heartbeat, Heartbeats};
 use crate::sessions::Sessions;
 use crate::stream::{KeyframeRequests, StreamCommand};
+use crate::watchdog::{Heartbeat, Heartbeats};
 
 /// Channels Moonlight opens (CTRL_CHANNEL_COUNT).
 pub const CHANNELS: usize = 0x30;

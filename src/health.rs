@@ -300,7 +300,8 @@ async fn route(state: &HealthState, req: Request<Incoming>) -> Response<Body> {
 const MAX_HANG_S: u64 = 3600;
 
 fn hang(state: &HealthState, params: &HashMap<String, String>) -> Response<Body> {
-    let Some(seconds) = params.get("seconds").and_then(|s| s.parse::<u64>().ok()).filter(|s| (1..=MAX_HANG_S).contains(s))
+    let Some(seconds) =
+        params.get("seconds").and_then(|s| s.parse::<u64>().ok()).filter(|s| (1..=MAX_HANG_S).contains(s))
     else {
         return reply(StatusCode::BAD_REQUEST, "text/plain", format!("seconds must be 1 to {MAX_HANG_S}\n"));
     };
@@ -316,9 +317,10 @@ fn hang(state: &HealthState, params: &HashMap<String, String>) -> Response<Body>
             json(StatusCode::ACCEPTED, &serde_json::json!({"scope": "runtime", "workers": workers, "seconds": seconds}))
         }
         Some("pipeline") => match state.beats.stall("pipeline", seconds) {
-            Some(name) => {
-                json(StatusCode::ACCEPTED, &serde_json::json!({"scope": "pipeline", "thread": name, "seconds": seconds}))
-            }
+            Some(name) => json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"scope": "pipeline", "thread": name, "seconds": seconds}),
+            ),
             None => reply(StatusCode::CONFLICT, "text/plain", "no pipeline thread is running; start a stream first\n"),
         },
         _ => reply(StatusCode::BAD_REQUEST, "text/plain", "scope must be runtime or pipeline\n"),

@@ -12,8 +12,7 @@ use prometheus::{
 /// Upper bounds (seconds) of the handshake-duration buckets, 1 ms to 10 s.
 pub const HANDSHAKE_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Event-loop lag buckets (seconds), 1 ms to 60 s.
-pub const LAG_BUCKETS: [f64; 14] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+pub const LAG_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
 /// Outcomes of a TLS handshake at the gate (the `outcome` label).
 pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "timeout", "rejected", "error"];
@@ -91,7 +90,13 @@ fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounte
     Ok(c)
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
     // Every known label value is exported from the start, at 0.
     for v in values {
@@ -130,7 +135,11 @@ impl Metrics {
                 "Time from accept to the end of the TLS handshake, any outcome",
                 &HANDSHAKE_BUCKETS,
             )?,
-            pending: gauge(&r, "wolf_ssl_handshake_pending", "Connections accepted and not yet through their handshake")?,
+            pending: gauge(
+                &r,
+                "wolf_ssl_handshake_pending",
+                "Connections accepted and not yet through their handshake",
+            )?,
             waiting: gauge(&r, "wolf_ssl_handshake_waiting", "Handshakes waiting for a permit")?,
             in_use: gauge(&r, "wolf_ssl_handshake_permits_in_use", "Handshake permits held (crypto in progress)")?,
             last_rejected_ms: AtomicU64::new(0),
@@ -139,7 +148,10 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         r.register(Box::new(build))?;
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        let cpu = Gauge::new("wolf_cpu_usage_percent", "CPU used by the process over the last watchdog interval (100 = one core)")?;
+        let cpu = Gauge::new(
+            "wolf_cpu_usage_percent",
+            "CPU used by the process over the last watchdog interval (100 = one core)",
+        )?;
         r.register(Box::new(cpu.clone()))?;
         Ok(Arc::new(Metrics {
             gate: Arc::new(gate),
@@ -188,7 +200,17 @@ impl Metrics {
                 "wolf_control_messages_total",
                 "Control-channel events from clients by kind (connected and refused are connects)",
                 "kind",
-                &["connected", "refused", "ping", "idr_request", "loss_stats", "input", "malformed", "undecryptable", "other"],
+                &[
+                    "connected",
+                    "refused",
+                    "ping",
+                    "idr_request",
+                    "loss_stats",
+                    "input",
+                    "malformed",
+                    "undecryptable",
+                    "other",
+                ],
             )?,
             registry: r,
         }))

@@ -85,6 +85,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Silent {
     pub name: String,
+    pub kind: &'static str,
     pub silent: Duration,
 }
 
@@ -117,7 +118,7 @@ impl Heartbeats {
             .values()
             .filter_map(|b| {
                 let silent = Duration::from_millis(now.saturating_sub(b.last_ms.load(Ordering::Relaxed)));
-                (silent > threshold).then(|| Silent { name: b.name.clone(), silent })
+                (silent > threshold).then(|| Silent { name: b.name.clone(), kind: b.kind, silent })
             })
             .collect();
         out.sort_by(|a, b| b.silent.cmp(&a.silent));
@@ -267,7 +268,13 @@ fn run(
                 exit(marker.as_ref(), "event_loop", waited);
             }
         }
-        let silent = beats.silent(cfg.warn_after);
+        // Accept loops run on the runtime: while the loop itself does not answer, their silence is
+        // the loop's, and the exit names the loop.
+        let loop_stuck = outstanding.is_some_and(|s| s.elapsed() > cfg.warn_after);
+        let mut silent = beats.silent(cfg.warn_after);
+        if loop_stuck {
+            silent.retain(|s| s.kind != "accept");
+        }
         for s in &silent {
             if !warned_threads.contains(&s.name) {
                 metrics.watchdog_warnings.inc();

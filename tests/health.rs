@@ -75,9 +75,10 @@ async fn gate_rejections_make_the_host_degraded() {
         let mut extra = tokio::net::TcpStream::connect(host.https).await.unwrap();
         let mut buf = [0u8; 1];
         // A rejected connection is closed at once: the read sees EOF (or a reset).
-        let closed = tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut extra, &mut buf))
-            .await
-            .is_ok_and(|r| r.map_or(true, |n| n == 0));
+        let closed =
+            tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut extra, &mut buf))
+                .await
+                .is_ok_and(|r| r.map_or(true, |n| n == 0));
         if closed && host.running().gate.stats.count("rejected") > 0 {
             rejected = true;
             break;
@@ -113,15 +114,15 @@ fn scrape(text: &str) -> prometheus_parse::Scrape {
 
 /// The value of `name` (with `label` = value, if given); histograms give their total count.
 fn value(s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
-    s.samples.iter().find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v))).map(
-        |x| match &x.value {
+    s.samples.iter().find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v))).map(|x| {
+        match &x.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => *v,
             prometheus_parse::Value::Histogram(b) => b.iter().map(|c| c.count).fold(0.0, f64::max),
             prometheus_parse::Value::Summary(_) => f64::NAN,
-        },
-    )
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,12 @@ fn a_pipeline_that_ends_reports_it_and_bad_text_is_an_error() {
     assert!(p.has_ended(), "the thread ends by itself at EOS");
     assert_eq!(p.stats.frames.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(p.stop(), Ended::Eos);
-    assert!(matches!(EncoderPipeline::start("this is ! not a pipeline (".into(), Default::default()), Err(MediaError::Pipeline(_))));
-    assert!(matches!(EncoderPipeline::start("videotestsrc ! fakesink".into(), Default::default()), Err(MediaError::Pipeline(_))));
+    assert!(matches!(
+        EncoderPipeline::start("this is ! not a pipeline (".into(), Default::default()),
+        Err(MediaError::Pipeline(_))
+    ));
+    assert!(matches!(
+        EncoderPipeline::start("videotestsrc ! fakesink".into(), Default::default()),
+        Err(MediaError::Pipeline(_))
+    ));
 }

@@ -10,44 +10,9 @@ use std::time::Duration;
 
 use common::TestHost;
 use gstreamer::prelude::*;
-use wolf_rs::client::rtsp_request;
 use wolf_rs::protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
 use wolf_rs::protocol::control::{self, Direction, MSG_IDR_REQUEST, MSG_TERMINATION};
 use wolf_rs::protocol::video::{parse_packet, reassemble};
-
-const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
-    a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
-    a=x-nv-video[0].maxFPS:60 \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
-    a=x-ml-video.configuredBitrateKbps:8000 \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
-    a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
-    t=0 0\r\nm=video 47998  \r\n";
-
-/// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
-/// and the ping payload, and the control port and connect data.
-async fn play(host: &TestHost) -> (wolf_rs::client::GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
-    let (c, rtsp) = common::pair_and_launch(host).await;
-    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
-    let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
-    let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
-    let audio_port: u16 = a.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
-    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "").await.unwrap();
-    let port: u16 = v.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
-    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "").await.unwrap();
-    let control_port: u16 = ctl.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
-    let connect_data: u32 = ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap();
-    assert_eq!(
-        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], SDP).await.unwrap().code,
-        200
-    );
-    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
-    (
-        c,
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        SocketAddr::from(([127, 0, 0, 1], audio_port)),
-        ping,
-        (control_port, connect_data),
-    )
-}
 
 /// Push `buffers` (one every `frame_ms`) through `launch` (appsrc `src` … appsink `out`); returns how
 /// many buffers came out, or the first error on the bus.
@@ -192,7 +157,7 @@ fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
 async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     let _ = tracing_subscriber::fmt().with_env_filter("wolf_rs=debug").with_test_writer().try_init();
     let host = TestHost::start("[pairing]\npin = [\"4321\"]\n").await;
-    let (c, video, audio, ping, (control_port, connect_data)) = play(&host).await;
+    let (c, video, audio, ping, (control_port, connect_data)) = common::play(host.client()).await;
     let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
     assert_eq!(
         control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
@@ -350,7 +315,7 @@ async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
         templates.path().display()
     );
     let host = TestHost::start(&extra).await;
-    let (_c, video, _audio, ping, (control_port, connect_data)) = play(&host).await;
+    let (_c, video, _audio, ping, (control_port, connect_data)) = common::play(host.client()).await;
     let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
     assert_eq!(
         control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),

@@ -386,7 +386,6 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         ("pairing.failure_window_s", cfg.pairing.failure_window_s, 86_400),
         ("pairing.ban_s", cfg.pairing.ban_s, 86_400),
         ("watchdog.interval_ms", cfg.watchdog.interval_ms, 600_000),
-        ("watchdog.warn_after_ms", cfg.watchdog.warn_after_ms, 3_600_000),
     ] {
         if !positive(v) || v > max {
             report(k.into(), format!("{v} is out of range; allowed: 1 to {max}"));
@@ -403,6 +402,13 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         }
     }
     let w = &cfg.watchdog;
+    // Accept loops beat every 250 ms; a threshold near that would call them hung.
+    if !(500..=3_600_000).contains(&w.warn_after_ms) {
+        report(
+            "watchdog.warn_after_ms".into(),
+            format!("{} is out of range; allowed: 500 to 3600000", w.warn_after_ms),
+        );
+    }
     if w.warn_after_ms < w.interval_ms {
         report(
             "watchdog.warn_after_ms".into(),

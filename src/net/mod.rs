@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// How often a waiting accept loop beats for the watchdog.
-const ACCEPT_BEAT: Duration = Duration::from_secs(1);
+const ACCEPT_BEAT: Duration = Duration::from_millis(250);
 
 /// The next connection, or `None` once `shutdown` fires. A failed accept (e.g. out of file
 /// descriptors) is logged and retried after a short pause instead of spinning. While it waits it

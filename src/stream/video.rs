@@ -69,7 +69,8 @@ pub fn spawn(
             };
             metrics.streams_started.inc();
             tracing::info!(session = id, %addr, encoder, "video stream started");
-            let ended = send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, &metrics, &beat, || keyframes.take(id));
+            let ended =
+                send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, &metrics, &beat, || keyframes.take(id));
             if let Ended::Error(e) = ended {
                 metrics.pipeline_errors.inc();
                 ender.fail(id, &format!("video pipeline error: {e}"));
@@ -112,7 +113,8 @@ fn send_loop(
             }
         };
         for p in &packets {
-            let counter = if send(socket, p, addr) { &metrics.stream_packets_sent } else { &metrics.stream_packets_dropped };
+            let counter =
+                if send(socket, p, addr) { &metrics.stream_packets_sent } else { &metrics.stream_packets_dropped };
             counter.inc();
         }
         metrics.video_frames_sent.inc();

@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use wolf_rs::app::{self, Paths, Running};
-use wolf_rs::client::{ClientIdentity, GameStreamClient};
+use wolf_rs::client::{ClientIdentity, GameStreamClient, rtsp_request};
 use wolf_rs::config::Env;
 
 /// Pair a new client with the fixed PIN 4321 and launch app 1 at 1280x720x60 with a known rikey;
 /// returns the client and the RTSP address from `sessionUrl0`.
 pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, SocketAddr) {
-    let mut c = host.client();
+    launch_with(host.client()).await
+}
+
+/// As [`pair_and_launch`], for any host the client points at.
+pub async fn launch_with(mut c: GameStreamClient) -> (GameStreamClient, SocketAddr) {
     assert_eq!(c.pair("4321").await.expect("pairing runs"), wolf_rs::client::PairOutcome::Paired);
     let q = c.url(
         "/launch",
@@ -87,4 +91,42 @@ impl TestHost {
             r.stop().await;
         }
     }
+}
+
+/// What Moonlight announces for 1280x720@60 H.264 with encrypted control.
+pub const STREAM_SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
+    a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
+    a=x-nv-video[0].maxFPS:60 \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
+    a=x-ml-video.configuredBitrateKbps:8000 \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
+    a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
+    t=0 0\r\nm=video 47998  \r\n";
+
+/// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
+/// and the ping payload, and the control port and connect data.
+pub async fn play(c: GameStreamClient) -> (GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
+    let (c, rtsp) = launch_with(c).await;
+    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
+    let audio_port: u16 = a.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "").await.unwrap();
+    let port: u16 = v.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "").await.unwrap();
+    let control_port: u16 = ctl.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let connect_data: u32 = ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap();
+    assert_eq!(
+        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], STREAM_SDP)
+            .await
+            .unwrap()
+            .code,
+        200
+    );
+    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
+    (
+        c,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], audio_port)),
+        ping,
+        (control_port, connect_data),
+    )
 }

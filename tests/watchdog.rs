@@ -1,0 +1,248 @@
+//! The watchdog in the real binary: an injected runtime hang and a stalled pipeline end the process
+//! with the watchdog's exit code and a crash marker the next start reports; a TLS handshake storm
+//! that saturates the machine does not. `wolf-rs healthcheck` reads /health.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use wolf_rs::client::{ClientIdentity, GameStreamClient, Reply, plain_request};
+use wolf_rs::watchdog::{EXIT_CODE, MARKER_FILE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wolf-rs");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A host process; killed on every path so no test leaves one behind.
+struct Proc {
+    child: Child,
+    state: PathBuf,
+    http: u16,
+    https: u16,
+    health: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(watchdog: &str, http: u16, https: u16, health: u16) -> String {
+    format!(
+        "hostname = \"wd\"\nbind_address = \"127.0.0.1\"\n[network]\nlocal_ip = \"127.0.0.1\"\nmac = \"02:00:00:aa:bb:cc\"\n\
+         [ports]\nhttp = {http}\nhttps = {https}\nrtsp = 0\nvideo = 0\naudio = 0\ncontrol = 0\n[mdns]\nenabled = false\n\
+         [health]\nport = {health}\n[pairing]\npin = [\"4321\"]\n[debug]\nfault_injection = true\n[watchdog]\n{watchdog}\n"
+    )
+}
+
+fn spawn(state: &Path, watchdog: &str) -> Proc {
+    let (http, https, health) = (free_port(), free_port(), free_port());
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::write(state.join("config.toml"), config(watchdog, http, https, health)).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(state.join("host.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["--state-dir", state.to_str().unwrap(), "serve"])
+        .env("WOLF_LOG_LEVEL", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start wolf-rs");
+    Proc { child, state: state.to_owned(), http, https, health }
+}
+
+impl Proc {
+    fn health_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.health).into()
+    }
+
+    async fn get(&self, path: &str) -> Option<Reply> {
+        let r =
+            tokio::time::timeout(Duration::from_secs(5), plain_request(self.health_addr(), Method::GET, path, None));
+        r.await.ok().and_then(Result::ok)
+    }
+
+    async fn post(&self, path: &str) -> Reply {
+        plain_request(self.health_addr(), Method::POST, path, None).await.expect("health port answers")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("host.log")).unwrap_or_default()
+    }
+
+    /// Wait (bounded) until /health reports `want`; returns the body.
+    async fn health_until(&self, want: &str) -> serde_json::Value {
+        for _ in 0..400 {
+            if let Some(r) = self.get("/health").await
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body)
+                && v["status"] == want
+            {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/health never became {want}; log:\n{}", self.log());
+    }
+
+    /// Wait (bounded) for the process to end.
+    async fn exit_status(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the host did not exit within {limit:?}; log:\n{}", self.log());
+    }
+
+    fn client(&self) -> GameStreamClient {
+        GameStreamClient::new(
+            ([127, 0, 0, 1], self.http).into(),
+            ([127, 0, 0, 1], self.https).into(),
+            Arc::new(ClientIdentity::generate().unwrap()),
+        )
+    }
+}
+
+/// `silent_ms` from the marker line.
+fn marker_silent_ms(line: &str) -> u64 {
+    line.split_whitespace().find_map(|f| f.strip_prefix("silent_ms=")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn healthcheck(url: &str) -> std::process::Output {
+    Command::new(BIN).args(["healthcheck", "--url", url]).output().unwrap()
+}
+
+const TIGHT: &str = "interval_ms = 500\nwarn_after_ms = 1000\nexit_after_ms = 2000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), TIGHT);
+    let v = host.health_until("healthy").await;
+    assert!(v["last_exit"].is_null());
+    let url = format!("http://127.0.0.1:{}/health", host.health);
+    let ok = healthcheck(&url);
+    assert!(ok.status.success(), "healthcheck on a healthy host: {}", String::from_utf8_lossy(&ok.stderr));
+
+    let injected = Instant::now();
+    let r = host.post("/debug/hang?scope=runtime&seconds=120").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let status = host.exit_status(Duration::from_secs(30)).await;
+    let took = injected.elapsed();
+    assert_eq!(status.code(), Some(EXIT_CODE), "log:\n{}", host.log());
+    let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+    assert!(marker.contains("hung=event_loop"), "{marker}");
+    let silent = marker_silent_ms(&marker);
+    // The watchdog's own measure: past exit_after_ms, and no later than exit_after_ms + interval_ms.
+    assert!((2000..=2500).contains(&silent), "{marker}");
+    println!("runtime hang injected → exit {EXIT_CODE} after {} ms (marker: {})", took.as_millis(), marker.trim());
+    assert!(host.log().contains("the async event loop hung"), "the log names what hung");
+
+    let gone = healthcheck(&url);
+    assert_eq!(gone.status.code(), Some(1), "healthcheck with nothing listening fails");
+
+    // The next start reads the marker, reports it, and clears it.
+    let host2 = spawn(dir.path(), TIGHT);
+    let v = host2.health_until("healthy").await;
+    assert!(v["last_exit"].as_str().unwrap_or_default().contains("hung=event_loop"), "{v}");
+    assert!(host2.log().contains("the previous run was ended by the watchdog"));
+    assert_eq!(std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap(), "", "the marker is cleared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_degrades_the_host_then_exits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), "interval_ms = 500\nwarn_after_ms = 1000\nexit_after_ms = 4000");
+    host.health_until("healthy").await;
+    let (_c, video, _audio, ping, _) = common::play(host.client()).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pinger = ping.into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    // Ping until video flows: then the pipeline thread runs.
+    let mut buf = vec![0u8; 2048];
+    let mut flowing = false;
+    for _ in 0..100 {
+        sock.send_to(&pinger, video).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await.is_ok() {
+            flowing = true;
+            break;
+        }
+    }
+    assert!(flowing, "video flows; log:\n{}", host.log());
+    let r = host.post("/debug/hang?scope=pipeline&seconds=120").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = host.health_until("degraded").await;
+    let stalled = v["checks"]["stalled_threads"].to_string();
+    assert!(stalled.contains("pipeline:video:session-"), "{v}");
+    let status = host.exit_status(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(EXIT_CODE), "log:\n{}", host.log());
+    let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+    assert!(marker.contains("hung=pipeline:video:session-"), "{marker}");
+    assert!((4000..=4500).contains(&marker_silent_ms(&marker)), "{marker}");
+}
+
+/// Both cores busy with TLS handshakes for 30 s: the watchdog sees a live loop, /health answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_storm_does_not_trip_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), "interval_ms = 500\nwarn_after_ms = 1500\nexit_after_ms = 3000");
+    host.health_until("healthy").await;
+    let https: SocketAddr = ([127, 0, 0, 1], host.https).into();
+    let identity = Arc::new(ClientIdentity::generate().unwrap());
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    const STORM: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (identity, done, failed) = (identity.clone(), done.clone(), failed.clone());
+        let c = GameStreamClient::new(([127, 0, 0, 1], host.http).into(), https, identity);
+        workers.push(tokio::spawn(async move {
+            while started.elapsed() < STORM {
+                match c.https_get("/serverinfo").await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let (mut answered, mut unanswered, mut statuses) = (0u32, 0u32, std::collections::BTreeMap::new());
+    while started.elapsed() < STORM {
+        match host.get("/health").await {
+            Some(r) => {
+                answered += 1;
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                *statuses.entry(v["status"].as_str().unwrap_or("?").to_owned()).or_insert(0u32) += 1;
+            }
+            None => unanswered += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "storm: {n} handshakes + /serverinfo in {:?} ({:.0}/s), {} failed; /health answered {answered}, unanswered {unanswered}, {statuses:?}",
+        started.elapsed(),
+        n as f64 / started.elapsed().as_secs_f64(),
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(n > 100, "the storm ran");
+    assert!(host.child.try_wait().unwrap().is_none(), "the host is still running; log:\n{}", host.log());
+    assert_eq!(unanswered, 0, "/health answered every time");
+    assert!(!statuses.contains_key("unhealthy"), "{statuses:?}");
+    let v = host.health_until("healthy").await;
+    assert!(v["last_exit"].is_null());
+}
