@@ -121,7 +121,7 @@ impl Heartbeats {
                 (silent > threshold).then(|| Silent { name: b.name.clone(), kind: b.kind, silent })
             })
             .collect();
-        out.sort_by(|a, b| b.silent.cmp(&a.silent));
+        out.sort_by_key(|s| std::cmp::Reverse(s.silent));
         out
     }
 
