@@ -46,6 +46,11 @@ fn describe_sdp(host: &HostInfo) -> String {
         // The client looks for this exact string to know HEVC is offered.
         sdp.push_str("a=fmtp:96 sprop-parameter-sets=AAAAAU\r\n");
     }
+    // Normal-quality surround layouts only: high quality would need more than opusenc's 650 kbit/s.
+    for c in crate::protocol::audio::SURROUND_CHANNELS {
+        sdp.push_str(&crate::protocol::audio::surround_params(c));
+        sdp.push_str("\r\n");
+    }
     sdp.push_str("m=video 0 RTP/AVP 96\r\n");
     sdp
 }

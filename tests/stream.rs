@@ -9,46 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TestHost;
-use gstreamer::prelude::*;
 use wolf_rs::protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
 use wolf_rs::protocol::control::{self, Direction, MSG_IDR_REQUEST, MSG_TERMINATION};
 use wolf_rs::protocol::video::{parse_packet, reassemble};
-
-/// Push `buffers` (one every `frame_ms`) through `launch` (appsrc `src` … appsink `out`); returns how
-/// many buffers came out, or the first error on the bus.
-fn run_decoder(launch: &str, buffers: &[Vec<u8>], frame_ms: u64) -> Result<usize, String> {
-    gstreamer::init().map_err(|e| e.to_string())?;
-    let pipeline = gstreamer::parse::launch(launch)
-        .map_err(|e| e.to_string())?
-        .downcast::<gstreamer::Pipeline>()
-        .map_err(|_| "not a pipeline")?;
-    let src = pipeline.by_name("src").and_then(|e| e.downcast::<gstreamer_app::AppSrc>().ok()).ok_or("appsrc")?;
-    let out = pipeline.by_name("out").and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok()).ok_or("appsink")?;
-    pipeline.set_state(gstreamer::State::Playing).map_err(|e| e.to_string())?;
-    for (i, f) in buffers.iter().enumerate() {
-        let mut b = gstreamer::Buffer::from_slice(f.clone());
-        if let Some(m) = b.get_mut() {
-            m.set_pts(gstreamer::ClockTime::from_mseconds(i as u64 * frame_ms));
-            m.set_duration(gstreamer::ClockTime::from_mseconds(frame_ms));
-        }
-        src.push_buffer(b).map_err(|e| e.to_string())?;
-    }
-    src.end_of_stream().map_err(|e| e.to_string())?;
-    let mut decoded = 0;
-    while out.try_pull_sample(gstreamer::ClockTime::from_seconds(10)).is_some() {
-        decoded += 1;
-    }
-    let bus = pipeline.bus().ok_or("bus")?;
-    let error = bus.iter().find_map(|m| match m.view() {
-        gstreamer::MessageView::Error(e) => Some(e.error().to_string()),
-        _ => None,
-    });
-    let _ = pipeline.set_state(gstreamer::State::Null);
-    match error {
-        Some(e) => Err(e),
-        None => Ok(decoded),
-    }
-}
 
 /// Decode H.264 access units with GStreamer.
 fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
@@ -60,7 +23,7 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
     let launch = format!(
         "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! {decoder} ! appsink name=out sync=false"
     );
-    run_decoder(&launch, frames, 16)
+    common::media::run_decoder(&launch, frames, 16)
 }
 
 const RIKEY: [u8; 16] =
@@ -136,21 +99,10 @@ fn stream_threads() -> usize {
         .unwrap_or(0)
 }
 
-fn decrypt_audio(data: &[u8], seq: u16) -> Vec<u8> {
-    use aws_lc_rs::cipher::{AES_128, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey};
-    let key: [u8; 16] = hex::decode("00112233445566778899aabbccddeeff").unwrap().try_into().unwrap();
-    let mut iv = [0u8; 16];
-    // rikeyid 1 from /launch, plus the sequence number.
-    iv[..4].copy_from_slice(&(1u32.wrapping_add(u32::from(seq))).to_be_bytes());
-    let k = PaddedBlockDecryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_128, &key).unwrap()).unwrap();
-    let mut buf = data.to_vec();
-    k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into())).expect("audio decrypts").to_vec()
-}
-
 /// Decode Opus packets (5 ms each) with GStreamer.
 fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
     let launch = "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 ! opusdec ! appsink name=out sync=false";
-    run_decoder(launch, packets, 5)
+    common::media::run_decoder(launch, packets, 5)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +205,7 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
         match buf[1] {
             97 => {
                 let seq = u16::from_be_bytes([buf[2], buf[3]]);
-                opus.push(decrypt_audio(&buf[12..n], seq));
+                opus.push(common::media::decrypt_audio(&buf[12..n], seq));
             }
             127 => parity += 1,
             other => panic!("unexpected audio payload type {other}"),

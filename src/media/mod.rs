@@ -174,10 +174,27 @@ pub struct AudioSpec {
     pub packet_ms: u32,
 }
 
+/// Caps before the Opus encoder. Surround is positioned in the clients' order (FL FR FC LFE BL BR
+/// [SL SR]), then unpositioned, so opusenc encodes one mono stream per channel in that order
+/// (the identity layout `protocol::audio::opus_layout` advertises) on every GStreamer version.
+pub fn audio_caps(channels: u32) -> String {
+    match channels {
+        6 | 8 => {
+            let mask = if channels == 6 { "0x3f" } else { "0xc3f" };
+            format!(
+                "audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels={channels},channel-mask=(bitmask){mask} ! \
+                 capssetter caps=\"audio/x-raw,channel-mask=(bitmask)0x0\""
+            )
+        }
+        c => format!("audio/x-raw,rate=48000,channels={}", c.clamp(1, 2)),
+    }
+}
+
 pub fn render_audio(template: &str, spec: &AudioSpec) -> Result<String, MediaError> {
     let out = template
         .trim()
         .replace("{audio_source}", &spec.source)
+        .replace("{audio_caps}", &audio_caps(spec.channels))
         .replace("{channels}", &spec.channels.to_string())
         .replace("{bitrate_bps}", &spec.bitrate_bps.to_string())
         .replace("{packet_duration}", &spec.packet_ms.to_string());

@@ -33,6 +33,43 @@ pub fn encrypt(key: &[u8; 16], rikeyid: i32, seq: u16, plain: &[u8]) -> Result<V
     Ok(buf)
 }
 
+/// Surround layouts the host offers: 5.1 and 7.1.
+pub const SURROUND_CHANNELS: [u32; 2] = [6, 8];
+
+/// The Opus stream layout for `channels`: (streams, coupled streams, mapping). Stereo is one coupled
+/// stream; surround is one mono stream per channel in the clients' channel order (FL FR FC LFE BL BR
+/// SL SR), so the mapping is the identity and no encoder's own surround table matters.
+pub fn opus_layout(channels: u32) -> (u32, u32, Vec<u8>) {
+    let mapping = (0..channels.min(8) as u8).collect();
+    if channels == 2 { (1, 1, mapping) } else { (channels, 0, mapping) }
+}
+
+/// The DESCRIBE line `a=fmtp:97 surround-params=…` for a surround layout: one digit each for
+/// channels, streams, coupled streams, then the mapping. Clients move the last mapping entry to
+/// the LFE slot (index 3) of normal-quality layouts, so the LFE entry is sent last.
+pub fn surround_params(channels: u32) -> String {
+    let (streams, coupled, mut mapping) = opus_layout(channels);
+    if mapping.len() > 3 {
+        let lfe = mapping.remove(3);
+        mapping.push(lfe);
+    }
+    let digits: String = mapping.iter().map(|m| char::from(b'0' + m)).collect();
+    format!("a=fmtp:97 surround-params={channels}{streams}{coupled}{digits}")
+}
+
+/// What a client makes of a normal-quality surround-params value (channels, streams, coupled,
+/// mapping), after moving the last mapping entry to the LFE slot. `None` if malformed.
+pub fn client_surround_layout(params: &str) -> Option<(u32, u32, u32, Vec<u8>)> {
+    let d: Vec<u32> = params.chars().map(|c| c.to_digit(10)).collect::<Option<_>>()?;
+    let (&c, &s, &k) = (d.first()?, d.get(1)?, d.get(2)?);
+    let mut mapping: Vec<u8> = d.get(3..3 + c as usize)?.iter().map(|m| *m as u8).collect();
+    if c == 6 || c == 8 {
+        let last = mapping.pop()?;
+        mapping.insert(3, last);
+    }
+    Some((c, s, k, mapping))
+}
+
 pub struct AudioPacketizer {
     seq: u16,
     timestamp: u32,
@@ -121,6 +158,23 @@ impl AudioPacketizer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn surround_params_match_what_clients_decode() {
+        assert_eq!(surround_params(6), "a=fmtp:97 surround-params=660012453");
+        assert_eq!(surround_params(8), "a=fmtp:97 surround-params=88001245673");
+        for c in SURROUND_CHANNELS {
+            let line = surround_params(c);
+            let value = line.trim_start_matches("a=fmtp:97 surround-params=");
+            let (channels, streams, coupled, mapping) = client_surround_layout(value).unwrap();
+            let (s, k, m) = opus_layout(c);
+            assert_eq!((channels, streams, coupled, mapping), (c, s, k, m), "the client decodes what we encode");
+        }
+        // Wolf's 5.1 line ends up as the opusenc Vorbis layout (0 1 4 5 2 3).
+        assert_eq!(client_surround_layout("642014235").unwrap().3, vec![0, 1, 4, 5, 2, 3]);
+        assert_eq!(client_surround_layout("6x"), None);
+        assert_eq!(client_surround_layout("66001"), None);
+    }
+
     use super::*;
     use aws_lc_rs::cipher::{DecryptionContext, PaddedBlockDecryptingKey};
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Streams, send};
 use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame, Reporting};
 use crate::media::{self, AudioSpec, MediaError};
-use crate::protocol::audio::AudioPacketizer;
+use crate::protocol::audio::{AudioPacketizer, SURROUND_CHANNELS};
 use crate::sessions::Session;
 
 /// `x-nv-general.featureFlags` bit: the client wants encrypted audio.
@@ -26,12 +26,17 @@ pub fn spawn(
         .config
         .app(session.app_id)
         .map_or_else(|| "audiotestsrc is-live=true".to_owned(), |a| a.audio_source.clone());
-    let channels = cfg.audio_channels.clamp(1, 8);
+    // Only the layouts DESCRIBE offered; anything else is stereo.
+    let channels = if SURROUND_CHANNELS.contains(&cfg.audio_channels) { cfg.audio_channels } else { 2 };
     let spec = AudioSpec {
         source,
         channels,
-        // 96 kbit/s per stereo pair, as GameStream hosts do.
-        bitrate_bps: 48_000 * channels,
+        // The normal-quality rates of GameStream hosts.
+        bitrate_bps: match channels {
+            6 => 256_000,
+            8 => 450_000,
+            _ => 96_000,
+        },
         packet_ms: if cfg.audio_packet_ms >= 10 { 10 } else { 5 },
     };
     let text = media::render_audio(media::AUDIO_TEMPLATE, &spec)?;

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: a real host on loopback, port 0, in a temp state dir.
 #![allow(dead_code)]
 
+pub mod media;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -104,7 +106,18 @@ pub const STREAM_SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDI
 /// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
 /// and the ping payload, and the control port and connect data.
 pub async fn play(c: GameStreamClient) -> (GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
+    play_sdp(c, STREAM_SDP).await.0
+}
+
+/// As [`play`] with the client's own ANNOUNCE body; also returns the DESCRIBE answer's SDP.
+pub async fn play_sdp(
+    c: GameStreamClient,
+    sdp: &str,
+) -> ((GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)), String) {
     let (c, rtsp) = launch_with(c).await;
+    let d = rtsp_request(rtsp, "DESCRIBE", "/", 10, &[], "").await.unwrap();
+    assert_eq!(d.code, 200);
+    let describe = d.body.clone();
     let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
     let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
     let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
@@ -115,18 +128,18 @@ pub async fn play(c: GameStreamClient) -> (GameStreamClient, SocketAddr, SocketA
     let control_port: u16 = ctl.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
     let connect_data: u32 = ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap();
     assert_eq!(
-        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], STREAM_SDP)
-            .await
-            .unwrap()
-            .code,
+        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], sdp).await.unwrap().code,
         200
     );
     assert_eq!(rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
     (
-        c,
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        SocketAddr::from(([127, 0, 0, 1], audio_port)),
-        ping,
-        (control_port, connect_data),
+        (
+            c,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 1], audio_port)),
+            ping,
+            (control_port, connect_data),
+        ),
+        describe,
     )
 }
