@@ -169,7 +169,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let clients = ClientStore::open(&p.clients())?;
         let net = iface::detect(&config.network.local_ip, &config.network.mac);
         let icons = load_icons(&config);
-        let encoder = crate::media::probe(&config.video.encoder)
+        let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
             .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
         Ok((loaded, uuid, clients, net, icons, encoder))
     })

@@ -31,19 +31,19 @@ fn next(p: &mut EncoderPipeline) -> EncodedFrame {
 
 #[test]
 fn probe_picks_an_h264_encoder_and_says_why() {
-    let choice = media::probe("auto").expect("an H.264 encoder");
+    let choice = media::probe("auto", false).expect("an H.264 encoder");
     assert!(choice.reason.starts_with(&format!("H.264 with {}", choice.h264.name)), "{}", choice.reason);
     eprintln!("encoder: {}", choice.reason);
     // Forcing one that cannot be created here is a clear error, not a silent fallback.
     if gstreamer::ElementFactory::make("nvh264enc").build().is_err() {
-        assert_eq!(media::probe("nvcodec"), Err(MediaError::ForcedUnavailable("nvcodec".into())));
+        assert_eq!(media::probe("nvcodec", false), Err(MediaError::ForcedUnavailable("nvcodec".into())));
     }
-    assert!(media::probe("no-such-encoder").is_err());
+    assert!(media::probe("no-such-encoder", false).is_err());
 }
 
 #[test]
 fn test_pattern_streams_idr_first_and_keyframes_on_request() {
-    let choice = media::probe("auto").expect("encoder");
+    let choice = media::probe("auto", false).expect("encoder");
     let text = media::render(&media::template(&choice.h264, None).unwrap(), &spec()).unwrap();
     let mut p = EncoderPipeline::start(text, Default::default()).expect("pipeline starts");
     let first = next(&mut p);

@@ -163,11 +163,13 @@ pub struct Video {
     pub encoder: String,
     pub pipelines_dir: String,
     pub fec_percentage: u8,
+    /// Offer HEVC encoded in software (x265) when no GPU encoder does HEVC.
+    pub software_hevc: bool,
 }
 
 impl Default for Video {
     fn default() -> Self {
-        Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20 }
+        Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20, software_hevc: false }
     }
 }
 

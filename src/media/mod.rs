@@ -80,7 +80,8 @@ pub const H264_CANDIDATES: [Candidate; 4] = [
     },
 ];
 
-pub const HEVC_CANDIDATES: [Candidate; 2] = [
+/// GPU encoders first; `x265` (software) only when `[video] software_hevc` allows it.
+pub const HEVC_CANDIDATES: [Candidate; 3] = [
     Candidate {
         name: "nvcodec",
         codec: Codec::Hevc,
@@ -94,6 +95,13 @@ pub const HEVC_CANDIDATES: [Candidate; 2] = [
         elements: &["vah265enc"],
         template_file: "hevc-va.txt",
         builtin: template!("hevc-va.txt"),
+    },
+    Candidate {
+        name: "x265",
+        codec: Codec::Hevc,
+        elements: &["x265enc"],
+        template_file: "hevc-x265.txt",
+        builtin: template!("hevc-x265.txt"),
     },
 ];
 
@@ -118,8 +126,9 @@ pub struct EncoderChoice {
 }
 
 /// Try the candidates in order by creating their elements. `forced` is `[video] encoder`
-/// ("auto" or a candidate name). Blocking: GStreamer calls.
-pub fn probe(forced: &str) -> Result<EncoderChoice, MediaError> {
+/// ("auto" or a candidate name); `software_hevc` lets x265 serve HEVC when no GPU can. Blocking:
+/// GStreamer calls.
+pub fn probe(forced: &str, software_hevc: bool) -> Result<EncoderChoice, MediaError> {
     init()?;
     if let Err(missing) = creatable(&COMMON_ELEMENTS) {
         return Err(MediaError::NoEncoder(format!("the base element {missing} is missing")));
@@ -144,7 +153,7 @@ pub fn probe(forced: &str) -> Result<EncoderChoice, MediaError> {
     };
     let hevc = HEVC_CANDIDATES
         .iter()
-        .filter(|c| forced == "auto" || c.name == forced)
+        .filter(|c| if c.name == "x265" { software_hevc } else { forced == "auto" || c.name == forced })
         .find(|c| creatable(c.elements).is_ok() && creatable(&["h265parse"]).is_ok())
         .copied();
     let mut reason = format!("H.264 with {}", h264.name);
@@ -154,10 +163,11 @@ pub fn probe(forced: &str) -> Result<EncoderChoice, MediaError> {
     if !notes.is_empty() {
         reason.push_str(&format!("; skipped {}", notes.join(", ")));
     }
-    reason.push_str(match hevc {
-        Some(_) => "; HEVC available",
-        None => "; no HEVC encoder",
-    });
+    match hevc {
+        Some(c) => reason.push_str(&format!("; HEVC with {}", c.name)),
+        None if software_hevc => reason.push_str("; no HEVC encoder"),
+        None => reason.push_str("; no GPU HEVC encoder (software HEVC is off: [video] software_hevc)"),
+    }
     Ok(EncoderChoice { h264, hevc, reason })
 }
 
@@ -240,11 +250,7 @@ pub fn render(template: &str, spec: &VideoSpec) -> Result<String, MediaError> {
         .replace("{bitrate_kbps}", &spec.bitrate_kbps.to_string())
         .replace("{bitrate_bps}", &(u64::from(spec.bitrate_kbps) * 1000).to_string())
         .replace("{slices}", &spec.slices.max(1).to_string());
-    if let Some(start) = out.find('{') {
-        let name: String = out[start..].chars().take_while(|c| *c != '}').chain(std::iter::once('}')).collect();
-        return Err(MediaError::Template("template".into(), format!("unknown placeholder {name}")));
-    }
-    Ok(out)
+    check_placeholders(out)
 }
 
 #[cfg(test)]
