@@ -213,6 +213,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         beats.clone(),
     )
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
+    let ender = Arc::new(crate::stream::SessionEnder {
+        sessions: sessions.clone(),
+        control: control.commands.clone(),
+        streams: streams_tx.clone(),
+    });
     let ctx = Arc::new(HostContext {
         config: config.clone(),
         uuid,
@@ -231,7 +236,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         video_port,
         audio_port,
         control_port,
-        control: std::sync::Mutex::new(control.commands.clone()),
+        ender: ender.clone(),
         streams: streams_tx,
         metrics: metrics.clone(),
         beats: beats.clone(),
@@ -263,13 +268,15 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         metrics: metrics.clone(),
         beats: beats.clone(),
         keyframes,
-        ender: Arc::new(crate::stream::SessionEnder {
-            sessions: ctx.sessions.clone(),
-            control: control.commands.clone(),
-            streams: ctx.streams.clone(),
-            failures: Default::default(),
-        }),
+        ender: ender.clone(),
     };
+    if config.sessions.idle_timeout_ms > 0 {
+        tracker.spawn(stop_idle_sessions(
+            ender,
+            Duration::from_millis(config.sessions.idle_timeout_ms),
+            shutdown.clone(),
+        ));
+    }
     tracker.spawn(read_pings(video_pings_socket, ctx.sessions.clone(), video_pings, shutdown.clone()));
     tracker.spawn(read_pings(audio_pings_socket, ctx.sessions.clone(), audio_pings, shutdown.clone()));
     let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
@@ -306,6 +313,19 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         task,
         threads: (health_server, watchdog),
     })
+}
+
+/// Check for idle sessions a few times per timeout (at most every 5 s).
+async fn stop_idle_sessions(ender: Arc<crate::stream::SessionEnder>, idle: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                ender.stop_idle(idle);
+            }
+        }
+    }
 }
 
 /// `wolf-rs serve`: start, then run until SIGINT or SIGTERM.

@@ -255,7 +255,7 @@ async fn route(state: &HealthState, req: Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().unwrap_or_default().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/health") => {
-            let sessions = state.sessions.list().len();
+            let sessions = state.sessions.len();
             state.metrics.active_sessions.set(sessions as i64);
             let rejecting = state.metrics.gate.rejected_within(REJECTED_WINDOW_MS);
             let (code, body) = state.health.report(sessions, rejecting);
@@ -274,7 +274,7 @@ async fn route(state: &HealthState, req: Request<Incoming>) -> Response<Body> {
             Phase::Draining => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "draining"})),
         },
         (&Method::GET, "/metrics") => {
-            state.metrics.active_sessions.set(state.sessions.list().len() as i64);
+            state.metrics.active_sessions.set(state.sessions.len() as i64);
             match state.metrics.render() {
                 Ok(text) => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
                 Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("metrics: {e}\n")),

@@ -470,3 +470,30 @@ async fn a_slow_request_body_is_cut_off() {
     assert_eq!(c.http_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(), Some(200));
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_client_activity_is_stopped_after_the_idle_timeout() {
+    let host = TestHost::start("[pairing]\npin = [\"4321\"]\n[sessions]\nidle_timeout_ms = 1000\n").await;
+    let (c, _) = common::pair_and_launch(&host).await;
+    let sessions = host.running().ctx.sessions.clone();
+    let id = sessions.list()[0].id;
+    // Activity (what control messages and UDP pings record) keeps it: 15 touches over 3 s.
+    for _ in 0..15 {
+        sessions.touch(id);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sessions.list().len(), 1, "an active session stays");
+    // Silence ends it (bounded wait).
+    let mut gone = false;
+    for _ in 0..100 {
+        if sessions.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the idle session was stopped");
+    let info = c.https_get("/serverinfo").await.unwrap();
+    assert_eq!(info.field("state").as_deref(), Some("SUNSHINE_SERVER_FREE"));
+    host.stop().await;
+}

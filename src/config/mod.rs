@@ -30,6 +30,7 @@ pub struct Config {
     pub health: Health,
     pub watchdog: Watchdog,
     pub debug: Debug,
+    pub sessions: SessionsConfig,
     pub apps: Vec<App>,
 }
 
@@ -49,6 +50,7 @@ impl Default for Config {
             health: Health::default(),
             watchdog: Watchdog::default(),
             debug: Debug::default(),
+            sessions: SessionsConfig::default(),
             apps: vec![App::test_pattern()],
         }
     }
@@ -199,6 +201,13 @@ impl Default for Watchdog {
     fn default() -> Self {
         Watchdog { interval_ms: 5000, warn_after_ms: 10_000, exit_after_ms: 30_000 }
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionsConfig {
+    /// Stop a session after this long without client activity; 0: never.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -212,7 +212,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 14] = [
+const TOP_KEYS: [&str; 15] = [
     "hostname",
     "uuid",
     "bind_address",
@@ -226,6 +226,7 @@ const TOP_KEYS: [&str; 14] = [
     "health",
     "watchdog",
     "debug",
+    "sessions",
     "apps",
 ];
 
@@ -265,6 +266,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         health: cx.section(&table, "health"),
         watchdog: cx.section(&table, "watchdog"),
         debug: cx.section(&table, "debug"),
+        sessions: cx.section(&table, "sessions"),
         apps: if table.contains_key("apps") { cx.section(&table, "apps") } else { defaults.apps },
     };
     apply_env(&mut cfg, env);

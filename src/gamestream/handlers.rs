@@ -155,18 +155,10 @@ async fn https(
         "/launch" => launch(ctx, conn, client, q, path),
         "/resume" => resume(ctx, conn, client, q, path),
         "/cancel" => {
-            if let Some(s) = ctx.sessions.cancel(&client.fingerprint) {
+            if let Some(s) = ctx.sessions.for_client(&client.fingerprint)
+                && ctx.ender.end(s.id, crate::protocol::control::TERMINATION_GRACEFUL).is_some()
+            {
                 tracing::info!(session = s.id, app = s.app_id, client = %client.name, "session cancelled");
-                let terminate = crate::control::ControlCommand::Terminate {
-                    session_id: s.id,
-                    reason: crate::protocol::control::TERMINATION_GRACEFUL,
-                };
-                if let Ok(control) = ctx.control.lock() {
-                    let _ = control.send(terminate);
-                }
-                if ctx.streams.try_send(crate::stream::StreamCommand::Stop { session_id: s.id }).is_err() {
-                    tracing::error!(session = s.id, "the stream manager is not taking commands");
-                }
             }
             xml_ok(xml::ok(&[("cancel", "1")]))
         }

@@ -54,8 +54,8 @@ pub struct HostContext {
     pub video_port: u16,
     pub audio_port: u16,
     pub control_port: u16,
-    /// Tell clients their stream ended (the ENet control thread).
-    pub control: std::sync::Mutex<std::sync::mpsc::Sender<crate::control::ControlCommand>>,
+    /// Ends sessions: tells the client, stops the streams, removes the session.
+    pub ender: Arc<crate::stream::SessionEnder>,
     /// Start and stop streams.
     pub streams: tokio::sync::mpsc::Sender<crate::stream::StreamCommand>,
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -166,14 +166,6 @@ impl Sessions {
             m.remove(&key)
         })
     }
-
-    pub fn cancel(&self, fingerprint: &str) -> Option<Session> {
-        let gone = self.update(|m| m.remove(fingerprint));
-        if let Some(s) = &gone {
-            self.forget_activity(s.id);
-        }
-        gone
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ pub mod video;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -144,23 +143,45 @@ async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &Cancellation
     }
 }
 
-/// Ends a session whose stream failed: counted, the client told why, the streams stopped, the
-/// session removed. Called from sender threads; never waits.
+/// The one way a session ends (cancel, stream failure, idle): the client is told why over the
+/// control channel, the streams stop, the session is removed. Never waits, so any thread or
+/// handler may call it.
 pub struct SessionEnder {
     pub sessions: Arc<Sessions>,
     pub control: std::sync::mpsc::Sender<crate::control::ControlCommand>,
     pub streams: tokio::sync::mpsc::Sender<StreamCommand>,
-    pub failures: AtomicU64,
 }
 
 impl SessionEnder {
-    pub fn fail(&self, session_id: u32, why: &str) {
-        self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(session = session_id, why, "stream failed: ending the session");
-        let reason = crate::protocol::control::TERMINATION_ENCODER_ERROR;
+    /// End `session_id` with the termination `reason` sent to its client.
+    pub fn end(&self, session_id: u32, reason: u32) -> Option<Session> {
         let _ = self.control.send(crate::control::ControlCommand::Terminate { session_id, reason });
-        let _ = self.streams.try_send(StreamCommand::Stop { session_id });
-        self.sessions.remove_by_id(session_id);
+        if self.streams.try_send(StreamCommand::Stop { session_id }).is_err() {
+            tracing::error!(session = session_id, "the stream manager is not taking commands");
+        }
+        self.sessions.remove_by_id(session_id)
+    }
+
+    /// A stream failed: the client sees an encoder error.
+    pub fn fail(&self, session_id: u32, why: &str) {
+        tracing::error!(session = session_id, why, "stream failed: ending the session");
+        self.end(session_id, crate::protocol::control::TERMINATION_ENCODER_ERROR);
+    }
+
+    /// Stop sessions without client activity (control messages, UDP pings) for `idle`; a session
+    /// that never had any counts from its launch. Returns the ids stopped.
+    pub fn stop_idle(&self, idle: Duration) -> Vec<u32> {
+        let now = std::time::SystemTime::now();
+        let mut stopped = Vec::new();
+        for s in self.sessions.list() {
+            let last = self.sessions.last_activity(s.id).unwrap_or(s.created);
+            if now.duration_since(last).is_ok_and(|d| d > idle) {
+                tracing::info!(session = s.id, idle_s = idle.as_secs(), "no client activity: stopping the session");
+                self.end(s.id, crate::protocol::control::TERMINATION_GRACEFUL);
+                stopped.push(s.id);
+            }
+        }
+        stopped
     }
 }
 
