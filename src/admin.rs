@@ -139,6 +139,11 @@ async fn route(ctx: &HostContext, req: Request<Incoming>) -> Response<Full<Bytes
                 Err(m) => err(StatusCode::CONFLICT, m),
             }
         }
+        (Method::GET, "/sessions") => {
+            let list: Vec<crate::sessions::SessionRecord> =
+                ctx.sessions.list().iter().map(|s| s.record(ctx.sessions.last_activity(s.id))).collect();
+            json(StatusCode::OK, &list)
+        }
         (Method::GET, "/clients") => {
             let list: Vec<ClientView> = ctx.clients.list().iter().map(ClientView::from).collect();
             json(StatusCode::OK, &list)

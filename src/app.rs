@@ -160,7 +160,9 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
 
     let p = paths.clone();
     let cfg = config.clone();
-    let (loaded, uuid, clients, net, icons, encoder) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
+    let sf = sessions_file.clone();
+    let (loaded, uuid, clients, net, icons, encoder, saved) = tokio::task::spawn_blocking(move || -> Result<_> {
         let config = cfg;
         let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
         let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
@@ -171,7 +173,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let icons = load_icons(&config);
         let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
             .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
-        Ok((loaded, uuid, clients, net, icons, encoder))
+        let saved = crate::sessions::store::load(&sf)?;
+        Ok((loaded, uuid, clients, net, icons, encoder, saved))
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
@@ -218,6 +221,19 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         control: control.commands.clone(),
         streams: streams_tx.clone(),
     });
+    if let Some(aside) = &saved.moved_aside {
+        metrics.session_store_corrupt.inc();
+        tracing::error!(moved_to = %aside.display(), "the sessions file was corrupt; starting with no sessions");
+    }
+    let store_errors = metrics.session_store_errors.clone();
+    let writer = crate::sessions::store::Writer::spawn(sessions_file, move |_| store_errors.inc())?;
+    sessions.set_store(writer);
+    let reconciled =
+        crate::sessions::reconcile::run(saved.records, Duration::from_millis(config.sessions.reconcile_timeout_ms))
+            .await;
+    reconciled.export(&metrics);
+    sessions.restore(reconciled.adopted);
+    let shutdown = CancellationToken::new();
     let ctx = Arc::new(HostContext {
         config: config.clone(),
         uuid,
@@ -237,6 +253,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         audio_port,
         control_port,
         ender: ender.clone(),
+        shutdown: shutdown.clone(),
         streams: streams_tx,
         metrics: metrics.clone(),
         beats: beats.clone(),
@@ -255,7 +272,6 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         None
     };
 
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (sd, tr, actx, h) = (shutdown.clone(), tracker.clone(), ctx.clone(), health.clone());
     let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
@@ -281,7 +297,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     tracker.spawn(read_pings(audio_pings_socket, ctx.sessions.clone(), audio_pings, shutdown.clone()));
     let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
     let task = tokio::spawn(async move {
-        let admin_task = tokio::spawn(admin.run(actx, sd.clone(), tr.clone()));
+        let admin_task = tokio::spawn(admin.run(actx.clone(), sd.clone(), tr.clone()));
         server.run(sd.clone(), tr.clone(), started).await;
         h.set_phase(Phase::Draining);
         let _ = admin_task.await;
@@ -289,6 +305,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         // The ENet thread disconnects its peers and is joined off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(control)).await;
         drop(mdns);
+        // Apps keep running to be adopted at the next start; the file must say so.
+        let s = actx.sessions.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush_blocking()).await {
+            tracing::error!(error = %e, "the sessions file could not be written at shutdown");
+        }
         tr.close();
         if tokio::time::timeout(DRAIN_GRACE, tr.wait()).await.is_err() {
             tracing::warn!(left = tr.len(), "connections still open after the drain grace; closing them");

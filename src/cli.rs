@@ -46,6 +46,11 @@ pub enum Command {
         #[arg(long, conflicts_with = "pin")]
         list: bool,
     },
+    /// What the running host knows about its sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
     /// Paired clients.
     Clients {
         #[command(subcommand)]
@@ -106,6 +111,15 @@ pub enum ConfigAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// List the sessions (through the admin socket of the running host).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClientsAction {
     /// List paired clients.
     List {
@@ -144,6 +158,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             exit::USAGE
         }
         Command::Clients { action } => clients_cmd(&paths, action).await,
+        Command::Sessions { action: SessionsAction::List { json } } => sessions_list(&paths, json).await,
         Command::Client { host, http_port, client_dir, action } => {
             match crate::client::cli(host, http_port, client_dir, action).await {
                 Ok(()) => exit::OK,
@@ -285,6 +300,50 @@ async fn pair_list(paths: &Paths) -> u8 {
             println!("{body}");
             exit::OK
         }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+async fn sessions_list(paths: &Paths, as_json: bool) -> u8 {
+    match admin::call(&admin::socket_path(&paths.state_dir), Method::GET, "/sessions", None).await {
+        Ok(None) => not_running(paths),
+        Ok(Some((_, body))) => match serde_json::from_str::<Vec<crate::sessions::SessionRecord>>(&body) {
+            Ok(list) if as_json => {
+                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                exit::OK
+            }
+            Ok(list) => {
+                if list.is_empty() {
+                    println!("no sessions");
+                }
+                for s in list {
+                    let runner = match &s.runner {
+                        crate::runners::RunnerHandle::None => "none".to_owned(),
+                        crate::runners::RunnerHandle::Process { pid, .. } => format!("pid {pid}"),
+                        crate::runners::RunnerHandle::Docker { container_id } => {
+                            format!("container {}", container_id.get(..12).unwrap_or(container_id))
+                        }
+                    };
+                    println!(
+                        "{:<6} {:<10} app={:<4} {:<14} client={} {} runner={runner}",
+                        s.id,
+                        s.state.as_str(),
+                        s.app_id,
+                        s.mode,
+                        s.client_ip,
+                        s.client_fingerprint.get(..16).unwrap_or(&s.client_fingerprint),
+                    );
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("unexpected answer from the host: {e}");
+                exit::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("{e}");
             exit::FAILURE

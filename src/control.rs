@@ -154,7 +154,11 @@ impl Worker {
                     tracing::info!(session = p.session_id, "control channel closed: stopping the streams");
                     // The app keeps running; the client may come back with /resume.
                     let _ = self.streams.try_send(StreamCommand::Stop { session_id: p.session_id });
-                    self.sessions.update_by_id(p.session_id, |s| s.rtsp = Default::default());
+                    self.sessions.update_by_id(p.session_id, |s| {
+                        s.rtsp = Default::default();
+                        s.state = crate::sessions::SessionState::Paused;
+                        s.updated = std::time::SystemTime::now();
+                    });
                 }
             }
         }

@@ -7,7 +7,8 @@
 //! - `protocol`   pure protocol code: pairing crypto and state machine, XML bodies
 //! - `net`        TLS (lenient client-cert verifier, handshake gate), interfaces (MAC, LocalIP)
 //! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint
-//! - `sessions`   launched sessions (in memory)
+//! - `sessions`   launched sessions, persisted in active_sessions.json
+//! - `runners`    how apps are started, watched and stopped (process, docker)
 //! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
 //! - `metrics`    every Prometheus metric, in one registry per host
 //! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod rtsp;
+pub mod runners;
 pub mod sessions;
 pub mod state;
 pub mod stream;

@@ -19,7 +19,9 @@ pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "timeout", "rejected", "error"]
 /// Outcomes of a pairing attempt (the `outcome` label).
 pub const PAIRING_OUTCOMES: [&str; 6] = ["paired", "wrong_pin", "timeout", "banned", "refused", "error"];
 /// Why a launch failed (the `reason` label).
-pub const LAUNCH_ERRORS: [&str; 5] = ["bad_request", "unknown_app", "already_running", "store", "runner"];
+pub const LAUNCH_ERRORS: [&str; 6] = ["bad_request", "unknown_app", "already_running", "store", "runner", "draining"];
+/// Outcomes of the start-up reconcile pass (the `result` label).
+pub const RECONCILE_RESULTS: [&str; 3] = ["adopted", "cleaned", "orphan_removed"];
 
 /// What the TLS handshake gate records.
 pub struct GateStats {
@@ -82,6 +84,9 @@ pub struct Metrics {
     pub stream_packets_dropped: IntCounter,
     pub streams_started: IntCounter,
     pub control_messages: IntCounterVec,
+    pub session_store_corrupt: IntCounter,
+    pub session_store_errors: IntCounter,
+    pub sessions_reconciled: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -211,6 +216,19 @@ impl Metrics {
                     "undecryptable",
                     "other",
                 ],
+            )?,
+            session_store_corrupt: counter(
+                &r,
+                "wolf_session_store_corrupt_total",
+                "Sessions files found corrupt at start and moved aside",
+            )?,
+            session_store_errors: counter(&r, "wolf_session_store_errors_total", "Failed writes of the sessions file")?,
+            sessions_reconciled: counter_vec(
+                &r,
+                "wolf_sessions_reconciled_total",
+                "Start-up reconcile: saved sessions adopted or cleaned up, orphan containers removed",
+                "result",
+                &RECONCILE_RESULTS,
             )?,
             registry: r,
         }))

@@ -134,6 +134,8 @@ pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -
                     return reply(455, "Method Not Valid in This State", cseq, &[], "");
                 }
                 progress.playing = true;
+                s.state = crate::sessions::SessionState::Streaming;
+                s.updated = std::time::SystemTime::now();
                 command = Some(StreamCommand::Start { session_id: s.id });
                 tracing::info!(session = s.id, "PLAY: stream starts");
                 reply(200, "OK", cseq, &[], "")

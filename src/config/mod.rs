@@ -203,11 +203,34 @@ impl Default for Watchdog {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SessionsConfig {
+    /// The sessions file; empty: `<state dir>/active_sessions.json`.
+    pub file: String,
     /// Stop a session after this long without client activity; 0: never.
     pub idle_timeout_ms: u64,
+    /// How long the start-up reconcile pass may take.
+    pub reconcile_timeout_ms: u64,
+    /// SIGTERM → apps are stopped instead of left running for the next start to adopt.
+    pub stop_apps_on_shutdown: bool,
+    /// SIGTERM → the process exits within this.
+    pub shutdown_timeout_ms: u64,
+    /// How long an app gets between SIGTERM (or docker stop) and SIGKILL.
+    pub stop_timeout_ms: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            file: String::new(),
+            idle_timeout_ms: 0,
+            reconcile_timeout_ms: 30_000,
+            stop_apps_on_shutdown: false,
+            shutdown_timeout_ms: 10_000,
+            stop_timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

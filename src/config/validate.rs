@@ -388,6 +388,9 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         ("pairing.failure_window_s", cfg.pairing.failure_window_s, 86_400),
         ("pairing.ban_s", cfg.pairing.ban_s, 86_400),
         ("watchdog.interval_ms", cfg.watchdog.interval_ms, 600_000),
+        ("sessions.reconcile_timeout_ms", cfg.sessions.reconcile_timeout_ms, 600_000),
+        ("sessions.shutdown_timeout_ms", cfg.sessions.shutdown_timeout_ms, 600_000),
+        ("sessions.stop_timeout_ms", cfg.sessions.stop_timeout_ms, 600_000),
     ] {
         if !positive(v) || v > max {
             report(k.into(), format!("{v} is out of range; allowed: 1 to {max}"));

@@ -16,7 +16,8 @@ use super::HostContext;
 use super::pairing::{BeginError, PairingManager, SubmitError};
 use crate::protocol::pairing::{CertInfo, PairError, PairingSession, is_valid_pin, sha256};
 use crate::protocol::xml;
-use crate::sessions::{LaunchError, Mode, Session};
+use crate::runners::RunnerHandle;
+use crate::sessions::{LaunchError, Mode, Session, SessionPorts, SessionState};
 use crate::state::clients::PairedClient;
 
 pub type Body = Full<Bytes>;
@@ -152,7 +153,7 @@ async fn https(
             }
         }
         "/applist" => xml_ok(xml::applist(ctx.config.apps.iter().map(|a| (a.title.as_str(), a.id)))),
-        "/launch" => launch(ctx, conn, client, q, path),
+        "/launch" => launch(ctx, conn, client, q, path).await,
         "/resume" => resume(ctx, conn, client, q, path),
         "/cancel" => {
             if let Some(s) = ctx.sessions.for_client(&client.fingerprint)
@@ -440,7 +441,7 @@ fn session_url(ctx: &HostContext, conn: &Conn) -> String {
     }
 }
 
-fn launch(
+async fn launch(
     ctx: &HostContext,
     conn: &Conn,
     client: &PairedClient,
@@ -451,6 +452,9 @@ fn launch(
         ctx.metrics.launch_failed(reason);
         xml_err(code, path, msg)
     };
+    if ctx.shutdown.is_cancelled() {
+        return failed("draining", 503, "The host is shutting down; launch again once it is back");
+    }
     let Some(app_id) = q.get("appid").and_then(|v| v.parse::<u32>().ok()) else {
         return failed("bad_request", 400, "Missing or malformed appid");
     };
@@ -475,14 +479,31 @@ fn launch(
         rikeyid,
         surround_audio_info: surround,
         created: SystemTime::now(),
+        updated: SystemTime::now(),
+        state: SessionState::Paused,
+        runner: RunnerHandle::None,
+        ports: SessionPorts {
+            rtsp: ctx.rtsp_port,
+            video: ctx.video_port,
+            audio: ctx.audio_port,
+            control: ctx.control_port,
+        },
         rtsp: Default::default(),
     };
-    match ctx.sessions.launch(session) {
+    match ctx.sessions.launch(session).await {
         Ok(s) => {
             ctx.metrics.sessions_created.inc();
             tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
             let url = session_url(ctx, conn);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
+        }
+        Err(LaunchError::Store(e)) => {
+            tracing::error!(error = %e, "launch refused: the session could not be saved");
+            failed(
+                "store",
+                500,
+                "The host could not save the session (its state directory is not writable); see the host log",
+            )
         }
         Err(LaunchError::AlreadyRunning { app_id }) => failed(
             "already_running",

@@ -56,6 +56,8 @@ pub struct HostContext {
     pub control_port: u16,
     /// Ends sessions: tells the client, stops the streams, removes the session.
     pub ender: Arc<crate::stream::SessionEnder>,
+    /// Fired on SIGTERM: new launches are refused while the host drains.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Start and stop streams.
     pub streams: tokio::sync::mpsc::Sender<crate::stream::StreamCommand>,
     pub metrics: Arc<crate::metrics::Metrics>,

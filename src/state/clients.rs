@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::state::atomic::write_atomic;
+use crate::state::versioned::{self, Loaded};
 
 const VERSION: u32 = 1;
 
@@ -34,41 +35,12 @@ struct ClientsFile {
 
 type Snapshot = Arc<BTreeMap<String, PairedClient>>;
 
-/// Read the file (blocking). Missing → empty. Unreadable or corrupt → moved aside, logged, empty.
+/// Read the file (blocking). Missing → empty; corrupt → moved aside, empty; see `versioned`.
 pub fn read_file(path: &Path) -> Result<Vec<PairedClient>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Error::with_source(ErrorKind::Store, format!("reading {}", path.display()), e));
-        }
-    };
-    let parsed: std::result::Result<ClientsFile, _> = serde_json::from_str(&text);
-    match parsed {
-        Ok(f) if f.version == VERSION => Ok(f.clients),
-        Ok(f) => Err(Error::new(
-            ErrorKind::Store,
-            format!("{} has version {}; this wolf-rs reads version {VERSION}", path.display(), f.version),
-        )),
-        Err(e) => {
-            let aside = aside_name(path);
-            std::fs::rename(path, &aside).or_err(ErrorKind::Store, || {
-                format!("{} is corrupt ({e}) and could not be moved aside", path.display())
-            })?;
-            tracing::error!(
-                file = %path.display(), moved_to = %aside.display(), error = %e,
-                "paired clients file is corrupt: moved aside, starting with no paired clients"
-            );
-            Ok(Vec::new())
-        }
-    }
-}
-
-fn aside_name(path: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".corrupt-{secs}"));
-    path.with_file_name(name)
+    Ok(match versioned::read::<ClientsFile>(path, VERSION, "paired clients")? {
+        Loaded::Read(f) => f.clients,
+        Loaded::Missing | Loaded::MovedAside(_) => Vec::new(),
+    })
 }
 
 /// Write the whole list atomically (blocking).

@@ -1,0 +1,113 @@
+//! Versioned JSON state files (`{"version": N, ...}`): read with one policy for every store.
+//! Missing → nothing. Not JSON, not an object, or no version → corrupt: moved aside to
+//! `<name>.corrupt-<unix time>`, logged loudly, and the host starts without it. A newer version,
+//! or fields and values this build does not know, → refused with a clear error, so nothing a newer
+//! wolf-rs wrote is silently dropped.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+
+#[derive(Debug)]
+pub enum Loaded<T> {
+    Missing,
+    Read(T),
+    /// The file was corrupt and now lies at this path.
+    MovedAside(PathBuf),
+}
+
+/// Read `path` (blocking) as `T` of `version`; `what` names it in messages.
+pub fn read<T: DeserializeOwned>(path: &Path, version: u32, what: &str) -> Result<Loaded<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return move_aside(path, what, "not UTF-8 text"),
+        Err(e) => return Err(Error::with_source(ErrorKind::Store, format!("reading {}", path.display()), e)),
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return move_aside(path, what, &e.to_string()),
+    };
+    let Some(found) = value.get("version").and_then(serde_json::Value::as_u64) else {
+        return move_aside(path, what, "no numeric \"version\"");
+    };
+    if found != u64::from(version) {
+        return Err(Error::new(
+            ErrorKind::Store,
+            format!(
+                "{} ({what}) has version {found}; this wolf-rs reads version {version}. Run the wolf-rs that wrote \
+                 it, or move the file away to start without it",
+                path.display()
+            ),
+        ));
+    }
+    serde_json::from_value(value).map(Loaded::Read).map_err(|e| {
+        Error::new(
+            ErrorKind::Store,
+            format!(
+                "{} ({what}) has something this wolf-rs does not know ({e}); it may come from a newer wolf-rs. \
+                 Move the file away to start without it",
+                path.display()
+            ),
+        )
+    })
+}
+
+fn move_aside<T>(path: &Path, what: &str, why: &str) -> Result<Loaded<T>> {
+    let aside = aside_name(path);
+    std::fs::rename(path, &aside)
+        .or_err(ErrorKind::Store, || format!("{} is corrupt ({why}) and could not be moved aside", path.display()))?;
+    tracing::error!(
+        file = %path.display(), moved_to = %aside.display(), error = why,
+        "{what} file is corrupt: moved aside, starting without it"
+    );
+    Ok(Loaded::MovedAside(aside))
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".corrupt-{secs}"));
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct F {
+        version: u32,
+        items: Vec<u32>,
+    }
+
+    fn load(text: Option<&str>) -> (tempfile::TempDir, Result<Loaded<F>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        if let Some(t) = text {
+            std::fs::write(&p, t).unwrap();
+        }
+        let r = read::<F>(&p, 1, "test");
+        (dir, r)
+    }
+
+    #[test]
+    fn policy() {
+        assert!(matches!(load(None).1, Ok(Loaded::Missing)));
+        assert!(matches!(load(Some(r#"{"version":1,"items":[3]}"#)).1, Ok(Loaded::Read(F { version: 1, .. }))));
+        for corrupt in ["{not json", "[1,2]", r#"{"items":[]}"#, "\u{0}\u{1}garbage"] {
+            let (dir, r) = load(Some(corrupt));
+            assert!(matches!(r, Ok(Loaded::MovedAside(_))), "{corrupt}: {r:?}");
+            let names: Vec<String> =
+                std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            assert!(names.len() == 1 && names[0].starts_with("s.json.corrupt-"), "{names:?}");
+        }
+        let newer = load(Some(r#"{"version":2,"items":[]}"#)).1.unwrap_err().to_string();
+        assert!(newer.contains("version 2"), "{newer}");
+        let unknown = load(Some(r#"{"version":1,"items":[],"extra":1}"#)).1.unwrap_err().to_string();
+        assert!(unknown.contains("extra"), "{unknown}");
+    }
+}
