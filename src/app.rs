@@ -216,10 +216,18 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         beats.clone(),
     )
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
+    let runners = Arc::new(crate::runners::Runners::new(
+        paths.state_dir.join("logs"),
+        Duration::from_millis(config.sessions.stop_timeout_ms),
+    ));
+    let sweep_docker = config.apps.iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
+        || saved.records.iter().any(|r| matches!(r.runner, crate::runners::RunnerHandle::Docker { .. }));
     let ender = Arc::new(crate::stream::SessionEnder {
         sessions: sessions.clone(),
         control: control.commands.clone(),
         streams: streams_tx.clone(),
+        runners: runners.clone(),
+        runtime: tokio::runtime::Handle::current(),
     });
     if let Some(aside) = &saved.moved_aside {
         metrics.session_store_corrupt.inc();
@@ -228,9 +236,13 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let store_errors = metrics.session_store_errors.clone();
     let writer = crate::sessions::store::Writer::spawn(sessions_file, move |_| store_errors.inc())?;
     sessions.set_store(writer);
-    let reconciled =
-        crate::sessions::reconcile::run(saved.records, Duration::from_millis(config.sessions.reconcile_timeout_ms))
-            .await;
+    let reconciled = crate::sessions::reconcile::run(
+        saved.records,
+        &runners,
+        sweep_docker,
+        Duration::from_millis(config.sessions.reconcile_timeout_ms),
+    )
+    .await;
     reconciled.export(&metrics);
     sessions.restore(reconciled.adopted);
     let shutdown = CancellationToken::new();
@@ -253,6 +265,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         audio_port,
         control_port,
         ender: ender.clone(),
+        runners: runners.clone(),
         shutdown: shutdown.clone(),
         streams: streams_tx,
         metrics: metrics.clone(),
@@ -286,6 +299,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         keyframes,
         ender: ender.clone(),
     };
+    tracker.spawn(watch_apps(ender.clone(), shutdown.clone()));
     if config.sessions.idle_timeout_ms > 0 {
         tracker.spawn(stop_idle_sessions(
             ender,
@@ -305,7 +319,15 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         // The ENet thread disconnects its peers and is joined off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(control)).await;
         drop(mdns);
-        // Apps keep running to be adopted at the next start; the file must say so.
+        if actx.config.sessions.stop_apps_on_shutdown {
+            for s in actx.sessions.list() {
+                if let Err(e) = actx.runners.stop(&s.runner).await {
+                    tracing::error!(session = s.id, error = %e, "stopping the app at shutdown");
+                }
+                actx.sessions.remove_by_id(s.id);
+            }
+        }
+        // Otherwise apps keep running to be adopted at the next start; the file must say so.
         let s = actx.sessions.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush_blocking()).await {
             tracing::error!(error = %e, "the sessions file could not be written at shutdown");
@@ -349,6 +371,38 @@ async fn stop_idle_sessions(ender: Arc<crate::stream::SessionEnder>, idle: Durat
     }
 }
 
+/// Ends sessions whose app exited, and rotates app logs.
+async fn watch_apps(ender: Arc<crate::stream::SessionEnder>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut turns = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        turns += 1;
+        let running: Vec<_> = ender
+            .sessions
+            .list()
+            .into_iter()
+            .filter(|s| {
+                s.runner != crate::runners::RunnerHandle::None && s.state != crate::sessions::SessionState::Stopping
+            })
+            .collect();
+        for s in &running {
+            if !ender.runners.alive(s.id, &s.runner).await {
+                tracing::info!(session = s.id, app = s.app_id, "the app exited: ending its session");
+                ender.end(s.id, crate::protocol::control::TERMINATION_GRACEFUL);
+            }
+        }
+        if turns % 10 == 0 {
+            let ids: Vec<u32> = running.iter().map(|s| s.id).collect();
+            let p = ender.runners.process.clone();
+            let _ = tokio::task::spawn_blocking(move || p.rotate_logs(&ids)).await;
+        }
+    }
+}
+
 /// `wolf-rs serve`: start, then run until SIGINT or SIGTERM.
 pub async fn serve(paths: Paths, env: Env) -> Result<()> {
     let running = start(paths, env).await?;
@@ -358,13 +412,26 @@ pub async fn serve(paths: Paths, env: Env) -> Result<()> {
         tracing::warn!(error = %e, "could not tell systemd the host is ready");
     }
     let token = running.shutdown_token();
+    let limit = Duration::from_millis(running.ctx.config.sessions.shutdown_timeout_ms);
+    let (signalled_tx, signalled) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; draining");
         token.cancel();
+        let _ = signalled_tx.send(());
     });
-    running.wait().await;
-    Ok(())
+    let mut wait = std::pin::pin!(running.wait());
+    tokio::select! {
+        _ = &mut wait => return Ok(()),
+        _ = signalled => {}
+    }
+    match tokio::time::timeout(limit, wait).await {
+        Ok(()) => Ok(()),
+        Err(_) => Err(Error::new(
+            ErrorKind::Io,
+            format!("the drain did not finish within sessions.shutdown_timeout_ms ({} ms)", limit.as_millis()),
+        )),
+    }
 }
 
 async fn wait_for_signal() {

@@ -20,5 +20,8 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::exit::FAILURE);
         }
     };
-    runtime.block_on(cli::run(cli))
+    let code = runtime.block_on(cli::run(cli));
+    // A blocking task still running (an app that will not stop) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }

@@ -480,7 +480,7 @@ async fn launch(
         surround_audio_info: surround,
         created: SystemTime::now(),
         updated: SystemTime::now(),
-        state: SessionState::Paused,
+        state: SessionState::Launching,
         runner: RunnerHandle::None,
         ports: SessionPorts {
             rtsp: ctx.rtsp_port,
@@ -490,7 +490,11 @@ async fn launch(
         },
         rtsp: Default::default(),
     };
-    match ctx.sessions.launch(session).await {
+    let launched = match ctx.sessions.launch(session).await {
+        Ok(s) => start_app(ctx, s, app).await,
+        Err(e) => Err(e),
+    };
+    match launched {
         Ok(s) => {
             ctx.metrics.sessions_created.inc();
             tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
@@ -505,11 +509,47 @@ async fn launch(
                 "The host could not save the session (its state directory is not writable); see the host log",
             )
         }
+        Err(LaunchError::Runner(e)) => {
+            tracing::error!(error = %e, app = %app.title, "launch failed: the app did not start");
+            failed("runner", 500, &format!("{e}"))
+        }
         Err(LaunchError::AlreadyRunning { app_id }) => failed(
             "already_running",
             400,
             &format!("App {app_id} is already running for this client; resume or quit it first"),
         ),
+    }
+}
+
+/// Start the session's app and save its handle; on failure the session is taken back out.
+async fn start_app(ctx: &HostContext, s: Session, app: &crate::config::App) -> Result<Session, LaunchError> {
+    let handle = match ctx.runners.start(s.id, app).await {
+        Ok(h) => h,
+        Err(e) => {
+            ctx.sessions.remove_by_id(s.id);
+            return Err(LaunchError::Runner(e.to_string()));
+        }
+    };
+    let saved = ctx
+        .sessions
+        .update_by_id_saved(s.id, |s| {
+            s.runner = handle.clone();
+            s.state = SessionState::Paused;
+            s.updated = SystemTime::now();
+            s.clone()
+        })
+        .await;
+    match saved {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(LaunchError::Runner("the session ended while its app started".into())),
+        Err(e) => {
+            // Not on disk: a crash now would leak the app, so stop it before refusing.
+            if let Err(stop) = ctx.runners.stop(&handle).await {
+                tracing::error!(error = %stop, "stopping an app whose session could not be saved");
+            }
+            ctx.sessions.remove_by_id(s.id);
+            Err(LaunchError::Store(e))
+        }
     }
 }
 

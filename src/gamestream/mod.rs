@@ -56,6 +56,7 @@ pub struct HostContext {
     pub control_port: u16,
     /// Ends sessions: tells the client, stops the streams, removes the session.
     pub ender: Arc<crate::stream::SessionEnder>,
+    pub runners: Arc<crate::runners::Runners>,
     /// Fired on SIGTERM: new launches are refused while the host drains.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Start and stop streams.

@@ -141,6 +141,8 @@ pub enum LaunchError {
     },
     /// The session could not be saved.
     Store(String),
+    /// The app did not start.
+    Runner(String),
 }
 
 impl Sessions {
@@ -266,6 +268,15 @@ impl Sessions {
 
     pub fn update_by_id<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
         self.update(|m| m.values_mut().find(|s| s.id == id).map(f))
+    }
+
+    /// As `update_by_id`, returning once the change is on disk.
+    pub async fn update_by_id_saved<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Result<Option<R>, String> {
+        let (r, done) = self.update_inner(true, |m| m.values_mut().find(|s| s.id == id).map(f));
+        if let Some(done) = done {
+            done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
+        }
+        Ok(r)
     }
 
     /// The client of session `id` was heard from.

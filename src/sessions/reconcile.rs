@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Session, SessionRecord, SessionState};
 use crate::metrics::Metrics;
-use crate::runners::RunnerHandle;
+use crate::runners::{RunnerHandle, Runners};
 
 #[derive(Debug, Default)]
 pub struct Reconciled {
@@ -22,37 +22,37 @@ impl Reconciled {
     }
 }
 
-/// Is the app behind `handle` still running?
-async fn alive(handle: &RunnerHandle) -> bool {
-    match handle {
-        RunnerHandle::None => true,
-        RunnerHandle::Process { .. } | RunnerHandle::Docker { .. } => false,
-    }
-}
-
-pub async fn run(records: Vec<SessionRecord>, limit: Duration) -> Reconciled {
+pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: bool, limit: Duration) -> Reconciled {
     let total = records.len();
     let pass = async {
         let mut out = Reconciled::default();
         for r in records {
-            let live = alive(&r.runner).await;
+            let stopping = r.state == SessionState::Stopping;
+            let live = !stopping && runners.alive(r.id, &r.runner).await;
             match Session::from_record(&r) {
                 Some(mut s) if live => {
                     s.state = SessionState::Paused;
                     s.updated = std::time::SystemTime::now();
-                    tracing::info!(session = s.id, app = s.app_id, "saved session adopted: its app still runs");
+                    tracing::info!(session = s.id, app = s.app_id, runner = ?s.runner, "saved session adopted: its app still runs");
                     out.adopted.push(s);
                 }
                 _ => {
+                    // Dead, or it was being stopped when the host went down: finish the job.
+                    if let Err(e) = runners.stop(&r.runner).await {
+                        tracing::warn!(session = r.id, error = %e, "cleaning up a saved session's app");
+                    }
                     tracing::info!(
                         session = r.id,
                         app = r.app_id,
                         state = SessionState::Interrupted.as_str(),
-                        "saved session's app is gone: cleaned up"
+                        "saved session's app is gone (or was stopping): cleaned up"
                     );
                     out.cleaned += 1;
                 }
             }
+        }
+        if sweep_docker {
+            out.orphans_removed = remove_orphans(runners, &out.adopted).await;
         }
         out
     };
@@ -75,4 +75,36 @@ pub async fn run(records: Vec<SessionRecord>, limit: Duration) -> Reconciled {
             Reconciled::default()
         }
     }
+}
+
+/// Containers with our label that no adopted session owns: stopped and removed.
+async fn remove_orphans(runners: &Runners, adopted: &[Session]) -> usize {
+    let known: Vec<&str> = adopted
+        .iter()
+        .filter_map(|s| match &s.runner {
+            RunnerHandle::Docker { container_id } => Some(container_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let labelled = match runners.docker.labelled().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list containers to remove orphans");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for (id, session) in labelled {
+        if known.contains(&id.as_str()) {
+            continue;
+        }
+        match runners.docker.stop(&id, runners.stop_timeout).await {
+            Ok(()) => {
+                tracing::info!(container = %id, session = %session, "orphan app container removed");
+                removed += 1;
+            }
+            Err(e) => tracing::warn!(container = %id, error = %e, "could not remove an orphan container"),
+        }
+    }
+    removed
 }

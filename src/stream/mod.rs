@@ -150,16 +150,40 @@ pub struct SessionEnder {
     pub sessions: Arc<Sessions>,
     pub control: std::sync::mpsc::Sender<crate::control::ControlCommand>,
     pub streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    pub runners: Arc<crate::runners::Runners>,
+    /// Stopping an app takes time: it runs here, whatever thread asked.
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl SessionEnder {
-    /// End `session_id` with the termination `reason` sent to its client.
+    /// End `session_id` with the termination `reason` sent to its client. A session with an app
+    /// is marked stopping (saved, so a crash mid-stop finishes the stop at the next start), its
+    /// app stopped in the background, and then removed.
     pub fn end(&self, session_id: u32, reason: u32) -> Option<Session> {
         let _ = self.control.send(crate::control::ControlCommand::Terminate { session_id, reason });
         if self.streams.try_send(StreamCommand::Stop { session_id }).is_err() {
             tracing::error!(session = session_id, "the stream manager is not taking commands");
         }
-        self.sessions.remove_by_id(session_id)
+        let s = self.sessions.list().into_iter().find(|s| s.id == session_id)?;
+        if s.runner == crate::runners::RunnerHandle::None {
+            return self.sessions.remove_by_id(session_id);
+        }
+        if s.state == crate::sessions::SessionState::Stopping {
+            return Some(s);
+        }
+        self.sessions.update_by_id(session_id, |s| {
+            s.state = crate::sessions::SessionState::Stopping;
+            s.updated = std::time::SystemTime::now();
+        });
+        let (runners, sessions, handle) = (self.runners.clone(), self.sessions.clone(), s.runner.clone());
+        self.runtime.spawn(async move {
+            if let Err(e) = runners.stop(&handle).await {
+                tracing::error!(session = session_id, error = %e, "stopping the app");
+            }
+            sessions.remove_by_id(session_id);
+            tracing::info!(session = session_id, "app stopped, session removed");
+        });
+        Some(s)
     }
 
     /// A stream failed: the client sees an encoder error.

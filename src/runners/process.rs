@@ -1,0 +1,190 @@
+//! The process runner: the app's command in its own process group, its output appended to a
+//! size-rotated log file (a file, not a pipe, so the app survives a host crash), stopped with
+//! SIGTERM to the group and SIGKILL after the timeout. A pid is only ever signalled after its start
+//! time matched the one recorded at launch, so a reused pid is never hit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{RunnerError, RunnerHandle};
+
+/// A session log beyond this is rotated to `<name>.1` (one old file kept).
+pub const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+pub struct ProcessRunner {
+    log_dir: PathBuf,
+    /// Children this host spawned, kept to reap them (adopted ones belong to init).
+    children: Mutex<HashMap<i32, Child>>,
+}
+
+/// The start time (clock ticks after boot) of `pid`, if it runs and is not a zombie.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    (stat.state != 'Z').then_some(stat.starttime)
+}
+
+impl ProcessRunner {
+    pub fn new(log_dir: PathBuf) -> ProcessRunner {
+        ProcessRunner { log_dir, children: Mutex::new(HashMap::new()) }
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Child>> {
+        self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn log_path(&self, session_id: u32) -> PathBuf {
+        self.log_dir.join(format!("session-{session_id}.log"))
+    }
+
+    /// Start `command` (blocking).
+    pub fn start(
+        &self,
+        session_id: u32,
+        command: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<RunnerHandle, RunnerError> {
+        let (program, args) = command.split_first().ok_or_else(|| RunnerError::Config("empty command".into()))?;
+        std::fs::create_dir_all(&self.log_dir)
+            .map_err(|e| RunnerError::Start(format!("creating {}: {e}", self.log_dir.display())))?;
+        let log = self.log_path(session_id);
+        rotate(&log, LOG_MAX_BYTES);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| RunnerError::Start(format!("opening the log {}: {e}", log.display())))?;
+        let err = out.try_clone().map_err(|e| RunnerError::Start(format!("log file: {e}")))?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(env)
+            .env("WOLF_SESSION_ID", session_id.to_string())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| RunnerError::Start(format!("{program}: {e}")))?;
+        let pid = child.id() as i32;
+        let Some(start_time) = start_time(pid) else {
+            // It already ended: reap it and say so.
+            let mut child = child;
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(RunnerError::Start(format!("{program} exited at once ({status}); see {}", log.display())));
+        };
+        self.children().insert(pid, child);
+        tracing::info!(session = session_id, pid, program = %program, log = %log.display(), "app process started");
+        Ok(RunnerHandle::Process { pid, start_time })
+    }
+
+    /// Is the process of this handle still the same one, and running? (blocking; reaps our own).
+    pub fn alive(&self, pid: i32, start: u64) -> bool {
+        {
+            let mut children = self.children();
+            if let Some(child) = children.get_mut(&pid)
+                && !matches!(child.try_wait(), Ok(None))
+            {
+                children.remove(&pid);
+                return false;
+            }
+        }
+        start_time(pid) == Some(start)
+    }
+
+    /// SIGTERM to the group, SIGKILL after `timeout` (blocking).
+    pub fn stop(&self, pid: i32, start: u64, timeout: Duration) -> Result<(), RunnerError> {
+        if !self.alive(pid, start) {
+            return Ok(());
+        }
+        signal_group(pid, libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.alive(pid, start) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(pid, "app did not stop within {} ms of SIGTERM: SIGKILL", timeout.as_millis());
+        if self.alive(pid, start) {
+            signal_group(pid, libc::SIGKILL);
+        }
+        for _ in 0..250 {
+            if !self.alive(pid, start) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(RunnerError::Stop(format!("process {pid} survived SIGKILL")))
+    }
+
+    /// Rotate logs of running sessions that grew past the limit (blocking).
+    pub fn rotate_logs(&self, session_ids: &[u32]) {
+        for id in session_ids {
+            rotate_in_place(&self.log_path(*id), LOG_MAX_BYTES);
+        }
+    }
+}
+
+fn signal_group(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a negative pid signals the process group; no memory is involved.
+    let r = unsafe { libc::kill(-pid, sig) };
+    if r != 0 {
+        tracing::debug!(pid, sig, error = %std::io::Error::last_os_error(), "signalling the app's process group");
+    }
+}
+
+/// Before a start: a log over `max` becomes `<log>.1`.
+fn rotate(log: &Path, max: u64) {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > max) {
+        let _ = std::fs::rename(log, log.with_extension("log.1"));
+    }
+}
+
+/// While the app runs (it appends with O_APPEND): copy to `<log>.1`, then truncate.
+fn rotate_in_place(log: &Path, max: u64) {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > max) {
+        if let Err(e) = std::fs::copy(log, log.with_extension("log.1")) {
+            tracing::warn!(log = %log.display(), error = %e, "could not rotate the app log");
+            return;
+        }
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(log) {
+            let _ = f.set_len(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_stop_and_no_reused_pid_is_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ProcessRunner::new(dir.path().to_owned());
+        let env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
+        let cmd = ["sh", "-c", "echo $GREETING $WOLF_SESSION_ID; trap '' TERM; sleep 30 & wait"].map(String::from);
+        let RunnerHandle::Process { pid, start_time } = r.start(9, &cmd, &env).unwrap() else { panic!() };
+        assert!(r.alive(pid, start_time));
+        assert!(!r.alive(pid, start_time + 1), "another start time is another process");
+        // It ignores SIGTERM: SIGKILL after the timeout ends the whole group.
+        r.stop(pid, start_time, Duration::from_millis(200)).unwrap();
+        assert!(!r.alive(pid, start_time));
+        let log = std::fs::read_to_string(r.log_path(9)).unwrap();
+        assert_eq!(log.trim(), "hello 9");
+        let e = r.start(10, &["/nonexistent/app".to_owned()], &BTreeMap::new()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/app"), "{e}");
+    }
+
+    #[test]
+    fn logs_rotate_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("session-1.log");
+        std::fs::write(&log, vec![b'x'; 100]).unwrap();
+        rotate_in_place(&log, 50);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(log.with_extension("log.1")).unwrap().len(), 100);
+    }
+}
