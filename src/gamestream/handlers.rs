@@ -511,7 +511,7 @@ async fn launch(
         }
         Err(LaunchError::Runner(e)) => {
             tracing::error!(error = %e, app = %app.title, "launch failed: the app did not start");
-            failed("runner", 500, &format!("{e}"))
+            failed("runner", 500, &e)
         }
         Err(LaunchError::AlreadyRunning { app_id }) => failed(
             "already_running",
