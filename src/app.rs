@@ -218,6 +218,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
     let runners = Arc::new(crate::runners::Runners::new(
         paths.state_dir.join("logs"),
+        std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
     let sweep_docker = config.apps.iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)

@@ -5,114 +5,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-use wolf_rs::client::{ClientIdentity, GameStreamClient, Reply, plain_request};
+use common::host_process::spawn;
+use wolf_rs::client::{ClientIdentity, GameStreamClient};
 use wolf_rs::watchdog::{EXIT_CODE, MARKER_FILE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wolf-rs");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A host process; killed on every path so no test leaves one behind.
-struct Proc {
-    child: Child,
-    state: PathBuf,
-    http: u16,
-    https: u16,
-    health: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn config(watchdog: &str, http: u16, https: u16, health: u16) -> String {
-    format!(
-        "hostname = \"wd\"\nbind_address = \"127.0.0.1\"\n[network]\nlocal_ip = \"127.0.0.1\"\nmac = \"02:00:00:aa:bb:cc\"\n\
-         [ports]\nhttp = {http}\nhttps = {https}\nrtsp = 0\nvideo = 0\naudio = 0\ncontrol = 0\n[mdns]\nenabled = false\n\
-         [health]\nport = {health}\n[pairing]\npin = [\"4321\"]\n[debug]\nfault_injection = true\n[watchdog]\n{watchdog}\n"
-    )
-}
-
-fn spawn(state: &Path, watchdog: &str) -> Proc {
-    let (http, https, health) = (free_port(), free_port(), free_port());
-    std::fs::create_dir_all(state).unwrap();
-    std::fs::write(state.join("config.toml"), config(watchdog, http, https, health)).unwrap();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(state.join("host.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["--state-dir", state.to_str().unwrap(), "serve"])
-        .env("WOLF_LOG_LEVEL", "info")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start wolf-rs");
-    Proc { child, state: state.to_owned(), http, https, health }
-}
-
-impl Proc {
-    fn health_addr(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.health).into()
-    }
-
-    async fn get(&self, path: &str) -> Option<Reply> {
-        let r =
-            tokio::time::timeout(Duration::from_secs(5), plain_request(self.health_addr(), Method::GET, path, None));
-        r.await.ok().and_then(Result::ok)
-    }
-
-    async fn post(&self, path: &str) -> Reply {
-        plain_request(self.health_addr(), Method::POST, path, None).await.expect("health port answers")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.join("host.log")).unwrap_or_default()
-    }
-
-    /// Wait (bounded) until /health reports `want`; returns the body.
-    async fn health_until(&self, want: &str) -> serde_json::Value {
-        for _ in 0..400 {
-            if let Some(r) = self.get("/health").await
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body)
-                && v["status"] == want
-            {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("/health never became {want}; log:\n{}", self.log());
-    }
-
-    /// Wait (bounded) for the process to end.
-    async fn exit_status(&mut self, limit: Duration) -> ExitStatus {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the host did not exit within {limit:?}; log:\n{}", self.log());
-    }
-
-    fn client(&self) -> GameStreamClient {
-        GameStreamClient::new(
-            ([127, 0, 0, 1], self.http).into(),
-            ([127, 0, 0, 1], self.https).into(),
-            Arc::new(ClientIdentity::generate().unwrap()),
-        )
-    }
-}
 
 /// `silent_ms` from the marker line.
 fn marker_silent_ms(line: &str) -> u64 {
@@ -125,10 +27,15 @@ fn healthcheck(url: &str) -> std::process::Output {
 
 const TIGHT: &str = "interval_ms = 500\nwarn_after_ms = 1000\nexit_after_ms = 2000";
 
+/// Config with fault injection on and these `[watchdog]` settings.
+fn watchdog(settings: &str) -> String {
+    format!("[debug]\nfault_injection = true\n[watchdog]\n{settings}\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = spawn(dir.path(), TIGHT);
+    let mut host = spawn(dir.path(), &watchdog(TIGHT));
     let v = host.health_until("healthy").await;
     assert!(v["last_exit"].is_null());
     let url = format!("http://127.0.0.1:{}/health", host.health);
@@ -153,7 +60,7 @@ async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_
     assert_eq!(gone.status.code(), Some(1), "healthcheck with nothing listening fails");
 
     // The next start reads the marker, reports it, and clears it.
-    let host2 = spawn(dir.path(), TIGHT);
+    let host2 = spawn(dir.path(), &watchdog(TIGHT));
     let v = host2.health_until("healthy").await;
     assert!(v["last_exit"].as_str().unwrap_or_default().contains("hung=event_loop"), "{v}");
     assert!(host2.log().contains("the previous run was ended by the watchdog"));
@@ -163,7 +70,7 @@ async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_pipeline_degrades_the_host_then_exits_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = spawn(dir.path(), "interval_ms = 500\nwarn_after_ms = 1000\nexit_after_ms = 4000");
+    let mut host = spawn(dir.path(), &watchdog("interval_ms = 500\nwarn_after_ms = 1000\nexit_after_ms = 4000"));
     host.health_until("healthy").await;
     let (_c, video, _audio, ping, _) = common::play(host.client()).await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -196,7 +103,7 @@ async fn a_stalled_pipeline_degrades_the_host_then_exits_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_storm_does_not_trip_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = spawn(dir.path(), "interval_ms = 500\nwarn_after_ms = 1500\nexit_after_ms = 3000");
+    let mut host = spawn(dir.path(), &watchdog("interval_ms = 500\nwarn_after_ms = 1500\nexit_after_ms = 3000"));
     host.health_until("healthy").await;
     let https: SocketAddr = ([127, 0, 0, 1], host.https).into();
     let identity = Arc::new(ClientIdentity::generate().unwrap());

@@ -49,9 +49,10 @@ pub struct Runners {
 }
 
 impl Runners {
-    pub fn new(log_dir: PathBuf, stop_timeout: Duration) -> Runners {
+    /// `owner` tells this host's app processes from others' (its state dir).
+    pub fn new(log_dir: PathBuf, owner: String, stop_timeout: Duration) -> Runners {
         Runners {
-            process: std::sync::Arc::new(process::ProcessRunner::new(log_dir)),
+            process: std::sync::Arc::new(process::ProcessRunner::new(log_dir, owner)),
             docker: docker::DockerRunner::new(),
             stop_timeout,
         }

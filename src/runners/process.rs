@@ -15,8 +15,14 @@ use super::{RunnerError, RunnerHandle};
 /// A session log beyond this is rotated to `<name>.1` (one old file kept).
 pub const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Env set on every app process: the owning host's state dir, so a restarted host can find the
+/// processes it started (the process analogue of a container label).
+pub const OWNER_ENV: &str = "WOLF_RS_OWNER";
+pub const SESSION_ENV: &str = "WOLF_SESSION_ID";
+
 pub struct ProcessRunner {
     log_dir: PathBuf,
+    owner: String,
     /// Children this host spawned, kept to reap them (adopted ones belong to init).
     children: Mutex<HashMap<i32, Child>>,
 }
@@ -28,8 +34,28 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 impl ProcessRunner {
-    pub fn new(log_dir: PathBuf) -> ProcessRunner {
-        ProcessRunner { log_dir, children: Mutex::new(HashMap::new()) }
+    pub fn new(log_dir: PathBuf, owner: String) -> ProcessRunner {
+        ProcessRunner { log_dir, owner, children: Mutex::new(HashMap::new()) }
+    }
+
+    /// Process-group leaders started by this host's state dir: (pid, start time, session) (blocking).
+    pub fn owned(&self) -> Vec<(i32, u64, String)> {
+        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+        all.filter_map(Result::ok)
+            .filter_map(|p| {
+                let stat = p.stat().ok()?;
+                if stat.pgrp != stat.pid || stat.state == 'Z' {
+                    return None;
+                }
+                let env = p.environ().ok()?;
+                let owner = env.get(std::ffi::OsStr::new(OWNER_ENV))?;
+                if owner.as_encoded_bytes() != self.owner.as_bytes() {
+                    return None;
+                }
+                let session = env.get(std::ffi::OsStr::new(SESSION_ENV)).map(|s| s.to_string_lossy().into_owned());
+                Some((stat.pid, stat.starttime, session.unwrap_or_default()))
+            })
+            .collect()
     }
 
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Child>> {
@@ -61,7 +87,8 @@ impl ProcessRunner {
         let child = Command::new(program)
             .args(args)
             .envs(env)
-            .env("WOLF_SESSION_ID", session_id.to_string())
+            .env(SESSION_ENV, session_id.to_string())
+            .env(OWNER_ENV, &self.owner)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -163,11 +190,12 @@ mod tests {
     #[test]
     fn start_stop_and_no_reused_pid_is_signalled() {
         let dir = tempfile::tempdir().unwrap();
-        let r = ProcessRunner::new(dir.path().to_owned());
+        let r = ProcessRunner::new(dir.path().to_owned(), dir.path().display().to_string());
         let env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
         let cmd = ["sh", "-c", "echo $GREETING $WOLF_SESSION_ID; trap '' TERM; sleep 30 & wait"].map(String::from);
         let RunnerHandle::Process { pid, start_time } = r.start(9, &cmd, &env).unwrap() else { panic!() };
         assert!(r.alive(pid, start_time));
+        assert_eq!(r.owned(), vec![(pid, start_time, "9".to_owned())], "found by its owner env");
         assert!(!r.alive(pid, start_time + 1), "another start time is another process");
         // It ignores SIGTERM: SIGKILL after the timeout ends the whole group.
         r.stop(pid, start_time, Duration::from_millis(200)).unwrap();

@@ -51,8 +51,9 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
                 }
             }
         }
+        out.orphans_removed = remove_orphan_processes(runners, &out.adopted).await;
         if sweep_docker {
-            out.orphans_removed = remove_orphans(runners, &out.adopted).await;
+            out.orphans_removed += remove_orphans(runners, &out.adopted).await;
         }
         out
     };
@@ -75,6 +76,27 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
             Reconciled::default()
         }
     }
+}
+
+/// Processes this host's state dir started that no adopted session owns: stopped.
+async fn remove_orphan_processes(runners: &Runners, adopted: &[Session]) -> usize {
+    let p = runners.process.clone();
+    let owned = tokio::task::spawn_blocking(move || p.owned()).await.unwrap_or_default();
+    let mut removed = 0;
+    for (pid, start_time, session) in owned {
+        let handle = RunnerHandle::Process { pid, start_time };
+        if adopted.iter().any(|s| s.runner == handle) {
+            continue;
+        }
+        match runners.stop(&handle).await {
+            Ok(()) => {
+                tracing::info!(pid, session = %session, "orphan app process stopped");
+                removed += 1;
+            }
+            Err(e) => tracing::warn!(pid, error = %e, "could not stop an orphan app process"),
+        }
+    }
+    removed
 }
 
 /// Containers with our label that no adopted session owns: stopped and removed.

@@ -1,0 +1,240 @@
+//! App runners across a crash of the host (kill -9 of the real binary): a live app is adopted and
+//! resumes, a dead one is cleaned up, an orphan is removed. Process runner on real processes,
+//! docker runner on this machine's Docker engine with an image built here (busybox, no registry).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::host_process::{Proc, spawn};
+use wolf_rs::client::GameStreamClient;
+use wolf_rs::runners::RunnerHandle;
+use wolf_rs::runners::docker::LABEL;
+use wolf_rs::sessions::{SessionRecord, SessionState};
+
+fn sessions(host: &Proc) -> Vec<SessionRecord> {
+    let out = host.cli(&["sessions", "list", "--json"]);
+    assert!(out.status.success(), "sessions list: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON list")
+}
+
+async fn pair(host: &Proc) -> GameStreamClient {
+    let mut c = host.client();
+    assert_eq!(c.pair("4321").await.unwrap(), wolf_rs::client::PairOutcome::Paired);
+    c
+}
+
+async fn launch(c: &GameStreamClient, app: &str) -> wolf_rs::client::Reply {
+    let q = c.url(
+        "/launch",
+        &[("appid", app), ("mode", "1280x720x60"), ("rikey", "00112233445566778899aabbccddeeff"), ("rikeyid", "1")],
+    );
+    c.https_get(&q).await.expect("launch answers")
+}
+
+/// Wait (bounded) for `f` to hold.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn pid_alive(pid: i32) -> bool {
+    wolf_rs::runners::process::start_time(pid).is_some()
+}
+
+const PROCESS_APP: &str = "[sessions]\nstop_timeout_ms = 2000\n\n[[apps]]\ntitle = \"Test pattern\"\nid = 1\n\n\
+    [[apps]]\ntitle = \"Sleeper\"\nid = 2\n[apps.runner]\ntype = \"process\"\ncommand = [\"sh\", \"-c\", \"exec sleep 600\"]\n";
+
+fn process_pid(s: &SessionRecord) -> i32 {
+    match s.runner {
+        RunnerHandle::Process { pid, .. } => pid,
+        ref other => panic!("expected a process handle, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_app_is_adopted_after_a_crash_and_stopped_by_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), PROCESS_APP);
+    host.health_until("healthy").await;
+    let c = pair(&host).await;
+    assert_eq!(launch(&c, "2").await.field("gamesession").as_deref(), Some("1"));
+    let before = sessions(&host);
+    let pid = process_pid(&before[0]);
+    assert!(pid_alive(pid));
+    assert!(dir.path().join("logs").join(format!("session-{}.log", before[0].id)).exists());
+
+    host.kill9();
+    assert!(pid_alive(pid), "the app outlives the host");
+    let host = spawn(dir.path(), PROCESS_APP);
+    host.health_until("healthy").await;
+    let after = sessions(&host);
+    assert_eq!(after.len(), 1, "adopted");
+    assert_eq!((after[0].id, process_pid(&after[0]), after[0].state), (before[0].id, pid, SessionState::Paused));
+    let r = c.https_get(&c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "2")])).await;
+    assert_eq!(r.unwrap().field("resume").as_deref(), Some("1"));
+
+    assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
+    until("the app is stopped", || !pid_alive(pid)).await;
+    until("the session is gone", || sessions(&host).is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_process_app_is_cleaned_up_and_an_orphan_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), PROCESS_APP);
+    host.health_until("healthy").await;
+    let c = pair(&host).await;
+    launch(&c, "2").await;
+    let pid = process_pid(&sessions(&host)[0]);
+    host.kill9();
+    // The app dies while the host is down.
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    until("the app is dead", || !pid_alive(pid)).await;
+    let mut host = spawn(dir.path(), PROCESS_APP);
+    host.health_until("healthy").await;
+    assert!(sessions(&host).is_empty(), "the dead app's session is dropped");
+    let metrics = host.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"cleaned\"} 1"), "{metrics}");
+
+    // An app whose session record is lost (the file removed while the host was down) is an orphan.
+    launch(&c, "2").await;
+    let pid = process_pid(&sessions(&host)[0]);
+    host.kill9();
+    std::fs::remove_file(dir.path().join(wolf_rs::sessions::store::FILE_NAME)).unwrap();
+    let host = spawn(dir.path(), PROCESS_APP);
+    host.health_until("healthy").await;
+    until("the orphan is stopped", || !pid_alive(pid)).await;
+    let metrics = host.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_exits_ends_its_session_and_a_bad_command_fails_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "[[apps]]\ntitle = \"Short\"\nid = 1\n[apps.runner]\ntype = \"process\"\ncommand = [\"sleep\", \"1\"]\n\n\
+        [[apps]]\ntitle = \"Broken\"\nid = 2\n[apps.runner]\ntype = \"process\"\ncommand = [\"/nonexistent/game\"]\n";
+    let host = spawn(dir.path(), cfg);
+    host.health_until("healthy").await;
+    let c = pair(&host).await;
+    let r = launch(&c, "2").await;
+    assert_eq!(r.xml_status(), Some(500), "{}", r.text());
+    assert!(r.text().contains("/nonexistent/game"), "the error names the command: {}", r.text());
+    assert!(sessions(&host).is_empty());
+    assert_eq!(launch(&c, "1").await.field("gamesession").as_deref(), Some("1"));
+    until("the session ends with its app", || sessions(&host).is_empty()).await;
+    let metrics = host.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("wolf_session_creation_errors_total{reason=\"runner\"} 1"), "{metrics}");
+}
+
+/// Removes the test image and every container with our label, also when the test fails.
+struct DockerCleanup {
+    image: String,
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        remove_labelled();
+        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn labelled() -> Vec<String> {
+    docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label={LABEL}")]).lines().map(str::to_owned).collect()
+}
+
+fn remove_labelled() {
+    for id in labelled() {
+        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+    }
+}
+
+fn running(id: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", id])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+/// A one-binary image made here: busybox-static, `sleep 600` as its command.
+fn build_image(dir: &Path, tag: &str) {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static (scripts/deps.sh installs it)");
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let tar = dir.join("rootfs.tar");
+    let ok = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(ok.success());
+    docker(&["import", "--change", "CMD [\"/bin/sleep\", \"600\"]", tar.to_str().unwrap(), tag]);
+}
+
+/// The three docker cases run one after another: the orphan sweep at start removes every labelled
+/// container, so two docker hosts at once would remove each other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_app_adopted_cleaned_and_orphans_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("wolf-rs-test-app:{}", std::process::id());
+    let _cleanup = DockerCleanup { image: image.clone() };
+    remove_labelled();
+    build_image(dir.path(), &image);
+    let cfg = format!(
+        "[sessions]\nstop_timeout_ms = 1000\n\n[[apps]]\ntitle = \"Container\"\nid = 1\n[apps.runner]\ntype = \"docker\"\nimage = \"{image}\"\nenv = {{ GAME = \"1\" }}\n"
+    );
+    let state = dir.path().join("state");
+
+    // 1. Launch, crash, restart: the same container is adopted and resumes; cancel removes it.
+    let mut host = spawn(&state, &cfg);
+    host.health_until("healthy").await;
+    let c = pair(&host).await;
+    let r = launch(&c, "1").await;
+    assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
+    let RunnerHandle::Docker { container_id } = sessions(&host)[0].runner.clone() else { panic!("docker handle") };
+    assert!(running(&container_id));
+    assert!(docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &container_id]).contains("GAME=1"));
+    host.kill9();
+    let mut host = spawn(&state, &cfg);
+    host.health_until("healthy").await;
+    let after = sessions(&host);
+    assert_eq!(after.len(), 1, "adopted");
+    assert_eq!(after[0].runner, RunnerHandle::Docker { container_id: container_id.clone() }, "the same container");
+    let r = c.https_get(&c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "2")])).await;
+    assert_eq!(r.unwrap().field("resume").as_deref(), Some("1"));
+    assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
+    until("the container is removed", || labelled().is_empty()).await;
+    until("the session is gone", || sessions(&host).is_empty()).await;
+
+    // 2. Launch, crash, the container removed by hand: the session is cleaned up.
+    launch(&c, "1").await;
+    let RunnerHandle::Docker { container_id } = sessions(&host)[0].runner.clone() else { panic!("docker handle") };
+    host.kill9();
+    docker(&["rm", "-f", &container_id]);
+    let mut host = spawn(&state, &cfg);
+    host.health_until("healthy").await;
+    assert!(sessions(&host).is_empty(), "no session for a removed container");
+    assert!(labelled().is_empty(), "nothing leaked");
+    host.kill9();
+
+    // 3. A labelled container no session knows: removed at start.
+    let orphan = docker(&["run", "-d", "--label", &format!("{LABEL}=999"), &image]);
+    assert!(running(&orphan));
+    let host = spawn(&state, &cfg);
+    host.health_until("healthy").await;
+    assert!(labelled().is_empty(), "the orphan was removed");
+    let metrics = host.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
+}
