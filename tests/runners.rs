@@ -238,3 +238,33 @@ async fn docker_app_adopted_cleaned_and_orphans_removed() {
     let metrics = host.get("/metrics").await.unwrap().text();
     assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_apps_for_the_next_start_unless_told_to_stop_them() {
+    for stop_apps in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PROCESS_APP
+            .replace("stop_timeout_ms = 2000", &format!("stop_timeout_ms = 2000\nstop_apps_on_shutdown = {stop_apps}"));
+        let mut host = spawn(dir.path(), &cfg);
+        host.health_until("healthy").await;
+        let c = pair(&host).await;
+        launch(&c, "2").await;
+        let pid = process_pid(&sessions(&host)[0]);
+        let _ = Command::new("kill").args(["-TERM", &host.child.id().to_string()]).status();
+        let status = host.exit_status(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(0), "a clean drain; log:\n{}", host.log());
+        let saved = wolf_rs::sessions::store::load(&dir.path().join(wolf_rs::sessions::store::FILE_NAME)).unwrap();
+        if stop_apps {
+            assert!(!pid_alive(pid), "stop_apps_on_shutdown stops the app");
+            assert!(saved.records.is_empty(), "and forgets its session");
+        } else {
+            assert!(pid_alive(pid), "the app is left running");
+            assert_eq!(saved.records.len(), 1, "its session is in the file");
+            let host = spawn(dir.path(), &cfg);
+            host.health_until("healthy").await;
+            assert_eq!(process_pid(&sessions(&host)[0]), pid, "adopted at the next start");
+            assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
+            until("the app is stopped", || !pid_alive(pid)).await;
+        }
+    }
+}
