@@ -53,8 +53,8 @@ async fn the_sessions_file_survives_a_hundred_kill_9() {
         clients.push(c);
     }
     let fps: Vec<String> = clients.iter().map(fingerprint).collect();
-    let mut known = vec![Known::None; CLIENTS];
-    let mut running = vec![false; CLIENTS];
+    let mut known = [Known::None; CLIENTS];
+    let mut running = [false; CLIENTS];
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let started = Instant::now();
     let (mut launches, mut cancels) = (0, 0);
