@@ -153,3 +153,51 @@ async fn a_handshake_storm_does_not_trip_the_watchdog() {
     let v = host.health_until("healthy").await;
     assert!(v["last_exit"].is_null());
 }
+
+/// Under systemd (`NOTIFY_SOCKET`): `READY=1` once the host is up, then `WATCHDOG=1` while the loop answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_and_watchdog_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // The helper writes the config on first spawn; spawn once without the env to get it, then restart.
+    let mut first = spawn(&state, "[watchdog]\ninterval_ms = 200\nwarn_after_ms = 1000\nexit_after_ms = 0\n");
+    first.kill9();
+    let cfg = wolf_rs::config::Config::load(&state.join("config.toml"), &wolf_rs::config::Env::default()).unwrap();
+    let log = std::fs::File::create(dir.path().join("host.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["--state-dir", state.to_str().unwrap(), "serve"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Killed on every path.
+    let _host = common::host_process::Proc {
+        child,
+        state: state.clone(),
+        http: cfg.ports.http,
+        https: cfg.ports.https,
+        health: cfg.health.port,
+    };
+    let got = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+        {
+            match sock.recv(&mut buf) {
+                Ok(n) => seen.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?} (health port {})", cfg.health.port);
+    assert!(got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2, "{got:?}");
+}
