@@ -23,7 +23,7 @@ use crate::sessions::Sessions;
 use crate::state::clients::ClientStore;
 use crate::state::identity;
 use crate::stream::{PingTable, Port, Streams, read_pings};
-use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig};
+use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig, Watched};
 
 /// How long connection tasks get to finish after shutdown is asked for.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -148,14 +148,14 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     if config.debug.fault_injection {
         tracing::warn!("debug.fault_injection is on: POST /debug/hang on the health port can hang this host");
     }
-    let watchdog = Watchdog::spawn(
-        tokio::runtime::Handle::current(),
-        watchdog_cfg,
-        health.clone(),
-        beats.clone(),
-        metrics.clone(),
-        Some(marker),
-    )
+    let watchdog = Watchdog::spawn(Watched {
+        runtime: tokio::runtime::Handle::current(),
+        cfg: watchdog_cfg,
+        health: health.clone(),
+        beats: beats.clone(),
+        metrics: metrics.clone(),
+        marker: Some(marker),
+    })
     .or_err(ErrorKind::Io, || "starting the watchdog thread")?;
 
     let p = paths.clone();

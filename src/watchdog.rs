@@ -183,20 +183,23 @@ pub struct Watchdog {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the watchdog watches and where it reports.
+pub struct Watched {
+    /// The runtime it pings.
+    pub runtime: tokio::runtime::Handle,
+    pub cfg: WatchdogConfig,
+    pub health: Arc<Health>,
+    pub beats: Arc<Heartbeats>,
+    pub metrics: Arc<Metrics>,
+    /// Written before an exit; `None` exits without one.
+    pub marker: Option<CrashMarker>,
+}
+
 impl Watchdog {
-    pub fn spawn(
-        runtime: tokio::runtime::Handle,
-        cfg: WatchdogConfig,
-        health: Arc<Health>,
-        beats: Arc<Heartbeats>,
-        metrics: Arc<Metrics>,
-        marker: Option<CrashMarker>,
-    ) -> std::io::Result<Watchdog> {
+    pub fn spawn(watched: Watched) -> std::io::Result<Watchdog> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("watchdog".into())
-            .spawn(move || run(runtime, cfg, health, beats, metrics, marker, s))?;
+        let thread = std::thread::Builder::new().name("watchdog".into()).spawn(move || run(watched, s))?;
         Ok(Watchdog { stop, thread: Some(thread) })
     }
 }
@@ -210,15 +213,8 @@ impl Drop for Watchdog {
     }
 }
 
-fn run(
-    runtime: tokio::runtime::Handle,
-    cfg: WatchdogConfig,
-    health: Arc<Health>,
-    beats: Arc<Heartbeats>,
-    metrics: Arc<Metrics>,
-    marker: Option<CrashMarker>,
-    stop: Arc<AtomicBool>,
-) {
+fn run(watched: Watched, stop: Arc<AtomicBool>) {
+    let Watched { runtime, cfg, health, beats, metrics, marker } = watched;
     let systemd = std::env::var_os("NOTIFY_SOCKET").is_some();
     // Checks run this often so an exit comes within exit_after + tick.
     let tick = (cfg.interval / 5).clamp(Duration::from_millis(10), Duration::from_millis(250));

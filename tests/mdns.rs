@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::TestHost;
@@ -14,22 +13,11 @@ const HOST_IP: &str = "10.213.0.1";
 
 #[test]
 fn host_is_found_by_mdns_in_a_private_network_namespace() {
-    let exe = std::env::current_exe().expect("test binary path");
-    let script = format!(
+    let setup = format!(
         "ip link set lo up && ip link add v0 type veth peer name v1 && ip addr add {HOST_IP}/24 dev v0 && \
-         ip addr add 10.213.0.2/24 dev v1 && ip link set v0 up && ip link set v1 up && \
-         exec \"$0\" --exact mdns_inside_namespace --nocapture --test-threads 1"
+         ip addr add 10.213.0.2/24 dev v1 && ip link set v0 up && ip link set v1 up && "
     );
-    let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "sh", "-c", &script])
-        .arg(&exe)
-        .env(CHILD_ENV, "1")
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "the child ran the namespace test:\n{stdout}");
+    common::namespace::rerun_inside(&["--net"], &setup, "mdns_inside_namespace", CHILD_ENV);
 }
 
 /// Runs only inside the namespace made above.

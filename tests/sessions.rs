@@ -92,18 +92,7 @@ const CHILD_ENV: &str = "WOLF_RO_TEST_IN_NAMESPACE";
 /// private user + mount namespace, because root ignores file modes).
 #[test]
 fn a_read_only_state_dir_fails_launch_cleanly() {
-    let exe = std::env::current_exe().expect("test binary path");
-    let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
-        .arg("exec \"$0\" --exact read_only_inside_namespace --nocapture --test-threads 1")
-        .arg(&exe)
-        .env(CHILD_ENV, "1")
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "the child ran the namespace test:\n{stdout}");
+    common::namespace::rerun_inside(&["--mount"], "", "read_only_inside_namespace", CHILD_ENV);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

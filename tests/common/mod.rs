@@ -3,6 +3,7 @@
 
 pub mod host_process;
 pub mod media;
+pub mod namespace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
