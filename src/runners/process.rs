@@ -192,12 +192,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = ProcessRunner::new(dir.path().to_owned(), dir.path().display().to_string());
         let env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
-        let cmd = ["sh", "-c", "echo $GREETING $WOLF_SESSION_ID; trap '' TERM; sleep 30 & wait"].map(String::from);
+        let cmd = ["sh", "-c", "trap '' TERM; echo $GREETING $WOLF_SESSION_ID; sleep 30 & wait"].map(String::from);
         let RunnerHandle::Process { pid, start_time } = r.start(9, &cmd, &env).unwrap() else { panic!() };
         assert!(r.alive(pid, start_time));
         assert_eq!(r.owned(), vec![(pid, start_time, "9".to_owned())], "found by its owner env");
         assert!(!r.alive(pid, start_time + 1), "another start time is another process");
-        // It ignores SIGTERM: SIGKILL after the timeout ends the whole group.
+        // Once it has written its line its trap is set, so it ignores SIGTERM (bounded wait).
+        for _ in 0..500 {
+            if std::fs::read_to_string(r.log_path(9)).is_ok_and(|l| l.contains("hello")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SIGKILL after the timeout ends the whole group.
         r.stop(pid, start_time, Duration::from_millis(200)).unwrap();
         assert!(!r.alive(pid, start_time));
         let log = std::fs::read_to_string(r.log_path(9)).unwrap();
