@@ -284,3 +284,51 @@ async fn sigterm_leaves_apps_for_the_next_start_unless_told_to_stop_them() {
         }
     }
 }
+
+/// A Docker engine that accepts and never answers: reconcile is cut off by `reconcile_timeout_ms`,
+/// and meanwhile the host is visibly starting (health 503, ready 503, live 200); then it is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_docker_engine_delays_the_start_only_as_long_as_the_reconcile_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("silent-docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&engine).unwrap();
+    // Holds every connection open without a byte; ends with the test process.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = serde_json::json!({"version": 1, "sessions": [{
+        "id": 5, "client_fingerprint": "ab", "client_ip": "127.0.0.1", "app_id": 1, "mode": "1280x720x60",
+        "codec": null, "ports": {"rtsp": 0, "video": 0, "audio": 0, "control": 0},
+        "runner": {"type": "docker", "container_id": "feedface"}, "state": "paused", "surround_audio_info": 196610,
+        "created_unix_ms": 1, "updated_unix_ms": 1, "last_activity_unix_ms": null}]});
+    // The helper's first spawn writes the config (no docker session yet, so it never touches the real
+    // engine, whose containers another test may own); stop it and start for real with DOCKER_HOST.
+    let mut first = spawn(&state, "[sessions]\nreconcile_timeout_ms = 3000\n");
+    first.health_until("healthy").await;
+    first.kill9();
+    std::fs::write(state.join(wolf_rs::sessions::store::FILE_NAME), record.to_string()).unwrap();
+    let cfg = wolf_rs::config::Config::load(&state.join("config.toml"), &wolf_rs::config::Env::default()).unwrap();
+    let log = std::fs::File::create(state.join("host.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wolf-rs"))
+        .args(["--state-dir", state.to_str().unwrap(), "serve"])
+        .env("DOCKER_HOST", format!("unix://{}", engine.display()))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let host =
+        Proc { child, state: state.clone(), http: cfg.ports.http, https: cfg.ports.https, health: cfg.health.port };
+    let starting = host.health_until("unhealthy").await;
+    assert_eq!(starting["checks"]["phase"], "starting", "{starting}");
+    assert_eq!(host.get("/readyz").await.unwrap().status, 503);
+    assert_eq!(host.get("/livez").await.unwrap().status, 200, "the event loop is alive while it starts");
+    let v = host.health_until("healthy").await;
+    assert_eq!(v["sessions"], 0, "the unverifiable session was not adopted");
+    assert_eq!(host.get("/readyz").await.unwrap().status, 200);
+    assert!(host.log().contains("reconcile did not finish within 3000 ms"), "{}", host.log());
+}
