@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the wolf-rs image with no registry: a minimal Debian bookworm made here with debootstrap
+# and imported into Docker once (wolf-rs-debian:bookworm), then docker/Dockerfile.local on top of
+# it (the same runtime packages as docker/Dockerfile, from Debian's mirror) with the binary built on
+# this machine. Usage: docker/build-local.sh [TAG]   (default wolf-rs:local; root for debootstrap)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TAG=${1:-wolf-rs:local}
+BASE=wolf-rs-debian:bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if ! docker image inspect "$BASE" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+  echo "making $BASE with debootstrap from $MIRROR"
+  debootstrap --variant=minbase bookworm "$work/rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || { tail -30 "$work/debootstrap.log"; exit 1; }
+  rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/archives/"*.deb
+  tar -C "$work/rootfs" -c . | docker import - "$BASE" >/dev/null
+fi
+
+cargo build --release --locked
+mkdir -p "$work/ctx"
+cp target/release/wolf-rs "$work/ctx/wolf-rs"
+cp docker/Dockerfile.local "$work/ctx/Dockerfile"
+docker build -q -t "$TAG" "$work/ctx" >/dev/null
+echo "built $TAG"
