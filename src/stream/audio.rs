@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame, Reporting};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
 use crate::media::{self, AudioSpec, MediaError};
 use crate::protocol::audio::{AudioPacketizer, SURROUND_CHANNELS};
 use crate::sessions::Session;
@@ -44,35 +44,11 @@ pub fn spawn(
     let packetizer = AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
-    let metrics = streams.metrics.clone();
-    let reporting = Reporting {
-        frames: Some(metrics.encoder_frames.clone()),
-        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", "audio", session.id))),
-    };
-    let beats = streams.beats.clone();
-    let ender = streams.ender.clone();
-    let id = session.id;
-    std::thread::Builder::new()
-        .name(format!("audio-{id}"))
-        .spawn(move || {
-            let beat = beats.register("stream", crate::watchdog::thread_name("stream", "audio", id));
-            let pipeline = match EncoderPipeline::start(text, reporting) {
-                Ok(p) => p,
-                Err(e) => {
-                    metrics.pipeline_errors.inc();
-                    ender.fail(id, &format!("audio pipeline did not start: {e}"));
-                    return;
-                }
-            };
-            metrics.streams_started.inc();
-            tracing::info!(session = id, %addr, encrypted = encryption.is_some(), "audio stream started");
-            let ended = send_loop(pipeline, packetizer, &socket, addr, &cancel, &metrics, &beat);
-            if let Ended::Error(e) = ended {
-                metrics.pipeline_errors.inc();
-                ender.fail(id, &format!("audio pipeline error: {e}"));
-            }
-        })
-        .map_err(|e| MediaError::Pipeline(format!("spawning the audio thread: {e}")))
+    let session_id = session.id;
+    super::spawn_sender(streams, "audio", session.id, text, move |pipeline, metrics, beat| {
+        tracing::info!(session = session_id, %addr, encrypted = encryption.is_some(), "audio stream started");
+        send_loop(pipeline, packetizer, &socket, addr, &cancel, metrics, beat)
+    })
 }
 
 fn send_loop(

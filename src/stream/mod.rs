@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::media::EncoderChoice;
+use crate::media::pipeline::{EncoderPipeline, Ended, Reporting};
+use crate::media::{EncoderChoice, MediaError};
 use crate::sessions::{Session, Sessions};
 
 /// What RTSP and the HTTPS handlers ask of the streams.
@@ -320,6 +321,43 @@ impl Streams {
             }
         }
     }
+}
+
+/// The sender thread of one stream (`kind`: "video" or "audio"), the same for both: it starts the
+/// pipeline (frames counted, beats watched), runs `send` until the stream ends, and ends the session
+/// when the pipeline fails.
+fn spawn_sender(
+    streams: &Streams,
+    kind: &'static str,
+    id: u32,
+    pipeline_text: String,
+    send: impl FnOnce(EncoderPipeline, &crate::metrics::Metrics, &crate::watchdog::Heartbeat) -> Ended + Send + 'static,
+) -> Result<JoinHandle<()>, MediaError> {
+    let metrics = streams.metrics.clone();
+    let reporting = Reporting {
+        frames: Some(metrics.encoder_frames.clone()),
+        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", kind, id))),
+    };
+    let (beats, ender) = (streams.beats.clone(), streams.ender.clone());
+    std::thread::Builder::new()
+        .name(format!("{kind}-{id}"))
+        .spawn(move || {
+            let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
+            let pipeline = match EncoderPipeline::start(pipeline_text, reporting) {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics.pipeline_errors.inc();
+                    ender.fail(id, &format!("{kind} pipeline did not start: {e}"));
+                    return;
+                }
+            };
+            metrics.streams_started.inc();
+            if let Ended::Error(e) = send(pipeline, &metrics, &beat) {
+                metrics.pipeline_errors.inc();
+                ender.fail(id, &format!("{kind} pipeline error: {e}"));
+            }
+        })
+        .map_err(|e| MediaError::Pipeline(format!("spawning the {kind} thread: {e}")))
 }
 
 /// Cancel and join, off the async workers.

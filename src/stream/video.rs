@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Streams, send};
-use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame, Reporting};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
 use crate::media::{self, MediaError, VideoSpec};
 use crate::protocol::annexb::strip_aud_sei;
 use crate::protocol::video::{FrameType, Packetizer, VideoParams};
@@ -46,37 +46,12 @@ pub fn spawn(
     };
     let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
-    let metrics = streams.metrics.clone();
-    let reporting = Reporting {
-        frames: Some(metrics.encoder_frames.clone()),
-        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", "video", session.id))),
-    };
-    let beats = streams.beats.clone();
-    let ender = streams.ender.clone();
     let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, candidate.name);
-    std::thread::Builder::new()
-        .name(format!("video-{id}"))
-        .spawn(move || {
-            let beat = beats.register("stream", crate::watchdog::thread_name("stream", "video", id));
-            let pipeline = match EncoderPipeline::start(text, reporting) {
-                Ok(p) => p,
-                Err(e) => {
-                    metrics.pipeline_errors.inc();
-                    ender.fail(id, &format!("video pipeline did not start: {e}"));
-                    return;
-                }
-            };
-            metrics.streams_started.inc();
-            tracing::info!(session = id, %addr, encoder, "video stream started");
-            let ended =
-                send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, &metrics, &beat, || keyframes.take(id));
-            if let Ended::Error(e) = ended {
-                metrics.pipeline_errors.inc();
-                ender.fail(id, &format!("video pipeline error: {e}"));
-            }
-        })
-        .map_err(|e| MediaError::Pipeline(format!("spawning the video thread: {e}")))
+    super::spawn_sender(streams, "video", id, text, move |pipeline, metrics, beat| {
+        tracing::info!(session = id, %addr, encoder, "video stream started");
+        send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, metrics, beat, || keyframes.take(id))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
