@@ -195,7 +195,6 @@ mod tests {
         let cmd = ["sh", "-c", "trap '' TERM; echo $GREETING $WOLF_SESSION_ID; sleep 30 & wait"].map(String::from);
         let RunnerHandle::Process { pid, start_time } = r.start(9, &cmd, &env).unwrap() else { panic!() };
         assert!(r.alive(pid, start_time));
-        assert_eq!(r.owned(), vec![(pid, start_time, "9".to_owned())], "found by its owner env");
         assert!(!r.alive(pid, start_time + 1), "another start time is another process");
         // Once it has written its line its trap is set, so it ignores SIGTERM (bounded wait).
         for _ in 0..500 {
@@ -204,6 +203,8 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Past its exec (it wrote its line), it is found by its owner env.
+        assert_eq!(r.owned(), vec![(pid, start_time, "9".to_owned())], "found by its owner env");
         // SIGKILL after the timeout ends the whole group.
         r.stop(pid, start_time, Duration::from_millis(200)).unwrap();
         assert!(!r.alive(pid, start_time));
