@@ -3,10 +3,12 @@
 # and imported into Docker once (wolf-rs-debian:bookworm), then docker/Dockerfile.local on top of
 # it (the same runtime packages as docker/Dockerfile, from Debian's mirror) with the binary built on
 # this machine. Usage: docker/build-local.sh [TAG]   (default wolf-rs:local; root for debootstrap)
+# Environment: WOLF_BINARY=path uses that binary instead of a release build (the tests pass their
+# debug build); WOLF_BASE_IMAGE names the base image (default wolf-rs-debian:bookworm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=${1:-wolf-rs:local}
-BASE=wolf-rs-debian:bookworm
+BASE=${WOLF_BASE_IMAGE:-wolf-rs-debian:bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 work=$(mktemp -d)
@@ -21,9 +23,13 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   tar -C "$work/rootfs" -c . | docker import - "$BASE" >/dev/null
 fi
 
-cargo build --release --locked
+BINARY=${WOLF_BINARY:-}
+if [ -z "$BINARY" ]; then
+  cargo build --release --locked
+  BINARY=target/release/wolf-rs
+fi
 mkdir -p "$work/ctx"
-cp target/release/wolf-rs "$work/ctx/wolf-rs"
-cp docker/Dockerfile.local "$work/ctx/Dockerfile"
+cp "$BINARY" "$work/ctx/wolf-rs"
+sed "s|^FROM wolf-rs-debian:bookworm$|FROM $BASE|" docker/Dockerfile.local >"$work/ctx/Dockerfile"
 docker build -q -t "$TAG" "$work/ctx" >/dev/null
 echo "built $TAG"

@@ -8,6 +8,8 @@ PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-tools gstreamer1.0-libav
   busybox-static util-linux
+  # the container tests: a base image made here, a real Prometheus and promtool
+  debootstrap prometheus
 )
 
 missing=()

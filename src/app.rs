@@ -123,6 +123,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     }
     // Health and the watchdog come first, so a slow start-up is visible and watched.
     let metrics = Metrics::new().map_err(|e| Error::new(ErrorKind::Config, format!("metrics registry: {e}")))?;
+    metrics.last_exit_by_watchdog.set(i64::from(last_exit.is_some()));
     let beats = Heartbeats::new();
     let watchdog_cfg = WatchdogConfig::from(&config.watchdog);
     let health = Health::new(watchdog_cfg.warn_after, last_exit);

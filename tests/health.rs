@@ -217,3 +217,44 @@ async fn metrics_count_what_the_test_did() {
     }
     host.stop().await;
 }
+
+/// Metric names in a PromQL-bearing file: `wolf_*` and `process_*` words, histogram suffixes off.
+fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("wolf_") || w.starts_with("process_"))
+        .map(|w| {
+            let base = ["_bucket", "_count", "_sum"].iter().find_map(|s| w.strip_suffix(s));
+            base.unwrap_or(w).to_owned()
+        })
+        .collect()
+}
+
+/// Every metric the Grafana dashboard and the alert rules query is one the host exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alerts_query_only_exported_metrics() {
+    let host = TestHost::start("").await;
+    let exported: std::collections::BTreeSet<String> = get(&host, "/metrics")
+        .await
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(str::to_owned))
+        .collect();
+    host.stop().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/wolf-rs.json")).unwrap()).expect("JSON");
+    let exprs: String = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap_or_default().to_owned() + "\n")
+        .collect();
+    let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yml")).unwrap();
+    for (file, text) in [("grafana/wolf-rs.json", exprs), ("prometheus/alerts.yml", alerts)] {
+        let used = referenced_metrics(&text);
+        assert!(used.len() >= 4, "{file} queries {used:?}");
+        let missing: Vec<_> = used.difference(&exported).collect();
+        assert!(missing.is_empty(), "{file} queries metrics the host does not export: {missing:?}");
+    }
+}

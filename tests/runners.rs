@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::docker::{DockerCleanup, build_app_image, docker, labelled, remove_labelled, running};
 use common::host_process::{Proc, spawn};
 use wolf_rs::client::GameStreamClient;
 use wolf_rs::runners::RunnerHandle;
@@ -149,64 +149,15 @@ async fn an_app_that_exits_ends_its_session_and_a_bad_command_fails_launch() {
     assert!(metrics.contains("wolf_session_creation_errors_total{reason=\"runner\"} 1"), "{metrics}");
 }
 
-/// Removes the test image and every container with our label, also when the test fails.
-struct DockerCleanup {
-    image: String,
-}
-
-impl Drop for DockerCleanup {
-    fn drop(&mut self) {
-        remove_labelled();
-        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn labelled() -> Vec<String> {
-    docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label={LABEL}")]).lines().map(str::to_owned).collect()
-}
-
-fn remove_labelled() {
-    for id in labelled() {
-        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
-    }
-}
-
-fn running(id: &str) -> bool {
-    Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", id])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
-}
-
-/// A one-binary image made here: busybox-static, `sleep 600` as its command.
-fn build_image(dir: &Path, tag: &str) {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static (scripts/deps.sh installs it)");
-    for applet in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = dir.join("rootfs.tar");
-    let ok = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
-    assert!(ok.success());
-    docker(&["import", "--change", "CMD [\"/bin/sleep\", \"600\"]", tar.to_str().unwrap(), tag]);
-}
-
 /// The three docker cases run one after another: the orphan sweep at start removes every labelled
 /// container, so two docker hosts at once would remove each other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_app_adopted_cleaned_and_orphans_removed() {
     let dir = tempfile::tempdir().unwrap();
     let image = format!("wolf-rs-test-app:{}", std::process::id());
-    let _cleanup = DockerCleanup { image: image.clone() };
+    let _cleanup = DockerCleanup { images: vec![image.clone()], ..Default::default() };
     remove_labelled();
-    build_image(dir.path(), &image);
+    build_app_image(dir.path(), &image);
     let cfg = format!(
         "[sessions]\nstop_timeout_ms = 1000\n\n[[apps]]\ntitle = \"Container\"\nid = 1\n[apps.runner]\ntype = \"docker\"\nimage = \"{image}\"\nenv = {{ GAME = \"1\" }}\n"
     );

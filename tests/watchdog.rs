@@ -34,6 +34,7 @@ async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_
     let mut host = spawn(dir.path(), &watchdog(TIGHT));
     let v = host.health_until("healthy").await;
     assert!(v["last_exit"].is_null());
+    assert!(host.get("/metrics").await.unwrap().text().contains("\nwolf_last_exit_by_watchdog 0\n"));
     let url = format!("http://127.0.0.1:{}/health", host.health);
     let ok = healthcheck(&url);
     assert!(ok.status.success(), "healthcheck on a healthy host: {}", String::from_utf8_lossy(&ok.stderr));
@@ -60,6 +61,8 @@ async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_
     let v = host2.health_until("healthy").await;
     assert!(v["last_exit"].as_str().unwrap_or_default().contains("hung=event_loop"), "{v}");
     assert!(host2.log().contains("the previous run was ended by the watchdog"));
+    let metrics = host2.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("\nwolf_last_exit_by_watchdog 1\n"), "the alert's input: {metrics}");
     assert_eq!(std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap(), "", "the marker is cleared");
 }
 

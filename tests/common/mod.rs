@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a real host on loopback, port 0, in a temp state dir.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod host_process;
 pub mod media;
 pub mod namespace;
