@@ -20,13 +20,15 @@ use wolf_rs::client::{ClientIdentity, GameStreamClient, PairOutcome, Reply, plai
 const BIN: &str = env!("CARGO_BIN_EXE_wolf-rs");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// `docker/build-local.sh TAG` with this test build's binary and its own base image tag.
-fn build_host_image(tag: &str, base: &str) {
+/// The base image docker/build-local.sh makes (or finds, when scripts/test.sh prepared it).
+const BASE_IMAGE: &str = "wolf-rs-debian:bookworm";
+
+/// `docker/build-local.sh TAG` with this test build's binary.
+fn build_host_image(tag: &str) {
     let out = Command::new("bash")
         .arg(Path::new(ROOT).join("docker/build-local.sh"))
         .arg(tag)
         .env("WOLF_BINARY", BIN)
-        .env("WOLF_BASE_IMAGE", base)
         .output()
         .expect("run docker/build-local.sh");
     assert!(
@@ -46,12 +48,9 @@ fn inspect(name: &str, format: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A host container: its name and the loopback addresses its ports are published on.
+/// A host container, by name.
 struct Host {
     name: String,
-    http: SocketAddr,
-    https: SocketAddr,
-    health: SocketAddr,
 }
 
 /// Runs the image with the state directory `state` as its volume and the container's default ports
@@ -59,20 +58,43 @@ struct Host {
 fn run_host(name: &str, image: &str, state: &Path, extra: &[&str]) -> Host {
     let volume = format!("{}:/etc/wolf/cfg", state.display());
     let mut args = vec![
-        "run", "-d", "--name", name, "--restart", "unless-stopped", "-e", "WOLF_MDNS=false", "-e", "WOLF_PIN=4321",
-        "-v", &volume, "-p", "127.0.0.1::47989", "-p", "127.0.0.1::47984", "-p", "127.0.0.1::47985",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--restart",
+        "unless-stopped",
+        "-e",
+        "WOLF_MDNS=false",
+        "-e",
+        "WOLF_PIN=4321",
+        "-v",
+        &volume,
+        "-p",
+        "127.0.0.1::47989",
+        "-p",
+        "127.0.0.1::47984",
+        "-p",
+        "127.0.0.1::47985",
     ];
     args.extend_from_slice(extra);
     args.push(image);
     docker(&args);
-    let port = |p: &str| -> SocketAddr {
-        let mapped = docker(&["port", name, p]);
-        mapped.lines().next().and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("published {p}: {mapped}"))
-    };
-    Host { name: name.to_owned(), http: port("47989/tcp"), https: port("47984/tcp"), health: port("47985/tcp") }
+    Host { name: name.to_owned() }
 }
 
 impl Host {
+    /// The loopback address the container's `port` is published on. Looked up each time: Docker
+    /// picks new random host ports when it restarts the container.
+    fn published(&self, port: &str) -> SocketAddr {
+        let mapped = docker(&["port", &self.name, port]);
+        mapped.lines().next().and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("published {port}: {mapped}"))
+    }
+
+    fn health_addr(&self) -> SocketAddr {
+        self.published("47985/tcp")
+    }
+
     /// (Docker's health status, the restart count).
     fn docker_state(&self) -> (String, u32) {
         let s = inspect(&self.name, "{{.State.Health.Status}} {{.RestartCount}}");
@@ -81,7 +103,8 @@ impl Host {
     }
 
     async fn get(&self, path: &str) -> Option<Reply> {
-        let r = tokio::time::timeout(Duration::from_secs(2), plain_request(self.health, Method::GET, path, None));
+        let r =
+            tokio::time::timeout(Duration::from_secs(2), plain_request(self.health_addr(), Method::GET, path, None));
         r.await.ok().and_then(Result::ok)
     }
 
@@ -116,7 +139,7 @@ impl Host {
     }
 
     fn client(&self, id: Arc<ClientIdentity>) -> GameStreamClient {
-        GameStreamClient::new(self.http, self.https, id)
+        GameStreamClient::new(self.published("47989/tcp"), self.published("47984/tcp"), id)
     }
 }
 
@@ -158,7 +181,7 @@ impl Recovery {
 }
 
 async fn inject_hang(host: &Host) -> Instant {
-    let r = plain_request(host.health, Method::POST, "/debug/hang?scope=runtime&seconds=600", None).await;
+    let r = plain_request(host.health_addr(), Method::POST, "/debug/hang?scope=runtime&seconds=600", None).await;
     let r = r.expect("the health port answers");
     assert_eq!(r.status, 202, "{}", r.text());
     Instant::now()
@@ -249,16 +272,21 @@ fn prometheus_config_and_alert_rules_check() {
 async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
     let dir = tempfile::tempdir().unwrap();
     let pid = std::process::id();
-    let (image, base, app) =
-        (format!("wolf-rs-test:{pid}"), format!("wolf-rs-test-base:{pid}"), format!("wolf-rs-test-app:{pid}"));
+    let (image, app) = (format!("wolf-rs-test:{pid}"), format!("wolf-rs-test-app:{pid}"));
     let (tight_name, default_name) = (format!("wolf-rs-test-tight-{pid}"), format!("wolf-rs-test-default-{pid}"));
-    let _cleanup = DockerCleanup {
-        containers: vec![tight_name.clone(), default_name.clone()],
-        images: vec![image.clone(), base.clone(), app.clone()],
-    };
+    let mut images = vec![image.clone(), app.clone()];
+    // A base made by scripts/test.sh's prepare step is that script's to remove; one this test makes
+    // is removed with the rest.
+    if Command::new("docker").args(["image", "inspect", BASE_IMAGE]).output().is_ok_and(|o| !o.status.success()) {
+        images.push(BASE_IMAGE.to_owned());
+    }
+    let _cleanup = DockerCleanup { containers: vec![tight_name.clone(), default_name.clone()], images };
     remove_labelled();
-    build_host_image(&image, &base);
+    let t = Instant::now();
+    let phase = |what: &str| println!("[{:>6.1} s] {what}", t.elapsed().as_secs_f64());
+    build_host_image(&image);
     build_app_image(dir.path(), &app);
+    phase("images built");
 
     // Tight: the docker runner through the mounted socket (hence root), a 1 s healthcheck.
     let tight_state = dir.path().join("tight");
@@ -279,13 +307,22 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
         &image,
         &tight_state,
         &[
-            "--user", "0", "-v", "/var/run/docker.sock:/var/run/docker.sock", "--health-interval", "1s",
-            "--health-timeout", "2s", "--health-retries", "3",
+            "--user",
+            "0",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "2s",
+            "--health-retries",
+            "3",
         ],
     );
     let default = run_host(&default_name, &image, &default_state, &[]);
     tight.until_healthy(Duration::from_secs(60)).await;
     default.until_healthy(Duration::from_secs(90)).await;
+    phase("both containers healthy");
     let v = default.health().await.expect("/health");
     assert!(v["last_exit"].is_null(), "{v}");
 
@@ -305,6 +342,7 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
     assert_eq!(apps.len(), 1, "one app container");
     assert!(running(&apps[0]));
 
+    phase("paired and launched");
     // Hang both; the watchdog exits them and Docker restarts them.
     let (t_tight, t_default) = (inject_hang(&tight).await, inject_hang(&default).await);
     let (mut r_tight, mut r_default) = (Recovery::default(), Recovery::default());
@@ -320,7 +358,8 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     r_tight.report("tight (watchdog interval 500 / warn 1000 / exit 2000 ms; healthcheck every 1 s)");
-    r_default.report("default (watchdog interval 5000 / warn 10000 / exit 30000 ms; the image's healthcheck, every 10 s)");
+    r_default
+        .report("default (watchdog interval 5000 / warn 10000 / exit 30000 ms; the image's healthcheck, every 10 s)");
     assert!(done_tight, "tight: {r_tight:?}; logs:\n{}", tight.logs());
     assert!(done_default, "default: {r_default:?}; logs:\n{}", default.logs());
     for h in [&tight, &default] {
@@ -330,25 +369,29 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
         assert_eq!(h.docker_state().1, 1, "{}: one restart", h.name);
     }
 
+    phase("both recovered");
     // The session and its container survived the restart and resume.
     assert_eq!(labelled(), apps, "the same app container");
     assert!(running(&apps[0]));
     let metrics = tight.metrics().await;
     assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"adopted\"} 1"), "{metrics}");
     assert!(metrics.contains("\nwolf_active_sessions 1\n"), "{metrics}");
+    // The same client identity, at the ports the restarted container was published on.
+    let c = tight.client(id);
     let r = c.https_get(&c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "2")])).await;
     assert_eq!(r.expect("resume answers").field("resume").as_deref(), Some("1"));
 
     // A real Prometheus scrapes it: the target is up, the metrics are there, the alert fires.
     let prom_dir = dir.path().join("prometheus");
     std::fs::create_dir_all(&prom_dir).unwrap();
-    let (_prom, prom) = start_prometheus(&prom_dir, tight.health);
+    let (_prom, prom) = start_prometheus(&prom_dir, tight.health_addr());
     let target = prom_until(prom, "/api/v1/targets", |v| {
         let t = v["data"]["activeTargets"].get(0)?;
         (t["health"] == "up").then(|| t["scrapeUrl"].as_str().unwrap_or_default().to_owned())
     })
     .await;
     assert!(target.ends_with("/metrics"), "{target}");
+    phase("Prometheus target up");
     for (query, want) in [
         ("wolf_active_sessions", Some("1")),
         ("wolf_last_exit_by_watchdog", Some("1")),
@@ -377,11 +420,13 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
     })
     .await;
     println!("Prometheus scraped {target}; firing: {}", alert["annotations"]["summary"]);
+    phase("queries answered, alert firing");
 
     // Cancel stops the adopted app's container.
     assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
     for _ in 0..100 {
         if labelled().is_empty() {
+            phase("cancelled");
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -155,7 +155,7 @@ async fn an_app_that_exits_ends_its_session_and_a_bad_command_fails_launch() {
 async fn docker_app_adopted_cleaned_and_orphans_removed() {
     let dir = tempfile::tempdir().unwrap();
     let image = format!("wolf-rs-test-app:{}", std::process::id());
-    let _cleanup = DockerCleanup { images: vec![image.clone()], ..Default::default() };
+    let _cleanup = DockerCleanup { containers: Vec::new(), images: vec![image.clone()] };
     remove_labelled();
     build_app_image(dir.path(), &image);
     let cfg = format!(

@@ -46,7 +46,6 @@ pub fn build_app_image(dir: &Path, tag: &str) {
 }
 
 /// Removes these containers and images and every container with the runner's label when dropped.
-#[derive(Default)]
 pub struct DockerCleanup {
     pub containers: Vec<String>,
     pub images: Vec<String>,
