@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `config check`, `pair`, `clients`, `client`, `healthcheck`,
-//! `version`.
+//! `loadtest`, `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +75,9 @@ pub enum Command {
         #[arg(long, env = "WOLF_HEALTH_URL", default_value = "http://127.0.0.1:47985/health")]
         url: String,
     },
+    /// Bounded load on loopback (handshake storm, slowloris, /health under load, launches,
+    /// streams) against a host of its own or --target; see BENCHMARKS.md.
+    Loadtest(crate::loadtest::LoadArgs),
     /// Print the version.
     Version,
 }
@@ -169,6 +172,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Healthcheck { url } => healthcheck(&url).await,
+        Command::Loadtest(args) => match crate::loadtest::cli(args).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("wolf-rs loadtest: {e}");
+                if e.kind == crate::error::ErrorKind::Config { exit::USAGE } else { exit::FAILURE }
+            }
+        },
         Command::Version => {
             println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
             exit::OK

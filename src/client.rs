@@ -1,7 +1,7 @@
 //! The Moonlight side of the protocol: a client certificate like Moonlight's, the five pairing
 //! steps, and HTTP(S) requests. Used by the integration tests and the load tools.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,7 +166,8 @@ impl Reply {
     }
 }
 
-async fn exchange<IO>(io: IO, method: hyper::Method, path: &str, body: Option<String>) -> Result<Reply>
+/// One HTTP/1.1 request and its whole reply over `io` (plain TCP or TLS).
+pub(crate) async fn exchange<IO>(io: IO, method: hyper::Method, path: &str, body: Option<String>) -> Result<Reply>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -195,6 +196,21 @@ pub async fn plain_request(addr: SocketAddr, method: hyper::Method, path: &str, 
     exchange(tcp, method, path, body).await
 }
 
+/// TCP to `addr` from `local` (any port), or from wherever the OS picks. The host knows RTSP
+/// clients by address, so load tools give each simulated client its own loopback address.
+pub async fn connect_from(local: Option<IpAddr>, addr: SocketAddr) -> Result<TcpStream> {
+    let Some(ip) = local else {
+        return TcpStream::connect(addr).await.or_err(ErrorKind::Protocol, || format!("connecting to {addr}"));
+    };
+    let socket = match ip {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .or_err(ErrorKind::Protocol, || "creating a TCP socket")?;
+    socket.bind(SocketAddr::new(ip, 0)).or_err(ErrorKind::Protocol, || format!("binding {ip}"))?;
+    socket.connect(addr).await.or_err(ErrorKind::Protocol, || format!("connecting to {addr} from {ip}"))
+}
+
 /// A Moonlight-like client of one host.
 pub struct GameStreamClient {
     pub http: SocketAddr,
@@ -205,6 +221,8 @@ pub struct GameStreamClient {
     /// The host certificate learned while pairing (pinned afterwards).
     pub server_cert: Option<CertInfo>,
     pub timeout: Duration,
+    /// Source address of every connection (None: the OS picks).
+    pub local_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +250,7 @@ impl GameStreamClient {
             device_name: "wolf-rs-test".into(),
             server_cert: None,
             timeout: Duration::from_secs(30),
+            local_ip: None,
         }
     }
 
@@ -248,9 +267,7 @@ impl GameStreamClient {
 
     pub async fn http_request(&self, method: hyper::Method, path: &str, body: Option<String>) -> Result<Reply> {
         let fut = async {
-            let tcp = TcpStream::connect(self.http)
-                .await
-                .or_err(ErrorKind::Protocol, || format!("connecting to {}", self.http))?;
+            let tcp = connect_from(self.local_ip, self.http).await?;
             exchange(tcp, method, path, body).await
         };
         tokio::time::timeout(self.timeout, fut)
@@ -267,9 +284,7 @@ impl GameStreamClient {
         let pinned = self.server_cert.as_ref().map(|c| c.der.clone());
         let config = tls_config(identity, pinned)?;
         let fut = async {
-            let tcp = TcpStream::connect(self.https)
-                .await
-                .or_err(ErrorKind::Protocol, || format!("connecting to {}", self.https))?;
+            let tcp = connect_from(self.local_ip, self.https).await?;
             let name = ServerName::try_from("wolf-rs").or_err(ErrorKind::Tls, || "server name")?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
@@ -470,6 +485,19 @@ pub async fn rtsp_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<RtspReply> {
+    rtsp_request_from(None, addr, method, target, cseq, headers, body).await
+}
+
+/// As [`rtsp_request`], connecting from `local`.
+pub async fn rtsp_request_from(
+    local: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    cseq: u32,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<RtspReply> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req =
         format!("{method} {target} RTSP/1.0\r\nCSeq: {cseq}\r\nX-GS-ClientVersion: 14\r\nHost: {}\r\n", addr.ip());
@@ -482,7 +510,7 @@ pub async fn rtsp_request(
     req.push_str("\r\n");
     req.push_str(body);
     let exchange = async {
-        let mut s = TcpStream::connect(addr).await.or_err(ErrorKind::Protocol, || "RTSP connect")?;
+        let mut s = connect_from(local, addr).await?;
         for piece in req.as_bytes().chunks(536) {
             s.write_all(piece).await.or_err(ErrorKind::Protocol, || "RTSP send")?;
         }

@@ -17,6 +17,7 @@
 //! - `app`        builds the components in order and runs them until shutdown
 //! - `cli`        the command line
 //! - `client`     the Moonlight side of the protocol (tests, load tools)
+//! - `loadtest`   `wolf-rs loadtest`: bounded loopback load and its report (BENCHMARKS.md)
 
 pub mod admin;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod control;
 pub mod error;
 pub mod gamestream;
 pub mod health;
+pub mod loadtest;
 pub mod mdns;
 pub mod media;
 pub mod metrics;

@@ -11,6 +11,12 @@ use prometheus::{
 
 /// Upper bounds (seconds) of the handshake-duration buckets, 1 ms to 10 s.
 pub const HANDSHAKE_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Frame-send buckets (seconds), 50 µs to 250 ms: fine where packetizing and sending one frame
+/// normally lands, so quantiles read from them are close.
+pub const FRAME_SEND_BUCKETS: [f64; 19] = [
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.1, 0.25,
+];
 /// Event-loop lag buckets (seconds), 1 ms to 60 s.
 pub const LAG_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
@@ -80,6 +86,7 @@ pub struct Metrics {
     pub encoder_frames: IntCounter,
     pub pipeline_errors: IntCounter,
     pub video_frames_sent: IntCounter,
+    pub video_frame_send: Histogram,
     pub audio_packets_sent: IntCounter,
     pub stream_packets_sent: IntCounter,
     pub stream_packets_dropped: IntCounter,
@@ -198,6 +205,12 @@ impl Metrics {
             encoder_frames: counter(&r, "wolf_encoder_frames_total", "Frames out of the video and audio encoders")?,
             pipeline_errors: counter(&r, "wolf_pipeline_errors_total", "Streams ended or refused by a pipeline error")?,
             video_frames_sent: counter(&r, "wolf_video_frames_sent_total", "Video frames packetized and sent")?,
+            video_frame_send: histogram(
+                &r,
+                "wolf_video_frame_send_seconds",
+                "Host latency of a video frame: out of the encoder to its last packet sent",
+                &FRAME_SEND_BUCKETS,
+            )?,
             audio_packets_sent: counter(&r, "wolf_audio_packets_sent_total", "Audio packets sent")?,
             stream_packets_sent: counter(&r, "wolf_stream_packets_sent_total", "RTP packets sent, video and audio")?,
             stream_packets_dropped: counter(

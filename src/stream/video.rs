@@ -93,6 +93,7 @@ fn send_loop(
             counter.inc();
         }
         metrics.video_frames_sent.inc();
+        metrics.video_frame_send.observe(frame.produced.elapsed().as_secs_f64());
     }
     let ended = pipeline.stop();
     tracing::debug!(?ended, "video pipeline ended");
