@@ -8,18 +8,8 @@ root=$PWD
 secs=${BENCH_SECONDS:-10}
 export CARGO_TERM_COLOR=never
 
-# What this script needs beyond the build's packages, installed only when missing.
-missing=()
-command -v openssl >/dev/null || missing+=(openssl)
-command -v python3 >/dev/null || missing+=(python3)
-[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# The build's packages and what this script needs beyond them, installed only when missing.
+./scripts/deps.sh openssl python3 nginx
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "== cargo build --release"

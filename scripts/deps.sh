@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages wolf-rs builds and runs with (Debian), only when some are missing.
+# Extra package names as arguments are installed the same way (scripts/bench.sh passes its own).
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +12,7 @@ PACKAGES=(
   # the container tests: a base image made here, a real Prometheus and promtool
   debootstrap prometheus
 )
+PACKAGES+=("$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -265,6 +265,26 @@ impl GameStreamClient {
         format!("{path}?{}", q.finish())
     }
 
+    /// `/launch` of `app` in `mode` (`WxHxFPS`) with a fresh rikey and the parameters Moonlight sends.
+    pub async fn launch(&self, app: &str, mode: &str) -> Result<Reply> {
+        let rikey = hex::encode(random16().or_err(ErrorKind::Protocol, || "rikey")?);
+        self.https_get(&self.url(
+            "/launch",
+            &[
+                ("appid", app),
+                ("mode", mode),
+                ("additionalStates", "1"),
+                ("sops", "0"),
+                ("rikey", &rikey),
+                ("rikeyid", "1"),
+                ("localAudioPlayMode", "0"),
+                ("surroundAudioInfo", "196610"),
+                ("corever", "1"),
+            ],
+        ))
+        .await
+    }
+
     pub async fn http_request(&self, method: hyper::Method, path: &str, body: Option<String>) -> Result<Reply> {
         let fut = async {
             let tcp = connect_from(self.local_ip, self.http).await?;
@@ -430,25 +450,7 @@ pub async fn cli(
             _ => info,
         },
         ClientAction::Applist => c.https_get(&c.url("/applist", &[])).await?,
-        ClientAction::Launch { app, mode } => {
-            let rikey = hex::encode(random16().or_err(ErrorKind::Protocol, || "rikey")?);
-            let app = app.to_string();
-            c.https_get(&c.url(
-                "/launch",
-                &[
-                    ("appid", &app),
-                    ("mode", &mode),
-                    ("additionalStates", "1"),
-                    ("sops", "0"),
-                    ("rikey", &rikey),
-                    ("rikeyid", "1"),
-                    ("localAudioPlayMode", "0"),
-                    ("surroundAudioInfo", "196610"),
-                    ("corever", "1"),
-                ],
-            ))
-            .await?
-        }
+        ClientAction::Launch { app, mode } => c.launch(&app.to_string(), &mode).await?,
         ClientAction::Cancel => c.https_get(&c.url("/cancel", &[])).await?,
         ClientAction::Unpair => c.https_get(&c.url("/unpair", &[])).await?,
     };

@@ -13,7 +13,6 @@ use super::report::{self, Launch, Recorder, Stream, StreamClient};
 use super::{LoadArgs, Target, buckets, scalar, scrape};
 use crate::client::{GameStreamClient, PairOutcome, Reply, rtsp_request_from};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::protocol::pairing::random16;
 
 /// Pairings in flight at once: the host keeps at most 4 pending per address.
 const PAIR_CONCURRENCY: usize = 3;
@@ -52,25 +51,6 @@ async fn paired_clients(
     Ok(out)
 }
 
-async fn launch_request(c: &GameStreamClient, mode: &str) -> Result<Reply> {
-    let rikey = hex::encode(random16().or_err(ErrorKind::Protocol, || "rikey")?);
-    c.https_get(&c.url(
-        "/launch",
-        &[
-            ("appid", "1"),
-            ("mode", mode),
-            ("additionalStates", "1"),
-            ("sops", "0"),
-            ("rikey", &rikey),
-            ("rikeyid", "1"),
-            ("localAudioPlayMode", "0"),
-            ("surroundAudioInfo", "196610"),
-            ("corever", "1"),
-        ],
-    ))
-    .await
-}
-
 /// The RTSP address from a successful launch reply.
 fn session_url(r: &Reply) -> std::result::Result<SocketAddr, String> {
     match r.xml_status() {
@@ -106,7 +86,7 @@ pub async fn launch(target: &Target, args: &LoadArgs) -> Result<Launch> {
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let t = Instant::now();
-            let r = match launch_request(&clients[i], &mode).await {
+            let r = match clients[i].launch("1", &mode).await {
                 Ok(reply) => session_url(&reply).map(|_| ()),
                 Err(e) => Err(format!("error_{}", e.kind.as_str())),
             };
@@ -160,7 +140,7 @@ async fn start_stream(c: &GameStreamClient, args: &LoadArgs) -> Result<(SocketAd
     let (Some(Some(w)), Some(Some(h)), Some(Some(fps))) = (dims.next(), dims.next(), dims.next()) else {
         return Err(Error::new(ErrorKind::Config, format!("--mode {:?}: expected WIDTHxHEIGHTxFPS", args.mode)));
     };
-    let reply = launch_request(c, &args.mode).await?;
+    let reply = c.launch("1", &args.mode).await?;
     let rtsp = session_url(&reply).map_err(|e| Error::new(ErrorKind::Protocol, format!("launch: {e}")))?;
     let local = c.local_ip;
     let ok = |r: &crate::client::RtspReply, what: &str| {
