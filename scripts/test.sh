@@ -27,6 +27,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
-cargo test --all-targets --locked 2>&1 | tee "$log"
+# --show-output: the measurements some tests print (MTTR, storm rate, crash counts) land in the log.
+cargo test --all-targets --locked -- --show-output 2>&1 | tee "$log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "wolf-rs: %d passed, %d failed\n", p, f }' "$log"
