@@ -47,7 +47,7 @@ TAG=${1:-wolf-rs:local}
 
 BINARY=${WOLF_BINARY:-}
 if [ -z "$BINARY" ]; then
-  cargo build --release --locked
+  cargo build --release --locked -p wolf-rs
   BINARY=target/release/wolf-rs
 fi
 # Debug info is not needed at run time (a debug build carries hundreds of MB of it).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages wolf-rs builds and runs with (Debian), only when some are missing.
-# Extra package names as arguments are installed the same way (scripts/bench.sh passes its own).
+# `--test` adds what the tests need; extra package names as arguments are installed the same way
+# (scripts/bench.sh passes its own).
 set -euo pipefail
 
 PACKAGES=(
@@ -8,10 +9,17 @@ PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-tools gstreamer1.0-libav
+)
+TEST_PACKAGES=(
+  # a one-binary app image for the docker runner tests; unshare for the namespace tests
   busybox-static util-linux
   # the container tests: a base image made here, a real Prometheus and promtool
   debootstrap prometheus
 )
+if [ "${1:-}" = "--test" ]; then
+  shift
+  PACKAGES+=("${TEST_PACKAGES[@]}")
+fi
 PACKAGES+=("$@")
 
 missing=()

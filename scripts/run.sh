@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-cargo build --release --locked
+cargo build --release --locked -p wolf-rs
 exec ./target/release/wolf-rs "$@" serve

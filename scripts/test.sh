@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: system packages, format, lints, every test.
+# The whole test suite, as CI runs it: system packages (the host's and the tests'), format, lints,
+# every test of every crate in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh --test
 export CARGO_TERM_COLOR=never
 # The container test's base image and package layer (debootstrap, Debian's mirror: mostly waiting on
 # the network) are made in the background while cargo compiles; the test's own build waits for them
@@ -21,13 +22,13 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-echo "== cargo fmt --check"
-cargo fmt --check
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 # --show-output: the measurements some tests print (MTTR, storm rate, crash counts) land in the log.
-cargo test --all-targets --locked -- --show-output 2>&1 | tee "$log"
+cargo test --workspace --all-targets --locked -- --show-output 2>&1 | tee "$log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "wolf-rs: %d passed, %d failed\n", p, f }' "$log"

@@ -1,0 +1,416 @@
+//! The command line: `serve` (default), `config check`, `pair`, `sessions`, `clients`,
+//! `healthcheck`, `version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hyper::Method;
+
+use crate::admin::{self, ClientView, PinRequest};
+use crate::app::{self, Paths};
+use crate::config::{Config, ConfigError, Env};
+use crate::state::clients::{self, matches_selector};
+
+#[derive(Debug, Parser)]
+#[command(name = "wolf-rs", version, about = "A GameStream host for Moonlight clients")]
+pub struct Cli {
+    /// State directory: config.toml (written on first start), key, certificate, paired clients.
+    #[arg(long, env = "WOLF_STATE_DIR", default_value = "./data", global = true)]
+    pub state_dir: PathBuf,
+    /// Config file (default: <state dir>/config.toml).
+    #[arg(long, env = "WOLF_CFG_FILE", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host (the default).
+    Serve,
+    /// Validate the config.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Give the PIN a Moonlight client shows to the pairing that waits for it.
+    Pair {
+        /// The 4-digit PIN.
+        pin: Option<String>,
+        /// Which waiting pairing (the secret after '#' in the PIN page link); needed only when
+        /// several wait.
+        #[arg(long)]
+        secret: Option<String>,
+        /// List the pairings that wait for a PIN.
+        #[arg(long, conflicts_with = "pin")]
+        list: bool,
+    },
+    /// What the running host knows about its sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+    /// Paired clients.
+    Clients {
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
+    /// Exit 0 only when the host's /health answers 200 within 2 s (for Docker HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, env = "WOLF_HEALTH_URL", default_value = "http://127.0.0.1:47985/health")]
+        url: String,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print every problem in the config; exit non-zero if there is any.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// List the sessions (through the admin socket of the running host).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsAction {
+    /// List paired clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpair a client by fingerprint prefix (8+ hex characters) or exact name.
+    Remove { selector: String },
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const CONFIG: u8 = 3;
+    pub const NOT_RUNNING: u8 = 4;
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let paths = Paths::new(cli.state_dir.clone(), cli.config.clone());
+    let code = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match app::serve(paths, Env::from_process()).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("wolf-rs: {e}");
+                if e.kind == crate::error::ErrorKind::Config { exit::CONFIG } else { exit::FAILURE }
+            }
+        },
+        Command::Config { action: ConfigAction::Check } => config_check(&paths).await,
+        Command::Pair { list: true, .. } => pair_list(&paths).await,
+        Command::Pair { pin: Some(pin), secret, .. } => pair(&paths, pin, secret).await,
+        Command::Pair { .. } => {
+            eprintln!("wolf-rs pair: give the PIN (wolf-rs pair 1234) or --list");
+            exit::USAGE
+        }
+        Command::Clients { action } => clients_cmd(&paths, action).await,
+        Command::Sessions { action: SessionsAction::List { json } } => sessions_list(&paths, json).await,
+        Command::Healthcheck { url } => healthcheck(&url).await,
+        Command::Version => {
+            println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
+            exit::OK
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// How long `healthcheck` waits for the whole answer.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn healthcheck(url: &str) -> u8 {
+    match tokio::time::timeout(HEALTHCHECK_TIMEOUT, get_plain(url)).await {
+        Ok(Ok((200, body))) => {
+            println!("{}", body.trim());
+            exit::OK
+        }
+        Ok(Ok((code, body))) => {
+            eprintln!("unhealthy: HTTP {code}: {}", body.trim());
+            exit::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("no answer from {url}: {e}");
+            exit::FAILURE
+        }
+        Err(_) => {
+            eprintln!("no answer from {url} within {} s", HEALTHCHECK_TIMEOUT.as_secs());
+            exit::FAILURE
+        }
+    }
+}
+
+/// GET an `http://host:port/path` URL: (status, body).
+async fn get_plain(url: &str) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs are supported".into());
+    }
+    let host = uri.host().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let (status, body) =
+        crate::net::http1::request(tcp, Method::GET, path, None, crate::error::ErrorKind::Io, "health")
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok((status.as_u16(), body))
+}
+
+async fn config_check(paths: &Paths) -> u8 {
+    let path = paths.config.clone();
+    let result = tokio::task::spawn_blocking(move || Config::load(&path, &Env::from_process())).await;
+    match result {
+        Ok(Ok(cfg)) => {
+            println!(
+                "{}: OK ({} app(s), ports http {} https {})",
+                paths.config.display(),
+                cfg.apps.len(),
+                cfg.ports.http,
+                cfg.ports.https
+            );
+            if cfg.pairing.pin.len() > 1 {
+                println!(
+                    "note: pairing.pin has {} entries; clients must use the first ({})",
+                    cfg.pairing.pin.len(),
+                    cfg.pairing.pin[0]
+                );
+            }
+            exit::OK
+        }
+        Ok(Err(e @ ConfigError::Read { .. })) => {
+            eprintln!("{e}");
+            exit::CONFIG
+        }
+        Ok(Err(ConfigError::Invalid { path, issues })) => {
+            eprintln!("{}: {} problem(s):", path.display(), issues.len());
+            for i in issues {
+                eprintln!("  {i}");
+            }
+            exit::CONFIG
+        }
+        Err(e) => {
+            eprintln!("config check failed: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn not_running(paths: &Paths) -> u8 {
+    eprintln!(
+        "no wolf-rs host is running with state directory {} (no {})",
+        paths.state_dir.display(),
+        admin::socket_path(&paths.state_dir).display()
+    );
+    exit::NOT_RUNNING
+}
+
+async fn pair(paths: &Paths, pin: String, secret: Option<String>) -> u8 {
+    let body = serde_json::to_string(&PinRequest { pin, secret }).unwrap_or_default();
+    match admin::call(&admin::socket_path(&paths.state_dir), Method::POST, "/pairings/pin", Some(body)).await {
+        Ok(None) => not_running(paths),
+        Ok(Some((s, _))) if s.is_success() => {
+            println!("PIN handed to the pairing: the client shows whether it matched");
+            exit::OK
+        }
+        Ok(Some((_, body))) => {
+            eprintln!("{}", error_text(&body));
+            exit::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned())
+}
+
+async fn pair_list(paths: &Paths) -> u8 {
+    match admin::call(&admin::socket_path(&paths.state_dir), Method::GET, "/pairings", None).await {
+        Ok(None) => not_running(paths),
+        Ok(Some((_, body))) => {
+            println!("{body}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+async fn sessions_list(paths: &Paths, as_json: bool) -> u8 {
+    match admin::call(&admin::socket_path(&paths.state_dir), Method::GET, "/sessions", None).await {
+        Ok(None) => not_running(paths),
+        Ok(Some((_, body))) => match serde_json::from_str::<Vec<crate::sessions::SessionRecord>>(&body) {
+            Ok(list) if as_json => {
+                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                exit::OK
+            }
+            Ok(list) => {
+                if list.is_empty() {
+                    println!("no sessions");
+                }
+                for s in list {
+                    let runner = match &s.runner {
+                        crate::runners::RunnerHandle::None => "none".to_owned(),
+                        crate::runners::RunnerHandle::Process { pid, .. } => format!("pid {pid}"),
+                        crate::runners::RunnerHandle::Docker { container_id } => {
+                            format!("container {}", container_id.get(..12).unwrap_or(container_id))
+                        }
+                    };
+                    println!(
+                        "{:<6} {:<10} app={:<4} {:<14} client={} {} runner={runner}",
+                        s.id,
+                        s.state.as_str(),
+                        s.app_id,
+                        s.mode,
+                        s.client_ip,
+                        s.client_fingerprint.get(..16).unwrap_or(&s.client_fingerprint),
+                    );
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("unexpected answer from the host: {e}");
+                exit::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn print_clients(list: &[ClientView], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+        return;
+    }
+    if list.is_empty() {
+        println!("no paired clients");
+    }
+    for c in list {
+        println!("{}  {:<24} {:<16} paired_at={}", &c.fingerprint, c.name, c.ip, c.paired_at);
+    }
+}
+
+async fn clients_cmd(paths: &Paths, action: ClientsAction) -> u8 {
+    let sock = admin::socket_path(&paths.state_dir);
+    match action {
+        ClientsAction::List { json } => match admin::call(&sock, Method::GET, "/clients", None).await {
+            Ok(Some((_, body))) => match serde_json::from_str::<Vec<ClientView>>(&body) {
+                Ok(list) => {
+                    print_clients(&list, json);
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("unexpected answer from the host: {e}");
+                    exit::FAILURE
+                }
+            },
+            // No host running: read the file directly.
+            Ok(None) => {
+                let path = paths.clients();
+                match tokio::task::spawn_blocking(move || clients::read_file(&path)).await {
+                    Ok(Ok(list)) => {
+                        print_clients(&list.iter().map(ClientView::from).collect::<Vec<_>>(), json);
+                        exit::OK
+                    }
+                    Ok(Err(e)) => {
+                        eprintln!("{e}");
+                        exit::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        exit::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                exit::FAILURE
+            }
+        },
+        ClientsAction::Remove { selector } => {
+            let encoded: String = form_urlencoded::byte_serialize(selector.as_bytes()).collect();
+            match admin::call(&sock, Method::DELETE, &format!("/clients/{encoded}"), None).await {
+                Ok(Some((s, body))) if s.is_success() => {
+                    let gone: Vec<ClientView> = serde_json::from_str(&body).unwrap_or_default();
+                    for c in gone {
+                        println!("removed {} ({})", c.name, c.fingerprint);
+                    }
+                    exit::OK
+                }
+                Ok(Some((_, body))) => {
+                    eprintln!("{}", error_text(&body));
+                    exit::FAILURE
+                }
+                Ok(None) => remove_offline(paths, selector).await,
+                Err(e) => {
+                    eprintln!("{e}");
+                    exit::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// No host running: edit the file directly (atomically).
+async fn remove_offline(paths: &Paths, selector: String) -> u8 {
+    let path = paths.clients();
+    let result = tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<ClientView>> {
+        let list = clients::read_file(&path)?;
+        let (gone, kept): (Vec<_>, Vec<_>) = list.into_iter().partition(|c| matches_selector(c, &selector));
+        if !gone.is_empty() {
+            clients::write_file(&path, &kept)?;
+        }
+        Ok(gone.iter().map(ClientView::from).collect())
+    })
+    .await;
+    match result {
+        Ok(Ok(gone)) if gone.is_empty() => {
+            eprintln!("no paired client matches");
+            exit::FAILURE
+        }
+        Ok(Ok(gone)) => {
+            for c in gone {
+                println!("removed {} ({})", c.name, c.fingerprint);
+            }
+            exit::OK
+        }
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Configuration: the TOML file, environment overrides, and validation that reports every problem
+//! with its key, line and what is allowed.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{ConfigIssue, Env, is_mac};
+
+/// The documented template, written as `config.toml` on first start.
+pub const TEMPLATE: &str = include_str!("../../../../config.toml.template");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub hostname: String,
+    pub uuid: String,
+    pub bind_address: String,
+    pub ports: Ports,
+    pub network: Network,
+    pub http: Http,
+    pub tls: Tls,
+    pub pairing: Pairing,
+    pub mdns: Mdns,
+    pub video: Video,
+    pub health: Health,
+    pub watchdog: Watchdog,
+    pub debug: Debug,
+    pub sessions: SessionsConfig,
+    pub apps: Vec<App>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "wolf-rs".into(),
+            uuid: String::new(),
+            bind_address: "0.0.0.0".into(),
+            ports: Ports::default(),
+            network: Network::default(),
+            http: Http::default(),
+            tls: Tls::default(),
+            pairing: Pairing::default(),
+            mdns: Mdns::default(),
+            video: Video::default(),
+            health: Health::default(),
+            watchdog: Watchdog::default(),
+            debug: Debug::default(),
+            sessions: SessionsConfig::default(),
+            apps: vec![App::test_pattern()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ports {
+    pub http: u16,
+    pub https: u16,
+    pub rtsp: u16,
+    pub control: u16,
+    pub video: u16,
+    pub audio: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports { http: 47989, https: 47984, rtsp: 48010, control: 47999, video: 47998, audio: 48000 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Network {
+    pub local_ip: String,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Http {
+    pub request_timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { request_timeout_ms: 10_000, max_connections: 1024, max_connections_per_ip: 64 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    pub key_file: String,
+    pub cert_file: String,
+    pub max_concurrent_handshakes: usize,
+    pub permit_wait_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub client_hello_timeout_ms: u64,
+    pub max_pending_connections: usize,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            key_file: String::new(),
+            cert_file: String::new(),
+            max_concurrent_handshakes: 3,
+            permit_wait_timeout_ms: 5000,
+            handshake_timeout_ms: 5000,
+            client_hello_timeout_ms: 3000,
+            max_pending_connections: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Pairing {
+    pub pin: Vec<String>,
+    /// Seconds.
+    pub pin_timeout: u64,
+    pub max_failures: u32,
+    pub failure_window_s: u64,
+    pub ban_s: u64,
+}
+
+impl Default for Pairing {
+    fn default() -> Self {
+        Pairing { pin: Vec::new(), pin_timeout: 120, max_failures: 5, failure_window_s: 600, ban_s: 600 }
+    }
+}
+
+impl Pairing {
+    /// The fixed PIN clients must use, if any (the first entry).
+    pub fn fixed_pin(&self) -> Option<&str> {
+        self.pin.first().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mdns {
+    pub enabled: bool,
+}
+
+impl Default for Mdns {
+    fn default() -> Self {
+        Mdns { enabled: true }
+    }
+}
+
+/// Values `[video] encoder` accepts.
+pub const ENCODERS: [&str; 5] = ["auto", "nvcodec", "va", "x264", "openh264"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Video {
+    pub encoder: String,
+    pub pipelines_dir: String,
+    pub fec_percentage: u8,
+    /// Offer HEVC encoded in software (x265) when no GPU encoder does HEVC.
+    pub software_hevc: bool,
+}
+
+impl Default for Video {
+    fn default() -> Self {
+        Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20, software_hevc: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    /// Plain-HTTP port of /health, /livez, /readyz and /metrics (0: a free port).
+    pub port: u16,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { port: 47985 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Watchdog {
+    pub interval_ms: u64,
+    pub warn_after_ms: u64,
+    /// 0: never exit (warnings and /health only).
+    pub exit_after_ms: u64,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog { interval_ms: 5000, warn_after_ms: 10_000, exit_after_ms: 30_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionsConfig {
+    /// The sessions file; empty: `<state dir>/active_sessions.json`.
+    pub file: String,
+    /// Stop a session after this long without client activity; 0: never.
+    pub idle_timeout_ms: u64,
+    /// How long the start-up reconcile pass may take.
+    pub reconcile_timeout_ms: u64,
+    /// SIGTERM → apps are stopped instead of left running for the next start to adopt.
+    pub stop_apps_on_shutdown: bool,
+    /// SIGTERM → the process exits within this.
+    pub shutdown_timeout_ms: u64,
+    /// How long an app gets between SIGTERM (or docker stop) and SIGKILL.
+    pub stop_timeout_ms: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            file: String::new(),
+            idle_timeout_ms: 0,
+            reconcile_timeout_ms: 30_000,
+            stop_apps_on_shutdown: false,
+            shutdown_timeout_ms: 10_000,
+            stop_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Debug {
+    /// Enables `POST /debug/hang` on the health port.
+    pub fault_injection: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct App {
+    pub title: String,
+    pub id: u32,
+    pub icon_png: String,
+    pub video_source: String,
+    pub audio_source: String,
+    pub runner: Runner,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App {
+            title: String::new(),
+            id: 0,
+            icon_png: String::new(),
+            video_source: "videotestsrc pattern=ball is-live=true".into(),
+            audio_source: "audiotestsrc wave=ticks is-live=true".into(),
+            runner: Runner::default(),
+        }
+    }
+}
+
+impl App {
+    pub fn test_pattern() -> Self {
+        App { title: "Test pattern".into(), id: 1, ..App::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    #[default]
+    None,
+    Process,
+    Docker,
+}
+
+/// How an app is started. One flat table so that every key can be checked and reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Runner {
+    #[serde(rename = "type")]
+    pub kind: RunnerKind,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub image: String,
+    pub mounts: Vec<String>,
+    pub devices: Vec<String>,
+}
+
+/// Every problem found in a config, each with its key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {} problem(s):\n{}", issues.len(), IssueList(issues))]
+    Invalid { path: PathBuf, issues: Vec<ConfigIssue> },
+}
+
+struct IssueList<'a>(&'a [ConfigIssue]);
+
+impl fmt::Display for IssueList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parse and validate TOML text, then apply environment overrides. All problems are returned.
+    pub fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
+        validate::parse(text, env)
+    }
+
+    /// Read `path` (blocking) and parse it.
+    pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, env).map_err(|issues| ConfigError::Invalid { path: path.to_owned(), issues })
+    }
+
+    pub fn app(&self, id: u32) -> Option<&App> {
+        self.apps.iter().find(|a| a.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let cfg = Config::parse(TEMPLATE, &Env::default()).expect("template must be valid");
+        assert_eq!(cfg, Config::default());
+    }
+}

@@ -1,0 +1,218 @@
+//! The ENet control channel (47999). One OS thread owns the ENet host: it ties each peer to its
+//! session by the connect data handed out in RTSP SETUP, decrypts control messages, turns IDR and
+//! reference-frame-invalidation requests into keyframe requests, counts pings and input, and sends
+//! the termination message when a session ends.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusty_enet::{Event, Host, HostSettings, Packet, PeerID};
+
+use crate::commands::{ControlCommand, KeyframeRequests, StreamCommand};
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::watchdog::{Heartbeat, Heartbeats};
+use wolf_protocol::control::{self, Direction};
+
+/// Channels Moonlight opens (CTRL_CHANNEL_COUNT).
+pub const CHANNELS: usize = 0x30;
+/// Peers at once; each is one streaming client.
+pub const MAX_PEERS: usize = 64;
+/// How often the thread wakes to run ENet's timers when idle.
+const TICK: Duration = Duration::from_millis(5);
+
+struct PeerSession {
+    session_id: u32,
+    rikey: [u8; 16],
+    seq: u32,
+}
+
+pub struct ControlChannel {
+    pub commands: mpsc::Sender<ControlCommand>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlChannel {
+    pub fn spawn(
+        socket: UdpSocket,
+        sessions: Arc<Sessions>,
+        keyframes: Arc<KeyframeRequests>,
+        streams: tokio::sync::mpsc::Sender<StreamCommand>,
+        metrics: Arc<Metrics>,
+        beats: Arc<Heartbeats>,
+    ) -> std::io::Result<ControlChannel> {
+        let host =
+            Host::new(socket, HostSettings { peer_limit: MAX_PEERS, channel_limit: CHANNELS, ..Default::default() })
+                .map_err(|e| std::io::Error::other(format!("ENet host: {e:?}")))?;
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker { host, sessions, keyframes, streams, metrics, peers: HashMap::new() };
+        let s = stop.clone();
+        let thread = std::thread::Builder::new().name("enet-control".into()).spawn(move || {
+            let beat = beats.register("control", "control:enet");
+            worker.run(rx, s, &beat)
+        })?;
+        Ok(ControlChannel { commands: tx, stop, thread: Some(thread) })
+    }
+
+    /// Stop the thread (disconnecting every peer) and join it. Blocking.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControlChannel {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Worker {
+    host: Host<UdpSocket>,
+    sessions: Arc<Sessions>,
+    keyframes: Arc<KeyframeRequests>,
+    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    metrics: Arc<Metrics>,
+    peers: HashMap<PeerID, PeerSession>,
+}
+
+impl Worker {
+    fn run(mut self, commands: mpsc::Receiver<ControlCommand>, stop: Arc<AtomicBool>, beat: &Heartbeat) {
+        while !stop.load(Ordering::Relaxed) {
+            beat.beat();
+            while let Ok(cmd) = commands.try_recv() {
+                self.command(cmd);
+            }
+            let mut busy = false;
+            loop {
+                let next = match self.host.service() {
+                    Ok(event) => event.map(Event::no_ref),
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "ENet service error");
+                        None
+                    }
+                };
+                let Some(event) = next else { break };
+                busy = true;
+                self.event(event);
+            }
+            if !busy {
+                std::thread::sleep(TICK);
+            }
+        }
+        let ids: Vec<PeerID> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.host.peer_mut(id).disconnect_now(0);
+        }
+        self.host.flush();
+    }
+
+    fn command(&mut self, cmd: ControlCommand) {
+        match cmd {
+            ControlCommand::Terminate { session_id, reason } => {
+                let Some((&id, p)) = self.peers.iter_mut().find(|(_, p)| p.session_id == session_id) else {
+                    return;
+                };
+                let payload = control::termination_payload(reason);
+                match control::seal(&p.rikey, p.seq, Direction::HostToClient, control::MSG_TERMINATION, &payload) {
+                    Ok(msg) => {
+                        p.seq = p.seq.wrapping_add(1);
+                        let peer = self.host.peer_mut(id);
+                        if peer.send(0, &Packet::reliable(msg.as_slice())).is_err() {
+                            tracing::debug!(session = session_id, "termination not queued");
+                        }
+                        peer.disconnect_later(0);
+                        tracing::info!(session = session_id, "termination sent to the client");
+                    }
+                    Err(e) => tracing::warn!(session = session_id, error = %e, "termination message"),
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: rusty_enet::EventNoRef) {
+        match event {
+            rusty_enet::EventNoRef::Connect { peer, data } => self.connect(peer, data),
+            rusty_enet::EventNoRef::Receive { peer, packet, .. } => self.receive(peer, packet.data()),
+            rusty_enet::EventNoRef::Disconnect { peer, .. } => {
+                if let Some(p) = self.peers.remove(&peer) {
+                    tracing::info!(session = p.session_id, "control channel closed: stopping the streams");
+                    // The app keeps running; the client may come back with /resume.
+                    let _ = self.streams.try_send(StreamCommand::Stop { session_id: p.session_id });
+                    self.sessions.update_by_id(p.session_id, |s| {
+                        s.rtsp = Default::default();
+                        s.state = crate::sessions::SessionState::Paused;
+                        s.updated = std::time::SystemTime::now();
+                    });
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, peer: PeerID, data: u32) {
+        let ip = self.host.peer(peer).address().map(|a| a.ip().to_canonical());
+        let session = self
+            .sessions
+            .list()
+            .into_iter()
+            .find(|s| Some(s.client_ip) == ip && s.rtsp.setup_control && s.rtsp.connect_data == data);
+        let Some(s) = session else {
+            self.count("refused");
+            tracing::info!(?ip, "control connect with unknown connect data: refused");
+            self.host.peer_mut(peer).disconnect_now(0);
+            return;
+        };
+        let v2 = s.rtsp.stream.as_ref().is_some_and(|c| c.encryption & 0x1 != 0);
+        if !v2 {
+            self.count("refused");
+            tracing::warn!(session = s.id, "client did not negotiate encrypted control (CONTROL_V2): refused");
+            self.host.peer_mut(peer).disconnect_now(0);
+            return;
+        }
+        self.host.peer_mut(peer).set_timeout(2, 10_000, 10_000);
+        self.peers.insert(peer, PeerSession { session_id: s.id, rikey: s.rikey, seq: 0 });
+        self.count("connected");
+        tracing::info!(session = s.id, "control channel connected");
+    }
+
+    fn receive(&mut self, peer: PeerID, data: &[u8]) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        let msg = match control::open(&p.rikey, Direction::ClientToHost, data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.count("undecryptable");
+                tracing::debug!(session = p.session_id, error = %e, "control message dropped");
+                return;
+            }
+        };
+        self.sessions.touch(p.session_id);
+        match msg.msg_type {
+            control::MSG_IDR_REQUEST | control::MSG_RFI => {
+                self.count("idr_request");
+                self.keyframes.request(p.session_id);
+            }
+            control::MSG_PING => self.count("ping"),
+            control::MSG_LOSS_STATS | control::MSG_FEC_STATUS => self.count("loss_stats"),
+            control::MSG_INPUT => match control::parse_input(&msg.payload) {
+                Ok(_) => self.count("input"),
+                Err(e) => {
+                    self.count("malformed");
+                    tracing::debug!(session = p.session_id, error = %e, "malformed input packet");
+                }
+            },
+            _ => self.count("other"),
+        }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics.control_messages.with_label_values(&[kind]).inc();
+    }
+}

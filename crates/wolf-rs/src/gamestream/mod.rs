@@ -1,0 +1,287 @@
+//! The GameStream HTTP (47989) and mutual-TLS HTTPS (47984) listeners. Each connection is its own
+//! task, serves one request with read and write timeouts, and closes.
+
+pub mod handlers;
+pub mod pairing;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::{ErrorKind, Result, ResultExt};
+use crate::net::iface::NetInfo;
+use crate::net::limit::PerIpLimit;
+use crate::net::tls::{self, HandshakeGate};
+use crate::sessions::Sessions;
+use crate::state::clients::ClientStore;
+use crate::state::identity::Identity;
+use handlers::Conn;
+use pairing::PairingManager;
+
+pub const DEFAULT_ICON: &[u8] = include_bytes!("default_icon.png");
+
+/// Everything a request handler may read. Built once; shared by every connection task.
+pub struct HostContext {
+    pub config: Arc<Config>,
+    pub uuid: uuid::Uuid,
+    pub net: NetInfo,
+    pub identity: Arc<Identity>,
+    pub clients: Arc<ClientStore>,
+    pub pairing: PairingManager,
+    pub sessions: Arc<Sessions>,
+    /// App icons, read at start-up so no handler touches the disk.
+    pub icons: HashMap<u32, Bytes>,
+    pub hevc: bool,
+    /// Shown as `gputype`: the video encoder in use.
+    pub gpu_type: String,
+    /// The encoders picked at start-up.
+    pub encoder: crate::media::EncoderChoice,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub rtsp_port: u16,
+    pub video_port: u16,
+    pub audio_port: u16,
+    pub control_port: u16,
+    /// Ends sessions: tells the client, stops the streams, removes the session.
+    pub ender: Arc<crate::stream::SessionEnder>,
+    pub runners: Arc<crate::runners::Runners>,
+    /// Fired on SIGTERM: new launches are refused while the host drains.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Start and stop streams.
+    pub streams: tokio::sync::mpsc::Sender<crate::commands::StreamCommand>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub beats: Arc<crate::watchdog::Heartbeats>,
+}
+
+/// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
+/// built-in icon with a warning.
+pub fn load_icons(config: &Config) -> HashMap<u32, Bytes> {
+    config
+        .apps
+        .iter()
+        .map(|a| {
+            let png = if a.icon_png.is_empty() {
+                Bytes::from_static(DEFAULT_ICON)
+            } else {
+                match std::fs::read(&a.icon_png) {
+                    Ok(b) if b.starts_with(b"\x89PNG") => Bytes::from(b),
+                    Ok(_) => {
+                        tracing::warn!(app = %a.title, file = %a.icon_png, "icon is not a PNG; using the built-in one");
+                        Bytes::from_static(DEFAULT_ICON)
+                    }
+                    Err(e) => {
+                        tracing::warn!(app = %a.title, file = %a.icon_png, error = %e, "icon unreadable; using the built-in one");
+                        Bytes::from_static(DEFAULT_ICON)
+                    }
+                }
+            };
+            (a.id, png)
+        })
+        .collect()
+}
+
+/// Bound listeners, before anything runs (so tests can bind port 0 and read the ports).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: TcpListener,
+    pub rtsp: TcpListener,
+    /// RTP video and audio (UDP); non-blocking, shared by the ping readers and the sender threads.
+    pub video: std::net::UdpSocket,
+    pub audio: std::net::UdpSocket,
+    /// The ENet control channel's socket (its thread owns it).
+    pub control: std::net::UdpSocket,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners> {
+        let ip: std::net::IpAddr = config
+            .bind_address
+            .parse()
+            .or_err(ErrorKind::Config, || format!("bind_address {:?}", config.bind_address))?;
+        let http = TcpListener::bind(SocketAddr::new(ip, config.ports.http))
+            .await
+            .or_err(ErrorKind::Bind, || format!("binding HTTP on {ip}:{}", config.ports.http))?;
+        let https = TcpListener::bind(SocketAddr::new(ip, config.ports.https))
+            .await
+            .or_err(ErrorKind::Bind, || format!("binding HTTPS on {ip}:{}", config.ports.https))?;
+        let rtsp = TcpListener::bind(SocketAddr::new(ip, config.ports.rtsp))
+            .await
+            .or_err(ErrorKind::Bind, || format!("binding RTSP on {ip}:{}", config.ports.rtsp))?;
+        let video = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.video))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .or_err(ErrorKind::Bind, || format!("binding video UDP on {ip}:{}", config.ports.video))?;
+        let audio = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.audio))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .or_err(ErrorKind::Bind, || format!("binding audio UDP on {ip}:{}", config.ports.audio))?;
+        let control = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.control))
+            .or_err(ErrorKind::Bind, || format!("binding the control channel on {ip}:{}", config.ports.control))?;
+        Ok(Listeners { http, https, rtsp, video, audio, control })
+    }
+
+    /// (video, audio, control) UDP ports as bound.
+    pub fn stream_ports(&self) -> Result<(u16, u16, u16)> {
+        let v = self.video.local_addr().or_err(ErrorKind::Bind, || "video local address")?;
+        let a = self.audio.local_addr().or_err(ErrorKind::Bind, || "audio local address")?;
+        let c = self.control.local_addr().or_err(ErrorKind::Bind, || "control local address")?;
+        Ok((v.port(), a.port(), c.port()))
+    }
+
+    /// (http, https, rtsp) as bound.
+    pub fn ports(&self) -> Result<(u16, u16, u16)> {
+        let h = self.http.local_addr().or_err(ErrorKind::Bind, || "HTTP local address")?;
+        let s = self.https.local_addr().or_err(ErrorKind::Bind, || "HTTPS local address")?;
+        let r = self.rtsp.local_addr().or_err(ErrorKind::Bind, || "RTSP local address")?;
+        Ok((h.port(), s.port(), r.port()))
+    }
+}
+
+pub struct GameStreamServer {
+    pub ctx: Arc<HostContext>,
+    pub gate: Arc<HandshakeGate>,
+    listeners: Listeners,
+    tls: Arc<ServerConfig>,
+}
+
+impl GameStreamServer {
+    pub fn new(ctx: Arc<HostContext>, listeners: Listeners) -> Result<GameStreamServer> {
+        let tls = tls::server_config(&ctx.identity)?;
+        let gate = HandshakeGate::new((&ctx.config.tls).into(), ctx.metrics.gate.clone());
+        Ok(GameStreamServer { ctx, gate, listeners, tls })
+    }
+
+    /// Run both accept loops until `shutdown`; connection tasks go on `tracker`.
+    pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker, started: Instant) {
+        let GameStreamServer { ctx, gate, listeners, tls } = self;
+        for (name, l) in [("HTTP", &listeners.http), ("HTTPS", &listeners.https)] {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "{name} listener ready in {} ms", started.elapsed().as_millis());
+            }
+        }
+        let rtsp_host = crate::rtsp::HostInfo {
+            hevc: ctx.hevc,
+            video_port: ctx.video_port,
+            audio_port: ctx.audio_port,
+            control_port: ctx.control_port,
+            // CONTROL_V2: AES-GCM control messages with the direction-tagged IV.
+            encryption_supported: 0x1,
+        };
+        let rtsp = crate::rtsp::run(
+            listeners.rtsp,
+            ctx.beats.register("accept", "accept:RTSP"),
+            ctx.sessions.clone(),
+            ctx.streams.clone(),
+            rtsp_host,
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let http = accept_http(listeners.http, ctx.clone(), shutdown.clone(), tracker.clone());
+        let https = accept_https(listeners.https, ctx, gate, tls, shutdown, tracker);
+        tokio::join!(http, https, rtsp);
+    }
+}
+
+fn request_timeout(ctx: &HostContext) -> Duration {
+    Duration::from_millis(ctx.config.http.request_timeout_ms)
+}
+
+async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
+    let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
+    let beat = ctx.beats.register("accept", "accept:HTTP");
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTP", Some(&beat)).await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection cap reached; closing");
+            continue;
+        };
+        let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
+            tracing::debug!(%peer, "HTTP per-IP connection cap reached; closing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else { return };
+            let conn = Arc::new(Conn { peer, local, tls: None });
+            let deadline = handlers::connection_deadline(request_timeout(&ctx), Some(ctx.pairing.limits.pin_timeout));
+            serve_one(stream, ctx, conn, deadline).await;
+            drop((slot, ip_slot));
+        });
+    }
+}
+
+async fn accept_https(
+    listener: TcpListener,
+    ctx: Arc<HostContext>,
+    gate: Arc<HandshakeGate>,
+    tls: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    // Whole-connection caps (handshake and request); the gate caps the handshakes themselves.
+    let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
+    let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
+    let beat = ctx.beats.register("accept", "accept:HTTPS");
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTPS", Some(&beat)).await {
+        // Over a cap: dropping the stream closes it at once.
+        let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
+            tracing::debug!(%peer, "HTTPS connection cap (total or per IP) reached; closing");
+            gate.refused();
+            continue;
+        };
+        let Some(admitted) = gate.admit() else {
+            tracing::debug!(%peer, "too many pending TLS connections; closing");
+            continue;
+        };
+        let (ctx, gate, tls) = (ctx.clone(), gate.clone(), tls.clone());
+        tracker.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else { return };
+            let tls_stream = match gate.handshake(stream, tls, admitted).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake ended");
+                    return;
+                }
+            };
+            let fp = tls::peer_certificate(&tls_stream).map(|c| handlers::fingerprint(&c));
+            let conn = Arc::new(Conn { peer, local, tls: Some(fp) });
+            let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
+            serve_one(tls_stream, ctx, conn, deadline).await;
+            drop((slot, ip_slot));
+        });
+    }
+}
+
+/// One request, then close. Slow headers are cut by hyper's header timeout; the whole exchange by
+/// `deadline`.
+async fn serve_one<IO>(io: IO, ctx: Arc<HostContext>, conn: Arc<Conn>, deadline: Duration)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = request_timeout(&ctx);
+    let peer = conn.peer;
+    let svc = service_fn(move |req| {
+        let (ctx, conn) = (ctx.clone(), conn.clone());
+        async move { Ok::<_, std::convert::Infallible>(handlers::handle(ctx, conn, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    match tokio::time::timeout(deadline, served).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP connection ended with an error"),
+        Err(_) => tracing::debug!(%peer, "connection deadline reached; closing"),
+    }
+}

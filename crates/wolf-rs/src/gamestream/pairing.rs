@@ -1,0 +1,371 @@
+//! Pending pairings (keyed by `uniqueid@client_ip`), the PIN hand-off from the PIN page or the
+//! admin socket to the waiting step 1, and the per-IP failure ban.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use wolf_protocol::pairing::{PairingSession, Step};
+
+/// Pairings in progress from one IP, and in all.
+pub const MAX_PENDING_PER_IP: usize = 4;
+pub const MAX_PENDING: usize = 64;
+/// A pairing past step 1 that makes no progress for this long is dropped (and counted as failed).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+/// Per-IP failure records kept at most; expired ones are pruned first.
+const MAX_FAILURE_RECORDS: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct PairingLimits {
+    pub pin_timeout: Duration,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub ban: Duration,
+}
+
+impl From<&crate::config::Pairing> for PairingLimits {
+    fn from(p: &crate::config::Pairing) -> Self {
+        PairingLimits {
+            pin_timeout: Duration::from_secs(p.pin_timeout),
+            max_failures: p.max_failures,
+            failure_window: Duration::from_secs(p.failure_window_s),
+            ban: Duration::from_secs(p.ban_s),
+        }
+    }
+}
+
+struct Pending {
+    /// Distinguishes a newer pairing under the same key from the one a guard was made for.
+    generation: u64,
+    secret: String,
+    ip: IpAddr,
+    device_name: String,
+    uniqueid: String,
+    since: Instant,
+    /// Last step taken; stale pairings are swept by this.
+    touched: Instant,
+    /// `Some` while step 1 waits for the PIN.
+    pin_tx: Option<oneshot::Sender<String>>,
+    session: Option<PairingSession>,
+}
+
+/// What an operator sees of a pairing that waits for its PIN.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WaitingPairing {
+    pub secret: String,
+    pub device_name: String,
+    pub uniqueid: String,
+    pub ip: String,
+    pub waiting_s: u64,
+}
+
+#[derive(Default)]
+struct Failures {
+    recent: VecDeque<Instant>,
+    banned_until: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BeginError {
+    TooManyFromIp,
+    TooMany,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    UnknownSecret,
+    NoneWaiting,
+    Ambiguous(usize),
+}
+
+pub struct PairingManager {
+    pub limits: PairingLimits,
+    pending: Mutex<HashMap<String, Pending>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    generation: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Removes a still-waiting pairing when step 1's request goes away (client hung up or timed out).
+pub struct WaitGuard<'a> {
+    mgr: &'a PairingManager,
+    key: String,
+    generation: u64,
+    armed: bool,
+}
+
+impl WaitGuard<'_> {
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut p = lock(&self.mgr.pending);
+            if p.get(&self.key).is_some_and(|x| x.generation == self.generation) {
+                p.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl PairingManager {
+    pub fn new(limits: PairingLimits) -> PairingManager {
+        PairingManager { limits, pending: Mutex::default(), failures: Mutex::default(), generation: Mutex::new(0) }
+    }
+
+    pub fn key(uniqueid: &str, ip: IpAddr) -> String {
+        format!("{uniqueid}@{ip}")
+    }
+
+    /// Seconds left on this IP's ban, if it is banned.
+    pub fn banned_for(&self, ip: IpAddr) -> Option<u64> {
+        let now = Instant::now();
+        let f = lock(&self.failures);
+        let until = f.get(&ip)?.banned_until?;
+        (until > now).then(|| (until - now).as_secs().max(1))
+    }
+
+    /// Count a failed pairing; returns true when this one got the IP banned.
+    pub fn record_failure(&self, ip: IpAddr) -> bool {
+        let ip = crate::net::limit::ip_key(ip);
+        let now = Instant::now();
+        let mut all = lock(&self.failures);
+        if all.len() >= MAX_FAILURE_RECORDS {
+            let window = self.limits.failure_window;
+            all.retain(|_, f| {
+                f.banned_until.is_some_and(|u| u > now)
+                    || f.recent.back().is_some_and(|t| now.duration_since(*t) <= window)
+            });
+        }
+        if all.len() >= MAX_FAILURE_RECORDS && !all.contains_key(&ip) {
+            // Still full of live records: ban this newcomer outright rather than grow.
+            tracing::warn!(%ip, "too many IPs with failed pairings; refusing this one");
+            all.insert(ip, Failures { recent: VecDeque::new(), banned_until: Some(now + self.limits.ban) });
+            return true;
+        }
+        let f = all.entry(ip).or_default();
+        while f.recent.front().is_some_and(|t| now.duration_since(*t) > self.limits.failure_window) {
+            f.recent.pop_front();
+        }
+        f.recent.push_back(now);
+        if f.recent.len() >= self.limits.max_failures as usize {
+            f.recent.clear();
+            f.banned_until = Some(now + self.limits.ban);
+            return true;
+        }
+        false
+    }
+
+    /// Drop pairings that stopped making progress; one abandoned mid-way counts as a failure
+    /// (moonlight-qt stops after step 3 on a wrong PIN).
+    fn sweep(&self, pending: &mut HashMap<String, Pending>) {
+        let now = Instant::now();
+        let stale: Vec<String> = pending
+            .iter()
+            .filter(|(_, p)| p.pin_tx.is_none() && now.duration_since(p.touched) > STALE_AFTER)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(p) = pending.remove(&k) {
+                self.note_abandoned(&p);
+            }
+        }
+    }
+
+    fn note_abandoned(&self, p: &Pending) {
+        let midway = p
+            .session
+            .as_ref()
+            .is_some_and(|s| matches!(s.step(), Step::AwaitingServerChallengeResp | Step::AwaitingClientPairingSecret));
+        if midway {
+            tracing::info!(ip = %p.ip, "pairing abandoned after the challenge: counted as failed");
+            self.record_failure(p.ip);
+        }
+    }
+
+    /// Step 1 begins: registers the pairing (replacing an older one under the same key).
+    /// With `wait`, returns the receiver the PIN arrives on. The guard discards the pairing when
+    /// dropped armed.
+    pub fn begin(
+        &self,
+        uniqueid: &str,
+        ip: IpAddr,
+        device_name: &str,
+        session: PairingSession,
+        secret: String,
+        wait: bool,
+    ) -> Result<(Option<oneshot::Receiver<String>>, WaitGuard<'_>), BeginError> {
+        let key = Self::key(uniqueid, ip);
+        {
+            let mut pending = lock(&self.pending);
+            self.sweep(&mut pending);
+            if !pending.contains_key(&key) {
+                let ipk = crate::net::limit::ip_key(ip);
+                if pending.values().filter(|p| crate::net::limit::ip_key(p.ip) == ipk).count() >= MAX_PENDING_PER_IP {
+                    return Err(BeginError::TooManyFromIp);
+                }
+                if pending.len() >= MAX_PENDING {
+                    return Err(BeginError::TooMany);
+                }
+            }
+        }
+        let generation = {
+            let mut g = lock(&self.generation);
+            *g += 1;
+            *g
+        };
+        let (tx, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        lock(&self.pending).insert(
+            key.clone(),
+            Pending {
+                generation,
+                secret,
+                ip,
+                device_name: device_name.to_owned(),
+                uniqueid: uniqueid.to_owned(),
+                since: Instant::now(),
+                touched: Instant::now(),
+                pin_tx: tx,
+                session: Some(session),
+            },
+        );
+        Ok((rx, WaitGuard { mgr: self, key, generation, armed: true }))
+    }
+
+    /// Hand a PIN to the pairing waiting under `secret` (or the only one waiting, if `None`).
+    pub fn submit_pin(&self, secret: Option<&str>, pin: String) -> Result<(), SubmitError> {
+        let mut pending = lock(&self.pending);
+        let waiting: Vec<&mut Pending> = pending.values_mut().filter(|p| p.pin_tx.is_some()).collect();
+        let target = match secret {
+            Some(s) => waiting.into_iter().find(|p| p.secret == s).ok_or(SubmitError::UnknownSecret)?,
+            None => {
+                let n = waiting.len();
+                let mut it = waiting.into_iter();
+                match (it.next(), n) {
+                    (None, _) => return Err(SubmitError::NoneWaiting),
+                    (Some(p), 1) => p,
+                    _ => return Err(SubmitError::Ambiguous(n)),
+                }
+            }
+        };
+        let tx = target.pin_tx.take().ok_or(SubmitError::UnknownSecret)?;
+        tx.send(pin).map_err(|_| SubmitError::UnknownSecret)
+    }
+
+    pub fn waiting(&self) -> Vec<WaitingPairing> {
+        let now = Instant::now();
+        lock(&self.pending)
+            .values()
+            .filter(|p| p.pin_tx.is_some())
+            .map(|p| WaitingPairing {
+                secret: p.secret.clone(),
+                device_name: p.device_name.clone(),
+                uniqueid: p.uniqueid.clone(),
+                ip: p.ip.to_string(),
+                waiting_s: now.duration_since(p.since).as_secs(),
+            })
+            .collect()
+    }
+
+    /// Run `f` on the pairing session under `key`. `f` returns whether the pairing continues;
+    /// when it does not, the pairing is discarded.
+    pub fn with_session<R>(&self, key: &str, f: impl FnOnce(&mut PairingSession) -> (R, bool)) -> Option<R> {
+        // Take the pairing out so the RSA work in `f` runs without holding the lock.
+        let mut entry = {
+            let mut pending = lock(&self.pending);
+            self.sweep(&mut pending);
+            pending.get(key)?.session.as_ref()?;
+            pending.remove(key)?
+        };
+        let session = entry.session.as_mut()?;
+        let (r, keep) = f(session);
+        if keep {
+            entry.touched = Instant::now();
+            // A newer pairing under the same key, begun meanwhile, wins.
+            lock(&self.pending).entry(key.to_owned()).or_insert(entry);
+        }
+        Some(r)
+    }
+
+    /// Run one pairing step; the pairing continues only if the step succeeded.
+    pub fn step<R, E>(&self, key: &str, f: impl FnOnce(&mut PairingSession) -> Result<R, E>) -> Option<Result<R, E>> {
+        self.with_session(key, |s| {
+            let r = f(s);
+            let keep = r.is_ok();
+            (r, keep)
+        })
+    }
+
+    /// Is a pairing under `key` still waiting for its PIN?
+    pub fn is_waiting(&self, key: &str) -> bool {
+        lock(&self.pending).get(key).is_some_and(|p| p.pin_tx.is_some())
+    }
+
+    /// End a pairing (`/unpair`); one abandoned mid-way counts as a failure.
+    pub fn discard(&self, key: &str) -> bool {
+        let removed = lock(&self.pending).remove(key);
+        if let Some(p) = &removed {
+            self.note_abandoned(p);
+        }
+        removed.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> PairingLimits {
+        PairingLimits {
+            pin_timeout: Duration::from_secs(120),
+            max_failures: 5,
+            failure_window: Duration::from_secs(600),
+            ban: Duration::from_secs(600),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn five_failures_in_the_window_ban_for_ban_time() {
+        let m = PairingManager::new(limits());
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        for _ in 0..4 {
+            assert!(!m.record_failure(ip));
+        }
+        assert_eq!(m.banned_for(ip), None);
+        assert!(m.record_failure(ip));
+        assert!(m.banned_for(ip).is_some());
+        assert_eq!(m.banned_for("10.1.2.4".parse().unwrap()), None);
+        tokio::time::advance(Duration::from_secs(601)).await;
+        assert_eq!(m.banned_for(ip), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_outside_the_window_do_not_add_up() {
+        let m = PairingManager::new(limits());
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        for _ in 0..4 {
+            m.record_failure(ip);
+        }
+        tokio::time::advance(Duration::from_secs(601)).await;
+        assert!(!m.record_failure(ip));
+        assert_eq!(m.banned_for(ip), None);
+    }
+}

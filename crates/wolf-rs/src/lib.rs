@@ -1,0 +1,47 @@
+//! wolf-rs: a GameStream host for Moonlight clients that does not hang, and heals itself if it does.
+//! The wire formats live in the `wolf-protocol` crate; this crate is the host that serves them.
+//!
+//! Crate map, in the order a session meets them:
+//! - `config`     the TOML config, env overrides, validation with key and line
+//! - `error`      one typed error (kind + context + source)
+//! - `state`      identity (key, certificate, host uuid), paired clients, atomic versioned files
+//! - `net`        TLS (client-cert verifier, handshake gate), connection limits, interfaces, accept loop, HTTP/1.1
+//! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint, pairing
+//! - `sessions`   launched sessions, persisted in active_sessions.json; reconcile after a restart
+//! - `runners`    how apps are started, watched and stopped (process, docker)
+//! - `rtsp`       RTSP 48010: DESCRIBE, SETUP, ANNOUNCE, PLAY for a launched session
+//! - `control`    the ENet control channel 47999: connect data, control messages, termination
+//! - `commands`   what the planes ask of each other (streams, control) and keyframe requests
+//! - `stream`     per session video and audio sender threads, client addresses from pings
+//! - `media`      GStreamer: encoder probe, pipeline templates, the pipeline that feeds a sender
+//! - `status`     the health status model (phase, event-loop lag, stalls, encoder, last exit)
+//! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
+//! - `metrics`    every Prometheus metric, in one registry per host
+//! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
+//! - `admin`      the local admin socket used by `wolf-rs pair`, `clients` and `sessions`
+//! - `mdns`       `_nvstream._tcp` advertisement
+//! - `app`        builds the components in order and runs them until shutdown
+//! - `cli`        the command line (`main.rs` only parses it and sets up logging and the runtime)
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod gamestream;
+pub mod health;
+pub mod mdns;
+pub mod media;
+pub mod metrics;
+pub mod net;
+pub mod rtsp;
+pub mod runners;
+pub mod sessions;
+pub mod state;
+pub mod status;
+pub mod stream;
+pub mod watchdog;

@@ -1,0 +1,224 @@
+//! The RTSP listener (48010): one request per TCP connection, answered from the launched session of
+//! the client's address, then closed. The negotiation is a small state machine over the session.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::commands::StreamCommand;
+use crate::net::limit::PerIpLimit;
+use crate::sessions::Sessions;
+use wolf_protocol::pairing::random16;
+use wolf_protocol::rtsp::{self, Request};
+
+/// How long a client has to send its whole request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_IP: usize = 16;
+
+/// What DESCRIBE and SETUP tell the client about this host.
+#[derive(Debug, Clone)]
+pub struct HostInfo {
+    pub hevc: bool,
+    pub video_port: u16,
+    pub audio_port: u16,
+    pub control_port: u16,
+    /// SS_ENC_* bits the host supports: 0x1 control V2.
+    pub encryption_supported: u32,
+}
+
+fn reply(code: u16, reason: &str, cseq: u32, headers: &[(&str, String)], body: &str) -> Vec<u8> {
+    rtsp::response(code, reason, cseq, headers, body)
+}
+
+fn describe_sdp(host: &HostInfo) -> String {
+    let mut sdp = String::from("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=wolf-rs\r\nt=0 0\r\n");
+    sdp.push_str("a=x-ss-general.featureFlags:0\r\n");
+    sdp.push_str(&format!("a=x-ss-general.encryptionSupported:{}\r\n", host.encryption_supported));
+    sdp.push_str("a=x-ss-general.encryptionRequested:0\r\n");
+    if host.hevc {
+        // The client looks for this exact string to know HEVC is offered.
+        sdp.push_str("a=fmtp:96 sprop-parameter-sets=AAAAAU\r\n");
+    }
+    // Normal-quality surround layouts only: high quality would need more than opusenc's 650 kbit/s.
+    for c in wolf_protocol::audio::SURROUND_CHANNELS {
+        sdp.push_str(&wolf_protocol::audio::surround_params(c));
+        sdp.push_str("\r\n");
+    }
+    sdp.push_str("m=video 0 RTP/AVP 96\r\n");
+    sdp
+}
+
+fn random_hex(n: usize) -> String {
+    random16().map(hex::encode_upper).unwrap_or_else(|_| "0".repeat(32)).chars().take(n).collect()
+}
+
+/// Answer one request from `ip`. Pure apart from the session registry. PLAY also returns the
+/// command that starts the stream.
+pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -> (Vec<u8>, Option<StreamCommand>) {
+    let cseq = req.cseq;
+    let mut command = None;
+    let session_header = req.header("Session").map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
+    let outcome = sessions.update_by_ip(ip, |s| {
+        let progress = &mut s.rtsp;
+        if let (Some(given), Some(ours)) = (&session_header, &progress.rtsp_session)
+            && given != ours
+        {
+            return reply(454, "Session Not Found", cseq, &[], "");
+        }
+        match req.method.as_str() {
+            "OPTIONS" => reply(200, "OK", cseq, &[("Public", "OPTIONS, DESCRIBE, SETUP, ANNOUNCE, PLAY".into())], ""),
+            "DESCRIBE" => reply(200, "OK", cseq, &[("Content-Type", "application/sdp".into())], &describe_sdp(host)),
+            "SETUP" => {
+                let id = progress.rtsp_session.get_or_insert_with(|| random_hex(16)).clone();
+                if progress.ping_payload.is_empty() {
+                    progress.ping_payload = random_hex(16);
+                    progress.connect_data =
+                        random16().map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+                }
+                let session = ("Session", format!("{id};timeout = 90"));
+                let t = req.target.as_str();
+                if t.contains("streamid=audio") {
+                    progress.setup_audio = true;
+                    let h = [
+                        session,
+                        ("Transport", format!("server_port={}", host.audio_port)),
+                        ("X-SS-Ping-Payload", progress.ping_payload.clone()),
+                    ];
+                    reply(200, "OK", cseq, &h, "")
+                } else if t.contains("streamid=video") {
+                    progress.setup_video = true;
+                    let h = [
+                        session,
+                        ("Transport", format!("server_port={}", host.video_port)),
+                        ("X-SS-Ping-Payload", progress.ping_payload.clone()),
+                    ];
+                    reply(200, "OK", cseq, &h, "")
+                } else if t.contains("streamid=control") {
+                    progress.setup_control = true;
+                    let h = [
+                        session,
+                        ("Transport", format!("server_port={}", host.control_port)),
+                        ("X-SS-Connect-Data", progress.connect_data.to_string()),
+                    ];
+                    reply(200, "OK", cseq, &h, "")
+                } else {
+                    reply(404, "Not Found", cseq, &[], "")
+                }
+            }
+            "ANNOUNCE" => {
+                if !(progress.setup_audio && progress.setup_video && progress.setup_control) {
+                    return reply(455, "Method Not Valid in This State", cseq, &[], "");
+                }
+                let body = String::from_utf8_lossy(&req.body);
+                match rtsp::parse_announce(&body) {
+                    Ok(cfg) => {
+                        tracing::info!(session = s.id, ?cfg, "stream negotiated");
+                        progress.stream = Some(cfg);
+                        reply(200, "OK", cseq, &[], "")
+                    }
+                    Err(e) => {
+                        tracing::info!(session = s.id, error = %e, "ANNOUNCE refused");
+                        reply(400, "Bad Request", cseq, &[], "")
+                    }
+                }
+            }
+            "PLAY" => {
+                if progress.stream.is_none() {
+                    return reply(455, "Method Not Valid in This State", cseq, &[], "");
+                }
+                progress.playing = true;
+                s.state = crate::sessions::SessionState::Streaming;
+                s.updated = std::time::SystemTime::now();
+                command = Some(StreamCommand::Start { session_id: s.id });
+                tracing::info!(session = s.id, "PLAY: stream starts");
+                reply(200, "OK", cseq, &[], "")
+            }
+            _ => reply(501, "Not Implemented", cseq, &[], ""),
+        }
+    });
+    (outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")), command)
+}
+
+/// Read one request (bounded in size and time), answer, close.
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    sessions: Arc<Sessions>,
+    host: Arc<HostInfo>,
+    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+) {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match rtsp::parse_request(&buf) {
+                Ok(Some(req)) => return Ok(req),
+                Ok(None) => {}
+                Err(e) => return Err(Some(e)),
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let out = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(req)) => {
+            let (out, command) = answer(&req, peer.ip().to_canonical(), &sessions, &host);
+            if let Some(c) = command
+                && streams.try_send(c).is_err()
+            {
+                tracing::error!(%peer, "the stream manager is not taking commands");
+            }
+            out
+        }
+        Ok(Err(Some(e))) => {
+            tracing::debug!(%peer, error = %e, "malformed RTSP request");
+            rtsp::response(400, "Bad Request", 0, &[], "")
+        }
+        Ok(Err(None)) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "RTSP client silent; closing");
+            return;
+        }
+    };
+    let write = async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(READ_TIMEOUT, write).await;
+}
+
+pub async fn run(
+    listener: TcpListener,
+    beat: crate::watchdog::Heartbeat,
+    sessions: Arc<Sessions>,
+    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    host: HostInfo,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let host = Arc::new(host);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_ip = PerIpLimit::new(MAX_CONNECTIONS_PER_IP);
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP", Some(&beat)).await {
+        let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
+            continue;
+        };
+        let (sessions, host, stop, streams) = (sessions.clone(), host.clone(), shutdown.clone(), streams.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = serve(stream, peer, sessions, host, streams) => {}
+                _ = stop.cancelled() => {}
+            }
+            drop((slot, ip_slot));
+        });
+    }
+}

@@ -1,0 +1,319 @@
+//! Launched sessions, one per paired client certificate. Readers get snapshots; every change is
+//! handed to the store's writer thread in order, so `active_sessions.json` follows the map.
+
+pub mod reconcile;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::runners::RunnerHandle;
+pub use store::{SessionPorts, SessionRecord, SessionState};
+
+/// `WxHxFPS` from `/launch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.width, self.height, self.fps)
+    }
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        let mut it = s.split('x').map(|p| p.parse::<u32>().ok());
+        let (w, h, f) = (it.next()??, it.next()??, it.next()??);
+        if it.next().is_some() || w == 0 || h == 0 || f == 0 || w > 16384 || h > 16384 || f > 1000 {
+            return None;
+        }
+        Some(Mode { width: w, height: h, fps: f })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: u32,
+    pub client_fingerprint: String,
+    pub client_ip: IpAddr,
+    pub app_id: u32,
+    pub mode: Mode,
+    /// AES key for the control, video, audio and input streams.
+    pub rikey: [u8; 16],
+    pub rikeyid: i32,
+    pub surround_audio_info: u32,
+    pub created: SystemTime,
+    pub updated: SystemTime,
+    pub state: SessionState,
+    pub runner: RunnerHandle,
+    pub ports: SessionPorts,
+    /// How far the RTSP negotiation got.
+    pub rtsp: RtspProgress,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
+impl Session {
+    pub fn record(&self, last_activity: Option<SystemTime>) -> SessionRecord {
+        SessionRecord {
+            id: self.id,
+            client_fingerprint: self.client_fingerprint.clone(),
+            client_ip: self.client_ip,
+            app_id: self.app_id,
+            mode: self.mode.to_string(),
+            codec: self.rtsp.stream.as_ref().map(|s| if s.video_format == 1 { "hevc" } else { "h264" }.to_owned()),
+            ports: self.ports,
+            runner: self.runner.clone(),
+            state: self.state,
+            surround_audio_info: self.surround_audio_info,
+            created_unix_ms: unix_ms(self.created),
+            updated_unix_ms: unix_ms(self.updated),
+            last_activity_unix_ms: last_activity.map(unix_ms),
+        }
+    }
+
+    /// A session read back from the store: no keys (the client resumes with new ones), no RTSP.
+    pub fn from_record(r: &SessionRecord) -> Option<Session> {
+        Some(Session {
+            id: r.id,
+            client_fingerprint: r.client_fingerprint.clone(),
+            client_ip: r.client_ip,
+            app_id: r.app_id,
+            mode: Mode::parse(&r.mode)?,
+            rikey: [0; 16],
+            rikeyid: 0,
+            surround_audio_info: r.surround_audio_info,
+            created: from_unix_ms(r.created_unix_ms),
+            updated: from_unix_ms(r.updated_unix_ms),
+            state: r.state,
+            runner: r.runner.clone(),
+            ports: r.ports,
+            rtsp: RtspProgress::default(),
+        })
+    }
+}
+
+/// The RTSP handshake of one session, in the order the client runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtspProgress {
+    /// The `Session:` id handed out at the first SETUP.
+    pub rtsp_session: Option<String>,
+    /// `X-SS-Ping-Payload`: the client puts it in its UDP pings so we know them.
+    pub ping_payload: String,
+    /// `X-SS-Connect-Data`: the client passes it as its ENet connect data.
+    pub connect_data: u32,
+    pub setup_audio: bool,
+    pub setup_video: bool,
+    pub setup_control: bool,
+    /// What the client's ANNOUNCE asked for.
+    pub stream: Option<wolf_protocol::rtsp::StreamConfig>,
+    pub playing: bool,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_client: RwLock<Arc<BTreeMap<String, Session>>>,
+    next_id: AtomicU32,
+    /// Last message from each session's client (control-channel pings arrive every 100 ms, so this
+    /// is kept apart from the copy-on-write session map).
+    activity: std::sync::Mutex<std::collections::HashMap<u32, SystemTime>>,
+    /// Set once at start-up; without it (tests of parts) nothing is persisted.
+    store: std::sync::OnceLock<store::Writer>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LaunchError {
+    AlreadyRunning {
+        app_id: u32,
+    },
+    /// The session could not be saved.
+    Store(String),
+    /// The app did not start.
+    Runner(String),
+}
+
+impl Sessions {
+    fn snapshot(&self) -> Arc<BTreeMap<String, Session>> {
+        match self.by_client.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Persist through `writer` from now on.
+    pub fn set_store(&self, writer: store::Writer) {
+        let _ = self.store.set(writer);
+    }
+
+    fn records_of(&self, m: &BTreeMap<String, Session>) -> Vec<SessionRecord> {
+        m.values().map(|s| s.record(self.last_activity(s.id))).collect()
+    }
+
+    /// Change the map; a change to what is persisted is queued for the writer while the lock is
+    /// held, so snapshots reach it in order. With `wait`, the receiver reports that write.
+    fn update_inner<R>(
+        &self,
+        wait: bool,
+        f: impl FnOnce(&mut BTreeMap<String, Session>) -> R,
+    ) -> (R, Option<tokio::sync::oneshot::Receiver<store::WriteResult>>) {
+        let mut guard = match self.by_client.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut next = (**guard).clone();
+        let r = f(&mut next);
+        let mut done = None;
+        if let Some(w) = self.store.get() {
+            let after = self.records_of(&next);
+            if wait || after != self.records_of(&guard) {
+                done = w.submit(after, wait);
+            }
+        }
+        *guard = Arc::new(next);
+        (r, done)
+    }
+
+    fn update<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Session>) -> R) -> R {
+        self.update_inner(false, f).0
+    }
+
+    /// Put sessions read back from the store (start-up).
+    pub fn restore(&self, sessions: Vec<Session>) {
+        let top = sessions.iter().map(|s| s.id).max().unwrap_or(0);
+        self.next_id.fetch_max(top, Ordering::Relaxed);
+        self.update(|m| {
+            for s in sessions {
+                m.insert(s.client_fingerprint.clone(), s);
+            }
+        });
+    }
+
+    /// Write the current state now and wait for it (blocking; shutdown).
+    pub fn flush_blocking(&self) -> store::WriteResult {
+        match self.store.get() {
+            Some(w) => w.flush_blocking(self.records_of(&self.snapshot())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn for_client(&self, fingerprint: &str) -> Option<Session> {
+        self.snapshot().get(fingerprint).cloned()
+    }
+
+    pub fn for_ip(&self, ip: IpAddr) -> Option<Session> {
+        self.snapshot().values().find(|s| s.client_ip == ip).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Session> {
+        self.snapshot().values().cloned().collect()
+    }
+
+    /// A new session for this client; the id is filled in here. Returns once the store has it
+    /// on disk; if it cannot be written the session is taken back out and the error returned.
+    pub async fn launch(&self, mut s: Session) -> Result<Session, LaunchError> {
+        let (r, done) = self.update_inner(true, |m| {
+            if let Some(existing) = m.get(&s.client_fingerprint) {
+                return Err(LaunchError::AlreadyRunning { app_id: existing.app_id });
+            }
+            s.id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            m.insert(s.client_fingerprint.clone(), s.clone());
+            Ok(s)
+        });
+        let s = r?;
+        if let Some(done) = done {
+            let written = done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()));
+            if let Err(e) = written {
+                self.remove_by_id(s.id);
+                return Err(LaunchError::Store(e));
+            }
+        }
+        Ok(s)
+    }
+
+    /// New keys for an existing session (`/resume`).
+    pub fn resume(&self, fingerprint: &str, rikey: [u8; 16], rikeyid: i32) -> Option<Session> {
+        self.update(|m| {
+            let s = m.get_mut(fingerprint)?;
+            s.rikey = rikey;
+            s.rikeyid = rikeyid;
+            Some(s.clone())
+        })
+    }
+
+    /// Change the session of the client at `ip` (RTSP knows clients by address); returns the result.
+    pub fn update_by_ip<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.update(|m| m.values_mut().find(|s| s.client_ip == ip).map(f))
+    }
+
+    pub fn update_by_id<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.update(|m| m.values_mut().find(|s| s.id == id).map(f))
+    }
+
+    /// As `update_by_id`, returning once the change is on disk.
+    pub async fn update_by_id_saved<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Result<Option<R>, String> {
+        let (r, done) = self.update_inner(true, |m| m.values_mut().find(|s| s.id == id).map(f));
+        if let Some(done) = done {
+            done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
+        }
+        Ok(r)
+    }
+
+    /// The client of session `id` was heard from.
+    pub fn touch(&self, id: u32) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.insert(id, SystemTime::now());
+        }
+    }
+
+    pub fn last_activity(&self, id: u32) -> Option<SystemTime> {
+        self.activity.lock().ok()?.get(&id).copied()
+    }
+
+    fn forget_activity(&self, id: u32) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.remove(&id);
+        }
+    }
+
+    pub fn remove_by_id(&self, id: u32) -> Option<Session> {
+        self.forget_activity(id);
+        self.update(|m| {
+            let key = m.iter().find(|(_, s)| s.id == id).map(|(k, _)| k.clone())?;
+            m.remove(&key)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(Mode::parse("1920x1080x60"), Some(Mode { width: 1920, height: 1080, fps: 60 }));
+        for bad in ["", "1920x1080", "1920x1080x60x1", "0x1080x60", "ax1x1", "1920x1080x-60"] {
+            assert_eq!(Mode::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Streaming: each client's UDP addresses learned from its pings, and per session one sender
+//! thread for video and one for audio, started by PLAY and stopped (joined) by /cancel.
+
+pub mod audio;
+pub mod video;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::commands::{ControlCommand, KeyframeRequests, StreamCommand};
+use crate::config::Config;
+use crate::media::pipeline::{EncoderPipeline, Ended, Reporting};
+use crate::media::{EncoderChoice, MediaError};
+use crate::sessions::{Session, Sessions};
+
+/// How long a started stream waits for the client's first ping on a port.
+pub const PING_WAIT: Duration = Duration::from_secs(20);
+
+/// Client addresses learned from pings on one port, by session id.
+#[derive(Debug, Default)]
+pub struct PingTable {
+    addrs: Mutex<HashMap<u32, SocketAddr>>,
+}
+
+impl PingTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, SocketAddr>> {
+        match self.addrs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn set(&self, session_id: u32, addr: SocketAddr) {
+        self.lock().insert(session_id, addr);
+    }
+
+    pub fn get(&self, session_id: u32) -> Option<SocketAddr> {
+        self.lock().get(&session_id).copied()
+    }
+
+    pub fn forget(&self, session_id: u32) {
+        self.lock().remove(&session_id);
+    }
+}
+
+/// A ping's payload: the 16-byte `X-SS-Ping-Payload` of a 20-byte SS_PING, or none for `PING`.
+pub fn ping_payload(datagram: &[u8]) -> Option<Option<&[u8]>> {
+    match datagram.len() {
+        4 if datagram == b"PING" => Some(None),
+        20 => Some(Some(&datagram[..16])),
+        _ => None,
+    }
+}
+
+/// Reads pings on one stream socket and records the sender of each session's payload.
+pub async fn read_pings(
+    socket: Arc<tokio::net::UdpSocket>,
+    sessions: Arc<Sessions>,
+    pings: Arc<PingTable>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = [0u8; 64];
+    loop {
+        let got = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        let Ok((n, from)) = got else { continue };
+        let Some(payload) = ping_payload(&buf[..n]) else {
+            continue;
+        };
+        let ip = from.ip().to_canonical();
+        let session = sessions.list().into_iter().find(|s| match payload {
+            Some(p) => s.rtsp.ping_payload.as_bytes() == p && s.client_ip == ip,
+            None => s.client_ip == ip,
+        });
+        if let Some(s) = session
+            && pings.get(s.id) != Some(from)
+        {
+            tracing::debug!(session = s.id, %from, "ping: client address learned");
+            pings.set(s.id, from);
+        }
+    }
+}
+
+/// Wait (bounded) until the client's address on a port is known.
+async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &CancellationToken) -> Option<SocketAddr> {
+    let found = tokio::time::timeout(PING_WAIT, async {
+        loop {
+            if let Some(a) = pings.get(session_id) {
+                return Some(a);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
+    .await;
+    match found {
+        Ok(a) => a,
+        Err(_) => {
+            tracing::warn!(session = session_id, "no ping from the client within {} s", PING_WAIT.as_secs());
+            None
+        }
+    }
+}
+
+/// The one way a session ends (cancel, stream failure, idle): the client is told why over the
+/// control channel, the streams stop, the session is removed. Never waits, so any thread or
+/// handler may call it.
+pub struct SessionEnder {
+    pub sessions: Arc<Sessions>,
+    pub control: std::sync::mpsc::Sender<ControlCommand>,
+    pub streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    pub runners: Arc<crate::runners::Runners>,
+    /// Stopping an app takes time: it runs here, whatever thread asked.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl SessionEnder {
+    /// End `session_id` with the termination `reason` sent to its client. A session with an app
+    /// is marked stopping (saved, so a crash mid-stop finishes the stop at the next start), its
+    /// app stopped in the background, and then removed.
+    pub fn end(&self, session_id: u32, reason: u32) -> Option<Session> {
+        let _ = self.control.send(ControlCommand::Terminate { session_id, reason });
+        if self.streams.try_send(StreamCommand::Stop { session_id }).is_err() {
+            tracing::error!(session = session_id, "the stream manager is not taking commands");
+        }
+        let s = self.sessions.list().into_iter().find(|s| s.id == session_id)?;
+        if s.runner == crate::runners::RunnerHandle::None {
+            return self.sessions.remove_by_id(session_id);
+        }
+        if s.state == crate::sessions::SessionState::Stopping {
+            return Some(s);
+        }
+        self.sessions.update_by_id(session_id, |s| {
+            s.state = crate::sessions::SessionState::Stopping;
+            s.updated = std::time::SystemTime::now();
+        });
+        let (runners, sessions, handle) = (self.runners.clone(), self.sessions.clone(), s.runner.clone());
+        self.runtime.spawn(async move {
+            if let Err(e) = runners.stop(&handle).await {
+                tracing::error!(session = session_id, error = %e, "stopping the app");
+            }
+            sessions.remove_by_id(session_id);
+            tracing::info!(session = session_id, "app stopped, session removed");
+        });
+        Some(s)
+    }
+
+    /// A stream failed: the client sees an encoder error.
+    pub fn fail(&self, session_id: u32, why: &str) {
+        tracing::error!(session = session_id, why, "stream failed: ending the session");
+        self.end(session_id, wolf_protocol::control::TERMINATION_ENCODER_ERROR);
+    }
+
+    /// Stop sessions without client activity (control messages, UDP pings) for `idle`; a session
+    /// that never had any counts from its launch. Returns the ids stopped.
+    pub fn stop_idle(&self, idle: Duration) -> Vec<u32> {
+        let now = std::time::SystemTime::now();
+        let mut stopped = Vec::new();
+        for s in self.sessions.list() {
+            let last = self.sessions.last_activity(s.id).unwrap_or(s.created);
+            if now.duration_since(last).is_ok_and(|d| d > idle) {
+                tracing::info!(session = s.id, idle_s = idle.as_secs(), "no client activity: stopping the session");
+                self.end(s.id, wolf_protocol::control::TERMINATION_GRACEFUL);
+                stopped.push(s.id);
+            }
+        }
+        stopped
+    }
+}
+
+/// One UDP port's socket and what its pings taught us.
+pub struct Port {
+    pub socket: UdpSocket,
+    pub pings: Arc<PingTable>,
+}
+
+#[derive(Default)]
+struct Running {
+    cancel: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts and stops the streams of each session on command.
+pub struct Streams {
+    pub config: Arc<Config>,
+    pub sessions: Arc<Sessions>,
+    pub video: Port,
+    pub audio: Port,
+    pub encoder: EncoderChoice,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub beats: Arc<crate::watchdog::Heartbeats>,
+    pub keyframes: Arc<KeyframeRequests>,
+    pub ender: Arc<SessionEnder>,
+}
+
+fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    match r.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Streams {
+    pub async fn run(
+        self,
+        mut commands: tokio::sync::mpsc::Receiver<StreamCommand>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let this = Arc::new(self);
+        let mut running: HashMap<u32, Arc<Mutex<Running>>> = HashMap::new();
+        loop {
+            let cmd = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                c = commands.recv() => c,
+            };
+            match cmd {
+                None => break,
+                Some(StreamCommand::Start { session_id }) => {
+                    if running.contains_key(&session_id) {
+                        continue;
+                    }
+                    let r = Arc::new(Mutex::new(Running { cancel: shutdown.child_token(), threads: Vec::new() }));
+                    running.insert(session_id, r.clone());
+                    let (v, a) = (this.clone(), this.clone());
+                    let (rv, ra) = (r.clone(), r);
+                    tracker.spawn(async move { v.start_video(session_id, rv).await });
+                    tracker.spawn(async move { a.start_audio(session_id, ra).await });
+                }
+                Some(StreamCommand::Stop { session_id }) => {
+                    if let Some(r) = running.remove(&session_id) {
+                        stop(r).await;
+                        this.video.pings.forget(session_id);
+                        this.audio.pings.forget(session_id);
+                        tracing::info!(session = session_id, "streams stopped");
+                    }
+                }
+            }
+        }
+        for (_, r) in running.drain() {
+            stop(r).await;
+        }
+    }
+
+    fn session(&self, session_id: u32) -> Option<Session> {
+        self.sessions.list().into_iter().find(|s| s.id == session_id)
+    }
+
+    async fn start_video(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
+        let cancel = lock(&slot).cancel.clone();
+        let Some(addr) = wait_for_ping(&self.video.pings, session_id, &cancel).await else {
+            return;
+        };
+        let Some(session) = self.session(session_id) else {
+            return;
+        };
+        match video::spawn(&self, &session, addr, cancel) {
+            Ok(t) => lock(&slot).threads.push(t),
+            Err(e) => {
+                self.metrics.pipeline_errors.inc();
+                self.ender.fail(session_id, &format!("video stream did not start: {e}"));
+            }
+        }
+    }
+
+    async fn start_audio(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
+        let cancel = lock(&slot).cancel.clone();
+        let Some(addr) = wait_for_ping(&self.audio.pings, session_id, &cancel).await else {
+            return;
+        };
+        let Some(session) = self.session(session_id) else {
+            return;
+        };
+        match audio::spawn(&self, &session, addr, cancel) {
+            Ok(t) => lock(&slot).threads.push(t),
+            Err(e) => {
+                self.metrics.pipeline_errors.inc();
+                self.ender.fail(session_id, &format!("audio stream did not start: {e}"));
+            }
+        }
+    }
+}
+
+/// The sender thread of one stream (`kind`: "video" or "audio"), the same for both: it starts the
+/// pipeline (frames counted, beats watched), runs `send` until the stream ends, and ends the session
+/// when the pipeline fails.
+fn spawn_sender(
+    streams: &Streams,
+    kind: &'static str,
+    id: u32,
+    pipeline_text: String,
+    send: impl FnOnce(EncoderPipeline, &crate::metrics::Metrics, &crate::watchdog::Heartbeat) -> Ended + Send + 'static,
+) -> Result<JoinHandle<()>, MediaError> {
+    let metrics = streams.metrics.clone();
+    let reporting = Reporting {
+        frames: Some(metrics.encoder_frames.clone()),
+        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", kind, id))),
+    };
+    let (beats, ender) = (streams.beats.clone(), streams.ender.clone());
+    std::thread::Builder::new()
+        .name(format!("{kind}-{id}"))
+        .spawn(move || {
+            let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
+            let pipeline = match EncoderPipeline::start(pipeline_text, reporting) {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics.pipeline_errors.inc();
+                    ender.fail(id, &format!("{kind} pipeline did not start: {e}"));
+                    return;
+                }
+            };
+            metrics.streams_started.inc();
+            if let Ended::Error(e) = send(pipeline, &metrics, &beat) {
+                metrics.pipeline_errors.inc();
+                ender.fail(id, &format!("{kind} pipeline error: {e}"));
+            }
+        })
+        .map_err(|e| MediaError::Pipeline(format!("spawning the {kind} thread: {e}")))
+}
+
+/// Cancel and join, off the async workers.
+async fn stop(r: Arc<Mutex<Running>>) {
+    let threads = {
+        let mut g = lock(&r);
+        g.cancel.cancel();
+        std::mem::take(&mut g.threads)
+    };
+    if !threads.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Sockets are non-blocking (tokio reads pings from them): retry a full send buffer briefly.
+fn send(socket: &UdpSocket, packet: &[u8], addr: SocketAddr) -> bool {
+    for _ in 0..20 {
+        match socket.send_to(packet, addr) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pings() {
+        assert_eq!(super::ping_payload(b"PING"), Some(None));
+        let mut p = b"ABCDEFGHIJKLMNOP".to_vec();
+        p.extend_from_slice(&7u32.to_be_bytes());
+        assert_eq!(super::ping_payload(&p), Some(Some(&b"ABCDEFGHIJKLMNOP"[..])));
+        assert_eq!(super::ping_payload(b"nope"), None);
+        assert_eq!(super::ping_payload(&[0u8; 64]), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! The video sender thread of a session: pipeline → strip AUD/SEI → packetize with FEC → UDP.
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Streams, send};
+use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
+use crate::media::{self, MediaError, VideoSpec};
+use crate::sessions::Session;
+use wolf_protocol::annexb::strip_aud_sei;
+use wolf_protocol::video::{FrameType, Packetizer, VideoParams};
+
+pub fn spawn(
+    streams: &Streams,
+    session: &Session,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<JoinHandle<()>, MediaError> {
+    let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let config = &streams.config;
+    let source =
+        config.app(session.app_id).map_or_else(|| "videotestsrc is-live=true".to_owned(), |a| a.video_source.clone());
+    let spec = VideoSpec {
+        source,
+        width: cfg.width,
+        height: cfg.height,
+        fps: cfg.fps,
+        bitrate_kbps: cfg.bitrate_kbps.max(500),
+        slices: cfg.slices_per_frame,
+    };
+    let dir = (!config.video.pipelines_dir.is_empty()).then(|| std::path::PathBuf::from(&config.video.pipelines_dir));
+    // The client picks HEVC (bitStreamFormat 1) only when DESCRIBE offered it, i.e. we have one.
+    let candidate = match (cfg.video_format, streams.encoder.hevc) {
+        (1, Some(hevc)) => hevc,
+        _ => streams.encoder.h264,
+    };
+    let hevc = candidate.codec == media::Codec::Hevc;
+    let text = media::template(&candidate, dir.as_deref()).and_then(|t| media::render(&t, &spec))?;
+    let params = VideoParams {
+        packet_size: cfg.packet_size,
+        fec_percent: config.video.fec_percentage,
+        min_parity: cfg.min_fec_packets,
+    };
+    let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
+    let keyframes = streams.keyframes.clone();
+    let (id, encoder) = (session.id, candidate.name);
+    super::spawn_sender(streams, "video", id, text, move |pipeline, metrics, beat| {
+        tracing::info!(session = id, %addr, encoder, "video stream started");
+        send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, metrics, beat, || keyframes.take(id))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_loop(
+    pipeline: EncoderPipeline,
+    mut packetizer: Packetizer,
+    hevc: bool,
+    socket: &std::net::UdpSocket,
+    addr: SocketAddr,
+    cancel: &CancellationToken,
+    metrics: &crate::metrics::Metrics,
+    beat: &crate::watchdog::Heartbeat,
+    keyframe_asked: impl Fn() -> bool,
+) -> Ended {
+    while !cancel.is_cancelled() {
+        beat.beat();
+        if keyframe_asked() {
+            pipeline.force_keyframe();
+        }
+        let frame = match pipeline.next_frame(Duration::from_millis(100)) {
+            NextFrame::Frame(f) => f,
+            NextFrame::Idle => continue,
+            NextFrame::Ended => break,
+        };
+        let kind = if frame.keyframe { FrameType::Idr } else { FrameType::P };
+        let data = strip_aud_sei(&frame.data, hevc);
+        let latency = (frame.produced.elapsed().as_micros() / 100).min(u16::MAX as u128) as u16;
+        let packets = match packetizer.packetize(&data, kind, frame.pts_90k, latency) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "frame not sent");
+                metrics.pipeline_errors.inc();
+                continue;
+            }
+        };
+        for p in &packets {
+            let counter =
+                if send(socket, p, addr) { &metrics.stream_packets_sent } else { &metrics.stream_packets_dropped };
+            counter.inc();
+        }
+        metrics.video_frames_sent.inc();
+        metrics.video_frame_send.observe(frame.produced.elapsed().as_secs_f64());
+    }
+    let ended = pipeline.stop();
+    tracing::debug!(?ended, "video pipeline ended");
+    ended
+}

@@ -1,0 +1,290 @@
+//! Video end to end on loopback: pair, launch, RTSP, ping, then receive the test pattern as RTP,
+//! reassemble it (also with packets dropped on purpose, recovered by FEC), decode it with
+//! GStreamer, cancel, and see the stream stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wolf_protocol::annexb::{NAL_IDR, NAL_PPS, NAL_SPS, h264_nal_types};
+use wolf_protocol::control::{self, Direction, MSG_IDR_REQUEST, MSG_TERMINATION};
+use wolf_protocol::video::{parse_packet, reassemble};
+use wolf_testkit::{ConfigBuilder, PIN, TestHost};
+
+/// Decode H.264 access units with GStreamer.
+fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
+    gstreamer::init().map_err(|e| e.to_string())?;
+    let decoder = ["avdec_h264", "openh264dec"]
+        .into_iter()
+        .find(|d| gstreamer::ElementFactory::make(d).build().is_ok())
+        .ok_or("no H.264 decoder (gstreamer1.0-libav)")?;
+    let launch = format!(
+        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! {decoder} ! appsink name=out sync=false"
+    );
+    wolf_testkit::media::run_decoder(&launch, frames, 16)
+}
+
+const RIKEY: [u8; 16] =
+    [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ControlEvent {
+    Connected,
+    Message(u16, Vec<u8>),
+    Disconnected,
+}
+
+/// The client side of the control channel: ENet (rusty_enet, wire-compatible with Moonlight's
+/// enet) on its own thread, AES-GCM control messages.
+struct EnetClient {
+    events: std::sync::mpsc::Receiver<ControlEvent>,
+    outgoing: std::sync::mpsc::Sender<(u16, Vec<u8>)>,
+}
+
+impl EnetClient {
+    fn connect(addr: SocketAddr, connect_data: u32) -> EnetClient {
+        let (ev_tx, events) = std::sync::mpsc::channel();
+        let (outgoing, out_rx) = std::sync::mpsc::channel::<(u16, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let settings = rusty_enet::HostSettings { peer_limit: 1, channel_limit: 0x30, ..Default::default() };
+            let mut host = rusty_enet::Host::new(socket, settings).unwrap();
+            let peer = host.connect(addr, 0x30, connect_data).unwrap().id();
+            let mut seq = 0u32;
+            let started = std::time::Instant::now();
+            // Bounded: the test is over long before.
+            while started.elapsed() < Duration::from_secs(120) {
+                while let Ok((t, payload)) = out_rx.try_recv() {
+                    let msg = control::seal(&RIKEY, seq, Direction::ClientToHost, t, &payload).unwrap();
+                    seq += 1;
+                    let _ = host.peer_mut(peer).send(1, &rusty_enet::Packet::reliable(msg.as_slice()));
+                }
+                while let Ok(Some(e)) = host.service() {
+                    let event = match e.no_ref() {
+                        rusty_enet::EventNoRef::Connect { .. } => ControlEvent::Connected,
+                        rusty_enet::EventNoRef::Disconnect { .. } => ControlEvent::Disconnected,
+                        rusty_enet::EventNoRef::Receive { packet, .. } => {
+                            let m = control::open(&RIKEY, Direction::HostToClient, packet.data())
+                                .expect("host message decrypts");
+                            ControlEvent::Message(m.msg_type, m.payload)
+                        }
+                    };
+                    let end = event == ControlEvent::Disconnected;
+                    if ev_tx.send(event).is_err() || end {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        EnetClient { events, outgoing }
+    }
+
+    fn send(&self, msg_type: u16, payload: &[u8]) {
+        let _ = self.outgoing.send((msg_type, payload.to_vec()));
+    }
+}
+
+/// Threads of this process that belong to a stream (sender or pipeline).
+fn stream_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|n| n.starts_with("video-") || n.starts_with("audio-") || n.starts_with("gst-pipeline"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Decode Opus packets (5 ms each) with GStreamer.
+fn decode_opus(packets: &[Vec<u8>]) -> Result<usize, String> {
+    let launch = "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 ! opusdec ! appsink name=out sync=false";
+    wolf_testkit::media::run_decoder(launch, packets, 5)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
+    let _ = tracing_subscriber::fmt().with_env_filter("wolf_rs=debug").with_test_writer().try_init();
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let (c, video, audio, ping, (control_port, connect_data)) = wolf_testkit::play(host.client()).await;
+    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
+    assert_eq!(
+        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
+        ControlEvent::Connected
+    );
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let audio_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // SS_PING: the 16-byte payload from SETUP and a sequence number, from the receiving socket.
+    let mut pinger = ping.clone().into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    sock.send_to(&pinger, video).await.unwrap();
+    audio_sock.send_to(&pinger, audio).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut current: Option<u32> = None;
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut frames: BTreeMap<u32, (u8, Vec<u8>)> = BTreeMap::new();
+    let mut received = 0usize;
+    let mut dropped = 0usize;
+    let mut idr_asked = false;
+    let collect = async {
+        while frames.len() < 300 {
+            let (n, _) = match tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+                Ok(r) => r.unwrap(),
+                Err(_) => {
+                    // Keep pinging, as the client does every 500 ms.
+                    sock.send_to(&pinger, video).await.unwrap();
+                    continue;
+                }
+            };
+            received += 1;
+            // Halfway, ask for a keyframe over the control channel, as a client does after a loss.
+            if frames.len() == 150 && !idr_asked {
+                idr_asked = true;
+                control.send(MSG_IDR_REQUEST, &[0, 0]);
+            }
+            // Drop every 10th packet on purpose: FEC must recover them.
+            if received % 10 == 0 {
+                dropped += 1;
+                continue;
+            }
+            let p = buf[..n].to_vec();
+            let info = parse_packet(&p).unwrap();
+            if current.is_some_and(|f| f != info.frame_index) {
+                let done = std::mem::take(&mut packets);
+                let (kind, bits) = reassemble(&done).expect("FEC recovers the dropped packets");
+                frames.insert(current.unwrap(), (kind, bits));
+            }
+            current = Some(info.frame_index);
+            packets.push(p);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), collect).await.expect("300 frames within 2 minutes");
+    assert!(dropped > 30, "packets were dropped: {dropped}");
+    // Frames arrive numbered from 1, in order, and the first is an IDR with SPS/PPS up front.
+    let indices: Vec<u32> = frames.keys().copied().collect();
+    assert_eq!(indices[0], 1);
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1));
+    let (kind, first) = &frames[&1];
+    assert_eq!(*kind, 2, "frame 1 is an IDR");
+    let types: Vec<u8> = h264_nal_types(first).iter().map(|x| x.1).collect();
+    assert_eq!(&types[..3], &[NAL_SPS, NAL_PPS, NAL_IDR][..], "{types:?}");
+
+    // Control messages are the session's client activity.
+    control.send(wolf_protocol::control::MSG_PING, &[4, 0, 0, 0, 0, 0, 0, 0]);
+    let id = host.running().ctx.sessions.list()[0].id;
+    for _ in 0..200 {
+        if host.running().ctx.sessions.last_activity(id).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(host.running().ctx.sessions.last_activity(id).is_some(), "pings count as client activity");
+
+    // Only the first frame and the one asked for are IDRs (the encoder's GOP is unbounded).
+    let idrs: Vec<u32> = frames.iter().filter(|(_, (k, _))| *k == 2).map(|(i, _)| *i).collect();
+    assert_eq!(idrs.len(), 2, "IDR frames at {idrs:?}");
+    assert!(idrs[1] > 150, "the second IDR followed the request: {idrs:?}");
+
+    let bitstreams: Vec<Vec<u8>> = frames.values().map(|(_, b)| b.clone()).collect();
+    let decoded =
+        tokio::task::spawn_blocking(move || decode(&bitstreams)).await.unwrap().expect("decodes without error");
+    assert!(decoded >= 290, "decoded {decoded} frames");
+
+    // Audio: RTP PT 97 with 4+2 FEC (PT 127), AES-CBC encrypted (featureFlags has 0x20); it
+    // decrypts with the launch key and decodes as Opus.
+    let mut opus = Vec::new();
+    let mut parity = 0;
+    while opus.len() < 200 {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(20), audio_sock.recv_from(&mut buf))
+            .await
+            .expect("audio")
+            .unwrap();
+        match buf[1] {
+            97 => {
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                opus.push(wolf_testkit::media::decrypt_audio(&buf[12..n], seq));
+            }
+            127 => parity += 1,
+            other => panic!("unexpected audio payload type {other}"),
+        }
+    }
+    assert!(parity >= 90, "2 parity packets per 4 data packets: {parity}");
+    let packets = opus.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode_opus(&packets)).await.unwrap().expect("Opus decodes");
+    assert!(decoded >= 190, "decoded {decoded} Opus packets");
+
+    assert!(stream_threads() >= 2, "a video and an audio thread run");
+
+    // Cancel: the stream stops.
+    let r = c.https_get(&c.url("/cancel", &[])).await.unwrap();
+    assert_eq!(r.field("cancel").as_deref(), Some("1"));
+    // Drain what was in flight, then nothing more comes.
+    let mut quiet = false;
+    for _ in 0..5000 {
+        if tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await.is_err() {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "no video after /cancel");
+    // The client was told the stream ended, gracefully, then disconnected.
+    let mut events = Vec::new();
+    while let Ok(e) = control.events.recv_timeout(Duration::from_secs(10)) {
+        let done = e == ControlEvent::Disconnected;
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(events.contains(&ControlEvent::Message(MSG_TERMINATION, vec![0x80, 0x03, 0x00, 0x23])), "{events:?}");
+    assert_eq!(events.last(), Some(&ControlEvent::Disconnected));
+    // The sender and pipeline threads are joined, not left behind.
+    for _ in 0..100 {
+        if stream_threads() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream_threads(), 0, "no stream thread left after /cancel");
+    assert!(host.running().ctx.sessions.is_empty());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
+    // A user template that cannot work: H.264 out of x264 forced into H.265 caps.
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("h264-x264.txt"),
+        "videotestsrc is-live=true ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 ! x264enc name=encoder ! video/x-h265 ! appsink name=sink",
+    )
+    .unwrap();
+    let pipelines_dir = templates.path().display().to_string();
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| {
+        c.video.encoder = "x264".into();
+        c.video.pipelines_dir = pipelines_dir;
+    }))
+    .await;
+    let (_c, video, _audio, ping, (control_port, connect_data)) = wolf_testkit::play(host.client()).await;
+    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
+    assert_eq!(
+        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
+        ControlEvent::Connected
+    );
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pinger = ping.into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    sock.send_to(&pinger, video).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = control.events.recv_timeout(Duration::from_secs(20)) {
+        let done = e == ControlEvent::Disconnected;
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(events.contains(&ControlEvent::Message(MSG_TERMINATION, vec![0x80, 0x0e, 0x94, 0x03])), "{events:?}");
+    assert!(host.running().ctx.sessions.is_empty(), "the failed session is gone");
+    host.stop().await;
+}

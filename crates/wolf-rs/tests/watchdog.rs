@@ -1,0 +1,137 @@
+//! The watchdog in the real binary: an injected runtime hang and a stalled pipeline end the process
+//! with the watchdog's exit code and a crash marker the next start reports; a TLS handshake storm
+//! that saturates the machine does not (`tests/storm.rs`). `wolf-rs healthcheck` reads /health.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use wolf_rs::watchdog::{EXIT_CODE, MARKER_FILE};
+use wolf_testkit::host_process::{spawn, spawn_env};
+use wolf_testkit::{ConfigBuilder, PIN};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wolf-rs");
+
+/// `silent_ms` from the marker line.
+fn marker_silent_ms(line: &str) -> u64 {
+    line.split_whitespace().find_map(|f| f.strip_prefix("silent_ms=")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn healthcheck(url: &str) -> std::process::Output {
+    Command::new(BIN).args(["healthcheck", "--url", url]).output().unwrap()
+}
+
+/// Watchdog interval, warn and exit thresholds (ms).
+const TIGHT: (u64, u64, u64) = (500, 1000, 2000);
+
+/// Config with fault injection on and these watchdog settings.
+fn watchdog((interval_ms, warn_after_ms, exit_after_ms): (u64, u64, u64)) -> ConfigBuilder {
+    ConfigBuilder::loopback()
+        .pin(PIN)
+        .watchdog(interval_ms, warn_after_ms, exit_after_ms)
+        .with(|c| c.debug.fault_injection = true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_runtime_exits_with_the_watchdog_code_and_the_next_start_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), watchdog(TIGHT));
+    let v = host.health_until("healthy").await;
+    assert!(v["last_exit"].is_null());
+    assert!(host.get("/metrics").await.unwrap().text().contains("\nwolf_last_exit_by_watchdog 0\n"));
+    let url = format!("http://127.0.0.1:{}/health", host.health);
+    let ok = healthcheck(&url);
+    assert!(ok.status.success(), "healthcheck on a healthy host: {}", String::from_utf8_lossy(&ok.stderr));
+
+    let injected = Instant::now();
+    let r = host.post("/debug/hang?scope=runtime&seconds=120").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let status = host.exit_status(Duration::from_secs(30)).await;
+    let took = injected.elapsed();
+    assert_eq!(status.code(), Some(EXIT_CODE), "log:\n{}", host.log());
+    let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+    assert!(marker.contains("hung=event_loop"), "{marker}");
+    let silent = marker_silent_ms(&marker);
+    // The watchdog's own measure: past exit_after_ms, and no later than exit_after_ms + interval_ms.
+    assert!((2000..=2500).contains(&silent), "{marker}");
+    println!("runtime hang injected → exit {EXIT_CODE} after {} ms (marker: {})", took.as_millis(), marker.trim());
+    assert!(host.log().contains("the async event loop hung"), "the log names what hung");
+
+    let gone = healthcheck(&url);
+    assert_eq!(gone.status.code(), Some(1), "healthcheck with nothing listening fails");
+
+    // The next start reads the marker, reports it, and clears it.
+    let host2 = spawn(dir.path(), watchdog(TIGHT));
+    let v = host2.health_until("healthy").await;
+    assert!(v["last_exit"].as_str().unwrap_or_default().contains("hung=event_loop"), "{v}");
+    assert!(host2.log().contains("the previous run was ended by the watchdog"));
+    let metrics = host2.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("\nwolf_last_exit_by_watchdog 1\n"), "the alert's input: {metrics}");
+    assert_eq!(std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap(), "", "the marker is cleared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_degrades_the_host_then_exits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = spawn(dir.path(), watchdog((500, 1000, 4000)));
+    host.health_until("healthy").await;
+    let (_c, video, _audio, ping, _) = wolf_testkit::play(host.client()).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pinger = ping.into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    // Ping until video flows: then the pipeline thread runs.
+    let mut buf = vec![0u8; 2048];
+    let mut flowing = false;
+    for _ in 0..100 {
+        sock.send_to(&pinger, video).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await.is_ok() {
+            flowing = true;
+            break;
+        }
+    }
+    assert!(flowing, "video flows; log:\n{}", host.log());
+    let r = host.post("/debug/hang?scope=pipeline&seconds=120").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = host.health_until("degraded").await;
+    let stalled = v["checks"]["stalled_threads"].to_string();
+    assert!(stalled.contains("pipeline:video:session-"), "{v}");
+    let status = host.exit_status(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(EXIT_CODE), "log:\n{}", host.log());
+    let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+    assert!(marker.contains("hung=pipeline:video:session-"), "{marker}");
+    assert!((4000..=4500).contains(&marker_silent_ms(&marker)), "{marker}");
+}
+
+/// Under systemd (`NOTIFY_SOCKET`): `READY=1` once the host is up, then `WATCHDOG=1` while the loop answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_and_watchdog_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let notify = sock_path.to_str().unwrap().to_owned();
+    // Killed on every path.
+    let host = spawn_env(
+        &state,
+        ConfigBuilder::loopback().pin(PIN).watchdog(200, 1000, 0),
+        &[("NOTIFY_SOCKET", notify.as_str())],
+    );
+    let got = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+        {
+            match sock.recv(&mut buf) {
+                Ok(n) => seen.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?} (health port {})", host.health);
+    assert!(got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2, "{got:?}");
+}

@@ -1,0 +1,123 @@
+//! A host as a separate `wolf-rs serve` process (for kill -9, exit codes, restarts): the client
+//! crate's one `HostProcess`, with the ports its config gave it and the waits tests need.
+
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use wolf_client::host::HostProcess;
+use wolf_client::{ClientIdentity, GameStreamClient, Reply, plain_request};
+
+use crate::config::ConfigBuilder;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A host process with the ports from its config; killed on drop (by `HostProcess`).
+pub struct Proc {
+    pub process: HostProcess,
+    pub http: u16,
+    pub https: u16,
+    pub health: u16,
+}
+
+impl Deref for Proc {
+    type Target = HostProcess;
+    fn deref(&self) -> &HostProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut HostProcess {
+        &mut self.process
+    }
+}
+
+/// Start `wolf-rs serve` on `state`. The first start there writes `config` with free loopback
+/// ports where it has 0 for HTTP, HTTPS and health; later starts reuse that file, so clients keep
+/// their addresses across restarts.
+pub fn spawn(state: &Path, config: ConfigBuilder) -> Proc {
+    spawn_env(state, config, &[])
+}
+
+/// As [`spawn`], with these environment variables set for the host.
+pub fn spawn_env(state: &Path, config: ConfigBuilder, env: &[(&str, &str)]) -> Proc {
+    std::fs::create_dir_all(state).unwrap();
+    let cfg_path = state.join("config.toml");
+    if !cfg_path.exists() {
+        let free = |p: u16| if p == 0 { free_port() } else { p };
+        let config = config.with(|c| {
+            c.ports.http = free(c.ports.http);
+            c.ports.https = free(c.ports.https);
+            c.health.port = free(c.health.port);
+        });
+        config.write(state);
+    }
+    let cfg = wolf_rs::config::Config::load(&cfg_path, &wolf_rs::config::Env::default()).expect("test config");
+    let mut all = vec![("WOLF_LOG_LEVEL", "info")];
+    all.extend_from_slice(env);
+    let process = HostProcess::spawn(&crate::workspace::host_bin(), state, &all).expect("start wolf-rs");
+    Proc { process, http: cfg.ports.http, https: cfg.ports.https, health: cfg.health.port }
+}
+
+impl Proc {
+    pub fn health_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.health).into()
+    }
+
+    pub async fn get(&self, path: &str) -> Option<Reply> {
+        let r =
+            tokio::time::timeout(Duration::from_secs(5), plain_request(self.health_addr(), Method::GET, path, None));
+        r.await.ok().and_then(Result::ok)
+    }
+
+    pub async fn post(&self, path: &str) -> Reply {
+        plain_request(self.health_addr(), Method::POST, path, None).await.expect("health port answers")
+    }
+
+    /// Wait (bounded) until /health reports `want`; returns the body.
+    pub async fn health_until(&self, want: &str) -> serde_json::Value {
+        for _ in 0..400 {
+            if let Some(r) = self.get("/health").await
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body)
+                && v["status"] == want
+            {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/health never became {want}; log:\n{}", self.log());
+    }
+
+    /// Wait (bounded) for the process to end.
+    pub async fn exit_status(&mut self, limit: Duration) -> ExitStatus {
+        match self.process.wait_exit(limit).await {
+            Some(s) => s,
+            None => panic!("the host did not exit within {limit:?}; log:\n{}", self.log()),
+        }
+    }
+
+    pub fn client(&self) -> GameStreamClient {
+        GameStreamClient::new(
+            ([127, 0, 0, 1], self.http).into(),
+            ([127, 0, 0, 1], self.https).into(),
+            Arc::new(ClientIdentity::generate().unwrap()),
+        )
+    }
+
+    /// SIGKILL: no drain, no flush, as a crash.
+    pub fn kill9(&mut self) {
+        self.process.kill();
+    }
+
+    /// `wolf-rs <args>` against this host's state dir.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.process.command(args).expect("run wolf-rs")
+    }
+}

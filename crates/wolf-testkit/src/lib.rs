@@ -1,0 +1,153 @@
+//! wolf-testkit: what the integration tests share (a dev-dependency only, never published).
+//!
+//! Crate map:
+//! - `config`       `ConfigBuilder`: a `Config` built and serialised, never TOML by hand
+//! - `host_process` a host as a `wolf-rs serve` process (the client crate's `HostProcess`)
+//! - `workspace`    the workspace root and its built binaries, as the running test finds them
+//! - `media`        client-side decoding (GStreamer) and audio decryption
+//! - `docker`       the Docker engine through its CLI: local images, cleanup on every path
+//! - `namespace`    re-run one test inside private Linux namespaces
+//! - this file      `TestHost` (a real host in this process, port 0, temp state dir), `PIN`, fixtures
+//!
+//! The root also holds the fixture rikey and SDP and the pair/launch/PLAY helpers.
+
+pub mod config;
+pub mod docker;
+pub mod host_process;
+pub mod media;
+pub mod namespace;
+pub mod workspace;
+
+pub use config::ConfigBuilder;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wolf_client::{ClientIdentity, GameStreamClient, PairOutcome, rtsp_request};
+use wolf_rs::app::{self, Paths, Running};
+use wolf_rs::config::Env;
+
+/// The fixed pairing PIN the tests' hosts are given (`ConfigBuilder::pin(PIN)`).
+pub const PIN: &str = "4321";
+/// The rikey every test launch carries, so tests can decrypt what the host encrypts with it.
+pub const RIKEY_HEX: &str = "00112233445566778899aabbccddeeff";
+
+/// Pair a new client with the fixed PIN and launch app 1 at 1280x720x60 with a known rikey;
+/// returns the client and the RTSP address from `sessionUrl0`.
+pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, SocketAddr) {
+    launch_with(host.client()).await
+}
+
+/// As [`pair_and_launch`], for any host the client points at.
+pub async fn launch_with(mut c: GameStreamClient) -> (GameStreamClient, SocketAddr) {
+    assert_eq!(c.pair(PIN).await.expect("pairing runs"), PairOutcome::Paired);
+    let q = c.launch_url("1", "1280x720x60", RIKEY_HEX);
+    let url = c.https_get(&q).await.expect("launch").field("sessionUrl0").expect("sessionUrl0");
+    let rtsp = url.trim_start_matches("rtsp://").parse().expect("rtsp address");
+    (c, rtsp)
+}
+
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+}
+
+impl TestHost {
+    /// A host started in this process with `config`. Its watchdog never exits (exit_after_ms = 0):
+    /// that would end the test binary.
+    pub async fn start(config: ConfigBuilder) -> TestHost {
+        let dir = tempfile::tempdir().expect("temp dir");
+        config.with(|c| c.watchdog.exit_after_ms = 0).write(dir.path());
+        let mut h =
+            TestHost { dir, running: None, http: ([127, 0, 0, 1], 0).into(), https: ([127, 0, 0, 1], 0).into() };
+        h.boot().await;
+        h
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths::new(self.dir.path().to_owned(), None)
+    }
+
+    async fn boot(&mut self) {
+        let running = app::start(self.paths(), Env::default()).await.expect("host starts");
+        self.http = ([127, 0, 0, 1], running.http_port).into();
+        self.https = ([127, 0, 0, 1], running.https_port).into();
+        self.running = Some(running);
+    }
+
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.boot().await;
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn client(&self) -> GameStreamClient {
+        self.client_with(Arc::new(ClientIdentity::generate().expect("client identity")))
+    }
+
+    pub fn client_with(&self, id: Arc<ClientIdentity>) -> GameStreamClient {
+        GameStreamClient::new(self.http, self.https, id)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// What Moonlight announces for 1280x720@60 H.264 with encrypted control.
+pub const STREAM_SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
+    a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
+    a=x-nv-video[0].maxFPS:60 \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
+    a=x-ml-video.configuredBitrateKbps:8000 \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
+    a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
+    t=0 0\r\nm=video 47998  \r\n";
+
+/// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
+/// and the ping payload, and the control port and connect data.
+pub async fn play(c: GameStreamClient) -> (GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
+    play_sdp(c, STREAM_SDP).await.0
+}
+
+/// As [`play`] with the client's own ANNOUNCE body; also returns the DESCRIBE answer's SDP.
+pub async fn play_sdp(
+    c: GameStreamClient,
+    sdp: &str,
+) -> ((GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)), String) {
+    let (c, rtsp) = launch_with(c).await;
+    let d = rtsp_request(rtsp, "DESCRIBE", "/", 10, &[], "").await.unwrap();
+    assert_eq!(d.code, 200);
+    let describe = d.body.clone();
+    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
+    let audio_port: u16 = a.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "").await.unwrap();
+    let port: u16 = v.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "").await.unwrap();
+    let control_port: u16 = ctl.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
+    let connect_data: u32 = ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap();
+    assert_eq!(
+        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], sdp).await.unwrap().code,
+        200
+    );
+    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
+    (
+        (
+            c,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 1], audio_port)),
+            ping,
+            (control_port, connect_data),
+        ),
+        describe,
+    )
+}
