@@ -12,10 +12,11 @@ export CARGO_TERM_COLOR=never
 ./scripts/deps.sh openssl python3 nginx
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-echo "== cargo build --release"
-cargo build --release --locked
+echo "== cargo build --release (the host and the load tool)"
+cargo build --release --locked -p wolf-rs -p wolf-client
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin=$target_dir/release/wolf-rs
+load=$target_dir/release/wolf-load
 work=$(mktemp -d -p "$target_dir" bench.XXXXXX)
 host_pid=""
 cleanup() {
@@ -89,7 +90,7 @@ http {
 CFG
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf"
 
-lt() { "$bin" loadtest "$@" --json --seconds "$secs"; }
+lt() { "$load" "$@" --host-bin "$bin" --json --seconds "$secs"; }
 wolf_target=(--target "https://127.0.0.1:$https" --http-port "$http" --health-port "$health" --host-pid "$host_pid")
 # Alternating rounds, so drift on this shared machine hits both sides alike.
 for round in 1 2 3; do
@@ -105,7 +106,8 @@ host_pid=""
 
 echo "== cargo bench"
 rm -rf "$target_dir/criterion"
-cargo bench --locked --bench pairing --bench stream --bench store -- --warm-up-time 1 --measurement-time 3 \
+cargo bench --locked -p wolf-protocol -p wolf-rs --bench pairing --bench stream --bench store -- \
+  --warm-up-time 1 --measurement-time 3 \
   2>&1 | grep -E 'time:' || true
 
 echo "== BENCHMARKS.md"

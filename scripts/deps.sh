@@ -12,7 +12,7 @@ PACKAGES=(
 )
 TEST_PACKAGES=(
   # a one-binary app image for the docker runner tests; unshare for the namespace tests
-  busybox-static util-linux
+  busybox-static util-linux python3
   # the container tests: a base image made here, a real Prometheus and promtool
   debootstrap prometheus
 )

@@ -24,6 +24,8 @@ cleanup() {
 trap cleanup EXIT
 echo "== cargo fmt --all --check"
 cargo fmt --all --check
+echo "== module import circles"
+python3 scripts/check-module-cycles.py crates/*/src
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

@@ -2,13 +2,13 @@
 //! sockets, no clock, no tokio (its `Cargo.toml` has none of them).
 //!
 //! Crate map:
-//! - `pairing`  PIN key derivation, the host's and the client's side of the five pairing steps
-//! - `xml`      serverinfo, applist, pairing and launch answers
-//! - `rtsp`     RTSP request parsing, replies, DESCRIBE SDP, ANNOUNCE parameters
-//! - `control`  control-channel messages (ENet payloads), their AES-GCM sealing, input events
-//! - `video`    RTP video packetizing with Reed-Solomon FEC shards
-//! - `audio`    RTP audio packetizing, AES-CBC encryption, FEC, surround layouts
-//! - `annexb`   H.264/HEVC Annex B NAL unit scanning
+//! - `pairing`  PIN key derivation, certificate signatures, the pairing steps (host and client side)
+//! - `xml`      the XML bodies of the HTTP(S) API (serverinfo, applist, pairing, launch)
+//! - `rtsp`     RTSP as Moonlight speaks it: request parsing, replies, the ANNOUNCE SDP
+//! - `control`  control-channel messages (ENet payloads) and their AES-128-GCM sealing
+//! - `video`    RTP video packetizing with Reed–Solomon FEC shards
+//! - `audio`    RTP audio packetizing, AES-128-CBC, parity packets, surround layouts
+//! - `annexb`   Annex B bitstreams: NAL unit scanning
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

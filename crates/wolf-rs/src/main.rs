@@ -1,5 +1,7 @@
 //! wolf-rs: parse the command line, set up logging and the runtime, run the command.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::process::ExitCode;
 
 use clap::Parser;
