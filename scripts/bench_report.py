@@ -125,7 +125,7 @@ w(f"Generated {now} by `{a.command}` (commit {git_rev()}), on {nproc} cores of {
   "The machine is shared and noisy, so every result that matters is also given as a ratio against a reference "
   f"measured in the same run. Each timed phase ran {a.seconds} s.\n")
 w("Regenerate: `scripts/bench.sh` (installs `openssl` and `nginx` when missing; `BENCH_SECONDS=N` "
-  "changes the phase length). It builds the release binary, starts a host, runs "
+  "changes the phase length). It builds the release binaries (`wolf-rs`, `wolf-load`), starts a host, runs "
   "`wolf-load` against it and against nginx, then `cargo bench`, and rewrites this file.\n")
 
 w("## Against the write-up's targets\n")
@@ -252,6 +252,6 @@ w("cargo bench -p wolf-protocol -p wolf-rs            # pairing and stream (wolf
 w("scripts/bench.sh                                    # all of it, and this file")
 w("```\n")
 w("Add `--json` for machine-readable output. Every loop is bounded in count and time; targets must be "
-  "loopback. Without `--target` the tool starts `wolf-rs serve` itself (free ports, fixed PIN 4321, no mDNS, "
+  "loopback. Without `--target` the tool starts `wolf-rs serve` itself (`--host-bin` or `WOLF_RS_BIN`, else `wolf-rs` on the PATH; free ports, fixed PIN 4321, no mDNS, "
   "state in a temporary directory under the working directory) and stops it at the end.")
 print("\n".join(out))
