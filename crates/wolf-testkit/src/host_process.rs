@@ -15,7 +15,15 @@ use wolf_client::{ClientIdentity, GameStreamClient, Reply, plain_request};
 use crate::config::ConfigBuilder;
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports: all held open while they are picked, so the OS cannot hand
+/// out one twice (a config with two equal ports is refused).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> =
+        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound").port())
 }
 
 /// A host process with the ports from its config; killed on drop (by `HostProcess`).
@@ -51,11 +59,12 @@ pub fn spawn_env(state: &Path, config: ConfigBuilder, env: &[(&str, &str)]) -> P
     std::fs::create_dir_all(state).unwrap();
     let cfg_path = state.join("config.toml");
     if !cfg_path.exists() {
-        let free = |p: u16| if p == 0 { free_port() } else { p };
+        let [http, https, health] = free_ports::<3>();
         let config = config.with(|c| {
-            c.ports.http = free(c.ports.http);
-            c.ports.https = free(c.ports.https);
-            c.health.port = free(c.health.port);
+            let pick = |p: u16, free: u16| if p == 0 { free } else { p };
+            c.ports.http = pick(c.ports.http, http);
+            c.ports.https = pick(c.ports.https, https);
+            c.health.port = pick(c.health.port, health);
         });
         config.write(state);
     }

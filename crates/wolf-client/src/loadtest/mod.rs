@@ -127,15 +127,18 @@ struct OwnHost {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).or_err(ErrorKind::Bind, || "finding a free port")?;
-    Ok(l.local_addr().or_err(ErrorKind::Bind, || "finding a free port")?.port())
+/// Three distinct free loopback ports, held open together while picked so none comes twice.
+fn free_ports() -> Result<(u16, u16, u16)> {
+    let bind = || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).or_err(ErrorKind::Bind, || "finding a free port");
+    let held = [bind()?, bind()?, bind()?];
+    let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).or_err(ErrorKind::Bind, || "finding a free port");
+    Ok((port(&held[0])?, port(&held[1])?, port(&held[2])?))
 }
 
 /// Start `wolf-rs serve` (`--host-bin`) with a fixed PIN on free loopback ports, and wait
 /// (bounded) until it is ready.
 async fn spawn_host(bin: &std::path::Path, pin: &str) -> Result<Target> {
-    let (http, https, health) = (free_port()?, free_port()?, free_port()?);
+    let (http, https, health) = free_ports()?;
     // On disk, not tmpfs: launches fsync the sessions file, and that cost is part of the result.
     let dir = tempfile::Builder::new()
         .prefix("wolf-loadtest-")
