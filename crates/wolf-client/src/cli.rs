@@ -93,7 +93,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             _ => info,
         },
         ClientAction::Applist => c.https_get(&c.url("/applist", &[])).await?,
-        ClientAction::Launch { app, mode } => c.launch(&app.to_string(), &mode).await?,
+        ClientAction::Launch { app, mode } => c.launch(&app.to_string(), &mode).await?.reply,
         ClientAction::Cancel => c.https_get(&c.url("/cancel", &[])).await?,
         ClientAction::Unpair => c.https_get(&c.url("/unpair", &[])).await?,
     };

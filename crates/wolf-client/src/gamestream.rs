@@ -11,10 +11,29 @@ use wolf_protocol::xml;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::http::{Reply, connect_from, exchange};
 use crate::identity::ClientIdentity;
+use crate::rtsp::RtspSession;
 use crate::tls::tls_config;
 
 /// What every Moonlight client sends as `uniqueid`.
 pub const MOONLIGHT_UNIQUEID: &str = "0123456789ABCDEF";
+
+/// A launch's answer and the rikey it sent: RTSP (when encrypted), control and audio use it.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub reply: Reply,
+    pub rikey: [u8; 16],
+}
+
+impl Launched {
+    /// The session's RTSP endpoint, from `sessionUrl0`.
+    pub fn rtsp(&self) -> Result<RtspSession> {
+        let url = self
+            .reply
+            .field("sessionUrl0")
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("no sessionUrl0 in {}", self.reply.text())))?;
+        RtspSession::from_url(&url, self.rikey)
+    }
+}
 
 /// A Moonlight-like client of one host.
 pub struct GameStreamClient {
@@ -71,9 +90,10 @@ impl GameStreamClient {
     }
 
     /// `/launch` of `app` in `mode` (`WxHxFPS`) with a fresh rikey and the parameters Moonlight sends.
-    pub async fn launch(&self, app: &str, mode: &str) -> Result<Reply> {
-        let rikey = hex::encode(random16().or_err(ErrorKind::Protocol, || "rikey")?);
-        self.https_get(&self.launch_url(app, mode, &rikey)).await
+    pub async fn launch(&self, app: &str, mode: &str) -> Result<Launched> {
+        let rikey = random16().or_err(ErrorKind::Protocol, || "rikey")?;
+        let reply = self.https_get(&self.launch_url(app, mode, &hex::encode(rikey))).await?;
+        Ok(Launched { reply, rikey })
     }
 
     /// The `/launch` path and query Moonlight sends for `app` in `mode` with `rikey_hex` (rikeyid 1).

@@ -7,7 +7,7 @@
 //! - `tls`        TLS towards a host: any certificate while pairing, the pinned one after
 //! - `http`       one HTTP/1.1 request over TCP or TLS, from a chosen source address
 //! - `gamestream` `GameStreamClient`: pairing, serverinfo, applist, launch, cancel
-//! - `rtsp`       RTSP requests as moonlight-common-c sends them
+//! - `rtsp`       RTSP requests as moonlight-common-c sends them, plain or sealed (`rtspenc://`)
 //! - `host`       a `wolf-rs serve` child process: spawn, wait until ready, kill on drop
 //! - `cli`        the `wolf-client` binary's command line
 //! - `loadtest`   the `wolf-load` binary: bounded loopback load and its report (BENCHMARKS.md)
@@ -24,7 +24,7 @@ pub mod loadtest;
 pub mod rtsp;
 pub mod tls;
 
-pub use gamestream::{GameStreamClient, MOONLIGHT_UNIQUEID, PairOutcome};
+pub use gamestream::{GameStreamClient, Launched, MOONLIGHT_UNIQUEID, PairOutcome};
 pub use http::{Reply, plain_request};
 pub use identity::ClientIdentity;
-pub use rtsp::{RtspReply, rtsp_request, rtsp_request_from};
+pub use rtsp::{RtspReply, RtspSession, rtsp_request, rtsp_request_from};

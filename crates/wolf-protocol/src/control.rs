@@ -1,11 +1,11 @@
 //! Control-stream messages (carried over ENet) as appversion 7.1.431 clients send them: AES-128-GCM
 //! with the V2 IV (`SS_ENC_CONTROL_V2`), and the message types the host acts on.
 
-use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use crate::gcm::{self, Stream};
 
 /// Outer type of every encrypted control packet.
 pub const ENCRYPTED_HEADER_TYPE: u16 = 0x0001;
-pub const TAG_LEN: usize = 16;
+pub use crate::gcm::TAG_LEN;
 
 /// Client → host.
 pub const MSG_PING: u16 = 0x0200;
@@ -38,27 +38,7 @@ pub enum ControlError {
     Crypto(&'static str),
 }
 
-/// Who sent a packet: the IV differs by direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    ClientToHost,
-    HostToClient,
-}
-
-fn iv_v2(seq: u32, dir: Direction) -> [u8; 12] {
-    let mut iv = [0u8; 12];
-    iv[..4].copy_from_slice(&seq.to_le_bytes());
-    iv[10] = match dir {
-        Direction::ClientToHost => b'C',
-        Direction::HostToClient => b'H',
-    };
-    iv[11] = b'C';
-    iv
-}
-
-fn key(rikey: &[u8; 16]) -> Result<LessSafeKey, ControlError> {
-    UnboundKey::new(&AES_128_GCM, rikey).map(LessSafeKey::new).map_err(|_| ControlError::Crypto("key"))
-}
+pub use crate::gcm::Direction;
 
 /// `LE16 0x0001 | LE16 len | LE32 seq | tag | AES-GCM(LE16 type | LE16 payloadLen | payload)`.
 pub fn seal(
@@ -72,9 +52,7 @@ pub fn seal(
     plain.extend_from_slice(&msg_type.to_le_bytes());
     plain.extend_from_slice(&(payload.len() as u16).to_le_bytes());
     plain.extend_from_slice(payload);
-    let tag = key(rikey)?
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv_v2(seq, dir)), Aad::empty(), &mut plain)
-        .map_err(|_| ControlError::Crypto("seal"))?;
+    let tag = gcm::seal(rikey, seq, dir, Stream::Control, &mut plain).map_err(|_| ControlError::Crypto("seal"))?;
     let len = (4 + TAG_LEN + plain.len()) as u16;
     let mut out = Vec::with_capacity(8 + TAG_LEN + plain.len());
     out.extend_from_slice(&ENCRYPTED_HEADER_TYPE.to_le_bytes());
@@ -107,11 +85,10 @@ pub fn open(rikey: &[u8; 16], dir: Direction, packet: &[u8]) -> Result<Message, 
     }
     let seq = u32::from_le_bytes([packet[4], packet[5], packet[6], packet[7]]);
     let tag = &packet[8..8 + TAG_LEN];
-    let mut buf = packet[8 + TAG_LEN..].to_vec();
-    buf.extend_from_slice(tag);
-    let plain = key(rikey)?
-        .open_in_place(Nonce::assume_unique_for_key(iv_v2(seq, dir)), Aad::empty(), &mut buf)
-        .map_err(|_| ControlError::Auth)?;
+    let plain = gcm::open(rikey, seq, dir, Stream::Control, &packet[8 + TAG_LEN..], tag).map_err(|e| match e {
+        gcm::GcmError::Auth => ControlError::Auth,
+        _ => ControlError::Crypto("key"),
+    })?;
     if plain.len() < 4 {
         return Err(ControlError::Short(plain.len()));
     }

@@ -6,6 +6,7 @@
 //! - `xml`      the XML bodies of the HTTP(S) API (serverinfo, applist, pairing, launch)
 //! - `rtsp`     RTSP as Moonlight speaks it: request parsing, replies, the ANNOUNCE SDP
 //! - `control`  control-channel messages (ENet payloads) and their AES-128-GCM sealing
+//! - `gcm`      AES-128-GCM under the rikey with the streams' IV layout (control, encrypted RTSP)
 //! - `video`    RTP video packetizing with Reed–Solomon FEC shards
 //! - `audio`    RTP audio packetizing, AES-128-CBC, parity packets, surround layouts
 //! - `annexb`   Annex B bitstreams: NAL unit scanning
@@ -15,6 +16,7 @@
 pub mod annexb;
 pub mod audio;
 pub mod control;
+pub mod gcm;
 pub mod pairing;
 pub mod rtsp;
 pub mod video;

@@ -1,8 +1,11 @@
 //! RTSP as Moonlight speaks it: one request per TCP connection, headers sent in small chunks, and a
 //! reply parser with quirks (exactly one space after the colon, case-sensitive names, at least one
-//! header). Plus the client's ANNOUNCE SDP, parsed into stream parameters.
+//! header). Plus the client's ANNOUNCE SDP, parsed into stream parameters, and encrypted RTSP
+//! (`rtspenc://`): each message sealed with the launch's rikey.
 
 use std::collections::HashMap;
+
+use crate::gcm::{self, Direction, GcmError, Stream, TAG_LEN};
 
 /// Largest request head and body accepted; real requests are a few hundred bytes and a ~2 KB SDP.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -24,6 +27,10 @@ pub enum RtspError {
     ContentLength,
     #[error("SDP attribute {0} is missing or malformed")]
     Sdp(&'static str),
+    #[error("malformed encrypted RTSP message")]
+    Encrypted,
+    #[error("encrypted RTSP: {0}")]
+    Crypto(#[from] GcmError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,9 +189,104 @@ pub fn parse_announce(sdp: &str) -> Result<StreamConfig, RtspError> {
     })
 }
 
+/// Set in the first word of an encrypted message: `BE32 (0x8000_0000 | plaintext length) | BE32 seq
+/// | tag[16] | AES-128-GCM(plaintext)`. A plain request starts with an ASCII method, so never has it.
+pub const ENCRYPTED_BIT: u32 = 0x8000_0000;
+pub const ENCRYPTED_HEADER_LEN: usize = 8 + TAG_LEN;
+
+/// Does what has arrived start an encrypted message?
+pub fn is_encrypted(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|b| b & 0x80 != 0)
+}
+
+/// The whole encrypted message's length, once its header is in (`Ok(None)`: need more bytes).
+pub fn encrypted_len(buf: &[u8]) -> Result<Option<usize>, RtspError> {
+    let Some(word) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let word = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+    if word & ENCRYPTED_BIT == 0 {
+        return Err(RtspError::Encrypted);
+    }
+    let len = (word & !ENCRYPTED_BIT) as usize;
+    if len > MAX_HEAD + MAX_BODY {
+        return Err(RtspError::BodyTooLarge);
+    }
+    Ok(Some(ENCRYPTED_HEADER_LEN + len))
+}
+
+/// Seal one whole RTSP message (`plain`) as `dir` sends it with sequence number `seq`.
+pub fn seal(rikey: &[u8; 16], seq: u32, dir: Direction, plain: &[u8]) -> Result<Vec<u8>, RtspError> {
+    let len = u32::try_from(plain.len()).ok().filter(|l| l & ENCRYPTED_BIT == 0).ok_or(RtspError::BodyTooLarge)?;
+    let mut data = plain.to_vec();
+    let tag = gcm::seal(rikey, seq, dir, Stream::Rtsp, &mut data)?;
+    let mut out = Vec::with_capacity(ENCRYPTED_HEADER_LEN + data.len());
+    out.extend_from_slice(&(ENCRYPTED_BIT | len).to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(tag.as_ref());
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Open exactly one encrypted message sent by `dir`: its sequence number and plaintext. A message
+/// that is short, has excess bytes, or does not open with `rikey` is refused.
+pub fn open(rikey: &[u8; 16], dir: Direction, msg: &[u8]) -> Result<(u32, Vec<u8>), RtspError> {
+    if msg.len() < ENCRYPTED_HEADER_LEN || encrypted_len(msg)? != Some(msg.len()) {
+        return Err(RtspError::Encrypted);
+    }
+    let seq = u32::from_be_bytes([msg[4], msg[5], msg[6], msg[7]]);
+    let plain = gcm::open(rikey, seq, dir, Stream::Rtsp, &msg[ENCRYPTED_HEADER_LEN..], &msg[8..ENCRYPTED_HEADER_LEN])?;
+    Ok((seq, plain))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KEY: [u8; 16] =
+        [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+    const OPTIONS: &[u8] =
+        b"OPTIONS rtsp://127.0.0.1:48010 RTSP/1.0\r\nCSeq: 1\r\nX-GS-ClientVersion: 14\r\nHost: 127.0.0.1\r\n\r\n";
+    /// The OPTIONS above as moonlight-common-c's sealRtspMessage lays it out (first message, seq 1),
+    /// computed with Python's `cryptography` AES-GCM, not with this crate.
+    const OPTIONS_SEALED: &str = "8000005d0000000158d5fa34c3d26484e23bb2673903234569150e6c843a3ad6efcf8b8b577834a2b9209ece\
+        185d77182074a056371dbe06b96cbd60099e6eec2dcf416c4ad6c4a12ab55b7fdc3ca1492013537c92064626755f40aa2301031\
+        24f3497d221f0d7391ed868d811fea2680b6c9427cc";
+
+    #[test]
+    fn encrypted_rtsp_matches_the_clients_layout() {
+        let sealed = hex::decode(OPTIONS_SEALED.replace(' ', "")).unwrap();
+        assert_eq!(seal(&KEY, 1, Direction::ClientToHost, OPTIONS).unwrap(), sealed);
+        assert!(is_encrypted(&sealed) && !is_encrypted(OPTIONS));
+        assert_eq!(encrypted_len(&sealed[..3]), Ok(None));
+        assert_eq!(encrypted_len(&sealed[..4]), Ok(Some(sealed.len())));
+        assert_eq!(open(&KEY, Direction::ClientToHost, &sealed).unwrap(), (1, OPTIONS.to_vec()));
+        let req = parse_request(&open(&KEY, Direction::ClientToHost, &sealed).unwrap().1).unwrap().unwrap();
+        assert_eq!((req.method.as_str(), req.cseq), ("OPTIONS", 1));
+    }
+
+    #[test]
+    fn encrypted_rtsp_refuses_what_it_cannot_trust() {
+        let sealed = seal(&KEY, 7, Direction::HostToClient, OPTIONS).unwrap();
+        let other = [9u8; 16];
+        assert_eq!(open(&other, Direction::HostToClient, &sealed), Err(RtspError::Crypto(GcmError::Auth)));
+        assert_eq!(
+            open(&KEY, Direction::ClientToHost, &sealed),
+            Err(RtspError::Crypto(GcmError::Auth)),
+            "IV by direction"
+        );
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(open(&KEY, Direction::HostToClient, &flipped), Err(RtspError::Crypto(GcmError::Auth)));
+        assert_eq!(open(&KEY, Direction::HostToClient, &sealed[..sealed.len() - 1]), Err(RtspError::Encrypted));
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert_eq!(open(&KEY, Direction::HostToClient, &longer), Err(RtspError::Encrypted));
+        assert_eq!(open(&KEY, Direction::HostToClient, OPTIONS), Err(RtspError::Encrypted), "plain text");
+        assert_eq!(encrypted_len(&[0xff, 0xff, 0xff, 0xff]), Err(RtspError::BodyTooLarge));
+        assert_eq!(open(&KEY, Direction::HostToClient, &sealed).unwrap().0, 7);
+    }
 
     const ANNOUNCE_SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
         a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\

@@ -148,7 +148,8 @@ impl Worker {
                     // The app keeps running; the client may come back with /resume.
                     let _ = self.streams.try_send(StreamCommand::Stop { session_id: p.session_id });
                     self.sessions.update_by_id(p.session_id, |s| {
-                        s.rtsp = Default::default();
+                        // The next RTSP negotiation starts over; how the client speaks it does not change.
+                        s.rtsp = crate::sessions::RtspProgress { encrypted: s.rtsp.encrypted, ..Default::default() };
                         s.state = crate::sessions::SessionState::Paused;
                         s.updated = std::time::SystemTime::now();
                     });

@@ -1,5 +1,7 @@
-//! The RTSP listener (48010): one request per TCP connection, answered from the launched session of
-//! the client's address, then closed. The negotiation is a small state machine over the session.
+//! The RTSP listener (48010): one request per TCP connection, answered, then closed. An encrypted
+//! request (`rtspenc://`) belongs to the session whose rikey opens it, and its answer is sealed with
+//! that key; a plain one to the plain-RTSP session of the client's address. The negotiation is a
+//! small state machine over the session.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,13 +16,15 @@ use tokio_util::task::TaskTracker;
 use crate::commands::StreamCommand;
 use crate::net::limit::PerIpLimit;
 use crate::sessions::Sessions;
+use wolf_protocol::gcm::Direction;
 use wolf_protocol::pairing::random16;
 use wolf_protocol::rtsp::{self, Request};
 
 /// How long a client has to send its whole request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 256;
-const MAX_CONNECTIONS_PER_IP: usize = 16;
+/// Open RTSP connections per client address; at the cap the oldest is closed, not the newcomer.
+const MAX_CONNECTIONS_PER_IP: usize = 64;
 
 /// What DESCRIBE and SETUP tell the client about this host.
 #[derive(Debug, Clone)]
@@ -59,13 +63,22 @@ fn random_hex(n: usize) -> String {
     random16().map(hex::encode_upper).unwrap_or_else(|_| "0".repeat(32)).chars().take(n).collect()
 }
 
-/// Answer one request from `ip`. Pure apart from the session registry. PLAY also returns the
-/// command that starts the stream.
-pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -> (Vec<u8>, Option<StreamCommand>) {
+/// Which session a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressed {
+    /// Encrypted: the session whose key opened it.
+    Key(u32),
+    /// Plain: the plain-RTSP session of this client address.
+    Address(IpAddr),
+}
+
+/// Answer one request. Pure apart from the session registry. PLAY also returns the command that
+/// starts the stream.
+pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo) -> (Vec<u8>, Option<StreamCommand>) {
     let cseq = req.cseq;
     let mut command = None;
     let session_header = req.header("Session").map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
-    let outcome = sessions.update_by_ip(ip, |s| {
+    let negotiate = |s: &mut crate::sessions::Session| {
         let progress = &mut s.rtsp;
         if let (Some(given), Some(ours)) = (&session_header, &progress.rtsp_session)
             && given != ours
@@ -142,8 +155,26 @@ pub fn answer(req: &Request, ip: IpAddr, sessions: &Sessions, host: &HostInfo) -
             }
             _ => reply(501, "Not Implemented", cseq, &[], ""),
         }
-    });
+    };
+    let outcome = match to {
+        Addressed::Key(id) => sessions.update_by_id(id, negotiate),
+        Addressed::Address(ip) => sessions.update_plain_rtsp(ip, negotiate),
+    };
     (outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")), command)
+}
+
+/// The session whose key opens `msg`, with the message's sequence number, plaintext and key. At
+/// most one key can: GCM's tag makes a wrong key fail.
+fn open_encrypted(msg: &[u8], sessions: &Sessions) -> Option<(u32, u32, Vec<u8>, [u8; 16])> {
+    sessions.rtsp_keys().into_iter().find_map(|(id, key)| {
+        rtsp::open(&key, Direction::ClientToHost, msg).ok().map(|(seq, plain)| (id, seq, plain, key))
+    })
+}
+
+/// What one connection sent: a plain request, or an encrypted message (whole, still sealed).
+enum Incoming {
+    Plain(Request),
+    Sealed(Vec<u8>),
 }
 
 /// Read one request (bounded in size and time), answer, close.
@@ -158,10 +189,18 @@ async fn serve(
     let mut chunk = [0u8; 4096];
     let read = async {
         loop {
-            match rtsp::parse_request(&buf) {
-                Ok(Some(req)) => return Ok(req),
-                Ok(None) => {}
-                Err(e) => return Err(Some(e)),
+            if rtsp::is_encrypted(&buf) {
+                match rtsp::encrypted_len(&buf) {
+                    Ok(Some(n)) if buf.len() >= n => return Ok(Incoming::Sealed(buf)),
+                    Ok(_) => {}
+                    Err(e) => return Err(Some(e)),
+                }
+            } else {
+                match rtsp::parse_request(&buf) {
+                    Ok(Some(req)) => return Ok(Incoming::Plain(req)),
+                    Ok(None) => {}
+                    Err(e) => return Err(Some(e)),
+                }
             }
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return Err(None),
@@ -169,19 +208,33 @@ async fn serve(
             }
         }
     };
-    let out = match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(Ok(req)) => {
-            let (out, command) = answer(&req, peer.ip().to_canonical(), &sessions, &host);
-            if let Some(c) = command
-                && streams.try_send(c).is_err()
-            {
-                tracing::error!(%peer, "the stream manager is not taking commands");
+    let (out, command) = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(Incoming::Plain(req))) => answer(&req, Addressed::Address(peer.ip().to_canonical()), &sessions, &host),
+        Ok(Ok(Incoming::Sealed(msg))) => {
+            // Nothing but the key ties the message to a session; an answer to a stranger would
+            // tell it nothing either, so one that opens with no key is just closed.
+            let Some((id, seq, plain, key)) = open_encrypted(&msg, &sessions) else {
+                tracing::debug!(%peer, "encrypted RTSP message that no session's key opens; closing");
+                return;
+            };
+            let (plain_out, command) = match rtsp::parse_request(&plain) {
+                Ok(Some(req)) => {
+                    tracing::debug!(session = id, method = %req.method, seq, "encrypted RTSP request");
+                    answer(&req, Addressed::Key(id), &sessions, &host)
+                }
+                _ => (rtsp::response(400, "Bad Request", 0, &[], ""), None),
+            };
+            match rtsp::seal(&key, seq, Direction::HostToClient, &plain_out) {
+                Ok(sealed) => (sealed, command),
+                Err(e) => {
+                    tracing::warn!(session = id, error = %e, "sealing the RTSP answer failed");
+                    return;
+                }
             }
-            out
         }
         Ok(Err(Some(e))) => {
             tracing::debug!(%peer, error = %e, "malformed RTSP request");
-            rtsp::response(400, "Bad Request", 0, &[], "")
+            (rtsp::response(400, "Bad Request", 0, &[], ""), None)
         }
         Ok(Err(None)) => return,
         Err(_) => {
@@ -189,6 +242,11 @@ async fn serve(
             return;
         }
     };
+    if let Some(c) = command
+        && streams.try_send(c).is_err()
+    {
+        tracing::error!(%peer, "the stream manager is not taking commands");
+    }
     let write = async {
         stream.write_all(&out).await?;
         stream.shutdown().await
@@ -207,9 +265,13 @@ pub async fn run(
 ) {
     let host = Arc::new(host);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_ip = PerIpLimit::new(MAX_CONNECTIONS_PER_IP);
+    let per_ip = PerIpLimit::evicting_oldest(MAX_CONNECTIONS_PER_IP);
     while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP", Some(&beat)).await {
-        let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
+        // The per-address slot only once the global one is ours: taking it may evict an older one.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
             continue;
         };
         let (sessions, host, stop, streams) = (sessions.clone(), host.clone(), shutdown.clone(), streams.clone());
@@ -217,6 +279,9 @@ pub async fn run(
             tokio::select! {
                 _ = serve(stream, peer, sessions, host, streams) => {}
                 _ = stop.cancelled() => {}
+                // A newer connection from this address took the slot: this one is the oldest, most
+                // likely idle (clients send their one request at once).
+                _ = ip_slot.evicted().cancelled() => {}
             }
             drop((slot, ip_slot));
         });

@@ -64,7 +64,7 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     let l = c.https_get(&launch_query(&c)).await.unwrap();
     assert_eq!(l.xml_status(), Some(200), "{}", l.text());
     assert_eq!(l.field("gamesession").as_deref(), Some("1"));
-    let url = format!("rtsp://127.0.0.1:{}", host.running().rtsp_port);
+    let url = format!("rtspenc://127.0.0.1:{}", host.running().rtsp_port);
     assert_eq!(l.field("sessionUrl0"), Some(url));
     assert_eq!(host.running().ctx.sessions.len(), 1);
 

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wolf_client::rtsp_request;
-use wolf_testkit::{ConfigBuilder, PIN, TestHost};
+
+use wolf_client::{ClientIdentity, GameStreamClient, PairOutcome, RtspSession, rtsp_request};
+use wolf_testkit::{ConfigBuilder, PIN, RIKEY_HEX, TestHost};
 
 const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
     a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\
@@ -14,19 +16,20 @@ const SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming
     a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:0 \r\na=x-nv-aqos.packetDuration:5 \r\n\
     t=0 0\r\nm=video 47998  \r\n";
 
-async fn launched() -> (TestHost, std::net::SocketAddr) {
+async fn launched() -> (TestHost, RtspSession) {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
-    let (_, addr) = wolf_testkit::pair_and_launch(&host).await;
-    (host, addr)
+    let (_, rtsp) = wolf_testkit::pair_and_launch(&host).await;
+    (host, rtsp)
 }
 
 #[tokio::test]
 async fn the_moonlight_negotiation_runs_to_play() {
     let (host, rtsp) = launched().await;
-    let target = format!("rtsp://{rtsp}");
-    let r = rtsp_request(rtsp, "OPTIONS", &target, 1, &[], "").await.unwrap();
+    assert!(rtsp.encrypted(), "a client that sends corever=1 is told rtspenc://");
+    let target = format!("rtsp://{}", rtsp.addr);
+    let r = rtsp.request("OPTIONS", &target, 1, &[], "").await.unwrap();
     assert_eq!(r.code, 200);
-    let r = rtsp_request(rtsp, "DESCRIBE", &target, 2, &[("Accept", "application/sdp")], "").await.unwrap();
+    let r = rtsp.request("DESCRIBE", &target, 2, &[("Accept", "application/sdp")], "").await.unwrap();
     assert_eq!(r.code, 200);
     assert!(r.body.contains("x-ss-general.encryptionSupported"), "{}", r.body);
     assert_eq!(
@@ -35,50 +38,42 @@ async fn the_moonlight_negotiation_runs_to_play() {
         "HEVC offered only with an encoder"
     );
 
-    let a = rtsp_request(
-        rtsp,
-        "SETUP",
-        "streamid=audio/0/0",
-        3,
-        &[("Transport", "unicast;X-GS-ClientPort=50000-50001")],
-        "",
-    )
-    .await
-    .unwrap();
+    let a = rtsp
+        .request("SETUP", "streamid=audio/0/0", 3, &[("Transport", "unicast;X-GS-ClientPort=50000-50001")], "")
+        .await
+        .unwrap();
     assert_eq!(a.code, 200);
     let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
     assert!(a.header("Session").unwrap().ends_with(";timeout = 90"));
     assert_eq!(a.header("X-SS-Ping-Payload").unwrap().len(), 16);
     assert!(a.header("Transport").unwrap().starts_with("server_port="));
-    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 4, &[("Session", &session)], "").await.unwrap();
+    let v = rtsp.request("SETUP", "streamid=video/0/0", 4, &[("Session", &session)], "").await.unwrap();
     assert_eq!(v.code, 200);
     assert_eq!(v.header("X-SS-Ping-Payload"), a.header("X-SS-Ping-Payload"));
     // ANNOUNCE before the control SETUP is out of order.
-    let early =
-        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 5, &[("Session", &session)], SDP).await.unwrap();
+    let early = rtsp.request("ANNOUNCE", "streamid=control/13/0", 5, &[("Session", &session)], SDP).await.unwrap();
     assert_eq!(early.code, 455);
-    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 6, &[("Session", &session)], "").await.unwrap();
+    let ctl = rtsp.request("SETUP", "streamid=control/13/0", 6, &[("Session", &session)], "").await.unwrap();
     assert_eq!(ctl.code, 200);
     assert!(ctl.header("X-SS-Connect-Data").unwrap().parse::<u32>().is_ok());
     // PLAY before ANNOUNCE is out of order too.
-    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 7, &[("Session", &session)], "").await.unwrap().code, 455);
-    let bad =
-        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 8, &[("Session", &session)], "v=0\r\n").await.unwrap();
+    assert_eq!(rtsp.request("PLAY", "/", 7, &[("Session", &session)], "").await.unwrap().code, 455);
+    let bad = rtsp.request("ANNOUNCE", "streamid=control/13/0", 8, &[("Session", &session)], "v=0\r\n").await.unwrap();
     assert_eq!(bad.code, 400);
-    let ok = rtsp_request(
-        rtsp,
-        "ANNOUNCE",
-        "streamid=control/13/0",
-        9,
-        &[("Session", &session), ("Content-type", "application/sdp")],
-        SDP,
-    )
-    .await
-    .unwrap();
+    let ok = rtsp
+        .request(
+            "ANNOUNCE",
+            "streamid=control/13/0",
+            9,
+            &[("Session", &session), ("Content-type", "application/sdp")],
+            SDP,
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.code, 200);
     // A wrong Session id is refused.
-    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 10, &[("Session", "NOPE")], "").await.unwrap().code, 454);
-    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 11, &[("Session", &session)], "").await.unwrap().code, 200);
+    assert_eq!(rtsp.request("PLAY", "/", 10, &[("Session", "NOPE")], "").await.unwrap().code, 454);
+    assert_eq!(rtsp.request("PLAY", "/", 11, &[("Session", &session)], "").await.unwrap().code, 200);
 
     let s = host.running().ctx.sessions.list().pop().unwrap();
     let stream = s.rtsp.stream.clone().unwrap();
@@ -103,4 +98,136 @@ async fn without_a_launch_or_with_garbage_rtsp_errors_and_keeps_serving() {
     assert!(out.starts_with(b"RTSP/1.0 400"), "{}", String::from_utf8_lossy(&out));
     assert_eq!(rtsp_request(rtsp, "OPTIONS", "rtsp://x", 2, &[], "").await.unwrap().code, 454);
     host.stop().await;
+}
+
+/// A client without `corever` (older Moonlight) is told plain `rtsp://` and found by its address.
+#[tokio::test]
+async fn a_client_without_corever_negotiates_in_plain_text_by_address() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let q = c.url("/launch", &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", RIKEY_HEX), ("rikeyid", "1")]);
+    let rtsp = wolf_testkit::launch_rtsp(&c, &q).await;
+    assert!(!rtsp.encrypted());
+    assert_eq!(rtsp.request("OPTIONS", "rtsp://x", 1, &[], "").await.unwrap().code, 200);
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 2, &[], "").await.unwrap();
+    assert_eq!(a.code, 200);
+    assert_eq!(a.header("X-SS-Ping-Payload").unwrap().len(), 16);
+    host.stop().await;
+}
+
+/// A stranger on the client's own address, without its rikey, learns nothing of an encrypted
+/// session: plain RTSP does not find it, a message sealed with another key is not answered, and the
+/// client's own negotiation is untouched.
+#[tokio::test]
+async fn a_stranger_on_the_same_address_cannot_reach_an_encrypted_session() {
+    let (host, rtsp) = launched().await;
+    let plain = rtsp_request(rtsp.addr, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    assert_eq!(plain.code, 454, "plain RTSP never finds a session whose client encrypts");
+    assert!(plain.header("X-SS-Ping-Payload").is_none());
+
+    let forged = wolf_protocol::rtsp::seal(
+        &[7u8; 16],
+        1,
+        wolf_protocol::gcm::Direction::ClientToHost,
+        b"SETUP streamid=audio/0/0 RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(rtsp.addr).await.unwrap();
+    s.write_all(&forged).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(out.is_empty(), "no answer to a key no session has: {out:?}");
+
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    assert_eq!(a.code, 200);
+    let s = host.running().ctx.sessions.list().pop().unwrap();
+    assert_eq!(a.header("X-SS-Ping-Payload"), Some(s.rtsp.ping_payload.as_str()));
+    host.stop().await;
+}
+
+/// Idle connections from the client's own address (a NAT neighbour, a slowloris) past the per-address
+/// cap do not lock the client out: the oldest idle one is closed and the client is served.
+#[tokio::test]
+async fn idle_connections_from_the_same_address_do_not_lock_the_client_out() {
+    let (host, rtsp) = launched().await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(rtsp.addr).await.unwrap());
+    }
+    assert_eq!(rtsp.request("OPTIONS", "rtsp://x", 1, &[], "").await.unwrap().code, 200);
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 2, &[], "").await.unwrap();
+    assert_eq!(a.code, 200);
+    // The first idle ones were closed to make room.
+    let mut first = idle.remove(0);
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the oldest idle connection is closed: {closed:?}");
+    host.stop().await;
+}
+
+/// 20 paired clients on one address launch at the same instant and negotiate at the same time,
+/// each asking for its own resolution: every session ends up with its own client's ANNOUNCE and
+/// its own ping payload and connect data (RTSP finds sessions by key, not by address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sessions_from_one_address_each_negotiate_their_own() {
+    const N: usize = 20;
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        let mut c = host.client_with(Arc::new(ClientIdentity::generate().unwrap()));
+        assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+        clients.push(c);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move { negotiate(c, i, &barrier).await }));
+    }
+    let mut negotiated = Vec::new();
+    for t in tasks {
+        negotiated.push(t.await.unwrap());
+    }
+    let sessions = host.running().ctx.sessions.list();
+    assert_eq!(sessions.len(), N);
+    for (fingerprint, height, ping, connect_data) in &negotiated {
+        let s = sessions.iter().find(|s| &s.client_fingerprint == fingerprint).expect("its session");
+        assert!(s.rtsp.playing, "session {} plays", s.id);
+        assert_eq!(s.rtsp.stream.as_ref().map(|c| c.height), Some(*height), "session {} has its own ANNOUNCE", s.id);
+        assert_eq!(&s.rtsp.ping_payload, ping, "session {} handed its own ping payload to its client", s.id);
+        assert_eq!(s.rtsp.connect_data, *connect_data);
+    }
+    let mut pings: Vec<&String> = negotiated.iter().map(|n| &n.2).collect();
+    pings.sort();
+    pings.dedup();
+    assert_eq!(pings.len(), N, "every session has its own ping payload");
+    host.stop().await;
+}
+
+/// Launch with a rikey of this client's own once all are ready, then run RTSP to PLAY with a height
+/// of its own; (fingerprint, height, ping payload, connect data).
+async fn negotiate(c: GameStreamClient, i: usize, barrier: &tokio::sync::Barrier) -> (String, u32, String, u32) {
+    let rikey = [i as u8 + 1; 16];
+    let url = c.launch_url("1", "1280x720x60", &hex::encode(rikey));
+    barrier.wait().await;
+    let reply = c.https_get(&url).await.unwrap();
+    let rtsp = RtspSession::from_url(&reply.field("sessionUrl0").unwrap(), rikey).unwrap();
+    let height = 400 + 2 * i as u32;
+    let sdp = SDP.replace("clientViewportHt:720", &format!("clientViewportHt:{height}"));
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    assert_eq!(a.code, 200);
+    let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    let sh = [("Session", session.as_str())];
+    assert_eq!(rtsp.request("SETUP", "streamid=video/0/0", 2, &sh, "").await.unwrap().code, 200);
+    let ctl = rtsp.request("SETUP", "streamid=control/13/0", 3, &sh, "").await.unwrap();
+    assert_eq!(ctl.code, 200);
+    assert_eq!(rtsp.request("ANNOUNCE", "streamid=control/13/0", 4, &sh, &sdp).await.unwrap().code, 200);
+    assert_eq!(rtsp.request("PLAY", "/", 5, &sh, "").await.unwrap().code, 200);
+    (
+        c.identity.cert.fingerprint_hex(),
+        height,
+        a.header("X-SS-Ping-Payload").unwrap().to_owned(),
+        ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap(),
+    )
 }

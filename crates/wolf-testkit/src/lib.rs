@@ -23,7 +23,7 @@ pub use config::ConfigBuilder;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use wolf_client::{ClientIdentity, GameStreamClient, PairOutcome, rtsp_request};
+use wolf_client::{ClientIdentity, GameStreamClient, PairOutcome, RtspSession};
 use wolf_rs::app::{self, Paths, Running};
 use wolf_rs::config::Env;
 
@@ -31,20 +31,29 @@ use wolf_rs::config::Env;
 pub const PIN: &str = "4321";
 /// The rikey every test launch carries, so tests can decrypt what the host encrypts with it.
 pub const RIKEY_HEX: &str = "00112233445566778899aabbccddeeff";
+pub const RIKEY: [u8; 16] =
+    [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
 
-/// Pair a new client with the fixed PIN and launch app 1 at 1280x720x60 with a known rikey;
-/// returns the client and the RTSP address from `sessionUrl0`.
-pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, SocketAddr) {
+/// Pair a new client with the fixed PIN and launch app 1 at 1280x720x60 with the fixture rikey, as
+/// Moonlight does (so RTSP is encrypted); returns the client and its session's RTSP endpoint.
+pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, RtspSession) {
     launch_with(host.client()).await
 }
 
 /// As [`pair_and_launch`], for any host the client points at.
-pub async fn launch_with(mut c: GameStreamClient) -> (GameStreamClient, SocketAddr) {
+pub async fn launch_with(mut c: GameStreamClient) -> (GameStreamClient, RtspSession) {
     assert_eq!(c.pair(PIN).await.expect("pairing runs"), PairOutcome::Paired);
-    let q = c.launch_url("1", "1280x720x60", RIKEY_HEX);
-    let url = c.https_get(&q).await.expect("launch").field("sessionUrl0").expect("sessionUrl0");
-    let rtsp = url.trim_start_matches("rtsp://").parse().expect("rtsp address");
+    let rtsp = launch_rtsp(&c, &c.launch_url("1", "1280x720x60", RIKEY_HEX)).await;
     (c, rtsp)
+}
+
+/// GET this launch (or resume) URL, whose rikey is the fixture's; the session's RTSP endpoint.
+pub async fn launch_rtsp(c: &GameStreamClient, url: &str) -> RtspSession {
+    let reply = c.https_get(url).await.expect("launch");
+    let session_url = reply.field("sessionUrl0").unwrap_or_else(|| panic!("sessionUrl0 in {}", reply.text()));
+    let mut rtsp = RtspSession::from_url(&session_url, RIKEY).expect("sessionUrl0");
+    rtsp.local = c.local_ip;
+    rtsp
 }
 
 pub struct TestHost {
@@ -123,23 +132,23 @@ pub async fn play_sdp(
     sdp: &str,
 ) -> ((GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)), String) {
     let (c, rtsp) = launch_with(c).await;
-    let d = rtsp_request(rtsp, "DESCRIBE", "/", 10, &[], "").await.unwrap();
+    let d = rtsp.request("DESCRIBE", "/", 10, &[], "").await.unwrap();
     assert_eq!(d.code, 200);
     let describe = d.body.clone();
-    let a = rtsp_request(rtsp, "SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
     let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
     let ping = a.header("X-SS-Ping-Payload").unwrap().to_owned();
     let audio_port: u16 = a.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
-    let v = rtsp_request(rtsp, "SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "").await.unwrap();
+    let v = rtsp.request("SETUP", "streamid=video/0/0", 2, &[("Session", &session)], "").await.unwrap();
     let port: u16 = v.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
-    let ctl = rtsp_request(rtsp, "SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "").await.unwrap();
+    let ctl = rtsp.request("SETUP", "streamid=control/13/0", 3, &[("Session", &session)], "").await.unwrap();
     let control_port: u16 = ctl.header("Transport").unwrap().trim_start_matches("server_port=").parse().unwrap();
     let connect_data: u32 = ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap();
     assert_eq!(
-        rtsp_request(rtsp, "ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], sdp).await.unwrap().code,
+        rtsp.request("ANNOUNCE", "streamid=control/13/0", 4, &[("Session", &session)], sdp).await.unwrap().code,
         200
     );
-    assert_eq!(rtsp_request(rtsp, "PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
+    assert_eq!(rtsp.request("PLAY", "/", 5, &[("Session", &session)], "").await.unwrap().code, 200);
     (
         (
             c,

@@ -41,7 +41,7 @@ pub fn run_decoder(launch: &str, buffers: &[Vec<u8>], frame_ms: u64) -> Result<u
 /// AES-CBC audio payload as the test client's launch keyed it (rikey 0011…ff, rikeyid 1).
 pub fn decrypt_audio(data: &[u8], seq: u16) -> Vec<u8> {
     use aws_lc_rs::cipher::{AES_128, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey};
-    let key: [u8; 16] = hex::decode(crate::RIKEY_HEX).unwrap().try_into().unwrap();
+    let key: [u8; 16] = crate::RIKEY;
     let mut iv = [0u8; 16];
     // rikeyid 1 from /launch, plus the sequence number.
     iv[..4].copy_from_slice(&(1u32.wrapping_add(u32::from(seq))).to_be_bytes());

@@ -129,9 +129,11 @@ struct OwnHost {
 
 /// Three distinct free loopback ports, held open together while picked so none comes twice.
 fn free_ports() -> Result<(u16, u16, u16)> {
-    let bind = || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).or_err(ErrorKind::Bind, || "finding a free port");
+    let bind =
+        || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).or_err(ErrorKind::Bind, || "finding a free port");
     let held = [bind()?, bind()?, bind()?];
-    let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).or_err(ErrorKind::Bind, || "finding a free port");
+    let port =
+        |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).or_err(ErrorKind::Bind, || "finding a free port");
     Ok((port(&held[0])?, port(&held[1])?, port(&held[2])?))
 }
 

@@ -12,9 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::report::{self, Launch, Recorder, Stream, StreamClient};
 use super::{LoadArgs, Target, buckets, scalar, scrape};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::gamestream::{GameStreamClient, PairOutcome};
-use crate::http::Reply;
-use crate::rtsp::{RtspReply, rtsp_request_from};
+use crate::gamestream::{GameStreamClient, Launched, PairOutcome};
+use crate::rtsp::{RtspReply, RtspSession};
 
 /// Pairings in flight at once: the host keeps at most 4 pending per address.
 const PAIR_CONCURRENCY: usize = 3;
@@ -54,14 +53,13 @@ async fn paired_clients(
 }
 
 /// The RTSP address from a successful launch reply.
-fn session_url(r: &Reply) -> std::result::Result<SocketAddr, String> {
-    match r.xml_status() {
+/// The launch's RTSP endpoint, or why there is none (as the report counts it).
+fn launched_rtsp(l: &Launched) -> std::result::Result<RtspSession, String> {
+    match l.reply.xml_status() {
         Some(200) => {}
-        s => return Err(format!("xml_status_{}", s.unwrap_or(r.status))),
+        s => return Err(format!("xml_status_{}", s.unwrap_or(l.reply.status))),
     }
-    r.field("sessionUrl0")
-        .and_then(|u| u.trim_start_matches("rtsp://").parse().ok())
-        .ok_or_else(|| "no_session_url".to_owned())
+    l.rtsp().map_err(|_| "no_session_url".to_owned())
 }
 
 /// /cancel for each client; how many failed.
@@ -89,7 +87,7 @@ pub async fn launch(target: &Target, args: &LoadArgs) -> Result<Launch> {
             barrier.wait().await;
             let t = Instant::now();
             let r = match clients[i].launch("1", &mode).await {
-                Ok(reply) => session_url(&reply).map(|_| ()),
+                Ok(launched) => launched_rtsp(&launched).map(|_| ()),
                 Err(e) => Err(format!("error_{}", e.kind.as_str())),
             };
             (t.elapsed(), r)
@@ -142,29 +140,29 @@ async fn start_stream(c: &GameStreamClient, args: &LoadArgs) -> Result<(SocketAd
     let (Some(Some(w)), Some(Some(h)), Some(Some(fps))) = (dims.next(), dims.next(), dims.next()) else {
         return Err(Error::new(ErrorKind::Config, format!("--mode {:?}: expected WIDTHxHEIGHTxFPS", args.mode)));
     };
-    let reply = c.launch("1", &args.mode).await?;
-    let rtsp = session_url(&reply).map_err(|e| Error::new(ErrorKind::Protocol, format!("launch: {e}")))?;
-    let local = c.local_ip;
+    let launched = c.launch("1", &args.mode).await?;
+    let mut rtsp = launched_rtsp(&launched).map_err(|e| Error::new(ErrorKind::Protocol, format!("launch: {e}")))?;
+    rtsp.local = c.local_ip;
     let ok = |r: &RtspReply, what: &str| {
         if r.code == 200 { Ok(()) } else { Err(Error::new(ErrorKind::Protocol, format!("RTSP {what}: {}", r.code))) }
     };
-    let d = rtsp_request_from(local, rtsp, "DESCRIBE", "/", 1, &[], "").await?;
+    let d = rtsp.request("DESCRIBE", "/", 1, &[], "").await?;
     ok(&d, "DESCRIBE")?;
-    let a = rtsp_request_from(local, rtsp, "SETUP", "streamid=audio/0/0", 2, &[], "").await?;
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 2, &[], "").await?;
     ok(&a, "SETUP audio")?;
     let session = a.header("Session").and_then(|s| s.split(';').next()).unwrap_or("").to_owned();
     let ping = a.header("X-SS-Ping-Payload").unwrap_or("").as_bytes().to_vec();
     let audio = header_port(&a, "audio")?;
     let sh = [("Session", session.as_str())];
-    let v = rtsp_request_from(local, rtsp, "SETUP", "streamid=video/0/0", 3, &sh, "").await?;
+    let v = rtsp.request("SETUP", "streamid=video/0/0", 3, &sh, "").await?;
     ok(&v, "SETUP video")?;
     let video = header_port(&v, "video")?;
-    let ctl = rtsp_request_from(local, rtsp, "SETUP", "streamid=control/13/0", 4, &sh, "").await?;
+    let ctl = rtsp.request("SETUP", "streamid=control/13/0", 4, &sh, "").await?;
     ok(&ctl, "SETUP control")?;
     let sdp = announce_sdp(w, h, fps, args.bitrate_kbps);
-    ok(&rtsp_request_from(local, rtsp, "ANNOUNCE", "streamid=control/13/0", 5, &sh, &sdp).await?, "ANNOUNCE")?;
-    ok(&rtsp_request_from(local, rtsp, "PLAY", "/", 6, &sh, "").await?, "PLAY")?;
-    Ok((SocketAddr::new(rtsp.ip(), video), SocketAddr::new(rtsp.ip(), audio), ping))
+    ok(&rtsp.request("ANNOUNCE", "streamid=control/13/0", 5, &sh, &sdp).await?, "ANNOUNCE")?;
+    ok(&rtsp.request("PLAY", "/", 6, &sh, "").await?, "PLAY")?;
+    Ok((SocketAddr::new(rtsp.addr.ip(), video), SocketAddr::new(rtsp.addr.ip(), audio), ping))
 }
 
 /// What one receiving client counts while `measuring` is set.

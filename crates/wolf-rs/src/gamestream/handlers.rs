@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::HostContext;
 use super::pairing::{BeginError, PairingManager, SubmitError};
 use crate::runners::RunnerHandle;
-use crate::sessions::{LaunchError, Mode, Session, SessionPorts, SessionState};
+use crate::sessions::{LaunchError, Mode, RtspProgress, Session, SessionPorts, SessionState};
 use crate::state::clients::PairedClient;
 use wolf_protocol::pairing::{CertInfo, PairError, PairingSession, is_valid_pin, sha256};
 use wolf_protocol::xml;
@@ -434,10 +434,17 @@ fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
     Ok((key, id))
 }
 
-fn session_url(ctx: &HostContext, conn: &Conn) -> String {
+/// Does the client encrypt RTSP? Moonlight sends `corever=1` when it can, and then encrypts every
+/// RTSP message with the rikey if `sessionUrl0` says `rtspenc://`.
+fn rtsp_encrypted(q: &HashMap<String, String>) -> bool {
+    q.get("corever").and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v >= 1)
+}
+
+fn session_url(ctx: &HostContext, conn: &Conn, encrypted: bool) -> String {
+    let scheme = if encrypted { "rtspenc" } else { "rtsp" };
     match conn.local.ip().to_canonical() {
-        IpAddr::V4(v4) => format!("rtsp://{v4}:{}", ctx.rtsp_port),
-        IpAddr::V6(v6) => format!("rtsp://[{v6}]:{}", ctx.rtsp_port),
+        IpAddr::V4(v4) => format!("{scheme}://{v4}:{}", ctx.rtsp_port),
+        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{}", ctx.rtsp_port),
     }
 }
 
@@ -469,6 +476,7 @@ async fn launch(
         Err(msg) => return failed("bad_request", 400, msg),
     };
     let surround = q.get("surroundAudioInfo").and_then(|v| v.parse::<u32>().ok()).unwrap_or(196_610);
+    let encrypted = rtsp_encrypted(q);
     let session = Session {
         id: 0,
         client_fingerprint: client.fingerprint.clone(),
@@ -488,7 +496,7 @@ async fn launch(
             audio: ctx.audio_port,
             control: ctx.control_port,
         },
-        rtsp: Default::default(),
+        rtsp: RtspProgress { encrypted, ..RtspProgress::default() },
     };
     let launched = match ctx.sessions.launch(session).await {
         Ok(s) => start_app(ctx, s, app).await,
@@ -498,7 +506,7 @@ async fn launch(
         Ok(s) => {
             ctx.metrics.sessions_created.inc();
             tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
-            let url = session_url(ctx, conn);
+            let url = session_url(ctx, conn, encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
         Err(LaunchError::Store(e)) => {
@@ -564,10 +572,11 @@ fn resume(
         Ok(k) => k,
         Err(msg) => return xml_err(400, path, msg),
     };
-    match ctx.sessions.resume(&client.fingerprint, rikey, rikeyid) {
+    let encrypted = rtsp_encrypted(q);
+    match ctx.sessions.resume(&client.fingerprint, rikey, rikeyid, encrypted) {
         Some(s) => {
             tracing::info!(session = s.id, client = %client.name, "session resumed");
-            let url = session_url(ctx, conn);
+            let url = session_url(ctx, conn, encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("resume", "1")]))
         }
         None => xml_err(503, path, "No running app to resume; launch one"),

@@ -109,6 +109,9 @@ impl Session {
 /// The RTSP handshake of one session, in the order the client runs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RtspProgress {
+    /// The client speaks encrypted RTSP (it sent `corever`, so `sessionUrl0` said `rtspenc://`):
+    /// its messages are found by the rikey that opens them, never by its address.
+    pub encrypted: bool,
     /// The `Session:` id handed out at the first SETUP.
     pub rtsp_session: Option<String>,
     /// `X-SS-Ping-Payload`: the client puts it in its UDP pings so we know them.
@@ -251,19 +254,27 @@ impl Sessions {
         Ok(s)
     }
 
-    /// New keys for an existing session (`/resume`).
-    pub fn resume(&self, fingerprint: &str, rikey: [u8; 16], rikeyid: i32) -> Option<Session> {
+    /// New keys for an existing session (`/resume`), and whether its client encrypts RTSP.
+    pub fn resume(&self, fingerprint: &str, rikey: [u8; 16], rikeyid: i32, rtsp_encrypted: bool) -> Option<Session> {
         self.update(|m| {
             let s = m.get_mut(fingerprint)?;
             s.rikey = rikey;
             s.rikeyid = rikeyid;
+            s.rtsp.encrypted = rtsp_encrypted;
             Some(s.clone())
         })
     }
 
-    /// Change the session of the client at `ip` (RTSP knows clients by address); returns the result.
-    pub fn update_by_ip<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        self.update(|m| m.values_mut().find(|s| s.client_ip == ip).map(f))
+    /// (id, rikey) of every session whose client encrypts RTSP: an encrypted message belongs to the
+    /// one whose key opens it.
+    pub fn rtsp_keys(&self) -> Vec<(u32, [u8; 16])> {
+        self.snapshot().values().filter(|s| s.rtsp.encrypted).map(|s| (s.id, s.rikey)).collect()
+    }
+
+    /// Change the session of the plain-RTSP client at `ip` (plain RTSP carries nothing else to know
+    /// it by); sessions whose client encrypts RTSP are never found this way. Returns the result.
+    pub fn update_plain_rtsp<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.update(|m| m.values_mut().find(|s| s.client_ip == ip && !s.rtsp.encrypted).map(f))
     }
 
     pub fn update_by_id<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Option<R> {

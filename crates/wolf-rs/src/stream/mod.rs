@@ -49,16 +49,18 @@ impl PingTable {
     }
 }
 
-/// A ping's payload: the 16-byte `X-SS-Ping-Payload` of a 20-byte SS_PING, or none for `PING`.
-pub fn ping_payload(datagram: &[u8]) -> Option<Option<&[u8]>> {
+/// A ping's payload: the 16-byte `X-SS-Ping-Payload` of a 20-byte SS_PING. A bare `PING` (clients
+/// that were given no payload) has none, so it can never be tied to a session.
+pub fn ping_payload(datagram: &[u8]) -> Option<&[u8]> {
     match datagram.len() {
-        4 if datagram == b"PING" => Some(None),
-        20 => Some(Some(&datagram[..16])),
+        20 => Some(&datagram[..16]),
         _ => None,
     }
 }
 
-/// Reads pings on one stream socket and records the sender of each session's payload.
+/// Reads pings on one stream socket and records the sender of each session's payload: only the
+/// session's client knows it (RTSP handed it over, sealed when the client encrypts RTSP), so the
+/// stream goes where it asks, whatever address it pings from, and nowhere a stranger asks.
 pub async fn read_pings(
     socket: Arc<tokio::net::UdpSocket>,
     sessions: Arc<Sessions>,
@@ -75,11 +77,10 @@ pub async fn read_pings(
         let Some(payload) = ping_payload(&buf[..n]) else {
             continue;
         };
-        let ip = from.ip().to_canonical();
-        let session = sessions.list().into_iter().find(|s| match payload {
-            Some(p) => s.rtsp.ping_payload.as_bytes() == p && s.client_ip == ip,
-            None => s.client_ip == ip,
-        });
+        let session = sessions
+            .list()
+            .into_iter()
+            .find(|s| !s.rtsp.ping_payload.is_empty() && s.rtsp.ping_payload.as_bytes() == payload);
         if let Some(s) = session
             && pings.get(s.id) != Some(from)
         {
@@ -361,10 +362,10 @@ fn send(socket: &UdpSocket, packet: &[u8], addr: SocketAddr) -> bool {
 mod tests {
     #[test]
     fn pings() {
-        assert_eq!(super::ping_payload(b"PING"), Some(None));
+        assert_eq!(super::ping_payload(b"PING"), None, "no payload: never tied to a session");
         let mut p = b"ABCDEFGHIJKLMNOP".to_vec();
         p.extend_from_slice(&7u32.to_be_bytes());
-        assert_eq!(super::ping_payload(&p), Some(Some(&b"ABCDEFGHIJKLMNOP"[..])));
+        assert_eq!(super::ping_payload(&p), Some(&b"ABCDEFGHIJKLMNOP"[..]));
         assert_eq!(super::ping_payload(b"nope"), None);
         assert_eq!(super::ping_payload(&[0u8; 64]), None);
     }
