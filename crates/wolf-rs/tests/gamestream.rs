@@ -292,10 +292,16 @@ async fn pin_wait_is_bounded_and_blocks_no_other_request() {
 #[tokio::test]
 async fn five_failures_from_one_ip_get_it_refused() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
-    let c = host.client();
-    for _ in 0..5 {
+    let mut c = host.client();
+    // Out-of-order steps guess nothing: they are refused but not counted.
+    for _ in 0..6 {
         let r = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
         assert_eq!(r.xml_status(), Some(400));
+    }
+    assert_eq!(host.running().ctx.pairing.banned_for(c.http.ip()), None);
+    // Wrong PINs are.
+    for _ in 0..5 {
+        assert_eq!(c.pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
     }
     let mut fresh = host.client();
     match fresh.pair(PIN).await.unwrap() {
@@ -491,5 +497,58 @@ async fn a_session_without_client_activity_is_stopped_after_the_idle_timeout() {
     assert!(gone, "the idle session was stopped");
     let info = c.https_get("/serverinfo").await.unwrap();
     assert_eq!(info.field("state").as_deref(), Some("SUNSHINE_SERVER_FREE"));
+    host.stop().await;
+}
+
+/// A gateway pairs a fresh identity per user, several at once, all from its one address and all
+/// with Moonlight's one `uniqueid`: the pairings take turns instead of overwriting each other, all
+/// succeed, and none counts against the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
+    const N: usize = 10;
+    // A fixed PIN.
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let mut c = host.client();
+        assert_eq!(c.uniqueid, wolf_client::MOONLIGHT_UNIQUEID);
+        tasks.push(tokio::spawn(async move { c.pair(PIN).await.map_err(|e| e.to_string()) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(PairOutcome::Paired));
+    }
+    assert_eq!(host.running().ctx.clients.list().len(), N);
+    assert_eq!(host.running().ctx.pairing.banned_for(host.http.ip()), None);
+    host.stop().await;
+
+    // PIN entry: one pairing waits for its PIN at a time, so `wolf-rs pair <PIN>` needs no secret.
+    let host = TestHost::start(ConfigBuilder::loopback()).await;
+    let sock = wolf_rs::admin::socket_path(host.dir.path());
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let mut c = host.client();
+        tasks.push(tokio::spawn(async move { c.pair("2468").await.map_err(|e| e.to_string()) }));
+    }
+    let mut given = 0;
+    for _ in 0..2000 {
+        if given == N {
+            break;
+        }
+        let body = r#"{"pin":"2468"}"#.to_owned();
+        let (status, text) =
+            wolf_rs::admin::call(&sock, hyper::Method::POST, "/pairings/pin", Some(body)).await.unwrap().unwrap();
+        if status.is_success() {
+            given += 1;
+        } else {
+            assert!(!text.contains("several"), "never more than one waits: {text}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(given, N, "every pairing waited for its PIN in turn");
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(PairOutcome::Paired));
+    }
+    assert_eq!(host.running().ctx.clients.list().len(), N);
+    assert_eq!(host.running().ctx.pairing.banned_for(host.http.ip()), None);
     host.stop().await;
 }

@@ -222,9 +222,10 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     if q.get("phrase").map(String::as_str) == Some("getservercert") || q.contains_key("salt") {
         return pair_step1(ctx, conn, q, path, uniqueid).await;
     }
+    // Not counted as a failed pairing: it guesses nothing, and under one address it may be another
+    // client's late step (the count is for wrong PINs).
     let no_pairing = |step: &str| {
         ctx.metrics.pairing("error");
-        ctx.pairing.record_failure(ip);
         xml_err(400, path, &format!("Out of order call to {step}: no pairing in progress for this client"))
     };
     if let Some(v) = q.get("clientchallenge") {
@@ -290,13 +291,23 @@ async fn pair_step1(
         Err(e) => return xml_err(500, path, &e.to_string()),
     };
     let key = PairingManager::key(uniqueid, ip);
-    let (rx, guard) = match ctx.pairing.begin(uniqueid, ip, device, session, secret.clone(), fixed.is_none()) {
+    // Another pairing under this key (a gateway pairing many identities, all with Moonlight's one
+    // uniqueid) goes first; this one waits its turn instead of overwriting it.
+    let client_der = session.client.der.clone();
+    let turn = match ctx.pairing.take_turn(uniqueid, ip, &client_der, ctx.pairing.limits.pin_timeout).await {
+        Ok(t) => t,
+        Err(_) => {
+            ctx.metrics.pairing("refused");
+            return xml_err(503, path, "Another pairing from this client is still in progress; try again shortly");
+        }
+    };
+    let (rx, guard) = match ctx.pairing.begin(turn, device, session, secret.clone(), fixed.is_none()) {
         Ok(x) => x,
         Err(BeginError::TooManyFromIp) => {
             ctx.metrics.pairing("refused");
             return xml_err(503, path, "Too many pairings in progress from this address; finish or cancel one");
         }
-        Err(BeginError::TooMany) => {
+        Err(BeginError::TooMany | BeginError::Busy) => {
             ctx.metrics.pairing("refused");
             return xml_err(503, path, "Too many pairings in progress; try again shortly");
         }

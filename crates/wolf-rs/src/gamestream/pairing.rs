@@ -1,12 +1,14 @@
 //! Pending pairings (keyed by `uniqueid@client_ip`), the PIN hand-off from the PIN page or the
-//! admin socket to the waiting step 1, and the per-IP failure ban.
+//! admin socket to the waiting step 1, and the per-IP failure ban. Pairings under one key take
+//! turns: every Moonlight client sends the same `uniqueid`, so a gateway pairing many identities
+//! from one address would otherwise have them overwrite each other's steps.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedMutexGuard, oneshot};
 use tokio::time::Instant;
 
 use wolf_protocol::pairing::{PairingSession, Step};
@@ -18,6 +20,8 @@ pub const MAX_PENDING: usize = 64;
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 /// Per-IP failure records kept at most; expired ones are pruned first.
 const MAX_FAILURE_RECORDS: usize = 4096;
+/// How often a step 1 waiting for its turn sweeps stale pairings (one abandoned ahead of it).
+const TURN_SWEEP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct PairingLimits {
@@ -51,6 +55,9 @@ struct Pending {
     /// `Some` while step 1 waits for the PIN.
     pin_tx: Option<oneshot::Sender<String>>,
     session: Option<PairingSession>,
+    /// This pairing's turn under its key: the next step 1 with the key waits until it is dropped
+    /// with the pairing (finished, failed, discarded, swept or timed out).
+    _turn: OwnedMutexGuard<()>,
 }
 
 /// What an operator sees of a pairing that waits for its PIN.
@@ -73,6 +80,8 @@ struct Failures {
 pub enum BeginError {
     TooManyFromIp,
     TooMany,
+    /// Another pairing under the same key did not end within the wait.
+    Busy,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -85,6 +94,8 @@ pub enum SubmitError {
 pub struct PairingManager {
     pub limits: PairingLimits,
     pending: Mutex<HashMap<String, Pending>>,
+    /// One lock per key with a pairing in progress or waiting for its turn.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
     generation: Mutex<u64>,
 }
@@ -94,6 +105,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     }
+}
+
+/// A pairing's turn under its `uniqueid@ip` key, from `take_turn`; `begin` registers the pairing
+/// with it, and the turn ends when the pairing does.
+pub struct Turn {
+    uniqueid: String,
+    ip: IpAddr,
+    guard: OwnedMutexGuard<()>,
 }
 
 /// Removes a still-waiting pairing when step 1's request goes away (client hung up or timed out).
@@ -123,7 +142,13 @@ impl Drop for WaitGuard<'_> {
 
 impl PairingManager {
     pub fn new(limits: PairingLimits) -> PairingManager {
-        PairingManager { limits, pending: Mutex::default(), failures: Mutex::default(), generation: Mutex::new(0) }
+        PairingManager {
+            limits,
+            pending: Mutex::default(),
+            turns: Mutex::default(),
+            failures: Mutex::default(),
+            generation: Mutex::new(0),
+        }
     }
 
     pub fn key(uniqueid: &str, ip: IpAddr) -> String {
@@ -196,18 +221,59 @@ impl PairingManager {
         }
     }
 
-    /// Step 1 begins: registers the pairing (replacing an older one under the same key).
-    /// With `wait`, returns the receiver the PIN arrives on. The guard discards the pairing when
-    /// dropped armed.
-    pub fn begin(
+    /// Wait (at most `limit`) until no other client's pairing under `uniqueid@ip` is in progress,
+    /// then hold the turn: it goes to `begin` and ends with the pairing. While waiting, stale
+    /// pairings are swept, so one abandoned ahead of this one does not hold it up for long.
+    pub async fn take_turn(
         &self,
         uniqueid: &str,
         ip: IpAddr,
+        client_der: &[u8],
+        limit: Duration,
+    ) -> Result<Turn, BeginError> {
+        let key = Self::key(uniqueid, ip);
+        let key = key.as_str();
+        {
+            // The same client starting over (same certificate): its earlier attempt ends here.
+            let mut pending = lock(&self.pending);
+            if pending.get(key).and_then(|p| p.session.as_ref()).is_some_and(|s| s.client.der == client_der) {
+                pending.remove(key);
+            }
+        }
+        let lane = lock(&self.turns).entry(key.to_owned()).or_default().clone();
+        // One acquire future for the whole wait keeps this step 1's place in the (first come,
+        // first served) queue.
+        let acquire = lane.clone().lock_owned();
+        let waited = tokio::time::timeout(limit, async {
+            tokio::pin!(acquire);
+            loop {
+                tokio::select! {
+                    turn = &mut acquire => return turn,
+                    _ = tokio::time::sleep(TURN_SWEEP) => self.sweep(&mut lock(&self.pending)),
+                }
+            }
+        })
+        .await;
+        drop(lane);
+        // Lanes nobody holds or waits for are forgotten, so the map stays as small as the pending set.
+        lock(&self.turns).retain(|_, l| Arc::strong_count(l) > 1);
+        let guard = waited.map_err(|_| BeginError::Busy)?;
+        Ok(Turn { uniqueid: uniqueid.to_owned(), ip, guard })
+    }
+
+    /// Step 1 begins: registers the pairing of `turn` (from `take_turn`), which it holds until it
+    /// ends. With `wait`, returns the receiver the PIN arrives on. The guard discards the pairing
+    /// when dropped armed.
+    pub fn begin(
+        &self,
+        turn: Turn,
         device_name: &str,
         session: PairingSession,
         secret: String,
         wait: bool,
     ) -> Result<(Option<oneshot::Receiver<String>>, WaitGuard<'_>), BeginError> {
+        let Turn { uniqueid, ip, guard: turn } = turn;
+        let uniqueid = uniqueid.as_str();
         let key = Self::key(uniqueid, ip);
         {
             let mut pending = lock(&self.pending);
@@ -245,6 +311,7 @@ impl PairingManager {
                 touched: Instant::now(),
                 pin_tx: tx,
                 session: Some(session),
+                _turn: turn,
             },
         );
         Ok((rx, WaitGuard { mgr: self, key, generation, armed: true }))
