@@ -27,4 +27,4 @@ pub mod tls;
 pub use gamestream::{GameStreamClient, Launched, MOONLIGHT_UNIQUEID, PairOutcome};
 pub use http::{Reply, plain_request};
 pub use identity::ClientIdentity;
-pub use rtsp::{RtspReply, RtspSession, rtsp_request, rtsp_request_from};
+pub use rtsp::{RtspReply, RtspSession, rtsp_request};

@@ -88,9 +88,9 @@ impl RtspReply {
     }
 }
 
-/// One RTSP request on its own connection, sent in 536-byte pieces, read until the host closes
-/// (what moonlight-common-c does). Enforces the client's reply rules: `RTSP/1.0 <code> <text>`, at
-/// least one header, exactly one space after each colon.
+/// One plain RTSP request on its own connection, sent in 536-byte pieces, read until the host
+/// closes (what moonlight-common-c does). Enforces the client's reply rules: `RTSP/1.0 <code> <text>`,
+/// at least one header, exactly one space after each colon.
 pub async fn rtsp_request(
     addr: SocketAddr,
     method: &str,
@@ -99,20 +99,7 @@ pub async fn rtsp_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<RtspReply> {
-    rtsp_request_from(None, addr, method, target, cseq, headers, body).await
-}
-
-/// As [`rtsp_request`], connecting from `local`.
-pub async fn rtsp_request_from(
-    local: Option<IpAddr>,
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    cseq: u32,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<RtspReply> {
-    parse_reply(exchange(local, addr, &request_bytes(addr, method, target, cseq, headers, body)).await?)
+    parse_reply(exchange(None, addr, &request_bytes(addr, method, target, cseq, headers, body)).await?)
 }
 
 fn request_bytes(

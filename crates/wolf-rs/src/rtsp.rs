@@ -20,6 +20,9 @@ use wolf_protocol::gcm::Direction;
 use wolf_protocol::pairing::random16;
 use wolf_protocol::rtsp::{self, Request};
 
+/// Largest sealed request accepted: Moonlight's biggest, ANNOUNCE, is a few KB, and each sealed
+/// message may be tried with every encrypting session's key.
+const MAX_SEALED: usize = 16 * 1024;
 /// How long a client has to send its whole request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 256;
@@ -191,6 +194,8 @@ async fn serve(
         loop {
             if rtsp::is_encrypted(&buf) {
                 match rtsp::encrypted_len(&buf) {
+                    // Every session's key may be tried on it: only requests of a real size are.
+                    Ok(Some(n)) if n > MAX_SEALED => return Err(None),
                     Ok(Some(n)) if buf.len() >= n => return Ok(Incoming::Sealed(buf)),
                     Ok(_) => {}
                     Err(e) => return Err(Some(e)),

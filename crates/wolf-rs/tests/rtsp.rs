@@ -138,6 +138,12 @@ async fn a_stranger_on_the_same_address_cannot_reach_an_encrypted_session() {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.unwrap().unwrap();
     assert!(out.is_empty(), "no answer to a key no session has: {out:?}");
+    // A sealed message too big to be a request is not even tried.
+    let mut s = TcpStream::connect(rtsp.addr).await.unwrap();
+    s.write_all(&(0x8000_0000u32 | 60_000).to_be_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(out.is_empty(), "closed at once: {out:?}");
 
     let a = rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
     assert_eq!(a.code, 200);
