@@ -273,6 +273,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         streams: streams_tx,
         metrics: metrics.clone(),
         beats: beats.clone(),
+        trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::StreamCommand;
-use crate::net::limit::PerIpLimit;
+use crate::net::limit::{Budgets, ConnLimit, ConnSlot, Stage, TrustedProxies};
 use crate::sessions::Sessions;
 use wolf_protocol::gcm::Direction;
 use wolf_protocol::pairing::random16;
@@ -25,8 +24,9 @@ use wolf_protocol::rtsp::{self, Request};
 const MAX_SEALED: usize = 16 * 1024;
 /// How long a client has to send its whole request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open RTSP connections, and per client address (a trusted proxy may hold them all); at a cap a
+/// connection that has not sent a whole request yet is closed, not the newcomer.
 const MAX_CONNECTIONS: usize = 256;
-/// Open RTSP connections per client address; at the cap the oldest is closed, not the newcomer.
 const MAX_CONNECTIONS_PER_IP: usize = 64;
 
 /// What DESCRIBE and SETUP tell the client about this host.
@@ -38,6 +38,8 @@ pub struct HostInfo {
     pub control_port: u16,
     /// SS_ENC_* bits the host supports: 0x1 control V2.
     pub encryption_supported: u32,
+    /// Gateways: their address may hold every RTSP connection.
+    pub trusted: TrustedProxies,
 }
 
 fn reply(code: u16, reason: &str, cseq: u32, headers: &[(&str, String)], body: &str) -> Vec<u8> {
@@ -187,6 +189,7 @@ async fn serve(
     sessions: Arc<Sessions>,
     host: Arc<HostInfo>,
     streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    slot: &ConnSlot,
 ) {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
@@ -209,11 +212,16 @@ async fn serve(
             }
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return Err(None),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    slot.set(Stage::Started);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
             }
         }
     };
-    let (out, command) = match tokio::time::timeout(READ_TIMEOUT, read).await {
+    let incoming = tokio::time::timeout(READ_TIMEOUT, read).await;
+    slot.set(Stage::Busy);
+    let (out, command) = match incoming {
         Ok(Ok(Incoming::Plain(req))) => answer(&req, Addressed::Address(peer.ip().to_canonical()), &sessions, &host),
         Ok(Ok(Incoming::Sealed(msg))) => {
             // Nothing but the key ties the message to a session; an answer to a stranger would
@@ -269,26 +277,24 @@ pub async fn run(
     tracker: TaskTracker,
 ) {
     let host = Arc::new(host);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_ip = PerIpLimit::evicting_oldest(MAX_CONNECTIONS_PER_IP);
+    let limit = ConnLimit::new(Budgets {
+        per_source: MAX_CONNECTIONS_PER_IP,
+        per_trusted_proxy: MAX_CONNECTIONS,
+        total: MAX_CONNECTIONS,
+        trusted: host.trusted.clone(),
+    });
     while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP", Some(&beat)).await {
-        // The per-address slot only once the global one is ours: taking it may evict an older one.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
+        let Some(slot) = limit.admit(peer.ip()) else {
             continue;
         };
         let (sessions, host, stop, streams) = (sessions.clone(), host.clone(), shutdown.clone(), streams.clone());
         tracker.spawn(async move {
             tokio::select! {
-                _ = serve(stream, peer, sessions, host, streams) => {}
+                _ = serve(stream, peer, sessions, host, streams, &slot) => {}
                 _ = stop.cancelled() => {}
-                // A newer connection from this address took the slot: this one is the oldest, most
-                // likely idle (clients send their one request at once).
-                _ = ip_slot.evicted().cancelled() => {}
+                // A newcomer needed the slot more: this one had not sent a whole request yet.
+                _ = slot.evicted().cancelled() => {}
             }
-            drop((slot, ip_slot));
         });
     }
 }

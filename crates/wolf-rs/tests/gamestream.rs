@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wolf_client::{ClientIdentity, PairOutcome};
+use wolf_rs::gamestream::pairing::Source;
 use wolf_testkit::{ConfigBuilder, PIN, TestHost};
 
 fn launch_query(c: &wolf_client::GameStreamClient) -> String {
@@ -298,7 +299,7 @@ async fn five_failures_from_one_ip_get_it_refused() {
         let r = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
         assert_eq!(r.xml_status(), Some(400));
     }
-    assert_eq!(host.running().ctx.pairing.banned_for(c.http.ip()), None);
+    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(c.http.ip())), None);
     // Wrong PINs are.
     for _ in 0..5 {
         assert_eq!(c.pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
@@ -308,6 +309,29 @@ async fn five_failures_from_one_ip_get_it_refused() {
         PairOutcome::Refused { status: 429, message, .. } => assert!(message.contains("Too many"), "{message}"),
         other => panic!("expected a ban, got {other:?}"),
     }
+    host.stop().await;
+}
+
+/// Behind a trusted proxy (a gateway: everyone's address), one user's wrong PINs get that user's
+/// certificate refused, never the address.
+#[tokio::test]
+async fn behind_a_trusted_proxy_wrong_pins_refuse_the_certificate_not_the_address() {
+    let host = TestHost::start(
+        ConfigBuilder::loopback().pin(PIN).with(|c| c.pairing.trusted_proxies = vec!["127.0.0.0/8".into()]),
+    )
+    .await;
+    let mut guesser = host.client();
+    for _ in 0..5 {
+        assert_eq!(guesser.pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
+    }
+    match guesser.pair(PIN).await.unwrap() {
+        PairOutcome::Refused { status: 429, message, .. } => assert!(message.contains("certificate"), "{message}"),
+        other => panic!("expected the certificate's ban, got {other:?}"),
+    }
+    let ctx = &host.running().ctx;
+    assert_eq!(ctx.pairing.banned_for(&Source::addr(guesser.http.ip())), None);
+    let mut other = host.client();
+    assert_eq!(other.pair(PIN).await.unwrap(), PairOutcome::Paired, "another user of the gateway pairs");
     host.stop().await;
 }
 
@@ -518,7 +542,7 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
         assert_eq!(t.await.unwrap(), Ok(PairOutcome::Paired));
     }
     assert_eq!(host.running().ctx.clients.list().len(), N);
-    assert_eq!(host.running().ctx.pairing.banned_for(host.http.ip()), None);
+    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(host.http.ip())), None);
     host.stop().await;
 
     // PIN entry: one pairing waits for its PIN at a time, so `wolf-rs pair <PIN>` needs no secret.
@@ -549,6 +573,6 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
         assert_eq!(t.await.unwrap(), Ok(PairOutcome::Paired));
     }
     assert_eq!(host.running().ctx.clients.list().len(), N);
-    assert_eq!(host.running().ctx.pairing.banned_for(host.http.ip()), None);
+    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(host.http.ip())), None);
     host.stop().await;
 }

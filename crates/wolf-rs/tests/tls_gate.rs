@@ -199,30 +199,85 @@ async fn clients_that_stall_after_a_full_client_hello_hold_no_permit() {
     host.stop().await;
 }
 
+/// Idle connections filling an address's budget (a NAT neighbour, or a stranger) make room for a
+/// real client from that address: the oldest idle ones are closed, not the newcomer.
 #[tokio::test]
-async fn one_address_cannot_fill_the_port() {
+async fn idle_connections_at_an_addresss_cap_make_room_for_a_real_client() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| {
         c.http.max_connections_per_ip = 8;
         c.tls.client_hello_timeout_ms = 120000;
+        c.http.request_timeout_ms = 120000;
     }))
     .await;
     let mut held = Vec::new();
     for _ in 0..8 {
-        held.push(connect_from(9, host.https).await);
-        held.push(connect_from(9, host.http).await);
+        held.push(connect_from(1, host.https).await);
+        held.push(connect_from(1, host.http).await);
     }
-    // The ninth from the same address is closed at once, on both ports.
-    for port in [host.https, host.http] {
-        let mut extra = connect_from(9, port).await;
-        let mut buf = [0u8; 1];
-        let n =
-            tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut extra, &mut buf)).await;
-        assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{port}: {n:?}");
-    }
-    // Everyone else is served.
     let mut c = host.client();
+    assert_eq!(c.http.ip(), std::net::IpAddr::from([127, 0, 0, 1]), "the client shares their address");
     assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
     assert_eq!(c.https_get(&c.url("/serverinfo", &[])).await.unwrap().field("PairStatus").as_deref(), Some("1"));
+    // The room was made by closing held ones (EOF or reset), on both ports.
+    let mut closed = 0;
+    for mut s in held {
+        let mut buf = [0u8; 1];
+        if let Ok(r) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await
+        {
+            assert!(matches!(r, Ok(0) | Err(_)), "an idle connection gets nothing but a close: {r:?}");
+            closed += 1;
+        }
+    }
+    assert!(closed >= 2, "at least one held connection per port was closed, {closed} were");
+    host.stop().await;
+}
+
+/// 1000 idle connections from the address of 8 real clients, opened while those clients pair and
+/// query: every request of the real clients succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_from_their_address_fail_no_real_client() {
+    let _ = wolf_rs::net::limit::raise_nofile_limit();
+    let host =
+        TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| c.tls.client_hello_timeout_ms = 120000)).await;
+    let https = host.https;
+    let idle = tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..1000 {
+            held.push(connect_from(1, https).await);
+            tokio::task::yield_now().await;
+        }
+        held
+    });
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut c = host.client();
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            match c.pair(PIN).await {
+                Ok(PairOutcome::Paired) => {}
+                other => failures.push(format!("pair: {other:?}")),
+            }
+            for _ in 0..10 {
+                match c.https_get(&c.url("/serverinfo", &[])).await {
+                    Ok(r) if r.field("PairStatus").as_deref() == Some("1") => {}
+                    other => failures.push(format!("serverinfo: {:?}", other.map(|r| r.field("PairStatus")))),
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.unwrap());
+    }
+    let held = idle.await.unwrap();
+    assert_eq!(held.len(), 1000);
+    assert!(failures.is_empty(), "real-client failures: {failures:?}");
+    // And once all 1000 are open, a real client is still served.
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    assert!(host.running().gate.stats.pending.get() <= 64, "the address holds at most its budget");
     drop(held);
     host.stop().await;
 }

@@ -86,11 +86,18 @@ pub struct Http {
     pub request_timeout_ms: u64,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// The budget of an address in `pairing.trusted_proxies`: a gateway carries many users.
+    pub max_connections_per_trusted_proxy: usize,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { request_timeout_ms: 10_000, max_connections: 1024, max_connections_per_ip: 64 }
+        Http {
+            request_timeout_ms: 10_000,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_connections_per_trusted_proxy: 512,
+        }
     }
 }
 
@@ -129,18 +136,39 @@ pub struct Pairing {
     pub max_failures: u32,
     pub failure_window_s: u64,
     pub ban_s: u64,
+    /// Gateways (CIDRs or addresses) whose one address carries many users: failed pairings are
+    /// counted per client certificate behind them, and their connection budget is larger.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Pairing {
     fn default() -> Self {
-        Pairing { pin: Vec::new(), pin_timeout: 120, max_failures: 5, failure_window_s: 600, ban_s: 600 }
+        Pairing {
+            pin: Vec::new(),
+            pin_timeout: 120,
+            max_failures: 5,
+            failure_window_s: 600,
+            ban_s: 600,
+            trusted_proxies: Vec::new(),
+        }
     }
+}
+
+/// A trusted-proxy entry: a CIDR, or a bare address (one host).
+pub fn parse_proxy(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| entry.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 impl Pairing {
     /// The fixed PIN clients must use, if any (the first entry).
     pub fn fixed_pin(&self) -> Option<&str> {
         self.pin.first().map(String::as_str)
+    }
+
+    /// The trusted proxies that parse (validation reports the others).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|e| parse_proxy(e)).collect()
     }
 }
 

@@ -399,6 +399,7 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     for (k, v) in [
         ("http.max_connections", cfg.http.max_connections),
         ("http.max_connections_per_ip", cfg.http.max_connections_per_ip),
+        ("http.max_connections_per_trusted_proxy", cfg.http.max_connections_per_trusted_proxy),
         ("tls.max_concurrent_handshakes", cfg.tls.max_concurrent_handshakes),
         ("tls.max_pending_connections", cfg.tls.max_pending_connections),
     ] {
@@ -431,6 +432,14 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     }
     if cfg.pairing.max_failures == 0 {
         report("pairing.max_failures".into(), "must be at least 1".into());
+    }
+    for (i, entry) in cfg.pairing.trusted_proxies.iter().enumerate() {
+        if super::parse_proxy(entry).is_none() {
+            report(
+                format!("pairing.trusted_proxies[{i}]"),
+                format!("{entry:?} is not an address or a CIDR (e.g. \"10.0.0.7\" or \"10.0.0.0/24\")"),
+            );
+        }
     }
     let pin_key = origin(env, "WOLF_PIN", "pairing.pin");
     for pin in &cfg.pairing.pin {

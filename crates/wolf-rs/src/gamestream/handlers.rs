@@ -13,7 +13,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::HostContext;
-use super::pairing::{BeginError, PairingManager, SubmitError};
+use super::pairing::{BeginError, PairingManager, Source, SubmitError};
 use crate::runners::RunnerHandle;
 use crate::sessions::{LaunchError, Mode, RtspProgress, Session, SessionPorts, SessionState};
 use crate::state::clients::PairedClient;
@@ -196,13 +196,22 @@ fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> 
     }))
 }
 
-fn pair_error_reply(ctx: &HostContext, ip: IpAddr, path: &str, e: &PairError) -> Response<Body> {
+/// A refused pairing step; it counts against `source` when there is one to blame.
+fn pair_error_reply(ctx: &HostContext, source: Option<&Source>, path: &str, e: &PairError) -> Response<Body> {
     ctx.metrics.pairing("error");
-    if ctx.pairing.record_failure(ip) {
-        tracing::warn!(%ip, "too many failed pairings: refusing this IP for {} s", ctx.pairing.limits.ban.as_secs());
+    if let Some(source) = source
+        && ctx.pairing.record_failure(source)
+    {
+        tracing::warn!(%source, "too many failed pairings: refusing it for {} s", ctx.pairing.limits.ban.as_secs());
     }
-    tracing::info!(%ip, error = %e, "pairing step refused");
+    tracing::info!(?source, error = %e, "pairing step refused");
     xml_err(400, path, &e.to_string())
+}
+
+fn banned_reply(ctx: &HostContext, source: &Source, path: &str) -> Option<Response<Body>> {
+    let left = ctx.pairing.banned_for(source)?;
+    ctx.metrics.pairing("banned");
+    Some(xml_err(429, path, &format!("Too many failed pairing attempts from this {source}; try again in {left} s")))
 }
 
 async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
@@ -213,15 +222,18 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     if uniqueid.len() > MAX_ID_LEN || q.get("devicename").is_some_and(|d| d.len() > MAX_ID_LEN) {
         return xml_err(400, path, &format!("uniqueid and devicename must be at most {MAX_ID_LEN} characters"));
     }
-    if let Some(left) = ctx.pairing.banned_for(ip) {
-        ctx.metrics.pairing("banned");
-        return xml_err(429, path, &format!("Too many failed pairing attempts from {ip}; try again in {left} s"));
+    // Behind a trusted proxy the address is everyone's: only certificates are banned there.
+    let proxied = ctx.trusted.contains(ip);
+    if !proxied && let Some(refused) = banned_reply(ctx, &Source::addr(ip), path) {
+        return refused;
     }
     let key = PairingManager::key(uniqueid, ip);
     let server = &ctx.identity.pairing;
     if q.get("phrase").map(String::as_str) == Some("getservercert") || q.contains_key("salt") {
-        return pair_step1(ctx, conn, q, path, uniqueid).await;
+        return pair_step1(ctx, conn, q, path, uniqueid, proxied).await;
     }
+    let source = ctx.pairing.source_of(&key);
+    let source = source.as_ref();
     // Not counted as a failed pairing: it guesses nothing, and under one address it may be another
     // client's late step (the count is for wrong PINs).
     let no_pairing = |step: &str| {
@@ -231,14 +243,14 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     if let Some(v) = q.get("clientchallenge") {
         return match ctx.pairing.step(&key, |s| s.client_challenge(server, v)) {
             None => no_pairing("clientchallenge"),
-            Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
+            Some(Err(e)) => pair_error_reply(ctx, source, path, &e),
             Some(Ok(resp)) => xml_ok(xml::ok(&[("paired", "1"), ("challengeresponse", &resp)])),
         };
     }
     if let Some(v) = q.get("serverchallengeresp") {
         return match ctx.pairing.step(&key, |s| s.server_challenge_resp(server, v)) {
             None => no_pairing("serverchallengeresp"),
-            Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
+            Some(Err(e)) => pair_error_reply(ctx, source, path, &e),
             Some(Ok(secret)) => xml_ok(xml::ok(&[("pairingsecret", &secret), ("paired", "1")])),
         };
     }
@@ -247,10 +259,12 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
             ctx.pairing.with_session(&key, |s| (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false));
         return match outcome {
             None => no_pairing("clientpairingsecret"),
-            Some(Err(e)) => pair_error_reply(ctx, ip, path, &e),
+            Some(Err(e)) => pair_error_reply(ctx, source, path, &e),
             Some(Ok((false, _))) => {
                 ctx.metrics.pairing("wrong_pin");
-                ctx.pairing.record_failure(ip);
+                if let Some(source) = source {
+                    ctx.pairing.record_failure(source);
+                }
                 tracing::warn!(%ip, %uniqueid, "pairing failed: wrong PIN or bad client signature");
                 xml_ok(xml::ok(&[("paired", "0")]))
             }
@@ -270,21 +284,31 @@ async fn pair_step1(
     q: &HashMap<String, String>,
     path: &str,
     uniqueid: &str,
+    proxied: bool,
 ) -> Response<Body> {
     let ip = conn.ip();
     let (Some(salt), Some(cert_hex)) = (q.get("salt"), q.get("clientcert")) else {
         return xml_err(400, path, "getservercert needs salt and clientcert");
     };
+    // Behind a trusted proxy nothing unparsable is blamed on the proxy's address.
+    let addr = (!proxied).then(|| Source::addr(ip));
     let mut session = match PairingSession::start(salt, cert_hex) {
         Ok(s) => s,
-        Err(e) => return pair_error_reply(ctx, ip, path, &e),
+        Err(e) => return pair_error_reply(ctx, addr.as_ref(), path, &e),
     };
+    let source = match addr {
+        Some(a) => a,
+        None => Source::Cert(fingerprint(&session.client.der)),
+    };
+    if proxied && let Some(refused) = banned_reply(ctx, &source, path) {
+        return refused;
+    }
     let device = q.get("devicename").map_or("", String::as_str);
     let fixed = ctx.config.pairing.fixed_pin().map(str::to_owned);
     if let Some(pin) = &fixed
         && let Err(e) = session.set_pin(pin)
     {
-        return pair_error_reply(ctx, ip, path, &e);
+        return pair_error_reply(ctx, Some(&source), path, &e);
     }
     let secret = match wolf_protocol::pairing::random16() {
         Ok(b) => hex::encode(b),
@@ -301,7 +325,7 @@ async fn pair_step1(
             return xml_err(503, path, "Another pairing from this client is still in progress; try again shortly");
         }
     };
-    let (rx, guard) = match ctx.pairing.begin(turn, device, session, secret.clone(), fixed.is_none()) {
+    let (rx, guard) = match ctx.pairing.begin(turn, source.clone(), device, session, secret.clone(), fixed.is_none()) {
         Ok(x) => x,
         Err(BeginError::TooManyFromIp) => {
             ctx.metrics.pairing("refused");
@@ -325,7 +349,7 @@ async fn pair_step1(
             Err(_) => {
                 drop(guard);
                 ctx.metrics.pairing("timeout");
-                ctx.pairing.record_failure(ip);
+                ctx.pairing.record_failure(&source);
                 let secs = ctx.pairing.limits.pin_timeout.as_secs();
                 tracing::warn!(%ip, device, "pairing discarded: no PIN within {secs} s");
                 return xml_err(408, path, &format!("No PIN was entered within {secs} s"));
@@ -333,7 +357,7 @@ async fn pair_step1(
         };
         match ctx.pairing.step(&key, |s| s.set_pin(&pin)) {
             Some(Ok(())) => {}
-            Some(Err(e)) => return pair_error_reply(ctx, ip, path, &e),
+            Some(Err(e)) => return pair_error_reply(ctx, Some(&source), path, &e),
             None => return xml_err(400, path, "The pairing was discarded before the PIN arrived"),
         }
     }

@@ -15,14 +15,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::{ErrorKind, Result, ResultExt};
 use crate::net::iface::NetInfo;
-use crate::net::limit::PerIpLimit;
+use crate::net::limit::{Budgets, ConnLimit, ConnSlot, Stage, TrustedProxies};
 use crate::net::tls::{self, HandshakeGate};
 use crate::sessions::Sessions;
 use crate::state::clients::ClientStore;
@@ -63,6 +62,8 @@ pub struct HostContext {
     pub streams: tokio::sync::mpsc::Sender<crate::commands::StreamCommand>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub beats: Arc<crate::watchdog::Heartbeats>,
+    /// `[pairing] trusted_proxies`, parsed.
+    pub trusted: TrustedProxies,
 }
 
 /// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
@@ -176,6 +177,7 @@ impl GameStreamServer {
             control_port: ctx.control_port,
             // CONTROL_V2: AES-GCM control messages with the direction-tagged IV.
             encryption_supported: 0x1,
+            trusted: ctx.trusted.clone(),
         };
         let rtsp = crate::rtsp::run(
             listeners.rtsp,
@@ -196,27 +198,52 @@ fn request_timeout(ctx: &HostContext) -> Duration {
     Duration::from_millis(ctx.config.http.request_timeout_ms)
 }
 
+/// One port's connection budgets (each of HTTP and HTTPS has its own).
+fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
+    let h = &ctx.config.http;
+    ConnLimit::new(Budgets {
+        per_source: h.max_connections_per_ip,
+        per_trusted_proxy: h.max_connections_per_trusted_proxy,
+        total: h.max_connections,
+        trusted: ctx.trusted.clone(),
+    })
+}
+
+/// Wait until the peer sends its first byte (bounded by `limit`): until then the connection is the
+/// first to go at a cap. False when it closed or sent nothing in time.
+async fn first_bytes(stream: &tokio::net::TcpStream, slot: &ConnSlot, limit: Duration) -> bool {
+    let ok = matches!(tokio::time::timeout(limit, stream.readable()).await, Ok(Ok(())));
+    slot.set(Stage::Started);
+    ok
+}
+
 async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
-    let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
+    let limit = conn_limit(&ctx);
     let beat = ctx.beats.register("accept", "accept:HTTP");
     while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTP", Some(&beat)).await {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "HTTP connection cap reached; closing");
-            continue;
-        };
-        let Some(ip_slot) = per_ip.try_take(peer.ip()) else {
-            tracing::debug!(%peer, "HTTP per-IP connection cap reached; closing");
+        let Some(slot) = limit.admit(peer.ip()) else {
+            tracing::debug!(%peer, "HTTP connection cap reached and every connection there is busy; closing");
             continue;
         };
         let ctx = ctx.clone();
         tracker.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let Ok(local) = stream.local_addr() else { return };
-            let conn = Arc::new(Conn { peer, local, tls: None });
-            let deadline = handlers::connection_deadline(request_timeout(&ctx), Some(ctx.pairing.limits.pin_timeout));
-            serve_one(stream, ctx, conn, deadline).await;
-            drop((slot, ip_slot));
+            let slot = Arc::new(slot);
+            let evicted = slot.evicted().clone();
+            let serve = async {
+                let _ = stream.set_nodelay(true);
+                let Ok(local) = stream.local_addr() else { return };
+                if !first_bytes(&stream, &slot, request_timeout(&ctx)).await {
+                    return;
+                }
+                let conn = Arc::new(Conn { peer, local, tls: None });
+                let deadline =
+                    handlers::connection_deadline(request_timeout(&ctx), Some(ctx.pairing.limits.pin_timeout));
+                serve_one(stream, ctx, conn, slot.clone(), deadline).await;
+            };
+            tokio::select! {
+                _ = evicted.cancelled() => tracing::debug!(%peer, "HTTP connection closed to make room for a newer one"),
+                _ = serve => {}
+            }
         });
     }
 }
@@ -229,14 +256,13 @@ async fn accept_https(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    // Whole-connection caps (handshake and request); the gate caps the handshakes themselves.
-    let slots = Arc::new(Semaphore::new(ctx.config.http.max_connections));
-    let per_ip = PerIpLimit::new(ctx.config.http.max_connections_per_ip);
+    // Whole-connection budgets (handshake and request); the gate caps the handshakes themselves.
+    let limit = conn_limit(&ctx);
     let beat = ctx.beats.register("accept", "accept:HTTPS");
     while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTPS", Some(&beat)).await {
-        // Over a cap: dropping the stream closes it at once.
-        let (Ok(slot), Some(ip_slot)) = (slots.clone().try_acquire_owned(), per_ip.try_take(peer.ip())) else {
-            tracing::debug!(%peer, "HTTPS connection cap (total or per IP) reached; closing");
+        // Refused: dropping the stream closes it at once.
+        let Some(slot) = limit.admit(peer.ip()) else {
+            tracing::debug!(%peer, "HTTPS connection cap reached and every connection there is busy; closing");
             gate.refused();
             continue;
         };
@@ -246,33 +272,49 @@ async fn accept_https(
         };
         let (ctx, gate, tls) = (ctx.clone(), gate.clone(), tls.clone());
         tracker.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let Ok(local) = stream.local_addr() else { return };
-            let tls_stream = match gate.handshake(stream, tls, admitted).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake ended");
+            let slot = Arc::new(slot);
+            let evicted = slot.evicted().clone();
+            let serve = async {
+                let _ = stream.set_nodelay(true);
+                let Ok(local) = stream.local_addr() else { return };
+                // A silent connection holds no handshake state yet; the gate's hello timeout still
+                // bounds it.
+                if !first_bytes(&stream, &slot, gate.client_hello_timeout()).await {
+                    gate.timed_out_silent();
                     return;
                 }
+                let tls_stream = match gate.handshake(stream, tls, admitted).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake ended");
+                        return;
+                    }
+                };
+                slot.set(Stage::Idle);
+                let fp = tls::peer_certificate(&tls_stream).map(|c| handlers::fingerprint(&c));
+                let conn = Arc::new(Conn { peer, local, tls: Some(fp) });
+                let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
+                serve_one(tls_stream, ctx, conn, slot.clone(), deadline).await;
             };
-            let fp = tls::peer_certificate(&tls_stream).map(|c| handlers::fingerprint(&c));
-            let conn = Arc::new(Conn { peer, local, tls: Some(fp) });
-            let deadline = handlers::connection_deadline(request_timeout(&ctx), None);
-            serve_one(tls_stream, ctx, conn, deadline).await;
-            drop((slot, ip_slot));
+            tokio::select! {
+                _ = evicted.cancelled() => tracing::debug!(%peer, "HTTPS connection closed to make room for a newer one"),
+                _ = serve => {}
+            }
         });
     }
 }
 
 /// One request, then close. Slow headers are cut by hyper's header timeout; the whole exchange by
 /// `deadline`.
-async fn serve_one<IO>(io: IO, ctx: Arc<HostContext>, conn: Arc<Conn>, deadline: Duration)
+async fn serve_one<IO>(io: IO, ctx: Arc<HostContext>, conn: Arc<Conn>, slot: Arc<ConnSlot>, deadline: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = request_timeout(&ctx);
     let peer = conn.peer;
     let svc = service_fn(move |req| {
+        // The request's head is in: from now on this connection is never evicted.
+        slot.set(Stage::Busy);
         let (ctx, conn) = (ctx.clone(), conn.clone());
         async move { Ok::<_, std::convert::Infallible>(handlers::handle(ctx, conn, req).await) }
     });

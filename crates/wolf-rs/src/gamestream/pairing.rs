@@ -1,5 +1,6 @@
 //! Pending pairings (keyed by `uniqueid@client_ip`), the PIN hand-off from the PIN page or the
-//! admin socket to the waiting step 1, and the per-IP failure ban. Pairings under one key take
+//! admin socket to the waiting step 1, and the failure ban (per address, or per client certificate
+//! behind a trusted proxy). Pairings under one key take
 //! turns: every Moonlight client sends the same `uniqueid`, so a gateway pairing many identities
 //! from one address would otherwise have them overwrite each other's steps.
 
@@ -18,7 +19,7 @@ pub const MAX_PENDING_PER_IP: usize = 4;
 pub const MAX_PENDING: usize = 64;
 /// A pairing past step 1 that makes no progress for this long is dropped (and counted as failed).
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
-/// Per-IP failure records kept at most; expired ones are pruned first.
+/// Failure records kept at most; expired ones are pruned first.
 const MAX_FAILURE_RECORDS: usize = 4096;
 /// How often a step 1 waiting for its turn sweeps stale pairings (one abandoned ahead of it).
 const TURN_SWEEP: Duration = Duration::from_secs(1);
@@ -42,11 +43,35 @@ impl From<&crate::config::Pairing> for PairingLimits {
     }
 }
 
+/// Whom failed pairings count against: an address (IPv4, or an IPv6 /64), or, behind a trusted
+/// proxy whose one address carries many users, the client certificate (SHA-256 hex).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    Addr(IpAddr),
+    Cert(String),
+}
+
+impl Source {
+    pub fn addr(ip: IpAddr) -> Source {
+        Source::Addr(crate::net::limit::ip_key(ip))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Addr(ip) => write!(f, "address {ip}"),
+            Source::Cert(fp) => write!(f, "certificate {}", fp.get(..16).unwrap_or(fp)),
+        }
+    }
+}
+
 struct Pending {
     /// Distinguishes a newer pairing under the same key from the one a guard was made for.
     generation: u64,
     secret: String,
     ip: IpAddr,
+    source: Source,
     device_name: String,
     uniqueid: String,
     since: Instant,
@@ -96,7 +121,7 @@ pub struct PairingManager {
     pending: Mutex<HashMap<String, Pending>>,
     /// One lock per key with a pairing in progress or waiting for its turn.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<HashMap<Source, Failures>>,
     generation: Mutex<u64>,
 }
 
@@ -155,17 +180,16 @@ impl PairingManager {
         format!("{uniqueid}@{ip}")
     }
 
-    /// Seconds left on this IP's ban, if it is banned.
-    pub fn banned_for(&self, ip: IpAddr) -> Option<u64> {
+    /// Seconds left on this source's ban, if it is banned.
+    pub fn banned_for(&self, source: &Source) -> Option<u64> {
         let now = Instant::now();
         let f = lock(&self.failures);
-        let until = f.get(&ip)?.banned_until?;
+        let until = f.get(source)?.banned_until?;
         (until > now).then(|| (until - now).as_secs().max(1))
     }
 
-    /// Count a failed pairing; returns true when this one got the IP banned.
-    pub fn record_failure(&self, ip: IpAddr) -> bool {
-        let ip = crate::net::limit::ip_key(ip);
+    /// Count a failed pairing; returns true when this one got the source banned.
+    pub fn record_failure(&self, source: &Source) -> bool {
         let now = Instant::now();
         let mut all = lock(&self.failures);
         if all.len() >= MAX_FAILURE_RECORDS {
@@ -175,13 +199,13 @@ impl PairingManager {
                     || f.recent.back().is_some_and(|t| now.duration_since(*t) <= window)
             });
         }
-        if all.len() >= MAX_FAILURE_RECORDS && !all.contains_key(&ip) {
+        if all.len() >= MAX_FAILURE_RECORDS && !all.contains_key(source) {
             // Still full of live records: ban this newcomer outright rather than grow.
-            tracing::warn!(%ip, "too many IPs with failed pairings; refusing this one");
-            all.insert(ip, Failures { recent: VecDeque::new(), banned_until: Some(now + self.limits.ban) });
+            tracing::warn!(%source, "too many sources with failed pairings; refusing this one");
+            all.insert(source.clone(), Failures { recent: VecDeque::new(), banned_until: Some(now + self.limits.ban) });
             return true;
         }
-        let f = all.entry(ip).or_default();
+        let f = all.entry(source.clone()).or_default();
         while f.recent.front().is_some_and(|t| now.duration_since(*t) > self.limits.failure_window) {
             f.recent.pop_front();
         }
@@ -216,8 +240,8 @@ impl PairingManager {
             .as_ref()
             .is_some_and(|s| matches!(s.step(), Step::AwaitingServerChallengeResp | Step::AwaitingClientPairingSecret));
         if midway {
-            tracing::info!(ip = %p.ip, "pairing abandoned after the challenge: counted as failed");
-            self.record_failure(p.ip);
+            tracing::info!(source = %p.source, "pairing abandoned after the challenge: counted as failed");
+            self.record_failure(&p.source);
         }
     }
 
@@ -267,6 +291,7 @@ impl PairingManager {
     pub fn begin(
         &self,
         turn: Turn,
+        source: Source,
         device_name: &str,
         session: PairingSession,
         secret: String,
@@ -278,14 +303,16 @@ impl PairingManager {
         {
             let mut pending = lock(&self.pending);
             self.sweep(&mut pending);
-            if !pending.contains_key(&key) {
+            // Behind a trusted proxy the per-address cap would be everyone's: the turns and the
+            // global cap bound it there.
+            if !pending.contains_key(&key) && matches!(source, Source::Addr(_)) {
                 let ipk = crate::net::limit::ip_key(ip);
                 if pending.values().filter(|p| crate::net::limit::ip_key(p.ip) == ipk).count() >= MAX_PENDING_PER_IP {
                     return Err(BeginError::TooManyFromIp);
                 }
-                if pending.len() >= MAX_PENDING {
-                    return Err(BeginError::TooMany);
-                }
+            }
+            if !pending.contains_key(&key) && pending.len() >= MAX_PENDING {
+                return Err(BeginError::TooMany);
             }
         }
         let generation = {
@@ -305,6 +332,7 @@ impl PairingManager {
                 generation,
                 secret,
                 ip,
+                source,
                 device_name: device_name.to_owned(),
                 uniqueid: uniqueid.to_owned(),
                 since: Instant::now(),
@@ -381,6 +409,11 @@ impl PairingManager {
         })
     }
 
+    /// Whom the pairing under `key` counts failures against.
+    pub fn source_of(&self, key: &str) -> Option<Source> {
+        lock(&self.pending).get(key).map(|p| p.source.clone())
+    }
+
     /// Is a pairing under `key` still waiting for its PIN?
     pub fn is_waiting(&self, key: &str) -> bool {
         lock(&self.pending).get(key).is_some_and(|p| p.pin_tx.is_some())
@@ -412,27 +445,42 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn five_failures_in_the_window_ban_for_ban_time() {
         let m = PairingManager::new(limits());
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = Source::addr("10.1.2.3".parse().unwrap());
         for _ in 0..4 {
-            assert!(!m.record_failure(ip));
+            assert!(!m.record_failure(&ip));
         }
-        assert_eq!(m.banned_for(ip), None);
-        assert!(m.record_failure(ip));
-        assert!(m.banned_for(ip).is_some());
-        assert_eq!(m.banned_for("10.1.2.4".parse().unwrap()), None);
+        assert_eq!(m.banned_for(&ip), None);
+        assert!(m.record_failure(&ip));
+        assert!(m.banned_for(&ip).is_some());
+        assert_eq!(m.banned_for(&Source::addr("10.1.2.4".parse().unwrap())), None);
         tokio::time::advance(Duration::from_secs(601)).await;
-        assert_eq!(m.banned_for(ip), None);
+        assert_eq!(m.banned_for(&ip), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_outside_the_window_do_not_add_up() {
         let m = PairingManager::new(limits());
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = Source::addr("10.1.2.3".parse().unwrap());
         for _ in 0..4 {
-            m.record_failure(ip);
+            m.record_failure(&ip);
         }
         tokio::time::advance(Duration::from_secs(601)).await;
-        assert!(!m.record_failure(ip));
-        assert_eq!(m.banned_for(ip), None);
+        assert!(!m.record_failure(&ip));
+        assert_eq!(m.banned_for(&ip), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ipv6_ban_covers_its_64_and_a_certificates_ban_only_itself() {
+        let m = PairingManager::new(limits());
+        for _ in 0..5 {
+            m.record_failure(&Source::addr("fd00:1::1".parse().unwrap()));
+        }
+        assert!(m.banned_for(&Source::addr("fd00:1::2".parse().unwrap())).is_some());
+        assert!(m.banned_for(&Source::addr("fd00:1:0:1::1".parse().unwrap())).is_none());
+        for _ in 0..5 {
+            m.record_failure(&Source::Cert("aa".into()));
+        }
+        assert!(m.banned_for(&Source::Cert("aa".into())).is_some());
+        assert!(m.banned_for(&Source::Cert("bb".into())).is_none());
     }
 }

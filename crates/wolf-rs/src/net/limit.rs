@@ -1,12 +1,16 @@
-//! Connection limits: per-IP slots, so one address (or one IPv6 /64) cannot fill a port's global
-//! cap (refusing, or evicting that address's oldest connection), and the process's open-file limit,
-//! raised so those caps (not the fd limit) decide.
+//! Connection limits: per-source budgets (an IPv4 address or an IPv6 /64; gateways listed as
+//! trusted proxies get a larger one) under a port-wide cap. At either cap the newcomer is served and
+//! the oldest connection that is not in the middle of a request is closed instead, picking first
+//! those that never sent a byte, then those idle after their handshake, then those mid-handshake: idle
+//! sockets from a NAT neighbour (or a stranger) then cannot lock a real client out. Also the process's
+//! open-file limit, raised so those caps (not the fd limit) decide.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 /// The key a client is counted under: its IPv4 address, or its IPv6 /64.
@@ -21,89 +25,191 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// At most `max` connections per client key. At the cap a newcomer is refused, or, for ports whose
-/// connections are short and carry one request (RTSP), the oldest connection of that key is told to
-/// close instead: idle sockets from a NAT neighbour then cannot lock a real client out.
-pub struct PerIpLimit {
-    max: usize,
-    evict_oldest: bool,
-    held: Mutex<HashMap<IpAddr, VecDeque<(u64, CancellationToken)>>>,
+/// Gateways (e.g. moonlight-web) whose one address carries many users: bigger connection budgets,
+/// and pairing failures counted per client certificate behind them instead of per address.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(nets)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Where a connection is in its life, in the order it is evicted at a cap (lowest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Stage {
+    /// Accepted; nothing received yet.
+    Fresh = 0,
+    /// Handshake done, no request yet: real clients send theirs at once.
+    Idle = 1,
+    /// Bytes are arriving (a TLS handshake, a request's head).
+    Started = 2,
+    /// A request is being answered (it may wait for a PIN or an app): never evicted.
+    Busy = 3,
+}
+
+impl Stage {
+    fn from_u8(v: u8) -> Stage {
+        match v {
+            0 => Stage::Fresh,
+            1 => Stage::Idle,
+            2 => Stage::Started,
+            _ => Stage::Busy,
+        }
+    }
+}
+
+/// Budgets for one port.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    pub per_source: usize,
+    pub per_trusted_proxy: usize,
+    pub total: usize,
+    pub trusted: TrustedProxies,
+}
+
+struct Entry {
+    id: u64,
+    stage: Arc<AtomicU8>,
+    evict: CancellationToken,
+}
+
+impl Entry {
+    fn stage(&self) -> Stage {
+        Stage::from_u8(self.stage.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Default)]
+struct Held {
+    by_key: HashMap<IpAddr, VecDeque<Entry>>,
+    total: usize,
+}
+
+impl Held {
+    /// Close `key`'s connection that is least worth keeping (lowest stage, then oldest); false when
+    /// every one of them is busy.
+    fn evict_from(&mut self, key: IpAddr) -> bool {
+        let Some(q) = self.by_key.get_mut(&key) else { return false };
+        let victim = q
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.stage() < Stage::Busy)
+            .min_by_key(|(_, e)| (e.stage(), e.id))
+            .map(|(i, _)| i);
+        let Some(e) = victim.and_then(|i| q.remove(i)) else { return false };
+        e.evict.cancel();
+        if q.is_empty() {
+            self.by_key.remove(&key);
+        }
+        self.total -= 1;
+        true
+    }
+
+    /// At the port-wide cap: the source holding the most connections gives one up.
+    fn evict_from_largest(&mut self) -> bool {
+        let mut keys: Vec<(usize, IpAddr)> = self.by_key.iter().map(|(k, q)| (q.len(), *k)).collect();
+        keys.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
+        keys.into_iter().any(|(_, k)| self.evict_from(k))
+    }
+}
+
+/// The connections held on one port, by source.
+pub struct ConnLimit {
+    budgets: Budgets,
+    held: Mutex<Held>,
     next_id: AtomicU64,
 }
 
-/// A held slot; released on drop.
-pub struct IpSlot {
-    limit: Arc<PerIpLimit>,
+/// A held connection slot; released on drop.
+pub struct ConnSlot {
+    limit: Arc<ConnLimit>,
     key: IpAddr,
     id: u64,
+    stage: Arc<AtomicU8>,
     evicted: CancellationToken,
 }
 
-impl IpSlot {
-    /// Cancelled when a newer connection from the same key took this slot: close the connection.
+impl ConnSlot {
+    /// Cancelled when a newcomer needed this slot more: close the connection.
     pub fn evicted(&self) -> &CancellationToken {
         &self.evicted
     }
+
+    /// Record progress; a connection never moves back towards eviction except from `Started` to
+    /// `Idle` (its handshake finished).
+    pub fn set(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
 }
 
-impl PerIpLimit {
-    /// Refuses newcomers at the cap.
-    pub fn new(max: usize) -> Arc<PerIpLimit> {
-        Self::build(max, false)
+impl ConnLimit {
+    pub fn new(budgets: Budgets) -> Arc<ConnLimit> {
+        Arc::new(ConnLimit { budgets, held: Mutex::default(), next_id: AtomicU64::new(0) })
     }
 
-    /// Evicts the key's oldest connection at the cap, so newcomers are always served.
-    pub fn evicting_oldest(max: usize) -> Arc<PerIpLimit> {
-        Self::build(max, true)
-    }
-
-    fn build(max: usize, evict_oldest: bool) -> Arc<PerIpLimit> {
-        Arc::new(PerIpLimit { max: max.max(1), evict_oldest, held: Mutex::default(), next_id: AtomicU64::new(0) })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<(u64, CancellationToken)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         match self.held.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// A slot for `ip`, or `None` when it already holds `max` and this limit refuses newcomers.
-    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    /// This source's budget.
+    pub fn budget_of(&self, ip: IpAddr) -> usize {
+        let b = &self.budgets;
+        if b.trusted.contains(ip) { b.per_trusted_proxy } else { b.per_source }.max(1)
+    }
+
+    /// A slot for a connection from `ip`, making room by eviction at a cap; `None` only when every
+    /// connection that would have to go is busy answering a request.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
         let key = ip_key(ip);
+        let budget = self.budget_of(ip);
         let mut held = self.lock();
-        let q = held.entry(key).or_default();
-        if q.len() >= self.max {
-            if !self.evict_oldest {
-                return None;
-            }
-            if let Some((_, oldest)) = q.pop_front() {
-                oldest.cancel();
-            }
+        if held.by_key.get(&key).is_some_and(|q| q.len() >= budget) && !held.evict_from(key) {
+            return None;
+        }
+        if held.total >= self.budgets.total.max(1) && !held.evict_from_largest() {
+            return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stage = Arc::new(AtomicU8::new(Stage::Fresh as u8));
         let evicted = CancellationToken::new();
-        q.push_back((id, evicted.clone()));
-        Some(IpSlot { limit: self.clone(), key, id, evicted })
+        held.by_key.entry(key).or_default().push_back(Entry { id, stage: stage.clone(), evict: evicted.clone() });
+        held.total += 1;
+        Some(ConnSlot { limit: self.clone(), key, id, stage, evicted })
     }
 
     pub fn held_by(&self, ip: IpAddr) -> usize {
-        self.lock().get(&ip_key(ip)).map_or(0, VecDeque::len)
+        self.lock().by_key.get(&ip_key(ip)).map_or(0, VecDeque::len)
+    }
+
+    pub fn held(&self) -> usize {
+        self.lock().total
     }
 }
 
-impl Drop for IpSlot {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut held = self.limit.lock();
-        if let Some(q) = held.get_mut(&self.key) {
-            q.retain(|(id, _)| *id != self.id);
-            if q.is_empty() {
-                held.remove(&self.key);
-            }
+        let Some(q) = held.by_key.get_mut(&self.key) else { return };
+        let before = q.len();
+        q.retain(|e| e.id != self.id);
+        let removed = before - q.len();
+        if q.is_empty() {
+            held.by_key.remove(&self.key);
         }
+        held.total -= removed;
     }
 }
-
 /// Raise the open-file soft limit to the hard limit, so the pending cap, not the fd limit, decides.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
@@ -115,43 +221,92 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn slots_are_per_ip_and_freed_on_drop() {
-        let l = PerIpLimit::new(2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let s1 = l.try_take(a).unwrap();
-        let _s2 = l.try_take(a).unwrap();
-        assert!(l.try_take(a).is_none());
-        assert!(l.try_take(b).is_some());
-        drop(s1);
-        assert!(l.try_take(a).is_some());
+    fn limit(per_source: usize, total: usize) -> Arc<ConnLimit> {
+        ConnLimit::new(Budgets {
+            per_source,
+            per_trusted_proxy: 4 * per_source,
+            total,
+            trusted: TrustedProxies::new(vec!["10.9.0.0/16".parse().unwrap()]),
+        })
+    }
+
+    const A: &str = "10.0.0.1";
+    const B: &str = "10.0.0.2";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
-        let l = PerIpLimit::new(1);
-        let _x = l.try_take("2001:db8::1".parse().unwrap()).unwrap();
-        assert!(l.try_take("2001:db8::2".parse().unwrap()).is_none());
-        assert!(l.try_take("2001:db8:0:1::1".parse().unwrap()).is_some());
-        let _y = l.try_take("10.0.0.9".parse().unwrap()).unwrap();
-        assert!(l.try_take("::ffff:10.0.0.9".parse().unwrap()).is_none());
-    }
-
-    #[test]
-    fn an_evicting_limit_serves_the_newcomer_and_closes_the_oldest() {
-        let l = PerIpLimit::evicting_oldest(2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let s1 = l.try_take(a).unwrap();
-        let s2 = l.try_take(a).unwrap();
-        let s3 = l.try_take(a).expect("the newcomer is served");
+    fn at_a_sources_budget_its_oldest_idle_connection_makes_room() {
+        let l = limit(2, 100);
+        let s1 = l.admit(ip(A)).unwrap();
+        let s2 = l.admit(ip(A)).unwrap();
+        let s3 = l.admit(ip(A)).expect("the newcomer is served");
         assert!(s1.evicted().is_cancelled(), "the oldest is told to close");
         assert!(!s2.evicted().is_cancelled() && !s3.evicted().is_cancelled());
-        assert_eq!(l.held_by(a), 2);
+        assert_eq!((l.held_by(ip(A)), l.held()), (2, 2));
+        let other = l.admit(ip(B)).unwrap();
+        assert!(!other.evicted().is_cancelled() && !s2.evicted().is_cancelled(), "other sources are untouched");
         drop(s1);
-        assert_eq!(l.held_by(a), 2, "an evicted slot no longer counts");
+        assert_eq!(l.held_by(ip(A)), 2, "an evicted slot no longer counts");
         drop(s2);
-        assert_eq!(l.held_by(a), 1);
-        assert!(!l.try_take(a).unwrap().evicted().is_cancelled());
+        assert_eq!((l.held_by(ip(A)), l.held()), (1, 2));
+    }
+
+    #[test]
+    fn silent_connections_go_before_handshaking_ones_and_busy_ones_never() {
+        let l = limit(3, 100);
+        let handshaking = l.admit(ip(A)).unwrap();
+        handshaking.set(Stage::Started);
+        let busy = l.admit(ip(A)).unwrap();
+        busy.set(Stage::Busy);
+        let silent = l.admit(ip(A)).unwrap();
+        let n1 = l.admit(ip(A)).unwrap();
+        assert!(silent.evicted().is_cancelled(), "the newest but silent one goes first");
+        n1.set(Stage::Idle);
+        let n2 = l.admit(ip(A)).unwrap();
+        assert!(n1.evicted().is_cancelled(), "idle after its handshake goes before mid-handshake");
+        assert!(!handshaking.evicted().is_cancelled());
+        n2.set(Stage::Started);
+        let _n3 = l.admit(ip(A)).unwrap();
+        assert!(handshaking.evicted().is_cancelled(), "then the oldest mid-handshake");
+        assert!(!n2.evicted().is_cancelled() && !busy.evicted().is_cancelled());
+    }
+
+    #[test]
+    fn a_source_whose_connections_are_all_busy_is_refused() {
+        let l = limit(2, 100);
+        let held: Vec<_> = (0..2).map(|_| l.admit(ip(A)).unwrap()).collect();
+        held.iter().for_each(|s| s.set(Stage::Busy));
+        assert!(l.admit(ip(A)).is_none());
+        assert!(l.admit(ip(B)).is_some());
+    }
+
+    #[test]
+    fn at_the_port_cap_the_largest_source_gives_way() {
+        let l = limit(10, 4);
+        let a: Vec<_> = (0..3).map(|_| l.admit(ip(A)).unwrap()).collect();
+        let b = l.admit(ip(B)).unwrap();
+        let c = l.admit(ip("10.0.0.3")).expect("served at the port cap");
+        assert!(a[0].evicted().is_cancelled(), "the biggest source's oldest went");
+        assert!(!b.evicted().is_cancelled() && !c.evicted().is_cancelled());
+        assert_eq!(l.held(), 4);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_mapped_v4_as_v4_and_proxies_get_their_budget() {
+        let l = limit(1, 100);
+        let x = l.admit(ip("2001:db8::1")).unwrap();
+        let _y = l.admit(ip("2001:db8::2")).unwrap();
+        assert!(x.evicted().is_cancelled());
+        let z = l.admit(ip("2001:db8:0:1::1")).unwrap();
+        assert!(!z.evicted().is_cancelled());
+        let v4 = l.admit(ip("10.0.0.9")).unwrap();
+        let _m = l.admit(ip("::ffff:10.0.0.9")).unwrap();
+        assert!(v4.evicted().is_cancelled());
+        let proxy: Vec<_> = (0..4).map(|_| l.admit(ip("10.9.1.1")).unwrap()).collect();
+        assert!(proxy.iter().all(|s| !s.evicted().is_cancelled()), "a trusted proxy holds four");
+        assert_eq!(l.budget_of(ip("::ffff:10.9.1.1")), 4);
     }
 }

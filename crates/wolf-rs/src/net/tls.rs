@@ -176,6 +176,16 @@ impl HandshakeGate {
         self.stats.count_only(Outcome::Rejected.as_str());
     }
 
+    /// How long a new connection has to send its ClientHello.
+    pub fn client_hello_timeout(&self) -> Duration {
+        self.cfg.client_hello_timeout
+    }
+
+    /// Count a connection that sent nothing within the ClientHello timeout.
+    pub fn timed_out_silent(&self) {
+        self.stats.record(Outcome::Timeout.as_str(), self.cfg.client_hello_timeout.as_secs_f64());
+    }
+
     /// Take a pending slot, or `None` when the cap is reached (the caller closes the socket at once).
     /// Called from the one accept loop, so the check and the increment do not race.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
