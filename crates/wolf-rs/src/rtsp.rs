@@ -282,6 +282,7 @@ pub async fn run(
         per_trusted_proxy: MAX_CONNECTIONS,
         total: MAX_CONNECTIONS,
         trusted: host.trusted.clone(),
+        idle_grace: crate::net::limit::IDLE_GRACE,
     });
     while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP", Some(&beat)).await {
         let Some(slot) = limit.admit(peer.ip()) else {

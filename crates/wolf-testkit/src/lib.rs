@@ -7,6 +7,7 @@
 //! - `media`        client-side decoding (GStreamer) and audio decryption
 //! - `docker`       the Docker engine through its CLI: local images, cleanup on every path
 //! - `namespace`    re-run one test inside private Linux namespaces
+//! - `session`      a launched session as the client runs it: RTSP to PLAY, control, receiving
 //! - this file      `TestHost` (a real host in this process, port 0, temp state dir), `PIN`, fixtures
 //!
 //! The root also holds the fixture rikey and SDP and the pair/launch/PLAY helpers.
@@ -16,6 +17,7 @@ pub mod docker;
 pub mod host_process;
 pub mod media;
 pub mod namespace;
+pub mod session;
 pub mod workspace;
 
 pub use config::ConfigBuilder;

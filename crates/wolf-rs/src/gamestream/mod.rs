@@ -206,6 +206,7 @@ fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
         per_trusted_proxy: h.max_connections_per_trusted_proxy,
         total: h.max_connections,
         trusted: ctx.trusted.clone(),
+        idle_grace: crate::net::limit::IDLE_GRACE,
     })
 }
 

@@ -1,14 +1,18 @@
 //! Connection limits: per-source budgets (an IPv4 address or an IPv6 /64; gateways listed as
-//! trusted proxies get a larger one) under a port-wide cap. At either cap the newcomer is served and
-//! the oldest connection that is not in the middle of a request is closed instead, picking first
-//! those that never sent a byte, then those idle after their handshake, then those mid-handshake: idle
-//! sockets from a NAT neighbour (or a stranger) then cannot lock a real client out. Also the process's
+//! trusted proxies get a larger one) under a port-wide cap, and the newcomer is always served while
+//! anything can make room. At a source's budget its oldest connection that has been doing nothing
+//! (silent, or idle after its handshake) for longer than a real client would is closed; connections
+//! at work (mid-handshake, mid-request, or only just accepted) are not held to the budget, only to
+//! the port's cap, where the source holding the most gives up its least
+//! advanced, oldest connection that is not answering a request. So neither idle sockets nor a storm
+//! of handshakes from a NAT neighbour (or a stranger) can lock a real client out. Also the process's
 //! open-file limit, raised so those caps (not the fd limit) decide.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +70,10 @@ impl Stage {
     }
 }
 
+/// How long a real client leaves a connection silent, or idle after its handshake: about one round
+/// trip. Longer than that, it counts as doing nothing.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Budgets for one port.
 #[derive(Debug, Clone)]
 pub struct Budgets {
@@ -73,10 +81,13 @@ pub struct Budgets {
     pub per_trusted_proxy: usize,
     pub total: usize,
     pub trusted: TrustedProxies,
+    /// Younger connections are never closed for a source's budget (only at the port's cap).
+    pub idle_grace: Duration,
 }
 
 struct Entry {
     id: u64,
+    since: Instant,
     stage: Arc<AtomicU8>,
     evict: CancellationToken,
 }
@@ -94,14 +105,14 @@ struct Held {
 }
 
 impl Held {
-    /// Close `key`'s connection that is least worth keeping (lowest stage, then oldest); false when
-    /// every one of them is busy.
-    fn evict_from(&mut self, key: IpAddr) -> bool {
+    /// Close `key`'s connection that is least worth keeping (lowest stage, then oldest) among those
+    /// below `below` and accepted before `before`; false when there is none.
+    fn evict_from(&mut self, key: IpAddr, below: Stage, before: Option<Instant>) -> bool {
         let Some(q) = self.by_key.get_mut(&key) else { return false };
         let victim = q
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.stage() < Stage::Busy)
+            .filter(|(_, e)| e.stage() < below && before.is_none_or(|b| e.since <= b))
             .min_by_key(|(_, e)| (e.stage(), e.id))
             .map(|(i, _)| i);
         let Some(e) = victim.and_then(|i| q.remove(i)) else { return false };
@@ -117,7 +128,7 @@ impl Held {
     fn evict_from_largest(&mut self) -> bool {
         let mut keys: Vec<(usize, IpAddr)> = self.by_key.iter().map(|(k, q)| (q.len(), *k)).collect();
         keys.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
-        keys.into_iter().any(|(_, k)| self.evict_from(k))
+        keys.into_iter().any(|(_, k)| self.evict_from(k, Stage::Busy, None))
     }
 }
 
@@ -168,14 +179,17 @@ impl ConnLimit {
         if b.trusted.contains(ip) { b.per_trusted_proxy } else { b.per_source }.max(1)
     }
 
-    /// A slot for a connection from `ip`, making room by eviction at a cap; `None` only when every
-    /// connection that would have to go is busy answering a request.
+    /// A slot for a connection from `ip`, making room by eviction at a cap; `None` only at the
+    /// port's cap when every connection there is busy answering a request.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
         let key = ip_key(ip);
         let budget = self.budget_of(ip);
         let mut held = self.lock();
-        if held.by_key.get(&key).is_some_and(|q| q.len() >= budget) && !held.evict_from(key) {
-            return None;
+        if held.by_key.get(&key).is_some_and(|q| q.len() >= budget) {
+            // Only connections doing nothing are held to the budget; if there is none, the
+            // newcomer joins the ones at work, bounded by the port's cap.
+            let before = Instant::now().checked_sub(self.budgets.idle_grace);
+            held.evict_from(key, Stage::Started, before);
         }
         if held.total >= self.budgets.total.max(1) && !held.evict_from_largest() {
             return None;
@@ -183,7 +197,8 @@ impl ConnLimit {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stage = Arc::new(AtomicU8::new(Stage::Fresh as u8));
         let evicted = CancellationToken::new();
-        held.by_key.entry(key).or_default().push_back(Entry { id, stage: stage.clone(), evict: evicted.clone() });
+        let entry = Entry { id, since: Instant::now(), stage: stage.clone(), evict: evicted.clone() };
+        held.by_key.entry(key).or_default().push_back(entry);
         held.total += 1;
         Some(ConnSlot { limit: self.clone(), key, id, stage, evicted })
     }
@@ -227,6 +242,7 @@ mod tests {
             per_trusted_proxy: 4 * per_source,
             total,
             trusted: TrustedProxies::new(vec!["10.9.0.0/16".parse().unwrap()]),
+            idle_grace: Duration::ZERO,
         })
     }
 
@@ -255,32 +271,56 @@ mod tests {
     }
 
     #[test]
-    fn silent_connections_go_before_handshaking_ones_and_busy_ones_never() {
+    fn at_a_sources_budget_silent_ones_go_before_idle_ones_and_working_ones_stay() {
         let l = limit(3, 100);
         let handshaking = l.admit(ip(A)).unwrap();
         handshaking.set(Stage::Started);
-        let busy = l.admit(ip(A)).unwrap();
-        busy.set(Stage::Busy);
+        let idle_after_tls = l.admit(ip(A)).unwrap();
+        idle_after_tls.set(Stage::Idle);
         let silent = l.admit(ip(A)).unwrap();
         let n1 = l.admit(ip(A)).unwrap();
         assert!(silent.evicted().is_cancelled(), "the newest but silent one goes first");
-        n1.set(Stage::Idle);
-        let n2 = l.admit(ip(A)).unwrap();
-        assert!(n1.evicted().is_cancelled(), "idle after its handshake goes before mid-handshake");
+        assert!(!idle_after_tls.evicted().is_cancelled());
+        n1.set(Stage::Busy);
+        let _n2 = l.admit(ip(A)).unwrap();
+        assert!(idle_after_tls.evicted().is_cancelled(), "then the one idle after its handshake");
         assert!(!handshaking.evicted().is_cancelled());
-        n2.set(Stage::Started);
-        let _n3 = l.admit(ip(A)).unwrap();
-        assert!(handshaking.evicted().is_cancelled(), "then the oldest mid-handshake");
-        assert!(!n2.evicted().is_cancelled() && !busy.evicted().is_cancelled());
     }
 
     #[test]
-    fn a_source_whose_connections_are_all_busy_is_refused() {
-        let l = limit(2, 100);
-        let held: Vec<_> = (0..2).map(|_| l.admit(ip(A)).unwrap()).collect();
-        held.iter().for_each(|s| s.set(Stage::Busy));
-        assert!(l.admit(ip(A)).is_none());
-        assert!(l.admit(ip(B)).is_some());
+    fn connections_younger_than_the_grace_are_not_closed_for_the_budget() {
+        let l = ConnLimit::new(Budgets {
+            per_source: 1,
+            per_trusted_proxy: 1,
+            total: 100,
+            trusted: TrustedProxies::default(),
+            idle_grace: Duration::from_secs(3600),
+        });
+        let first = l.admit(ip(A)).unwrap();
+        let second = l.admit(ip(A)).expect("served over the budget");
+        assert!(!first.evicted().is_cancelled() && !second.evicted().is_cancelled());
+        assert_eq!(l.held_by(ip(A)), 2);
+    }
+
+    #[test]
+    fn connections_at_work_exceed_a_sources_budget_up_to_the_port_cap() {
+        let l = limit(2, 5);
+        let working: Vec<_> = (0..5)
+            .map(|_| {
+                let s = l.admit(ip(A)).expect("served beyond the budget while all are at work");
+                s.set(Stage::Started);
+                s
+            })
+            .collect();
+        assert!(working.iter().all(|s| !s.evicted().is_cancelled()));
+        assert_eq!(l.held_by(ip(A)), 5);
+        // At the port cap another source is still served: the oldest handshake gives way.
+        let b = l.admit(ip(B)).expect("another source is served at the port cap");
+        assert!(working[0].evicted().is_cancelled() && !b.evicted().is_cancelled());
+        // Only when every connection is answering a request is a newcomer refused.
+        working.iter().for_each(|s| s.set(Stage::Busy));
+        b.set(Stage::Busy);
+        assert!(l.admit(ip("10.0.0.3")).is_none());
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! Many sessions from one address, as through a web gateway or a NAT: every session is found by
+//! its own secrets (the rikey that opens its RTSP, its ping payload, its control connect data),
+//! never by the address, so each client gets its own stream.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wolf_client::{GameStreamClient, PairOutcome};
+use wolf_testkit::session::{ControlEvent, EnetClient, announce_sdp, receive_audio, receive_video, rtsp_to_play};
+use wolf_testkit::{ConfigBuilder, PIN, TestHost};
+
+const SESSIONS: usize = 20;
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Client `i`'s mode: every session a different width, so a stream tells whose it is.
+fn mode(i: usize) -> (u32, u32) {
+    (256 + 16 * i as u32, 144)
+}
+
+/// `n` identities paired at once from 127.0.0.1, all with Moonlight's one uniqueid.
+async fn paired(host: &TestHost, n: usize) -> Vec<GameStreamClient> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let mut c = host.client();
+        tasks.push(tokio::spawn(async move {
+            assert_eq!(c.pair(PIN).await.expect("pairing runs"), PairOutcome::Paired);
+            c
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("pairing task"));
+    }
+    out
+}
+
+/// Launch at the barrier, RTSP to PLAY, control, then the client's own video (decoded at its own
+/// size) and audio (decrypted with its own rikey).
+async fn own_stream(c: Arc<GameStreamClient>, i: usize, barrier: Arc<tokio::sync::Barrier>) -> Result<(), String> {
+    let (w, h) = mode(i);
+    barrier.wait().await;
+    let launched = c.launch("1", &format!("{w}x{h}x30")).await.map_err(|e| format!("launch: {e}"))?;
+    let rtsp = launched.rtsp().map_err(|e| format!("sessionUrl0: {e}"))?;
+    if !rtsp.encrypted() {
+        return Err("RTSP not encrypted for a client that sent corever".into());
+    }
+    let played = rtsp_to_play(&rtsp, &announce_sdp(w, h, 30, 500)).await?;
+    let control = EnetClient::connect(played.control, played.connect_data, launched.rikey);
+    let connected =
+        tokio::task::spawn_blocking(move || (control.events.recv_timeout(Duration::from_secs(30)), control))
+            .await
+            .map_err(|e| e.to_string())?;
+    if !matches!(connected.0, Ok(ControlEvent::Connected)) {
+        return Err(format!("control: {:?}", connected.0));
+    }
+    let frames = receive_video(LOOPBACK, played.video, &played.ping, 8, Duration::from_secs(90)).await?;
+    // From the first IDR on, as long as the frames follow each other.
+    let mut from_idr = Vec::new();
+    let mut next = None;
+    for (index, (kind, bits)) in &frames {
+        if next.is_none() && *kind != 2 {
+            continue;
+        }
+        if next.is_some_and(|n| n != *index) {
+            break;
+        }
+        next = Some(index + 1);
+        from_idr.push(bits.clone());
+    }
+    if from_idr.is_empty() {
+        return Err("no IDR among the frames received".into());
+    }
+    let size = tokio::task::spawn_blocking(move || wolf_testkit::media::h264_picture_size(&from_idr))
+        .await
+        .map_err(|e| e.to_string())??;
+    if size != (w as i32, h as i32) {
+        return Err(format!("received a {}x{} stream, launched {w}x{h}: another session's", size.0, size.1));
+    }
+    let audio = receive_audio(LOOPBACK, played.audio, &played.ping, 20, Duration::from_secs(60)).await?;
+    let undecryptable = audio
+        .iter()
+        .filter(|(seq, data)| wolf_testkit::media::decrypt_audio_with(&launched.rikey, data, *seq).is_none())
+        .count();
+    if undecryptable > 0 {
+        return Err(format!("{undecryptable} of {} audio packets do not decrypt with this launch's key", audio.len()));
+    }
+    drop(connected.1);
+    Ok(())
+}
+
+/// All clients launch at once; the failures, by client.
+async fn launch_all(clients: &[Arc<GameStreamClient>]) -> Vec<(usize, String)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let tasks: Vec<_> =
+        clients.iter().enumerate().map(|(i, c)| tokio::spawn(own_stream(c.clone(), i, barrier.clone()))).collect();
+    let mut failed = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push((i, e)),
+            Err(e) => failed.push((i, format!("task: {e}"))),
+        }
+    }
+    failed
+}
+
+async fn cancel_all(host: &TestHost, clients: &[Arc<GameStreamClient>]) {
+    for c in clients {
+        let r = c.https_get(&c.url("/cancel", &[])).await.expect("cancel");
+        assert_eq!(r.field("cancel").as_deref(), Some("1"), "{}", r.text());
+    }
+    for _ in 0..500 {
+        if host.running().ctx.sessions.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(host.running().ctx.sessions.is_empty(), "every /cancel ended its own session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sessions_launched_at_once_from_one_address_each_get_their_own_stream() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let clients: Vec<_> = paired(&host, SESSIONS).await.into_iter().map(Arc::new).collect();
+    for round in 1..=2 {
+        let failed = launch_all(&clients).await;
+        println!("round {round}: {} of {SESSIONS} same-address sessions got their own stream", SESSIONS - failed.len());
+        assert!(failed.is_empty(), "round {round}: {failed:?}");
+        cancel_all(&host, &clients).await;
+    }
+    host.stop().await;
+}
+
+/// As above while 64 more clients from the same address run TLS handshakes and requests without
+/// pause, with the default budgets: 84 connections at work from one address exceed its budget of
+/// 64, and none may be closed for it (only connections doing nothing are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sessions_from_one_address_alongside_a_handshake_storm_from_it() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let clients: Vec<_> = paired(&host, SESSIONS).await.into_iter().map(Arc::new).collect();
+    let stop = CancellationToken::new();
+    let mut storm = Vec::new();
+    for _ in 0..64 {
+        let (c, stop) = (host.client(), stop.clone());
+        storm.push(tokio::spawn(async move {
+            let mut served = 0u32;
+            // Bounded in count as well as by the test.
+            for _ in 0..2000 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                if c.https_get_as(&c.url("/serverinfo", &[]), None).await.is_ok() {
+                    served += 1;
+                }
+            }
+            served
+        }));
+    }
+    let failed = launch_all(&clients).await;
+    stop.cancel();
+    let mut served = 0;
+    for t in storm {
+        served += t.await.expect("storm task");
+    }
+    println!("{} of {SESSIONS} sessions got their own stream beside {served} storm requests", SESSIONS - failed.len());
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(served > 64, "the storm ran: {served} requests served");
+    cancel_all(&host, &clients).await;
+    host.stop().await;
+}
