@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wolf_client::{GameStreamClient, PairOutcome};
+use wolf_rs::sessions::SessionState;
 use wolf_testkit::session::{ControlEvent, EnetClient, announce_sdp, receive_audio, receive_video, rtsp_to_play};
 use wolf_testkit::{ConfigBuilder, PIN, TestHost};
 
@@ -36,18 +37,23 @@ async fn paired(host: &TestHost, n: usize) -> Vec<GameStreamClient> {
     out
 }
 
-/// Launch at the barrier, RTSP to PLAY, control, then the client's own video (decoded at its own
-/// size) and audio (decrypted with its own rikey).
+/// Launch at the barrier, then the client's own stream (see `play_own`).
 async fn own_stream(c: Arc<GameStreamClient>, i: usize, barrier: Arc<tokio::sync::Barrier>) -> Result<(), String> {
     let (w, h) = mode(i);
     barrier.wait().await;
     let launched = c.launch("1", &format!("{w}x{h}x30")).await.map_err(|e| format!("launch: {e}"))?;
     let rtsp = launched.rtsp().map_err(|e| format!("sessionUrl0: {e}"))?;
+    play_own(&rtsp, launched.rikey, (w, h)).await.map(drop)
+}
+
+/// RTSP to PLAY, control, then the client's own video (decoded at its own size `(w, h)`) and audio
+/// (decrypted with its own rikey). Returns the connected control channel.
+async fn play_own(rtsp: &wolf_client::RtspSession, rikey: [u8; 16], (w, h): (u32, u32)) -> Result<EnetClient, String> {
     if !rtsp.encrypted() {
         return Err("RTSP not encrypted for a client that sent corever".into());
     }
-    let played = rtsp_to_play(&rtsp, &announce_sdp(w, h, 30, 500)).await?;
-    let control = EnetClient::connect(played.control, played.connect_data, launched.rikey);
+    let played = rtsp_to_play(rtsp, &announce_sdp(w, h, 30, 500)).await?;
+    let control = EnetClient::connect(played.control, played.connect_data, rikey);
     let connected =
         tokio::task::spawn_blocking(move || (control.events.recv_timeout(Duration::from_secs(30)), control))
             .await
@@ -81,13 +87,12 @@ async fn own_stream(c: Arc<GameStreamClient>, i: usize, barrier: Arc<tokio::sync
     let audio = receive_audio(LOOPBACK, played.audio, &played.ping, 20, Duration::from_secs(60)).await?;
     let undecryptable = audio
         .iter()
-        .filter(|(seq, data)| wolf_testkit::media::decrypt_audio_with(&launched.rikey, data, *seq).is_none())
+        .filter(|(seq, data)| wolf_testkit::media::decrypt_audio_with(&rikey, data, *seq).is_none())
         .count();
     if undecryptable > 0 {
         return Err(format!("{undecryptable} of {} audio packets do not decrypt with this launch's key", audio.len()));
     }
-    drop(connected.1);
-    Ok(())
+    Ok(connected.1)
 }
 
 /// All clients launch at once; the failures, by client.
@@ -168,5 +173,71 @@ async fn twenty_sessions_from_one_address_alongside_a_handshake_storm_from_it() 
     assert!(failed.is_empty(), "{failed:?}");
     assert!(served > 64, "the storm ran: {served} requests served");
     cancel_all(&host, &clients).await;
+    host.stop().await;
+}
+
+/// The state of `c`'s session, if it has one.
+fn state(host: &TestHost, c: &GameStreamClient) -> Option<SessionState> {
+    let fp = wolf_rs::gamestream::handlers::fingerprint(&c.identity.cert.der);
+    host.running().ctx.sessions.list().into_iter().find(|s| s.client_fingerprint == fp).map(|s| s.state)
+}
+
+async fn wait_paused(host: &TestHost, c: &GameStreamClient) {
+    for _ in 0..500 {
+        if state(host, c) == Some(SessionState::Paused) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the session did not pause: {:?}", state(host, c));
+}
+
+/// Two clients on one address: one paused (left the stream, app still running) while the other
+/// streams, then swapped. Each always gets its own session's stream, and `/cancel` of one never
+/// touches the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_address_paused_and_streaming_then_swapped() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let mut pair = paired(&host, 2).await;
+    let (b, a) = (pair.pop().unwrap(), pair.pop().unwrap());
+    let (size_a, size_b) = (mode(0), mode(1));
+    let state_of = |c: &GameStreamClient| state(&host, c);
+    // A streams, then leaves the stream (its app keeps running).
+    let la = a.launch("1", "256x144x30").await.expect("launch A");
+    let control_a = play_own(&la.rtsp().unwrap(), la.rikey, size_a).await.expect("A streams its own");
+    assert!(tokio::task::spawn_blocking(move || control_a.leave()).await.unwrap(), "A leaves");
+    wait_paused(&host, &a).await;
+    // B streams while A is paused.
+    let lb = b.launch("1", "272x144x30").await.expect("launch B");
+    let control_b = play_own(&lb.rtsp().unwrap(), lb.rikey, size_b).await.expect("B streams its own");
+    assert_eq!(state_of(&a), Some(SessionState::Paused), "B's stream is not attached to A's session");
+    // Swap: B leaves, A resumes and gets its own session back.
+    assert!(tokio::task::spawn_blocking(move || control_b.leave()).await.unwrap(), "B leaves");
+    wait_paused(&host, &b).await;
+    let rikey: [u8; 16] = wolf_protocol::pairing::random16().unwrap();
+    let resumed = a
+        .https_get(&a.url(
+            "/resume",
+            &[("rikey", &hex::encode(rikey)), ("rikeyid", "1"), ("corever", "1"), ("mode", "256x144x30")],
+        ))
+        .await
+        .expect("resume");
+    let url = resumed.field("sessionUrl0").unwrap_or_else(|| panic!("sessionUrl0 in {}", resumed.text()));
+    let rtsp = wolf_client::RtspSession::from_url(&url, rikey).unwrap();
+    let control_a = play_own(&rtsp, rikey, size_a).await.expect("A streams its own session again");
+    assert_eq!(state_of(&b), Some(SessionState::Paused));
+    // /cancel of B ends B's session only.
+    let r = b.https_get(&b.url("/cancel", &[])).await.unwrap();
+    assert_eq!(r.field("cancel").as_deref(), Some("1"));
+    for _ in 0..500 {
+        if state_of(&b).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state_of(&b), None, "B's session ended");
+    assert!(state_of(&a).is_some_and(|s| s != SessionState::Paused), "A's session goes on: {:?}", state_of(&a));
+    drop(control_a);
+    cancel_all(&host, &[Arc::new(a)]).await;
     host.stop().await;
 }

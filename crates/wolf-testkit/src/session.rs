@@ -79,6 +79,10 @@ pub enum ControlEvent {
     Disconnected,
 }
 
+/// Sent through the outgoing queue to leave gracefully, as Moonlight does when the user leaves the
+/// stream without quitting the app.
+const LEAVE: u16 = u16::MAX;
+
 /// The client side of the control channel: ENet (rusty_enet, wire-compatible with Moonlight's
 /// enet) on its own thread, AES-GCM control messages under the launch's rikey. The thread ends
 /// on disconnect, when this is dropped, or after two minutes.
@@ -101,6 +105,7 @@ impl EnetClient {
             while started.elapsed() < Duration::from_secs(120) {
                 loop {
                     match out_rx.try_recv() {
+                        Ok((LEAVE, _)) => host.peer_mut(peer).disconnect(0),
                         Ok((t, payload)) => {
                             let Ok(msg) = control::seal(&key, seq, Direction::ClientToHost, t, &payload) else {
                                 return;
@@ -137,6 +142,20 @@ impl EnetClient {
 
     pub fn send(&self, msg_type: u16, payload: &[u8]) {
         let _ = self.outgoing.send((msg_type, payload.to_vec()));
+    }
+
+    /// Leave gracefully and wait (bounded) until the host confirms; true when it did.
+    pub fn leave(self) -> bool {
+        let _ = self.outgoing.send((LEAVE, Vec::new()));
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            match self.events.recv_timeout(Duration::from_secs(1)) {
+                Ok(ControlEvent::Disconnected) => return true,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
     }
 }
 
