@@ -158,19 +158,24 @@ impl Worker {
         }
     }
 
+    /// A peer is bound to the session whose connect data it presents, from whatever address (only
+    /// that session's client learned it, sealed when it encrypts RTSP). The first peer keeps it: a
+    /// second one for a session that has one is refused.
     fn connect(&mut self, peer: PeerID, data: u32) {
-        let ip = self.host.peer(peer).address().map(|a| a.ip().to_canonical());
-        let session = self
-            .sessions
-            .list()
-            .into_iter()
-            .find(|s| Some(s.client_ip) == ip && s.rtsp.setup_control && s.rtsp.connect_data == data);
+        let from = self.host.peer(peer).address();
+        let session = self.sessions.list().into_iter().find(|s| s.rtsp.setup_control && s.rtsp.connect_data == data);
         let Some(s) = session else {
             self.count("refused");
-            tracing::info!(?ip, "control connect with unknown connect data: refused");
+            tracing::info!(?from, "control connect with unknown connect data: refused");
             self.host.peer_mut(peer).disconnect_now(0);
             return;
         };
+        if self.peers.values().any(|p| p.session_id == s.id) {
+            self.count("refused");
+            tracing::warn!(session = s.id, ?from, "second control connect for a connected session: refused");
+            self.host.peer_mut(peer).disconnect_now(0);
+            return;
+        }
         let v2 = s.rtsp.stream.as_ref().is_some_and(|c| c.encryption & 0x1 != 0);
         if !v2 {
             self.count("refused");

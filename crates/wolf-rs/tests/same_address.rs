@@ -241,3 +241,42 @@ async fn two_clients_on_one_address_paused_and_streaming_then_swapped() {
     cancel_all(&host, &[Arc::new(a)]).await;
     host.stop().await;
 }
+
+/// The control channel is bound by the session's connect data alone, from whatever address the
+/// client comes (a gateway with several egress addresses); a second peer with the same connect data
+/// while the client is connected is refused, as is unknown connect data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_is_bound_by_connect_data_not_by_address() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let c = paired(&host, 1).await.pop().unwrap();
+    let launched = c.launch("1", "256x144x30").await.expect("launch");
+    let played = rtsp_to_play(&launched.rtsp().unwrap(), &announce_sdp(256, 144, 30, 500)).await.unwrap();
+    let events = |e: EnetClient| {
+        tokio::task::spawn_blocking(move || {
+            let mut seen = Vec::new();
+            while let Ok(ev) = e.events.recv_timeout(Duration::from_secs(5)) {
+                let end = ev == ControlEvent::Disconnected;
+                seen.push(ev);
+                if end {
+                    break;
+                }
+            }
+            (seen, e)
+        })
+    };
+    let from = |last: u8| IpAddr::from([127, 0, 0, last]);
+    let client = EnetClient::connect_from(from(2), played.control, played.connect_data, launched.rikey);
+    let first = client.events.recv_timeout(Duration::from_secs(20));
+    assert_eq!(first, Ok(ControlEvent::Connected), "connected from another address than the launch's");
+    let second = EnetClient::connect_from(from(3), played.control, played.connect_data, launched.rikey);
+    let (seen, _) = events(second).await.unwrap();
+    assert_eq!(seen.last(), Some(&ControlEvent::Disconnected), "a second peer is refused: {seen:?}");
+    let wrong = EnetClient::connect_from(from(4), played.control, played.connect_data ^ 1, launched.rikey);
+    let (seen, _) = events(wrong).await.unwrap();
+    assert_eq!(seen.last(), Some(&ControlEvent::Disconnected), "unknown connect data is refused: {seen:?}");
+    let refused = host.running().ctx.metrics.control_messages.with_label_values(&["refused"]).get();
+    assert_eq!(refused, 2);
+    // The client's own channel is still up: it leaves when it chooses.
+    assert!(tokio::task::spawn_blocking(move || client.leave()).await.unwrap());
+    host.stop().await;
+}

@@ -93,10 +93,15 @@ pub struct EnetClient {
 
 impl EnetClient {
     pub fn connect(addr: SocketAddr, connect_data: u32, key: [u8; 16]) -> EnetClient {
+        Self::connect_from(IpAddr::from([127, 0, 0, 1]), addr, connect_data, key)
+    }
+
+    /// As `connect`, from the source address `local`.
+    pub fn connect_from(local: IpAddr, addr: SocketAddr, connect_data: u32, key: [u8; 16]) -> EnetClient {
         let (ev_tx, events) = std::sync::mpsc::channel();
         let (outgoing, out_rx) = std::sync::mpsc::channel::<(u16, Vec<u8>)>();
         std::thread::spawn(move || {
-            let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else { return };
+            let Ok(socket) = std::net::UdpSocket::bind((local, 0)) else { return };
             let settings = rusty_enet::HostSettings { peer_limit: 1, channel_limit: 0x30, ..Default::default() };
             let Ok(mut host) = rusty_enet::Host::new(socket, settings) else { return };
             let Ok(peer) = host.connect(addr, 0x30, connect_data).map(|p| p.id()) else { return };
