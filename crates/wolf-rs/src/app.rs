@@ -274,6 +274,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         metrics: metrics.clone(),
         beats: beats.clone(),
         trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
+        rtsp_ports: crate::rtsp::SessionPorts::new(config.ports.rtsp_sessions, health_addr.ip()),
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();

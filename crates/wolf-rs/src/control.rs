@@ -149,7 +149,11 @@ impl Worker {
                     let _ = self.streams.try_send(StreamCommand::Stop { session_id: p.session_id });
                     self.sessions.update_by_id(p.session_id, |s| {
                         // The next RTSP negotiation starts over; how the client speaks it does not change.
-                        s.rtsp = crate::sessions::RtspProgress { encrypted: s.rtsp.encrypted, ..Default::default() };
+                        s.rtsp = crate::sessions::RtspProgress {
+                            encrypted: s.rtsp.encrypted,
+                            own_port_used: s.rtsp.own_port_used,
+                            ..Default::default()
+                        };
                         s.state = crate::sessions::SessionState::Paused;
                         s.updated = std::time::SystemTime::now();
                     });

@@ -73,7 +73,10 @@ fn random_hex(n: usize) -> String {
 pub enum Addressed {
     /// Encrypted: the session whose key opened it.
     Key(u32),
-    /// Plain: the plain-RTSP session of this client address.
+    /// Plain, on the session's own port.
+    Port(u32),
+    /// Plain, on the shared port: the plain-RTSP session of this client address that has not
+    /// been reached on its own port.
     Address(IpAddr),
 }
 
@@ -83,7 +86,7 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
     let cseq = req.cseq;
     let mut command = None;
     let session_header = req.header("Session").map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
-    let negotiate = |s: &mut crate::sessions::Session| {
+    let mut negotiate = |s: &mut crate::sessions::Session| {
         let progress = &mut s.rtsp;
         if let (Some(given), Some(ours)) = (&session_header, &progress.rtsp_session)
             && given != ours
@@ -163,6 +166,11 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
     };
     let outcome = match to {
         Addressed::Key(id) => sessions.update_by_id(id, negotiate),
+        Addressed::Port(id) => sessions.update_by_id(id, |s| {
+            // From now on only this port finds it.
+            s.rtsp.own_port_used = true;
+            negotiate(s)
+        }),
         Addressed::Address(ip) => sessions.update_plain_rtsp(ip, negotiate),
     };
     (outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")), command)
@@ -182,15 +190,10 @@ enum Incoming {
     Sealed(Vec<u8>),
 }
 
-/// Read one request (bounded in size and time), answer, close.
-async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    sessions: Arc<Sessions>,
-    host: Arc<HostInfo>,
-    streams: tokio::sync::mpsc::Sender<StreamCommand>,
-    slot: &ConnSlot,
-) {
+/// Read one request (bounded in size and time), answer, close. `own`: the session whose own port
+/// this connection came in on.
+async fn serve(mut stream: TcpStream, peer: SocketAddr, serving: Arc<Serving>, own: Option<u32>, slot: &ConnSlot) {
+    let Serving { sessions, host, streams, .. } = &*serving;
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     let read = async {
@@ -222,18 +225,21 @@ async fn serve(
     let incoming = tokio::time::timeout(READ_TIMEOUT, read).await;
     slot.set(Stage::Busy);
     let (out, command) = match incoming {
-        Ok(Ok(Incoming::Plain(req))) => answer(&req, Addressed::Address(peer.ip().to_canonical()), &sessions, &host),
+        Ok(Ok(Incoming::Plain(req))) => {
+            let to = own.map_or(Addressed::Address(peer.ip().to_canonical()), Addressed::Port);
+            answer(&req, to, sessions, host)
+        }
         Ok(Ok(Incoming::Sealed(msg))) => {
             // Nothing but the key ties the message to a session; an answer to a stranger would
             // tell it nothing either, so one that opens with no key is just closed.
-            let Some((id, seq, plain, key)) = open_encrypted(&msg, &sessions) else {
+            let Some((id, seq, plain, key)) = open_encrypted(&msg, sessions) else {
                 tracing::debug!(%peer, "encrypted RTSP message that no session's key opens; closing");
                 return;
             };
             let (plain_out, command) = match rtsp::parse_request(&plain) {
                 Ok(Some(req)) => {
                     tracing::debug!(session = id, method = %req.method, seq, "encrypted RTSP request");
-                    answer(&req, Addressed::Key(id), &sessions, &host)
+                    answer(&req, Addressed::Key(id), sessions, host)
                 }
                 _ => (rtsp::response(400, "Bad Request", 0, &[], ""), None),
             };
@@ -267,16 +273,126 @@ async fn serve(
     let _ = tokio::time::timeout(READ_TIMEOUT, write).await;
 }
 
+/// What every RTSP port serves with.
+struct Serving {
+    sessions: Arc<Sessions>,
+    host: HostInfo,
+    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    /// Budgets shared by the shared port and the sessions' own ports.
+    limit: Arc<ConnLimit>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Accept and serve until `stop`; `own`: the session this port belongs to.
+async fn accept_loop(
+    listener: TcpListener,
+    serving: Arc<Serving>,
+    own: Option<u32>,
+    beat: Option<crate::watchdog::Heartbeat>,
+    stop: CancellationToken,
+) {
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &stop, "RTSP", beat.as_ref()).await {
+        let Some(slot) = serving.limit.admit(peer.ip()) else {
+            continue;
+        };
+        let (serving, stop) = (serving.clone(), stop.clone());
+        serving.tracker.clone().spawn(async move {
+            tokio::select! {
+                _ = serve(stream, peer, serving.clone(), own, &slot) => {}
+                _ = stop.cancelled() => {}
+                // A newcomer needed the slot more: this one had not sent a whole request yet.
+                _ = slot.evicted().cancelled() => {}
+            }
+        });
+    }
+}
+
+/// How often a session's own port checks that its session still exists.
+const OWN_PORT_CHECK: Duration = Duration::from_secs(1);
+
+/// Ports of their own for sessions whose client speaks plain RTSP: `sessionUrl0` names the port,
+/// clients since 2020 connect to it, and it serves only its session, so two plain-RTSP clients on
+/// one address are never confused. Each closes once its session is gone.
+pub struct SessionPorts {
+    range: crate::config::PortRange,
+    bind: IpAddr,
+    open: std::sync::Mutex<std::collections::HashMap<u32, u16>>,
+    serving: std::sync::OnceLock<Arc<Serving>>,
+}
+
+impl SessionPorts {
+    pub fn new(range: crate::config::PortRange, bind: IpAddr) -> Arc<SessionPorts> {
+        Arc::new(SessionPorts { range, bind, open: Default::default(), serving: Default::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, u16>> {
+        match self.open.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The session's own RTSP port, opened now if it has none; `None` when ports of their own are
+    /// off, the RTSP server is not running, or no port of the range is free (the shared port then
+    /// finds the session by its client's address, as before).
+    pub fn port_for(self: &Arc<Self>, session_id: u32) -> Option<u16> {
+        let serving = self.serving.get()?.clone();
+        let mut open = self.lock();
+        if let Some(p) = open.get(&session_id) {
+            return Some(*p);
+        }
+        let in_use: std::collections::HashSet<u16> = open.values().copied().collect();
+        let listener = self.range.ports().filter(|p| *p == 0 || !in_use.contains(p)).find_map(|p| {
+            let std = std::net::TcpListener::bind(SocketAddr::new(self.bind, p)).ok()?;
+            std.set_nonblocking(true).ok()?;
+            TcpListener::from_std(std).ok()
+        });
+        let Some(listener) = listener else {
+            tracing::warn!(
+                session = session_id,
+                "no RTSP port of its own is free: the shared port serves it by address"
+            );
+            return None;
+        };
+        let port = listener.local_addr().ok()?.port();
+        open.insert(session_id, port);
+        let (ports, stop) = (self.clone(), serving.shutdown.child_token());
+        let sessions = serving.sessions.clone();
+        serving.tracker.spawn(accept_loop(listener, serving.clone(), Some(session_id), None, stop.clone()));
+        serving.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(OWN_PORT_CHECK) => {
+                        if !sessions.contains_id(session_id) {
+                            break;
+                        }
+                    }
+                }
+            }
+            stop.cancel();
+            ports.lock().remove(&session_id);
+            tracing::debug!(session = session_id, port, "session's own RTSP port closed");
+        });
+        tracing::info!(session = session_id, port, "plain-RTSP session gets its own RTSP port");
+        Some(port)
+    }
+}
+
+/// Serve RTSP on the shared port (and, through `ports`, on the sessions' own ports) until
+/// `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     listener: TcpListener,
     beat: crate::watchdog::Heartbeat,
     sessions: Arc<Sessions>,
     streams: tokio::sync::mpsc::Sender<StreamCommand>,
     host: HostInfo,
+    ports: Arc<SessionPorts>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let host = Arc::new(host);
     let limit = ConnLimit::new(Budgets {
         per_source: MAX_CONNECTIONS_PER_IP,
         per_trusted_proxy: MAX_CONNECTIONS,
@@ -284,18 +400,7 @@ pub async fn run(
         trusted: host.trusted.clone(),
         idle_grace: crate::net::limit::IDLE_GRACE,
     });
-    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "RTSP", Some(&beat)).await {
-        let Some(slot) = limit.admit(peer.ip()) else {
-            continue;
-        };
-        let (sessions, host, stop, streams) = (sessions.clone(), host.clone(), shutdown.clone(), streams.clone());
-        tracker.spawn(async move {
-            tokio::select! {
-                _ = serve(stream, peer, sessions, host, streams, &slot) => {}
-                _ = stop.cancelled() => {}
-                // A newcomer needed the slot more: this one had not sent a whole request yet.
-                _ = slot.evicted().cancelled() => {}
-            }
-        });
-    }
+    let serving = Arc::new(Serving { sessions, host, streams, limit, shutdown: shutdown.clone(), tracker });
+    let _ = ports.serving.set(serving.clone());
+    accept_loop(listener, serving, None, Some(beat), shutdown).await;
 }

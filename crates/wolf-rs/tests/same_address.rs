@@ -43,15 +43,15 @@ async fn own_stream(c: Arc<GameStreamClient>, i: usize, barrier: Arc<tokio::sync
     barrier.wait().await;
     let launched = c.launch("1", &format!("{w}x{h}x30")).await.map_err(|e| format!("launch: {e}"))?;
     let rtsp = launched.rtsp().map_err(|e| format!("sessionUrl0: {e}"))?;
+    if !rtsp.encrypted() {
+        return Err("RTSP not encrypted for a client that sent corever".into());
+    }
     play_own(&rtsp, launched.rikey, (w, h)).await.map(drop)
 }
 
 /// RTSP to PLAY, control, then the client's own video (decoded at its own size `(w, h)`) and audio
 /// (decrypted with its own rikey). Returns the connected control channel.
 async fn play_own(rtsp: &wolf_client::RtspSession, rikey: [u8; 16], (w, h): (u32, u32)) -> Result<EnetClient, String> {
-    if !rtsp.encrypted() {
-        return Err("RTSP not encrypted for a client that sent corever".into());
-    }
     let played = rtsp_to_play(rtsp, &announce_sdp(w, h, 30, 500)).await?;
     let control = EnetClient::connect(played.control, played.connect_data, rikey);
     let connected =
@@ -278,5 +278,51 @@ async fn control_is_bound_by_connect_data_not_by_address() {
     assert_eq!(refused, 2);
     // The client's own channel is still up: it leaves when it chooses.
     assert!(tokio::task::spawn_blocking(move || client.leave()).await.unwrap());
+    host.stop().await;
+}
+
+/// Two clients on one address that speak plain RTSP (no `corever`, as Moonlight before encrypted
+/// RTSP): each session gets an RTSP port of its own in `sessionUrl0`, and each client, negotiating
+/// there in interleaved steps, gets its own stream; once used, the shared port no longer finds them
+/// by address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_rtsp_clients_on_one_address_negotiate_on_their_own_ports() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let clients = paired(&host, 2).await;
+    let shared = host.running().ctx.rtsp_port;
+    let mut launched = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let (w, h) = mode(i);
+        let rikey: [u8; 16] = wolf_protocol::pairing::random16().unwrap();
+        let url = c.launch_url("1", &format!("{w}x{h}x30"), &hex::encode(rikey)).replace("&corever=1", "");
+        let reply = c.https_get(&url).await.expect("launch");
+        let session_url = reply.field("sessionUrl0").unwrap_or_else(|| panic!("sessionUrl0 in {}", reply.text()));
+        let rtsp = wolf_client::RtspSession::from_url(&session_url, rikey).unwrap();
+        assert!(!rtsp.encrypted(), "{session_url}");
+        assert_ne!(rtsp.addr.port(), shared, "a port of its own: {session_url}");
+        launched.push((rtsp, rikey, (w, h)));
+    }
+    assert_ne!(launched[0].0.addr.port(), launched[1].0.addr.port());
+    // Interleaved: both negotiate and stream at once, each on its own port.
+    let (b, a) = (launched.pop().unwrap(), launched.pop().unwrap());
+    let (ra, rb) = tokio::join!(play_own(&a.0, a.1, a.2), play_own(&b.0, b.1, b.2));
+    let (ca, cb) = (ra.expect("A streams its own"), rb.expect("B streams its own"));
+    // The shared port no longer finds either by address.
+    let shared_rtsp = wolf_client::RtspSession::from_url(&format!("rtsp://127.0.0.1:{shared}"), [0; 16]).unwrap();
+    let r = shared_rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    assert_eq!(r.code, 454, "no session by address once its own port was used");
+    drop((ca, cb));
+    let clients: Vec<_> = clients.into_iter().map(Arc::new).collect();
+    cancel_all(&host, &clients).await;
+    // Their ports close with their sessions.
+    let mut closed = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(a.0.addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the session's own port closed after /cancel");
     host.stop().await;
 }

@@ -24,7 +24,15 @@ impl ConfigBuilder {
         let mut c = Config { hostname: "test-host".into(), bind_address: "127.0.0.1".into(), ..Config::default() };
         c.network.local_ip = "127.0.0.1".into();
         c.network.mac = "02:00:00:aa:bb:cc".into();
-        c.ports = wolf_rs::config::Ports { http: 0, https: 0, rtsp: 0, control: 0, video: 0, audio: 0 };
+        c.ports = wolf_rs::config::Ports {
+            http: 0,
+            https: 0,
+            rtsp: 0,
+            control: 0,
+            video: 0,
+            audio: 0,
+            rtsp_sessions: wolf_rs::config::PortRange::Any,
+        };
         c.mdns.enabled = false;
         c.health.port = 0;
         ConfigBuilder { config: c }

@@ -65,11 +65,73 @@ pub struct Ports {
     pub control: u16,
     pub video: u16,
     pub audio: u16,
+    /// Ports of their own for sessions whose client speaks plain RTSP.
+    pub rtsp_sessions: PortRange,
 }
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports { http: 47989, https: 47984, rtsp: 48010, control: 47999, video: 47998, audio: 48000 }
+        Ports {
+            http: 47989,
+            https: 47984,
+            rtsp: 48010,
+            control: 47999,
+            video: 47998,
+            audio: 48000,
+            rtsp_sessions: PortRange::Range(48100, 48163),
+        }
+    }
+}
+
+/// A range of ports, written `"FIRST-LAST"`; `"0"`: any free port the OS gives; `""`: none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PortRange {
+    Off,
+    Any,
+    Range(u16, u16),
+}
+
+impl PortRange {
+    /// The ports to try, in order (`0` alone for `Any`).
+    pub fn ports(&self) -> impl Iterator<Item = u16> {
+        let (a, b) = match *self {
+            PortRange::Off => (1, 0),
+            PortRange::Any => (0, 0),
+            PortRange::Range(a, b) => (a, b),
+        };
+        a..=b
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+
+    fn try_from(v: String) -> Result<PortRange, String> {
+        let v = v.trim();
+        match v {
+            "" => return Ok(PortRange::Off),
+            "0" => return Ok(PortRange::Any),
+            _ => {}
+        }
+        let bad =
+            || format!("{v:?} is not a port range: expected \"FIRST-LAST\" (e.g. \"48100-48163\"), \"0\" or \"\"");
+        let (a, b) = v.split_once('-').ok_or_else(bad)?;
+        let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        Ok(PortRange::Range(a, b))
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        match r {
+            PortRange::Off => String::new(),
+            PortRange::Any => "0".into(),
+            PortRange::Range(a, b) => format!("{a}-{b}"),
+        }
     }
 }
 

@@ -475,11 +475,15 @@ fn rtsp_encrypted(q: &HashMap<String, String>) -> bool {
     q.get("corever").and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v >= 1)
 }
 
-fn session_url(ctx: &HostContext, conn: &Conn, encrypted: bool) -> String {
+/// `sessionUrl0`: encrypted RTSP on the shared port (the key finds the session), plain RTSP on the
+/// session's own port when one is free (else the shared port, which finds it by address).
+fn session_url(ctx: &HostContext, conn: &Conn, session_id: u32, encrypted: bool) -> String {
     let scheme = if encrypted { "rtspenc" } else { "rtsp" };
+    let port = if encrypted { None } else { ctx.rtsp_ports.port_for(session_id) };
+    let port = port.unwrap_or(ctx.rtsp_port);
     match conn.local.ip().to_canonical() {
-        IpAddr::V4(v4) => format!("{scheme}://{v4}:{}", ctx.rtsp_port),
-        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{}", ctx.rtsp_port),
+        IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
     }
 }
 
@@ -541,7 +545,7 @@ async fn launch(
         Ok(s) => {
             ctx.metrics.sessions_created.inc();
             tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
-            let url = session_url(ctx, conn, encrypted);
+            let url = session_url(ctx, conn, s.id, encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
         Err(LaunchError::Store(e)) => {
@@ -611,7 +615,7 @@ fn resume(
     match ctx.sessions.resume(&client.fingerprint, rikey, rikeyid, encrypted) {
         Some(s) => {
             tracing::info!(session = s.id, client = %client.name, "session resumed");
-            let url = session_url(ctx, conn, encrypted);
+            let url = session_url(ctx, conn, s.id, encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("resume", "1")]))
         }
         None => xml_err(503, path, "No running app to resume; launch one"),

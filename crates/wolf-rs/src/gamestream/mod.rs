@@ -64,6 +64,8 @@ pub struct HostContext {
     pub beats: Arc<crate::watchdog::Heartbeats>,
     /// `[pairing] trusted_proxies`, parsed.
     pub trusted: TrustedProxies,
+    /// Plain-RTSP sessions' own RTSP ports.
+    pub rtsp_ports: Arc<crate::rtsp::SessionPorts>,
 }
 
 /// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
@@ -185,6 +187,7 @@ impl GameStreamServer {
             ctx.sessions.clone(),
             ctx.streams.clone(),
             rtsp_host,
+            ctx.rtsp_ports.clone(),
             shutdown.clone(),
             tracker.clone(),
         );

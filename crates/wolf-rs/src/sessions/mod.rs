@@ -124,6 +124,9 @@ pub struct RtspProgress {
     /// What the client's ANNOUNCE asked for.
     pub stream: Option<wolf_protocol::rtsp::StreamConfig>,
     pub playing: bool,
+    /// A plain-RTSP client reached the session's own port: the shared port no longer finds the
+    /// session by address.
+    pub own_port_used: bool,
 }
 
 #[derive(Default)]
@@ -274,7 +277,11 @@ impl Sessions {
     /// Change the session of the plain-RTSP client at `ip` (plain RTSP carries nothing else to know
     /// it by); sessions whose client encrypts RTSP are never found this way. Returns the result.
     pub fn update_plain_rtsp<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        self.update(|m| m.values_mut().find(|s| s.client_ip == ip && !s.rtsp.encrypted).map(f))
+        self.update(|m| m.values_mut().find(|s| s.client_ip == ip && !s.rtsp.encrypted && !s.rtsp.own_port_used).map(f))
+    }
+
+    pub fn contains_id(&self, id: u32) -> bool {
+        self.snapshot().values().any(|s| s.id == id)
     }
 
     pub fn update_by_id<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
