@@ -465,8 +465,8 @@ fn hold_back_encoded_frames(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, d
     }
     if leaky == 0 {
         tracing::warn!(
-            "the video pipeline has no leaky queue before the encoder: a slow sender holds up the source instead of \
-             dropping raw frames"
+            "the video pipeline has no leaky queue (the built-in templates have one before the encoder): a slow \
+             sender holds up the source instead of dropping raw frames"
         );
     }
 }
