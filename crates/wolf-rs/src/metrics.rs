@@ -29,6 +29,17 @@ pub const LAUNCH_ERRORS: [&str; 6] = ["bad_request", "unknown_app", "already_run
 /// Outcomes of the start-up reconcile pass (the `result` label).
 pub const RECONCILE_RESULTS: [&str; 3] = ["adopted", "cleaned", "orphan_removed"];
 
+/// A raw video frame dropped by the leaky queue in front of the encoder while the encoder or sender is behind
+/// (nothing to repair).
+pub const DROP_ENCODER_QUEUE: &str = "encoder_queue";
+/// An encoded frame the sender thread did not take within `media::pipeline::HANDOFF_WAIT`, and the frames discarded
+/// after it until the IDR that was forced.
+pub const DROP_HANDOFF: &str = "handoff";
+/// An encoded frame the sender thread could not packetize, and the frames discarded after it until the forced IDR.
+pub const DROP_SENDER: &str = "sender";
+/// Where a video frame was dropped on the host (the `where` label of `wolf_video_frames_dropped_total`).
+pub const VIDEO_DROP_POINTS: [&str; 3] = [DROP_ENCODER_QUEUE, DROP_HANDOFF, DROP_SENDER];
+
 /// What the TLS handshake gate records.
 pub struct GateStats {
     pub outcomes: IntCounterVec,
@@ -86,6 +97,7 @@ pub struct Metrics {
     pub encoder_frames: IntCounter,
     pub pipeline_errors: IntCounter,
     pub video_frames_sent: IntCounter,
+    pub video_frames_dropped: IntCounterVec,
     pub video_frame_send: Histogram,
     pub audio_packets_sent: IntCounter,
     pub stream_packets_sent: IntCounter,
@@ -205,6 +217,14 @@ impl Metrics {
             encoder_frames: counter(&r, "wolf_encoder_frames_total", "Frames out of the video and audio encoders")?,
             pipeline_errors: counter(&r, "wolf_pipeline_errors_total", "Streams ended or refused by a pipeline error")?,
             video_frames_sent: counter(&r, "wolf_video_frames_sent_total", "Video frames packetized and sent")?,
+            video_frames_dropped: counter_vec(
+                &r,
+                "wolf_video_frames_dropped_total",
+                "Video frames dropped on the host, by where: raw before the encoder (encoder_queue), or encoded \
+                 (handoff, sender; each followed by a forced IDR, the frames discarded until it counted too)",
+                "where",
+                &VIDEO_DROP_POINTS,
+            )?,
             video_frame_send: histogram(
                 &r,
                 "wolf_video_frame_send_seconds",

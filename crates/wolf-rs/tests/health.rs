@@ -151,6 +151,7 @@ async fn metrics_count_what_the_test_did() {
         "wolf_watchdog_warnings_total",
         "wolf_encoder_frames_total",
         "wolf_pipeline_errors_total",
+        "wolf_video_frames_dropped_total",
         "wolf_build_info",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",

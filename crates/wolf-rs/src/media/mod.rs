@@ -269,6 +269,14 @@ mod tests {
             assert!(text.contains("width=1280,height=720,framerate=60/1"), "{}", c.name);
             assert!(text.contains("name=sink") && text.contains("name=encoder"), "{}", c.name);
             assert!(text.contains("format=I420") || text.contains("format=NV12"), "{}: raw format pinned", c.name);
+            // Backpressure drops raw frames before the encoder, never encoded ones after it.
+            let leaky = text.find("leaky=downstream").unwrap_or_else(|| panic!("{}: no leaky queue", c.name));
+            assert!(
+                leaky < text.find("name=encoder").unwrap_or(0),
+                "{}: the leaky queue is before the encoder",
+                c.name
+            );
+            assert!(text.contains("drop=false") && !text.contains("drop=true"), "{}: the appsink never drops", c.name);
         }
     }
 

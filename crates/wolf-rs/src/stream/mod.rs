@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::commands::{ControlCommand, KeyframeRequests, StreamCommand};
 use crate::config::Config;
-use crate::media::pipeline::{EncoderPipeline, Ended, Reporting};
+use crate::media::pipeline::{EncoderPipeline, Ended, Handoff, Reporting};
 use crate::media::{EncoderChoice, MediaError};
 use crate::sessions::{Session, Sessions};
 
@@ -303,8 +303,11 @@ fn spawn_sender(
     send: impl FnOnce(EncoderPipeline, &crate::metrics::Metrics, &crate::watchdog::Heartbeat) -> Ended + Send + 'static,
 ) -> Result<JoinHandle<()>, MediaError> {
     let metrics = streams.metrics.clone();
+    let video = kind == "video";
+    let handoff = if video { Handoff::VIDEO } else { Handoff::DropNewest };
     let reporting = Reporting {
         frames: Some(metrics.encoder_frames.clone()),
+        video_drops: video.then(|| metrics.video_frames_dropped.clone()),
         heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", kind, id))),
     };
     let (beats, ender) = (streams.beats.clone(), streams.ender.clone());
@@ -312,7 +315,7 @@ fn spawn_sender(
         .name(format!("{kind}-{id}"))
         .spawn(move || {
             let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
-            let pipeline = match EncoderPipeline::start(pipeline_text, reporting) {
+            let pipeline = match EncoderPipeline::start(pipeline_text, handoff, reporting) {
                 Ok(p) => p,
                 Err(e) => {
                     metrics.pipeline_errors.inc();

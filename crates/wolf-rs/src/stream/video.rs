@@ -84,6 +84,8 @@ fn send_loop(
             Err(e) => {
                 tracing::warn!(error = %e, "frame not sent");
                 metrics.pipeline_errors.inc();
+                // The frame index did not advance, so the client would not notice: an IDR must follow.
+                pipeline.frame_lost();
                 continue;
             }
         };
