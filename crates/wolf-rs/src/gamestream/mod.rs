@@ -216,7 +216,9 @@ fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
 /// Wait until the peer sends its first byte (bounded by `limit`): until then the connection is the
 /// first to go at a cap. False when it closed or sent nothing in time.
 async fn first_bytes(stream: &tokio::net::TcpStream, slot: &ConnSlot, limit: Duration) -> bool {
-    let ok = matches!(tokio::time::timeout(limit, stream.readable()).await, Ok(Ok(())));
+    // `peek`, not `readable`: readiness may be reported before any byte has arrived.
+    let mut one = [0u8; 1];
+    let ok = matches!(tokio::time::timeout(limit, stream.peek(&mut one)).await, Ok(Ok(n)) if n > 0);
     slot.set(Stage::Started);
     ok
 }
