@@ -221,9 +221,9 @@ w("")
 
 w("## Criterion benches (`cargo bench`)\n")
 w("Medians; warm-up 1 s, measurement 3 s each. A 1080p frame at 20 Mbit/s and 60 fps is 41 666 bytes; "
-  "packets of 1024 bytes, 20 % FEC. The host does not offer video encryption, so no video cipher runs in "
-  "production; the ciphers it does run per packet are audio AES-128-CBC and control AES-128-GCM (the "
-  "last cipher row, the audio cipher over a whole frame, is a scale reference only).\n")
+  "packets of 1024 bytes, 20 % FEC. The ciphers the host runs per packet are audio AES-128-CBC, control "
+  "AES-128-GCM and, for clients that enable video encryption (SS_ENC_VIDEO), video AES-128-GCM over "
+  "every packet of the frame (the audio cipher over a whole frame is a scale reference only).\n")
 w("| bench | median | throughput |")
 w("|---|---|---|")
 for k in sorted(benches):

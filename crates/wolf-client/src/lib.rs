@@ -8,6 +8,7 @@
 //! - `http`       one HTTP/1.1 request over TCP or TLS, from a chosen source address
 //! - `gamestream` `GameStreamClient`: pairing, serverinfo, applist, launch, cancel
 //! - `rtsp`       RTSP requests as moonlight-common-c sends them, plain or sealed (`rtspenc://`)
+//! - `video`      the ANNOUNCE SDP with its SS_ENC_* bits; opening sealed video (SS_ENC_VIDEO)
 //! - `host`       a `wolf-rs serve` child process: spawn, wait until ready, kill on drop
 //! - `cli`        the `wolf-client` binary's command line
 //! - `loadtest`   the `wolf-load` binary: bounded loopback load and its report (BENCHMARKS.md)
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod loadtest;
 pub mod rtsp;
 pub mod tls;
+pub mod video;
 
 pub use gamestream::{GameStreamClient, Launched, MOONLIGHT_UNIQUEID, PairOutcome};
 pub use http::{Reply, plain_request};

@@ -69,6 +69,15 @@ fn every_scenario_runs_against_its_own_host() {
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "state directory left behind");
 }
 
+#[test]
+fn stream_clients_that_seal_video_open_every_frame_they_count() {
+    let (out, _cwd) = loadtest(&["stream", "--json", "--seconds", "1", "--streams", "1", "--encrypt-video"]);
+    let st = &json(&out)["stream"];
+    assert_eq!(st["encrypted_video"], true, "{st}");
+    // Frames are counted only from packets that opened with the launch's rikey.
+    assert!(st["clients"][0]["frames"].as_u64().unwrap() > 0, "{st}");
+}
+
 #[tokio::test]
 async fn the_handshake_storm_hits_a_running_host_and_nothing_off_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! AES-128-GCM under the launch's `rikey`, as Moonlight's encrypted streams use it: a 12-byte IV of
 //! the message's sequence number (little-endian), then zeros, then who sent it ('C' client, 'H' host)
-//! and which stream it belongs to ('C' control, 'R' RTSP), so no two messages share an IV.
+//! and which stream it belongs to ('C' control, 'R' RTSP), so no two messages share an IV. Video
+//! (host to client only) uses a 64-bit packet counter instead, then zeros, then 'V' ([`video_iv`]).
 
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
@@ -44,8 +45,45 @@ fn iv(seq: u32, dir: Direction, stream: Stream) -> [u8; 12] {
     iv
 }
 
+/// The IV of video packet number `counter` (host to client): the counter little-endian in bytes
+/// 0..8, zeros, and 'V' last, as Sunshine lays it out (the host chooses; the client reads it from
+/// the packet).
+pub fn video_iv(counter: u64) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[..8].copy_from_slice(&counter.to_le_bytes());
+    iv[11] = b'V';
+    iv
+}
+
 fn key(rikey: &[u8; 16]) -> Result<LessSafeKey, GcmError> {
     UnboundKey::new(&AES_128_GCM, rikey).map(LessSafeKey::new).map_err(|_| GcmError::Key)
+}
+
+/// The rikey expanded once, for a stream that seals or opens many messages (video).
+#[derive(Debug)]
+pub struct StreamKey(LessSafeKey);
+
+impl StreamKey {
+    pub fn new(rikey: &[u8; 16]) -> Result<StreamKey, GcmError> {
+        key(rikey).map(StreamKey)
+    }
+
+    /// Encrypt `data` in place under `iv`; returns the tag.
+    pub fn seal_in_place(&self, iv: [u8; 12], data: &mut [u8]) -> Result<[u8; TAG_LEN], GcmError> {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), data)
+            .map_err(|_| GcmError::Seal)?;
+        tag.as_ref().try_into().map_err(|_| GcmError::Seal)
+    }
+
+    /// Decrypt `data` in place under `iv` if `tag` authenticates it; on failure `data` is garbage.
+    pub fn open_in_place(&self, iv: [u8; 12], tag: &[u8], data: &mut [u8]) -> Result<(), GcmError> {
+        self.0
+            .open_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), tag, data)
+            .map(|_| ())
+            .map_err(|_| GcmError::Auth)
+    }
 }
 
 /// Encrypt `data` in place; returns the tag.

@@ -6,8 +6,8 @@
 //! - `xml`      the XML bodies of the HTTP(S) API (serverinfo, applist, pairing, launch)
 //! - `rtsp`     RTSP as Moonlight speaks it: request parsing, replies, the ANNOUNCE SDP
 //! - `control`  control-channel messages (ENet payloads) and their AES-128-GCM sealing
-//! - `gcm`      AES-128-GCM under the rikey with the streams' IV layout (control, encrypted RTSP)
-//! - `video`    RTP video packetizing with Reed–Solomon FEC shards
+//! - `gcm`      AES-128-GCM under the rikey with the streams' IV layouts (control, encrypted RTSP, video)
+//! - `video`    RTP video packetizing with Reed–Solomon FEC shards; sealing packets (SS_ENC_VIDEO)
 //! - `audio`    RTP audio packetizing, AES-128-CBC, parity packets, surround layouts
 //! - `annexb`   Annex B bitstreams: NAL unit scanning
 

@@ -112,6 +112,12 @@ pub fn response(code: u16, reason: &str, cseq: u32, headers: &[(&str, String)], 
     out.into_bytes()
 }
 
+/// `x-ss-general.encryption*` bits (moonlight-common-c's SS_ENC_*): AES-GCM control messages with
+/// the direction-tagged IV, sealed video packets, sealed audio.
+pub const SS_ENC_CONTROL_V2: u32 = 0x1;
+pub const SS_ENC_VIDEO: u32 = 0x2;
+pub const SS_ENC_AUDIO: u32 = 0x4;
+
 /// What the client asked for in its ANNOUNCE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
@@ -132,7 +138,7 @@ pub struct StreamConfig {
     pub audio_channel_mask: u32,
     pub audio_packet_ms: u32,
     pub feature_flags: u32,
-    /// SS_ENC_* bits: 0x1 control V2, 0x2 video, 0x4 audio.
+    /// `x-ss-general.encryptionEnabled`: the SS_ENC_* bits the client turned on.
     pub encryption: u32,
 }
 

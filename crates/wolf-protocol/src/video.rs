@@ -1,10 +1,13 @@
 //! Video RTP packetization as Moonlight's depacketizer expects it: a frame header, shards of the
 //! negotiated packet size, and up to four Reed–Solomon FEC blocks per frame (nanors' Cauchy
-//! matrix, which `fec-rs` uses).
+//! matrix, which `fec-rs` uses). When the client enabled SS_ENC_VIDEO, every finished packet (data
+//! and parity alike) is then sealed whole with AES-128-GCM under the rikey, behind a 32-byte header.
 
 use std::collections::HashMap;
 
 use fec_rs::ReedSolomon;
+
+use crate::gcm::{self, GcmError, StreamKey, TAG_LEN};
 
 /// RTP header (12) plus the 4 reserved bytes the client skips.
 pub const RTP_LEN: usize = 16;
@@ -46,6 +49,8 @@ pub enum VideoError {
     Fec(String),
     #[error("malformed video packet: {0}")]
     Malformed(&'static str),
+    #[error("video encryption: {0}")]
+    Crypto(#[from] GcmError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +206,72 @@ impl Packetizer {
             out.extend(shards);
         }
         self.next_frame = self.next_frame.wrapping_add(1);
+        Ok(out)
+    }
+}
+
+/// ENC_VIDEO_HEADER, before each sealed packet: `iv[12] | LE32 frame index | tag[16]`. A multiple of
+/// 16 so the shard size stays one (the client takes it off its packetSize).
+pub const ENC_HEADER_LEN: usize = 32;
+const ENC_OFF_FRAME: usize = 12;
+const ENC_OFF_TAG: usize = 16;
+
+/// Seal one finished packet (as [`Packetizer::packetize`] made it, all of it from the RTP header on)
+/// with IV number `iv_counter`: `ENC_VIDEO_HEADER ‖ ciphertext`. The header repeats the packet's
+/// frame index in the clear so the client can drop stale packets before opening them.
+pub fn encrypt_packet(key: &StreamKey, iv_counter: u64, packet: &[u8]) -> Result<Vec<u8>, VideoError> {
+    if packet.len() < OFF_PAYLOAD {
+        return Err(VideoError::Malformed("shorter than the RTP and NV headers"));
+    }
+    let iv = gcm::video_iv(iv_counter);
+    let mut out = vec![0u8; ENC_HEADER_LEN + packet.len()];
+    out[ENC_HEADER_LEN..].copy_from_slice(packet);
+    let tag = key.seal_in_place(iv, &mut out[ENC_HEADER_LEN..])?;
+    out[..ENC_OFF_FRAME].copy_from_slice(&iv);
+    out[ENC_OFF_FRAME..ENC_OFF_TAG].copy_from_slice(&packet[OFF_FRAME_INDEX..OFF_FRAME_INDEX + 4]);
+    out[ENC_OFF_TAG..ENC_HEADER_LEN].copy_from_slice(&tag);
+    Ok(out)
+}
+
+/// Open a sealed datagram (the client side): the plain packet, or an error if it is too short or
+/// does not authenticate under `key`.
+pub fn decrypt_packet(key: &StreamKey, datagram: &[u8]) -> Result<Vec<u8>, VideoError> {
+    // The client's floor: the header and at least an RTP header behind it.
+    if datagram.len() < ENC_HEADER_LEN + 12 {
+        return Err(VideoError::Malformed("shorter than the encryption header"));
+    }
+    let mut iv = [0u8; 12];
+    iv.copy_from_slice(&datagram[..ENC_OFF_FRAME]);
+    let mut plain = datagram[ENC_HEADER_LEN..].to_vec();
+    key.open_in_place(iv, &datagram[ENC_OFF_TAG..ENC_OFF_TAG + TAG_LEN], &mut plain)?;
+    Ok(plain)
+}
+
+/// The frame index a sealed datagram claims in the clear. Not authenticated: only good for
+/// dropping stale packets unopened, as the client does.
+pub fn sealed_frame_index(datagram: &[u8]) -> Option<u32> {
+    let b = datagram.get(ENC_OFF_FRAME..ENC_OFF_TAG)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A session's video sealer: the key and the IV counter, which starts at 0 (as Sunshine's) and
+/// gives every packet of the session its own IV. Lives in the sender thread.
+#[derive(Debug)]
+pub struct VideoSealer {
+    key: StreamKey,
+    next_iv: u64,
+}
+
+impl VideoSealer {
+    pub fn new(rikey: &[u8; 16]) -> Result<VideoSealer, VideoError> {
+        Ok(VideoSealer { key: StreamKey::new(rikey)?, next_iv: 0 })
+    }
+
+    /// Seal the next packet of the session.
+    pub fn seal(&mut self, packet: &[u8]) -> Result<Vec<u8>, VideoError> {
+        let out = encrypt_packet(&self.key, self.next_iv, packet)?;
+        // 2^64 packets never come; a packet that failed to seal used no IV.
+        self.next_iv = self.next_iv.wrapping_add(1);
         Ok(out)
     }
 }
@@ -397,6 +468,62 @@ mod tests {
                 assert_eq!(shards[ds + j][b], want, "parity {j} byte {b}");
             }
         }
+    }
+
+    const KEY: [u8; 16] = [7; 16];
+
+    #[test]
+    fn sealed_packets_open_back_and_reassemble() {
+        let mut p = Packetizer::new(VideoParams { packet_size: 128, fec_percent: 50, min_parity: 2 }).unwrap();
+        let mut sealer = VideoSealer::new(&KEY).unwrap();
+        let key = StreamKey::new(&KEY).unwrap();
+        let mut ivs = std::collections::HashSet::new();
+        for (n, len) in [500usize, 3000].into_iter().enumerate() {
+            let f = frame(len, n as u8);
+            let plain = p.packetize(&f, FrameType::Idr, 0, 0).unwrap();
+            let sealed: Vec<Vec<u8>> = plain.iter().map(|d| sealer.seal(d).unwrap()).collect();
+            for (d, s) in plain.iter().zip(&sealed) {
+                assert_eq!(s.len(), ENC_HEADER_LEN + d.len());
+                assert_ne!(&s[ENC_HEADER_LEN..], &d[..], "the packet is not sent in the clear");
+                assert_eq!(&s[8..12], b"\0\0\0V");
+                assert!(ivs.insert(s[..12].to_vec()), "every packet has its own IV");
+                assert_eq!(sealed_frame_index(s), Some(n as u32 + 1));
+                assert_eq!(&decrypt_packet(&key, s).unwrap(), d);
+            }
+            // Parity was sealed too: drop two data shards, open the rest, FEC recovers them.
+            let opened: Vec<Vec<u8>> = sealed[2..].iter().map(|s| decrypt_packet(&key, s).unwrap()).collect();
+            check(&opened, &f, FrameType::Idr);
+        }
+        // The counter runs across frames: IV numbers 0, 1, 2, ... in send order.
+        let counters: Vec<u64> = ivs.iter().map(|iv| u64::from_le_bytes(iv[..8].try_into().unwrap())).collect();
+        assert_eq!(counters.iter().max(), Some(&(counters.len() as u64 - 1)));
+    }
+
+    #[test]
+    fn a_tampered_or_foreign_sealed_packet_is_refused() {
+        let mut p = Packetizer::new(VideoParams { packet_size: 128, fec_percent: 0, min_parity: 0 }).unwrap();
+        let plain = p.packetize(&frame(100, 3), FrameType::P, 0, 0).unwrap().remove(0);
+        let key = StreamKey::new(&KEY).unwrap();
+        let sealed = encrypt_packet(&key, 9, &plain).unwrap();
+        let auth = Err(VideoError::Crypto(GcmError::Auth));
+        // A bit flipped in the IV, the tag, the first and the last ciphertext byte.
+        for at in [0, 11, ENC_OFF_TAG, ENC_HEADER_LEN - 1, ENC_HEADER_LEN, sealed.len() - 1] {
+            let mut t = sealed.clone();
+            t[at] ^= 0x01;
+            assert_eq!(decrypt_packet(&key, &t), auth, "byte {at} flipped");
+        }
+        assert_eq!(decrypt_packet(&StreamKey::new(&[8; 16]).unwrap(), &sealed), auth, "another key");
+        assert_eq!(decrypt_packet(&key, &sealed[..sealed.len() - 1]), auth, "truncated");
+        assert_eq!(decrypt_packet(&key, &plain), auth, "a plain packet");
+        assert!(matches!(decrypt_packet(&key, &sealed[..ENC_HEADER_LEN + 11]), Err(VideoError::Malformed(_))));
+        assert!(matches!(decrypt_packet(&key, &[]), Err(VideoError::Malformed(_))));
+        assert!(matches!(encrypt_packet(&key, 0, &plain[..OFF_PAYLOAD - 1]), Err(VideoError::Malformed(_))));
+        assert_eq!(sealed_frame_index(&sealed[..15]), None);
+        // The clear frame index is a hint the client checks before opening, outside the tag, as in
+        // moonlight-common-c: changing it does not stop the packet opening.
+        let mut hint = sealed.clone();
+        hint[ENC_OFF_FRAME] ^= 0x80;
+        assert_eq!(decrypt_packet(&key, &hint).unwrap(), plain);
     }
 
     #[test]

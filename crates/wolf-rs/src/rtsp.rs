@@ -36,7 +36,7 @@ pub struct HostInfo {
     pub video_port: u16,
     pub audio_port: u16,
     pub control_port: u16,
-    /// SS_ENC_* bits the host supports: 0x1 control V2.
+    /// SS_ENC_* bits the host supports (control V2, video). None is requested: the client chooses.
     pub encryption_supported: u32,
     /// Gateways: their address may hold every RTSP connection.
     pub trusted: TrustedProxies,

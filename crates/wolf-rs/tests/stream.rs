@@ -288,3 +288,94 @@ async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
     assert!(host.running().ctx.sessions.is_empty(), "the failed session is gone");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_enables_video_encryption_gets_sealed_packets_only_its_key_opens() {
+    use wolf_protocol::gcm::StreamKey;
+    use wolf_protocol::rtsp::{SS_ENC_CONTROL_V2, SS_ENC_VIDEO};
+    use wolf_protocol::video::{ENC_HEADER_LEN, decrypt_packet, sealed_frame_index};
+
+    let _ = tracing_subscriber::fmt().with_env_filter("wolf_rs=debug").with_test_writer().try_init();
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let sdp = wolf_testkit::stream_sdp(SS_ENC_CONTROL_V2 | SS_ENC_VIDEO);
+    let ((c, video, _audio, ping, (control_port, connect_data)), describe) =
+        wolf_testkit::play_sdp(host.client(), &sdp).await;
+    // Offered, not forced.
+    assert!(describe.contains("a=x-ss-general.encryptionSupported:3\r\n"), "{describe}");
+    assert!(describe.contains("a=x-ss-general.encryptionRequested:0\r\n"), "{describe}");
+    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data);
+    assert_eq!(
+        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
+        ControlEvent::Connected
+    );
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pinger = ping.into_bytes();
+    pinger.extend_from_slice(&0u32.to_be_bytes());
+    sock.send_to(&pinger, video).await.unwrap();
+
+    let key = StreamKey::new(&RIKEY).unwrap();
+    let mut wrong = RIKEY;
+    wrong[15] ^= 0x01;
+    let stranger = StreamKey::new(&wrong).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut sealed: Vec<Vec<u8>> = Vec::new();
+    let mut current: Option<u32> = None;
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut frames: BTreeMap<u32, (u8, Vec<u8>)> = BTreeMap::new();
+    let collect = async {
+        while frames.len() < 60 {
+            let (n, _) = match tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+                Ok(r) => r.unwrap(),
+                Err(_) => {
+                    sock.send_to(&pinger, video).await.unwrap();
+                    continue;
+                }
+            };
+            let d = buf[..n].to_vec();
+            sealed.push(d.clone());
+            // Drop every 10th datagram: the parity shards, sealed too, must recover them once opened.
+            if sealed.len() % 10 == 0 {
+                continue;
+            }
+            let p = decrypt_packet(&key, &d).expect("the client's rikey opens every packet");
+            let info = parse_packet(&p).unwrap();
+            assert_eq!(sealed_frame_index(&d), Some(info.frame_index), "the clear frame index is the packet's");
+            if current.is_some_and(|f| f != info.frame_index) {
+                let (kind, bits) = reassemble(&std::mem::take(&mut packets)).expect("opened packets reassemble");
+                frames.insert(current.unwrap(), (kind, bits));
+            }
+            current = Some(info.frame_index);
+            packets.push(p);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), collect).await.expect("60 frames within 2 minutes");
+
+    // The wire: 992 (the SDP's packet size) + 16 RTP bytes, sealed behind the 32-byte header; the
+    // first datagram starts with IV 0, so it is no RTP packet at all.
+    assert!(sealed.iter().all(|d| d.len() == 992 + 16 + ENC_HEADER_LEN));
+    assert_eq!(&sealed[0][..12], b"\0\0\0\0\0\0\0\0\0\0\0V");
+    assert!(parse_packet(&sealed[0]).is_err(), "a sealed packet does not parse as plain video");
+    // Every packet has its own IV, counting up in send order.
+    let counters: Vec<u64> = sealed.iter().map(|d| u64::from_le_bytes(d[..8].try_into().unwrap())).collect();
+    assert!(counters.windows(2).all(|w| w[1] > w[0]), "IV counters increase");
+    assert!(sealed.iter().all(|d| d[8..12] == *b"\0\0\0V"));
+    // Someone with another key opens none of them.
+    assert!(sealed.iter().all(|d| decrypt_packet(&stranger, d).is_err()), "a wrong key opens nothing");
+
+    // What the packets open into is the video: frames from 1, the first an IDR with SPS/PPS, decodable.
+    let indices: Vec<u32> = frames.keys().copied().collect();
+    assert_eq!(indices[0], 1);
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1));
+    let (kind, first) = &frames[&1];
+    assert_eq!(*kind, 2, "frame 1 is an IDR");
+    let types: Vec<u8> = h264_nal_types(first).iter().map(|x| x.1).collect();
+    assert_eq!(&types[..3], &[NAL_SPS, NAL_PPS, NAL_IDR][..], "{types:?}");
+    let bitstreams: Vec<Vec<u8>> = frames.values().map(|(_, b)| b.clone()).collect();
+    let decoded =
+        tokio::task::spawn_blocking(move || decode(&bitstreams)).await.unwrap().expect("decodes without error");
+    assert!(decoded >= 55, "decoded {decoded} frames");
+
+    let r = c.https_get(&c.url("/cancel", &[])).await.unwrap();
+    assert_eq!(r.field("cancel").as_deref(), Some("1"));
+    host.stop().await;
+}

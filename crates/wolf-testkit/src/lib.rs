@@ -122,6 +122,13 @@ pub const STREAM_SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDI
     a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
     t=0 0\r\nm=video 47998  \r\n";
 
+/// What Moonlight announces for 1280x720@60 H.264 with the SS_ENC_* bits `encryption` enabled
+/// (`wolf_client::video::SS_ENC_*`); the packet size gives up the header's room when video is
+/// sealed. With control V2 alone it is [`STREAM_SDP`].
+pub fn stream_sdp(encryption: u32) -> String {
+    wolf_client::video::announce_sdp(1280, 720, 60, 8000, encryption)
+}
+
 /// Pair, launch, and run RTSP to PLAY; returns the client, the host's video and audio addresses
 /// and the ping payload, and the control port and connect data.
 pub async fn play(c: GameStreamClient) -> (GameStreamClient, SocketAddr, SocketAddr, String, (u16, u32)) {
@@ -161,4 +168,12 @@ pub async fn play_sdp(
         ),
         describe,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sdp_builder_makes_the_fixture_sdp() {
+        assert_eq!(super::stream_sdp(wolf_client::video::SS_ENC_CONTROL_V2), super::STREAM_SDP);
+    }
 }

@@ -86,6 +86,9 @@ pub struct LoadArgs {
     /// Stream bitrate the clients ask for.
     #[arg(long, default_value_t = 8000)]
     pub bitrate_kbps: u32,
+    /// The stream clients enable video encryption (SS_ENC_VIDEO) and open every packet.
+    #[arg(long)]
+    pub encrypt_video: bool,
     /// Print the report as JSON (for scripts/bench.sh) instead of tables.
     #[arg(long)]
     pub json: bool,

@@ -126,6 +126,8 @@ pub struct Stream {
     pub streams: usize,
     pub mode: String,
     pub bitrate_kbps: u32,
+    /// The clients enabled video encryption (SS_ENC_VIDEO).
+    pub encrypted_video: bool,
     pub seconds: f64,
     /// Host latency per frame, encoder out → last packet sent (wolf_video_frame_send_seconds,
     /// quantiles interpolated inside its buckets).
@@ -263,8 +265,14 @@ impl Report {
         if let Some(s) = &self.stream {
             let _ = writeln!(
                 o,
-                "\nstream: {} x {} at {} kbps for {:.1} s; host CPU {:.1} % per stream (idle host {:.1} %)",
-                s.streams, s.mode, s.bitrate_kbps, s.seconds, s.cpu_percent_per_stream, s.idle_cpu_percent
+                "\nstream: {} x {} at {} kbps{} for {:.1} s; host CPU {:.1} % per stream (idle host {:.1} %)",
+                s.streams,
+                s.mode,
+                s.bitrate_kbps,
+                if s.encrypted_video { ", video encrypted" } else { "" },
+                s.seconds,
+                s.cpu_percent_per_stream,
+                s.idle_cpu_percent
             );
             let _ = writeln!(o, "  {head}");
             let _ = writeln!(o, "  {:<34} {}", "frame: encoder out -> last packet", pct(&s.frame_send));

@@ -14,6 +14,7 @@ use super::{LoadArgs, Target, buckets, scalar, scrape};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::gamestream::{GameStreamClient, Launched, PairOutcome};
 use crate::rtsp::{RtspReply, RtspSession};
+use crate::video::{SS_ENC_CONTROL_V2, SS_ENC_VIDEO, VideoOpener, announce_sdp};
 
 /// Pairings in flight at once: the host keeps at most 4 pending per address.
 const PAIR_CONCURRENCY: usize = 3;
@@ -115,27 +116,15 @@ pub async fn launch(target: &Target, args: &LoadArgs) -> Result<Launch> {
     })
 }
 
-/// What Moonlight announces: the mode, 1024-byte packets, H.264, at least 2 FEC packets, encrypted
-/// control and audio (featureFlags 0x20), 5 ms audio packets.
-fn announce_sdp(width: u32, height: u32, fps: u32, kbps: u32) -> String {
-    format!(
-        "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
-         a=x-nv-video[0].clientViewportWd:{width} \r\na=x-nv-video[0].clientViewportHt:{height} \r\n\
-         a=x-nv-video[0].maxFPS:{fps} \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
-         a=x-ml-video.configuredBitrateKbps:{kbps} \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
-         a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
-         t=0 0\r\nm=video 47998  \r\n"
-    )
-}
-
 fn header_port(r: &RtspReply, what: &str) -> Result<u16> {
     r.header("Transport")
         .and_then(|t| t.trim_start_matches("server_port=").parse().ok())
         .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("RTSP SETUP {what}: no server_port")))
 }
 
-/// Launch and RTSP through PLAY from the client's address: (video, audio, ping payload).
-async fn start_stream(c: &GameStreamClient, args: &LoadArgs) -> Result<(SocketAddr, SocketAddr, Vec<u8>)> {
+/// Launch and RTSP through PLAY from the client's address: (video, audio, ping payload, what opens
+/// the video datagrams).
+async fn start_stream(c: &GameStreamClient, args: &LoadArgs) -> Result<(SocketAddr, SocketAddr, Vec<u8>, VideoOpener)> {
     let mut dims = args.mode.split('x').map(|v| v.parse::<u32>().ok());
     let (Some(Some(w)), Some(Some(h)), Some(Some(fps))) = (dims.next(), dims.next(), dims.next()) else {
         return Err(Error::new(ErrorKind::Config, format!("--mode {:?}: expected WIDTHxHEIGHTxFPS", args.mode)));
@@ -159,10 +148,13 @@ async fn start_stream(c: &GameStreamClient, args: &LoadArgs) -> Result<(SocketAd
     let video = header_port(&v, "video")?;
     let ctl = rtsp.request("SETUP", "streamid=control/13/0", 4, &sh, "").await?;
     ok(&ctl, "SETUP control")?;
-    let sdp = announce_sdp(w, h, fps, args.bitrate_kbps);
+    // Encrypted control always, as Moonlight; sealed video when asked for.
+    let encryption = SS_ENC_CONTROL_V2 | if args.encrypt_video { SS_ENC_VIDEO } else { 0 };
+    let opener = VideoOpener::new(encryption, &launched.rikey)?;
+    let sdp = announce_sdp(w, h, fps, args.bitrate_kbps, encryption);
     ok(&rtsp.request("ANNOUNCE", "streamid=control/13/0", 5, &sh, &sdp).await?, "ANNOUNCE")?;
     ok(&rtsp.request("PLAY", "/", 6, &sh, "").await?, "PLAY")?;
-    Ok((SocketAddr::new(rtsp.addr.ip(), video), SocketAddr::new(rtsp.addr.ip(), audio), ping))
+    Ok((SocketAddr::new(rtsp.addr.ip(), video), SocketAddr::new(rtsp.addr.ip(), audio), ping, opener))
 }
 
 /// What one receiving client counts while `measuring` is set.
@@ -175,11 +167,12 @@ struct Counts {
 }
 
 /// Receive on one port from `local`, pinging `to` every 500 ms as Moonlight does, until `stop`.
+/// Video (`video` is what opens its datagrams) is counted; audio only kept flowing.
 async fn receive(
     local: IpAddr,
     to: SocketAddr,
     ping: Vec<u8>,
-    video: bool,
+    video: Option<VideoOpener>,
     counts: Arc<Counts>,
     measuring: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -202,14 +195,14 @@ async fn receive(
             r = tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)) => r,
         };
         let Ok(Ok((n, _))) = got else { continue };
-        if !video {
-            continue;
-        }
+        let Some(opener) = &video else { continue };
         counts.first.store(true, Ordering::Relaxed);
         if measuring.load(Ordering::Relaxed) {
             counts.packets.fetch_add(1, Ordering::Relaxed);
             counts.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            if let Ok(info) = wolf_protocol::video::parse_packet(&buf[..n])
+            // Opened before depacketizing, as the client does; one that does not open is not counted.
+            if let Ok(plain) = opener.open(&buf[..n])
+                && let Ok(info) = wolf_protocol::video::parse_packet(&plain)
                 && last_frame != Some(info.frame_index)
             {
                 last_frame = Some(info.frame_index);
@@ -259,13 +252,13 @@ pub async fn stream(target: &Target, args: &LoadArgs) -> Result<Stream> {
     let mut counts = Vec::new();
     let result = async {
         for c in &clients {
-            let (video, audio, ping) = start_stream(c, args).await?;
+            let (video, audio, ping, opener) = start_stream(c, args).await?;
             let local = c.local_ip.unwrap_or(Ipv4Addr::LOCALHOST.into());
             let n = Arc::new(Counts::default());
             counts.push(n.clone());
-            for (to, is_video) in [(video, true), (audio, false)] {
+            for (to, opener) in [(video, Some(opener)), (audio, None)] {
                 let (n, m, st, p) = (n.clone(), measuring.clone(), stop.child_token(), ping.clone());
-                receivers.push(tokio::spawn(receive(local, to, p, is_video, n, m, st)));
+                receivers.push(tokio::spawn(receive(local, to, p, opener, n, m, st)));
             }
         }
         let waited = Instant::now();
@@ -288,6 +281,7 @@ pub async fn stream(target: &Target, args: &LoadArgs) -> Result<Stream> {
             streams: s,
             mode: args.mode.clone(),
             bitrate_kbps: args.bitrate_kbps,
+            encrypted_video: args.encrypt_video,
             seconds: secs,
             frame_send: report::bucket_percentiles(&buckets(&before, name), &buckets(&after, name)),
             cpu_percent_per_stream: cpu_percent((ca, ta), (cb, tb)) / s as f64,

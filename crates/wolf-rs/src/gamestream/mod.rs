@@ -177,8 +177,8 @@ impl GameStreamServer {
             video_port: ctx.video_port,
             audio_port: ctx.audio_port,
             control_port: ctx.control_port,
-            // CONTROL_V2: AES-GCM control messages with the direction-tagged IV.
-            encryption_supported: 0x1,
+            // Control V2 (AES-GCM control messages) and sealed video for clients that enable it.
+            encryption_supported: wolf_protocol::rtsp::SS_ENC_CONTROL_V2 | wolf_protocol::rtsp::SS_ENC_VIDEO,
             trusted: ctx.trusted.clone(),
         };
         let rtsp = crate::rtsp::run(

@@ -1,4 +1,5 @@
-//! The video sender thread of a session: pipeline → strip AUD/SEI → packetize with FEC → UDP.
+//! The video sender thread of a session: pipeline → strip AUD/SEI → packetize with FEC → seal each
+//! packet (when the client enabled SS_ENC_VIDEO) → UDP.
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -11,7 +12,8 @@ use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
 use crate::media::{self, MediaError, VideoSpec};
 use crate::sessions::Session;
 use wolf_protocol::annexb::strip_aud_sei;
-use wolf_protocol::video::{FrameType, Packetizer, VideoParams};
+use wolf_protocol::rtsp::SS_ENC_VIDEO;
+use wolf_protocol::video::{FrameType, Packetizer, VideoParams, VideoSealer};
 
 pub fn spawn(
     streams: &Streams,
@@ -45,12 +47,17 @@ pub fn spawn(
         min_parity: cfg.min_fec_packets,
     };
     let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    // The client already took the 32-byte header off its packetSize; its other bits are not ours.
+    let sealer = (cfg.encryption & SS_ENC_VIDEO != 0)
+        .then(|| VideoSealer::new(&session.rikey))
+        .transpose()
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, candidate.name);
     super::spawn_sender(streams, "video", id, text, move |pipeline, metrics, beat| {
-        tracing::info!(session = id, %addr, encoder, "video stream started");
-        send_loop(pipeline, packetizer, hevc, &socket, addr, &cancel, metrics, beat, || keyframes.take(id))
+        tracing::info!(session = id, %addr, encoder, encrypted = sealer.is_some(), "video stream started");
+        send_loop(pipeline, packetizer, sealer, hevc, &socket, addr, &cancel, metrics, beat, || keyframes.take(id))
     })
 }
 
@@ -58,6 +65,7 @@ pub fn spawn(
 fn send_loop(
     pipeline: EncoderPipeline,
     mut packetizer: Packetizer,
+    mut sealer: Option<VideoSealer>,
     hevc: bool,
     socket: &std::net::UdpSocket,
     addr: SocketAddr,
@@ -90,8 +98,22 @@ fn send_loop(
             }
         };
         for p in &packets {
-            let counter =
-                if send(socket, p, addr) { &metrics.stream_packets_sent } else { &metrics.stream_packets_dropped };
+            let sealed = match sealer.as_mut().map(|s| s.seal(p)) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                // Never sent in the clear to a client that asked for it sealed.
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "video packet not sealed, not sent");
+                    metrics.stream_packets_dropped.inc();
+                    continue;
+                }
+            };
+            let datagram = sealed.as_deref().unwrap_or(p);
+            let counter = if send(socket, datagram, addr) {
+                &metrics.stream_packets_sent
+            } else {
+                &metrics.stream_packets_dropped
+            };
             counter.inc();
         }
         metrics.video_frames_sent.inc();
