@@ -1,15 +1,17 @@
 //! Many sessions from one address, as through a web gateway or a NAT: every session is found by
 //! its own secrets (the rikey that opens its RTSP, its ping payload, its control connect data),
-//! never by the address, so each client gets its own stream.
+//! never by the address, so each client gets its own stream (every other one with sealed video).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use wolf_client::video::{VideoOpener, announce_sdp};
 use wolf_client::{GameStreamClient, PairOutcome};
+use wolf_protocol::rtsp::{SS_ENC_CONTROL_V2, SS_ENC_VIDEO};
 use wolf_rs::sessions::SessionState;
-use wolf_testkit::session::{ControlEvent, EnetClient, announce_sdp, receive_audio, receive_video, rtsp_to_play};
+use wolf_testkit::session::{ControlEvent, EnetClient, receive_audio, receive_video, rtsp_to_play};
 use wolf_testkit::{ConfigBuilder, PIN, TestHost};
 
 const SESSIONS: usize = 20;
@@ -18,6 +20,11 @@ const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 /// Client `i`'s mode: every session a different width, so a stream tells whose it is.
 fn mode(i: usize) -> (u32, u32) {
     (256 + 16 * i as u32, 144)
+}
+
+/// What client `i` asks to have encrypted: every other one seals its video too.
+fn encryption(i: usize) -> u32 {
+    if i % 2 == 1 { SS_ENC_CONTROL_V2 | SS_ENC_VIDEO } else { SS_ENC_CONTROL_V2 }
 }
 
 /// `n` identities paired at once from 127.0.0.1, all with Moonlight's one uniqueid.
@@ -46,13 +53,20 @@ async fn own_stream(c: Arc<GameStreamClient>, i: usize, barrier: Arc<tokio::sync
     if !rtsp.encrypted() {
         return Err("RTSP not encrypted for a client that sent corever".into());
     }
-    play_own(&rtsp, launched.rikey, (w, h)).await.map(drop)
+    play_own(&rtsp, launched.rikey, (w, h), encryption(i)).await.map(drop)
 }
 
-/// RTSP to PLAY, control, then the client's own video (decoded at its own size `(w, h)`) and audio
-/// (decrypted with its own rikey). Returns the connected control channel.
-async fn play_own(rtsp: &wolf_client::RtspSession, rikey: [u8; 16], (w, h): (u32, u32)) -> Result<EnetClient, String> {
-    let played = rtsp_to_play(rtsp, &announce_sdp(w, h, 30, 500)).await?;
+/// RTSP to PLAY (with the SS_ENC_* bits `enc`), control, then the client's own video (opened with
+/// its rikey when sealed, decoded at its own size `(w, h)`) and audio (decrypted with its rikey).
+/// Returns the connected control channel.
+async fn play_own(
+    rtsp: &wolf_client::RtspSession,
+    rikey: [u8; 16],
+    (w, h): (u32, u32),
+    enc: u32,
+) -> Result<EnetClient, String> {
+    let played = rtsp_to_play(rtsp, &announce_sdp(w, h, 30, 500, enc)).await?;
+    let opener = VideoOpener::new(enc, &rikey).map_err(|e| e.to_string())?;
     let control = EnetClient::connect(played.control, played.connect_data, rikey);
     let connected =
         tokio::task::spawn_blocking(move || (control.events.recv_timeout(Duration::from_secs(30)), control))
@@ -61,7 +75,7 @@ async fn play_own(rtsp: &wolf_client::RtspSession, rikey: [u8; 16], (w, h): (u32
     if !matches!(connected.0, Ok(ControlEvent::Connected)) {
         return Err(format!("control: {:?}", connected.0));
     }
-    let frames = receive_video(LOOPBACK, played.video, &played.ping, 8, Duration::from_secs(90)).await?;
+    let frames = receive_video(LOOPBACK, played.video, &played.ping, &opener, 8, Duration::from_secs(90)).await?;
     // From the first IDR on, as long as the frames follow each other.
     let mut from_idr = Vec::new();
     let mut next = None;
@@ -204,12 +218,12 @@ async fn two_clients_on_one_address_paused_and_streaming_then_swapped() {
     let state_of = |c: &GameStreamClient| state(&host, c);
     // A streams, then leaves the stream (its app keeps running).
     let la = a.launch("1", "256x144x30").await.expect("launch A");
-    let control_a = play_own(&la.rtsp().unwrap(), la.rikey, size_a).await.expect("A streams its own");
+    let control_a = play_own(&la.rtsp().unwrap(), la.rikey, size_a, SS_ENC_CONTROL_V2).await.expect("A streams");
     assert!(tokio::task::spawn_blocking(move || control_a.leave()).await.unwrap(), "A leaves");
     wait_paused(&host, &a).await;
     // B streams while A is paused.
     let lb = b.launch("1", "272x144x30").await.expect("launch B");
-    let control_b = play_own(&lb.rtsp().unwrap(), lb.rikey, size_b).await.expect("B streams its own");
+    let control_b = play_own(&lb.rtsp().unwrap(), lb.rikey, size_b, SS_ENC_CONTROL_V2).await.expect("B streams");
     assert_eq!(state_of(&a), Some(SessionState::Paused), "B's stream is not attached to A's session");
     // Swap: B leaves, A resumes and gets its own session back.
     assert!(tokio::task::spawn_blocking(move || control_b.leave()).await.unwrap(), "B leaves");
@@ -224,7 +238,7 @@ async fn two_clients_on_one_address_paused_and_streaming_then_swapped() {
         .expect("resume");
     let url = resumed.field("sessionUrl0").unwrap_or_else(|| panic!("sessionUrl0 in {}", resumed.text()));
     let rtsp = wolf_client::RtspSession::from_url(&url, rikey).unwrap();
-    let control_a = play_own(&rtsp, rikey, size_a).await.expect("A streams its own session again");
+    let control_a = play_own(&rtsp, rikey, size_a, SS_ENC_CONTROL_V2).await.expect("A streams its own again");
     assert_eq!(state_of(&b), Some(SessionState::Paused));
     // /cancel of B ends B's session only.
     let r = b.https_get(&b.url("/cancel", &[])).await.unwrap();
@@ -250,7 +264,8 @@ async fn control_is_bound_by_connect_data_not_by_address() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
     let c = paired(&host, 1).await.pop().unwrap();
     let launched = c.launch("1", "256x144x30").await.expect("launch");
-    let played = rtsp_to_play(&launched.rtsp().unwrap(), &announce_sdp(256, 144, 30, 500)).await.unwrap();
+    let sdp = announce_sdp(256, 144, 30, 500, SS_ENC_CONTROL_V2);
+    let played = rtsp_to_play(&launched.rtsp().unwrap(), &sdp).await.unwrap();
     let events = |e: EnetClient| {
         tokio::task::spawn_blocking(move || {
             let mut seen = Vec::new();
@@ -305,7 +320,10 @@ async fn plain_rtsp_clients_on_one_address_negotiate_on_their_own_ports() {
     assert_ne!(launched[0].0.addr.port(), launched[1].0.addr.port());
     // Interleaved: both negotiate and stream at once, each on its own port.
     let (b, a) = (launched.pop().unwrap(), launched.pop().unwrap());
-    let (ra, rb) = tokio::join!(play_own(&a.0, a.1, a.2), play_own(&b.0, b.1, b.2));
+    let (ra, rb) = tokio::join!(
+        play_own(&a.0, a.1, a.2, SS_ENC_CONTROL_V2),
+        play_own(&b.0, b.1, b.2, SS_ENC_CONTROL_V2 | SS_ENC_VIDEO)
+    );
     let (ca, cb) = (ra.expect("A streams its own"), rb.expect("B streams its own"));
     // The shared port no longer finds either by address.
     let shared_rtsp = wolf_client::RtspSession::from_url(&format!("rtsp://127.0.0.1:{shared}"), [0; 16]).unwrap();

@@ -9,19 +9,6 @@ use wolf_client::RtspSession;
 use wolf_protocol::control::{self, Direction};
 use wolf_protocol::video::{parse_packet, reassemble};
 
-/// What Moonlight announces for `width`x`height`@`fps` H.264 at `kbps`, with encrypted control and
-/// audio (featureFlags 0x20), 1024-byte packets and 5 ms audio packets.
-pub fn announce_sdp(width: u32, height: u32, fps: u32, kbps: u32) -> String {
-    format!(
-        "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
-         a=x-nv-video[0].clientViewportWd:{width} \r\na=x-nv-video[0].clientViewportHt:{height} \r\n\
-         a=x-nv-video[0].maxFPS:{fps} \r\na=x-nv-video[0].packetSize:1024 \r\na=x-nv-vqos[0].bitStreamFormat:0 \r\n\
-         a=x-ml-video.configuredBitrateKbps:{kbps} \r\na=x-nv-vqos[0].fec.minRequiredFecPackets:2 \r\n\
-         a=x-nv-general.featureFlags:167 \r\na=x-ss-general.encryptionEnabled:1 \r\na=x-nv-aqos.packetDuration:5 \r\n\
-         t=0 0\r\nm=video 47998  \r\n"
-    )
-}
-
 /// What RTSP handed the client: where to ping and what with, and the control channel.
 #[derive(Debug, Clone)]
 pub struct Played {
@@ -172,11 +159,12 @@ pub async fn ping(sock: &tokio::net::UdpSocket, to: SocketAddr, payload: &str, s
 }
 
 /// Ping the video port and collect whole frames (index → (frame type, Annex B bitstream)) until
-/// `frames` have arrived or `limit` passes.
+/// `frames` have arrived or `limit` passes; `opener` opens sealed video.
 pub async fn receive_video(
     local: IpAddr,
     to: SocketAddr,
     payload: &str,
+    opener: &wolf_client::video::VideoOpener,
     frames: usize,
     limit: Duration,
 ) -> Result<BTreeMap<u32, (u8, Vec<u8>)>, String> {
@@ -198,7 +186,7 @@ pub async fn receive_video(
             else {
                 continue;
             };
-            let p = buf[..n].to_vec();
+            let p = opener.open(&buf[..n]).map_err(|e| e.to_string())?.into_owned();
             let info = parse_packet(&p).map_err(|e| e.to_string())?;
             if let Some(f) = current.filter(|f| *f != info.frame_index) {
                 let (kind, bits) = reassemble(&std::mem::take(&mut packets)).map_err(|e| e.to_string())?;
