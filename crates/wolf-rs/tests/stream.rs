@@ -14,15 +14,7 @@ use wolf_testkit::{ConfigBuilder, PIN, RIKEY, TestHost};
 
 /// Decode H.264 access units with GStreamer.
 fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
-    gstreamer::init().map_err(|e| e.to_string())?;
-    let decoder = ["avdec_h264", "openh264dec"]
-        .into_iter()
-        .find(|d| gstreamer::ElementFactory::make(d).build().is_ok())
-        .ok_or("no H.264 decoder (gstreamer1.0-libav)")?;
-    let launch = format!(
-        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! {decoder} ! appsink name=out sync=false"
-    );
-    wolf_testkit::media::run_decoder(&launch, frames, 16)
+    wolf_testkit::media::run_decoder(&wolf_testkit::media::h264_decoding()?, frames, 16)
 }
 
 /// Threads of this process that belong to a stream (sender or pipeline).
