@@ -206,7 +206,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         tokio::net::UdpSocket::from_std(listeners.audio.try_clone().or_err(ErrorKind::Bind, || "audio socket")?)
             .or_err(ErrorKind::Bind, || "registering the audio socket")?,
     );
-    let (streams_tx, streams_rx) = tokio::sync::mpsc::channel(64);
+    let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
     let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
     let control = ControlChannel::spawn(
@@ -230,6 +230,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         control: control.commands.clone(),
         streams: streams_tx.clone(),
         runners: runners.clone(),
+        metrics: metrics.clone(),
         runtime: tokio::runtime::Handle::current(),
     });
     if let Some(aside) = &saved.moved_aside {
@@ -326,10 +327,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         drop(mdns);
         if actx.config.sessions.stop_apps_on_shutdown {
             for s in actx.sessions.list() {
-                if let Err(e) = actx.runners.stop(&s.runner).await {
-                    tracing::error!(session = s.id, error = %e, "stopping the app at shutdown");
-                }
-                actx.sessions.remove_by_id(s.id);
+                actx.ender.end_and_wait(s.id, crate::commands::EndReason::Shutdown).await;
             }
         }
         // Otherwise apps keep running to be adopted at the next start; the file must say so.
@@ -397,7 +395,7 @@ async fn watch_apps(ender: Arc<crate::stream::SessionEnder>, shutdown: Cancellat
         for s in &running {
             if !ender.runners.alive(s.id, &s.runner).await {
                 tracing::info!(session = s.id, app = s.app_id, "the app exited: ending its session");
-                ender.end(s.id, wolf_protocol::control::TERMINATION_GRACEFUL);
+                ender.end(s.id, crate::commands::EndReason::AppExited);
             }
         }
         if turns % 10 == 0 {

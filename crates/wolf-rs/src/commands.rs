@@ -4,12 +4,58 @@
 
 use std::sync::Mutex;
 
+/// Why a session ended: each maps to the termination code its client is sent, here and nowhere
+/// else, and is counted in `wolf_sessions_ended_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// `/cancel`, `wolf-rs sessions stop`, or the client's quit.
+    Cancelled,
+    /// The session's app exited (or its container stopped).
+    AppExited,
+    /// No client activity for `sessions.idle_timeout_s`.
+    Idle,
+    /// A video or audio pipeline failed or would not start.
+    StreamFailed,
+    /// The host is shutting down with `stop_apps_on_shutdown`.
+    Shutdown,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 5] =
+        [EndReason::Cancelled, EndReason::AppExited, EndReason::Idle, EndReason::StreamFailed, EndReason::Shutdown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Cancelled => "cancelled",
+            EndReason::AppExited => "app_exited",
+            EndReason::Idle => "idle",
+            EndReason::StreamFailed => "stream_failed",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// What the client is told (moonlight-common-c shows the encoder error as such; the rest as a
+    /// graceful end of the stream).
+    pub fn termination(self) -> u32 {
+        match self {
+            EndReason::StreamFailed => wolf_protocol::control::TERMINATION_ENCODER_ERROR,
+            EndReason::Cancelled | EndReason::AppExited | EndReason::Idle | EndReason::Shutdown => {
+                wolf_protocol::control::TERMINATION_GRACEFUL
+            }
+        }
+    }
+}
+
 /// What the rest of the host asks of the control thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlCommand {
     /// Tell the session's client that the stream ended, then disconnect it.
     Terminate { session_id: u32, reason: u32 },
 }
+
+/// Where stream commands go. Unbounded so a stop can never be lost: starts are bounded by the
+/// sessions (PLAY queues one only for a session not already playing), stops by the ends.
+pub type StreamCommands = tokio::sync::mpsc::UnboundedSender<StreamCommand>;
 
 /// What RTSP and the HTTPS handlers ask of the streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,7 +42,7 @@ impl ControlChannel {
         socket: UdpSocket,
         sessions: Arc<Sessions>,
         keyframes: Arc<KeyframeRequests>,
-        streams: tokio::sync::mpsc::Sender<StreamCommand>,
+        streams: crate::commands::StreamCommands,
         metrics: Arc<Metrics>,
         beats: Arc<Heartbeats>,
     ) -> std::io::Result<ControlChannel> {
@@ -79,7 +79,7 @@ struct Worker {
     host: Host<UdpSocket>,
     sessions: Arc<Sessions>,
     keyframes: Arc<KeyframeRequests>,
-    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    streams: crate::commands::StreamCommands,
     metrics: Arc<Metrics>,
     peers: HashMap<PeerID, PeerSession>,
 }
@@ -146,7 +146,7 @@ impl Worker {
                 if let Some(p) = self.peers.remove(&peer) {
                     tracing::info!(session = p.session_id, "control channel closed: stopping the streams");
                     // The app keeps running; the client may come back with /resume.
-                    let _ = self.streams.try_send(StreamCommand::Stop { session_id: p.session_id });
+                    let _ = self.streams.send(StreamCommand::Stop { session_id: p.session_id });
                     self.sessions.update_by_id(p.session_id, |s| {
                         // The next RTSP negotiation starts over; how the client speaks it does not change.
                         s.rtsp = crate::sessions::RtspProgress {
@@ -154,8 +154,7 @@ impl Worker {
                             own_port_used: s.rtsp.own_port_used,
                             ..Default::default()
                         };
-                        s.state = crate::sessions::SessionState::Paused;
-                        s.updated = std::time::SystemTime::now();
+                        s.enter(crate::sessions::SessionState::Paused);
                     });
                 }
             }
@@ -167,8 +166,7 @@ impl Worker {
     /// second one for a session that has one is refused.
     fn connect(&mut self, peer: PeerID, data: u32) {
         let from = self.host.peer(peer).address();
-        let session = self.sessions.list().into_iter().find(|s| s.rtsp.setup_control && s.rtsp.connect_data == data);
-        let Some(s) = session else {
+        let Some(s) = self.sessions.by_connect_data(data) else {
             self.count("refused");
             tracing::info!(?from, "control connect with unknown connect data: refused");
             self.host.peer_mut(peer).disconnect_now(0);

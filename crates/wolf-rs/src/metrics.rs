@@ -87,6 +87,7 @@ pub struct Metrics {
     pub gate: Arc<GateStats>,
     pub active_sessions: IntGauge,
     pub sessions_created: IntCounter,
+    pub sessions_ended: IntCounterVec,
     pub session_creation_errors: IntCounterVec,
     pub pairing_attempts: IntCounterVec,
     pub cpu_usage_percent: Gauge,
@@ -182,6 +183,13 @@ impl Metrics {
             gate: Arc::new(gate),
             active_sessions: gauge(&r, "wolf_active_sessions", "Sessions launched and not ended")?,
             sessions_created: counter(&r, "wolf_sessions_created_total", "Sessions launched")?,
+            sessions_ended: counter_vec(
+                &r,
+                "wolf_sessions_ended_total",
+                "Sessions ended, by reason (cancelled, app_exited, idle, stream_failed, shutdown)",
+                "reason",
+                &crate::commands::EndReason::ALL.map(crate::commands::EndReason::as_str),
+            )?,
             session_creation_errors: counter_vec(
                 &r,
                 "wolf_session_creation_errors_total",

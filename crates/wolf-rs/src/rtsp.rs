@@ -154,9 +154,15 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
                 if progress.stream.is_none() {
                     return reply(455, "Method Not Valid in This State", cseq, &[], "");
                 }
-                progress.playing = true;
-                s.state = crate::sessions::SessionState::Streaming;
-                s.updated = std::time::SystemTime::now();
+                if progress.playing {
+                    // Already started: a repeated PLAY queues nothing more.
+                    return reply(200, "OK", cseq, &[], "");
+                }
+                if !s.enter(crate::sessions::SessionState::Streaming) {
+                    // Stopping (or never launched): no stream for it.
+                    return reply(455, "Method Not Valid in This State", cseq, &[], "");
+                }
+                s.rtsp.playing = true;
                 command = Some(StreamCommand::Start { session_id: s.id });
                 tracing::info!(session = s.id, "PLAY: stream starts");
                 reply(200, "OK", cseq, &[], "")
@@ -262,7 +268,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, serving: Arc<Serving>, o
         }
     };
     if let Some(c) = command
-        && streams.try_send(c).is_err()
+        && streams.send(c).is_err()
     {
         tracing::error!(%peer, "the stream manager is not taking commands");
     }
@@ -277,7 +283,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, serving: Arc<Serving>, o
 struct Serving {
     sessions: Arc<Sessions>,
     host: HostInfo,
-    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    streams: crate::commands::StreamCommands,
     /// Budgets shared by the shared port and the sessions' own ports.
     limit: Arc<ConnLimit>,
     shutdown: CancellationToken,
@@ -387,7 +393,7 @@ pub async fn run(
     listener: TcpListener,
     beat: crate::watchdog::Heartbeat,
     sessions: Arc<Sessions>,
-    streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    streams: crate::commands::StreamCommands,
     host: HostInfo,
     ports: Arc<SessionPorts>,
     shutdown: CancellationToken,

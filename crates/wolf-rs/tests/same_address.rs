@@ -149,6 +149,8 @@ async fn twenty_sessions_launched_at_once_from_one_address_each_get_their_own_st
         assert!(failed.is_empty(), "round {round}: {failed:?}");
         cancel_all(&host, &clients).await;
     }
+    let ended = &host.running().ctx.metrics.sessions_ended;
+    assert_eq!(ended.with_label_values(&["cancelled"]).get(), 2 * SESSIONS as u64, "each ended once, as cancelled");
     host.stop().await;
 }
 

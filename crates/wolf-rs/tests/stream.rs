@@ -221,6 +221,8 @@ async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
     }
     assert!(events.contains(&ControlEvent::Message(MSG_TERMINATION, vec![0x80, 0x0e, 0x94, 0x03])), "{events:?}");
     assert!(host.running().ctx.sessions.is_empty(), "the failed session is gone");
+    let ended = &host.running().ctx.metrics.sessions_ended;
+    assert_eq!(ended.with_label_values(&["stream_failed"]).get(), 1, "ended once, for its reason");
     host.stop().await;
 }
 

@@ -157,7 +157,7 @@ async fn https(
         "/resume" => resume(ctx, conn, client, q, path),
         "/cancel" => {
             if let Some(s) = ctx.sessions.for_client(&client.fingerprint)
-                && ctx.ender.end(s.id, wolf_protocol::control::TERMINATION_GRACEFUL).is_some()
+                && ctx.ender.end(s.id, crate::commands::EndReason::Cancelled).is_some()
             {
                 tracing::info!(session = s.id, app = s.app_id, client = %client.name, "session cancelled");
             }
@@ -581,8 +581,7 @@ async fn start_app(ctx: &HostContext, s: Session, app: &crate::config::App) -> R
         .sessions
         .update_by_id_saved(s.id, |s| {
             s.runner = handle.clone();
-            s.state = SessionState::Paused;
-            s.updated = SystemTime::now();
+            s.enter(SessionState::Paused);
             s.clone()
         })
         .await;

@@ -59,7 +59,7 @@ pub struct HostContext {
     /// Fired on SIGTERM: new launches are refused while the host drains.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Start and stop streams.
-    pub streams: tokio::sync::mpsc::Sender<crate::commands::StreamCommand>,
+    pub streams: crate::commands::StreamCommands,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub beats: Arc<crate::watchdog::Heartbeats>,
     /// `[pairing] trusted_proxies`, parsed.

@@ -4,7 +4,7 @@
 pub mod reconcile;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -67,6 +67,26 @@ fn from_unix_ms(ms: u64) -> SystemTime {
 }
 
 impl Session {
+    /// Move to `to` if the lifecycle allows it (launching → paused → streaming ⇄ paused, anything
+    /// → stopping, never out of stopping); false, and nothing changed, otherwise.
+    pub fn enter(&mut self, to: SessionState) -> bool {
+        use SessionState::*;
+        let allowed = matches!(
+            (self.state, to),
+            (Launching, Paused)
+                | (Paused, Streaming)
+                | (Streaming, Paused)
+                | (Launching | Paused | Streaming, Stopping)
+        );
+        if allowed {
+            self.state = to;
+            self.updated = SystemTime::now();
+        } else if self.state != to {
+            tracing::debug!(session = self.id, from = self.state.as_str(), to = to.as_str(), "state change refused");
+        }
+        allowed
+    }
+
     pub fn record(&self, last_activity: Option<SystemTime>) -> SessionRecord {
         SessionRecord {
             id: self.id,
@@ -129,9 +149,41 @@ pub struct RtspProgress {
     pub own_port_used: bool,
 }
 
+/// The sessions by client, and the indexes every plane looks them up by: rebuilt with each change
+/// (the table is copied on write anyway), so no lookup scans.
+#[derive(Default)]
+struct Table {
+    by_client: BTreeMap<String, Session>,
+    by_id: HashMap<u32, String>,
+    /// `X-SS-Ping-Payload` → session id.
+    by_ping: HashMap<String, u32>,
+    /// ENet connect data → session id, once SETUP handed it out.
+    by_connect: HashMap<u32, u32>,
+}
+
+impl Table {
+    fn new(by_client: BTreeMap<String, Session>) -> Table {
+        let mut t = Table { by_client, ..Table::default() };
+        for (fp, s) in &t.by_client {
+            t.by_id.insert(s.id, fp.clone());
+            if !s.rtsp.ping_payload.is_empty() {
+                t.by_ping.insert(s.rtsp.ping_payload.clone(), s.id);
+            }
+            if s.rtsp.setup_control {
+                t.by_connect.insert(s.rtsp.connect_data, s.id);
+            }
+        }
+        t
+    }
+
+    fn by_id(&self, id: u32) -> Option<&Session> {
+        self.by_client.get(self.by_id.get(&id)?)
+    }
+}
+
 #[derive(Default)]
 pub struct Sessions {
-    by_client: RwLock<Arc<BTreeMap<String, Session>>>,
+    by_client: RwLock<Arc<Table>>,
     next_id: AtomicU32,
     /// Last message from each session's client (control-channel pings arrive every 100 ms, so this
     /// is kept apart from the copy-on-write session map).
@@ -152,7 +204,7 @@ pub enum LaunchError {
 }
 
 impl Sessions {
-    fn snapshot(&self) -> Arc<BTreeMap<String, Session>> {
+    fn snapshot(&self) -> Arc<Table> {
         match self.by_client.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -179,16 +231,16 @@ impl Sessions {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let mut next = (**guard).clone();
+        let mut next = guard.by_client.clone();
         let r = f(&mut next);
         let mut done = None;
         if let Some(w) = self.store.get() {
             let after = self.records_of(&next);
-            if wait || after != self.records_of(&guard) {
+            if wait || after != self.records_of(&guard.by_client) {
                 done = w.submit(after, wait);
             }
         }
-        *guard = Arc::new(next);
+        *guard = Arc::new(Table::new(next));
         (r, done)
     }
 
@@ -210,13 +262,13 @@ impl Sessions {
     /// Write the current state now and wait for it (blocking; shutdown).
     pub fn flush_blocking(&self) -> store::WriteResult {
         match self.store.get() {
-            Some(w) => w.flush_blocking(self.records_of(&self.snapshot())),
+            Some(w) => w.flush_blocking(self.records_of(&self.snapshot().by_client)),
             None => Ok(()),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.snapshot().len()
+        self.snapshot().by_client.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,15 +276,31 @@ impl Sessions {
     }
 
     pub fn for_client(&self, fingerprint: &str) -> Option<Session> {
-        self.snapshot().get(fingerprint).cloned()
+        self.snapshot().by_client.get(fingerprint).cloned()
     }
 
     pub fn for_ip(&self, ip: IpAddr) -> Option<Session> {
-        self.snapshot().values().find(|s| s.client_ip == ip).cloned()
+        self.snapshot().by_client.values().find(|s| s.client_ip == ip).cloned()
     }
 
     pub fn list(&self) -> Vec<Session> {
-        self.snapshot().values().cloned().collect()
+        self.snapshot().by_client.values().cloned().collect()
+    }
+
+    pub fn by_id(&self, id: u32) -> Option<Session> {
+        self.snapshot().by_id(id).cloned()
+    }
+
+    /// The session whose client pings with `payload`.
+    pub fn by_ping_payload(&self, payload: &[u8]) -> Option<u32> {
+        let payload = std::str::from_utf8(payload).ok()?;
+        self.snapshot().by_ping.get(payload).copied()
+    }
+
+    /// The session that handed out ENet `connect_data` in its SETUP.
+    pub fn by_connect_data(&self, connect_data: u32) -> Option<Session> {
+        let t = self.snapshot();
+        t.by_id(*t.by_connect.get(&connect_data)?).cloned()
     }
 
     /// A new session for this client; the id is filled in here. Returns once the store has it
@@ -271,7 +339,7 @@ impl Sessions {
     /// (id, rikey) of every session whose client encrypts RTSP: an encrypted message belongs to the
     /// one whose key opens it.
     pub fn rtsp_keys(&self) -> Vec<(u32, [u8; 16])> {
-        self.snapshot().values().filter(|s| s.rtsp.encrypted).map(|s| (s.id, s.rikey)).collect()
+        self.snapshot().by_client.values().filter(|s| s.rtsp.encrypted).map(|s| (s.id, s.rikey)).collect()
     }
 
     /// Change the session of the plain-RTSP client at `ip` (plain RTSP carries nothing else to know
@@ -281,16 +349,23 @@ impl Sessions {
     }
 
     pub fn contains_id(&self, id: u32) -> bool {
-        self.snapshot().values().any(|s| s.id == id)
+        self.snapshot().by_id.contains_key(&id)
+    }
+
+    /// The key of session `id` (checked again under the write lock: it may have gone since).
+    fn key_of(&self, id: u32) -> Option<String> {
+        self.snapshot().by_id.get(&id).cloned()
     }
 
     pub fn update_by_id<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        self.update(|m| m.values_mut().find(|s| s.id == id).map(f))
+        let key = self.key_of(id)?;
+        self.update(|m| m.get_mut(&key).filter(|s| s.id == id).map(f))
     }
 
     /// As `update_by_id`, returning once the change is on disk.
     pub async fn update_by_id_saved<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Result<Option<R>, String> {
-        let (r, done) = self.update_inner(true, |m| m.values_mut().find(|s| s.id == id).map(f));
+        let Some(key) = self.key_of(id) else { return Ok(None) };
+        let (r, done) = self.update_inner(true, |m| m.get_mut(&key).filter(|s| s.id == id).map(f));
         if let Some(done) = done {
             done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
         }
@@ -316,16 +391,83 @@ impl Sessions {
 
     pub fn remove_by_id(&self, id: u32) -> Option<Session> {
         self.forget_activity(id);
-        self.update(|m| {
-            let key = m.iter().find(|(_, s)| s.id == id).map(|(k, _)| k.clone())?;
-            m.remove(&key)
-        })
+        let key = self.key_of(id)?;
+        self.update(|m| if m.get(&key).is_some_and(|s| s.id == id) { m.remove(&key) } else { None })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(fp: &str) -> Session {
+        Session {
+            id: 0,
+            client_fingerprint: fp.into(),
+            client_ip: "10.0.0.1".parse().unwrap(),
+            app_id: 1,
+            mode: Mode { width: 1280, height: 720, fps: 60 },
+            rikey: [0; 16],
+            rikeyid: 1,
+            surround_audio_info: 0,
+            created: SystemTime::now(),
+            updated: SystemTime::now(),
+            state: SessionState::Launching,
+            runner: RunnerHandle::None,
+            ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
+            rtsp: RtspProgress::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lookups_by_id_ping_payload_and_connect_data_follow_every_change() {
+        let sessions = Sessions::default();
+        let a = sessions.launch(session("a")).await.unwrap();
+        let b = sessions.launch(session("b")).await.unwrap();
+        assert_eq!(sessions.by_id(b.id).map(|s| s.client_fingerprint), Some("b".into()));
+        assert_eq!(sessions.by_ping_payload(b"00AA"), None);
+        sessions.update_by_id(a.id, |s| {
+            s.rtsp.ping_payload = "00AA".into();
+            s.rtsp.connect_data = 77;
+        });
+        assert_eq!(sessions.by_ping_payload(b"00AA"), Some(a.id));
+        assert!(sessions.by_connect_data(77).is_none(), "connect data counts only once SETUP handed it out");
+        sessions.update_by_id(a.id, |s| s.rtsp.setup_control = true);
+        assert_eq!(sessions.by_connect_data(77).map(|s| s.id), Some(a.id));
+        sessions.remove_by_id(a.id);
+        assert!(sessions.by_id(a.id).is_none() && sessions.by_ping_payload(b"00AA").is_none());
+        assert!(sessions.by_connect_data(77).is_none());
+        // A new session of the same client is not reached through the old id.
+        let a2 = sessions.launch(session("a")).await.unwrap();
+        assert_ne!(a2.id, a.id);
+        assert_eq!(sessions.update_by_id(a.id, |_| ()), None);
+        assert!(sessions.update_by_id(a2.id, |_| ()).is_some());
+    }
+
+    #[test]
+    fn the_lifecycle_allows_only_its_transitions() {
+        use SessionState::*;
+        let mut s = session("a");
+        assert!(!s.enter(Streaming), "no stream before the app runs");
+        assert!(s.enter(Paused) && s.enter(Streaming) && s.enter(Paused) && s.enter(Streaming));
+        assert!(s.enter(Stopping));
+        for to in [Launching, Paused, Streaming] {
+            assert!(!s.enter(to), "never out of stopping: {to:?}");
+        }
+        assert_eq!(s.state, Stopping);
+    }
+
+    #[test]
+    fn end_reasons_map_to_the_termination_codes_once() {
+        use crate::commands::EndReason;
+        use wolf_protocol::control::{TERMINATION_ENCODER_ERROR, TERMINATION_GRACEFUL};
+        assert_eq!(EndReason::StreamFailed.termination(), TERMINATION_ENCODER_ERROR);
+        for r in [EndReason::Cancelled, EndReason::AppExited, EndReason::Idle, EndReason::Shutdown] {
+            assert_eq!(r.termination(), TERMINATION_GRACEFUL, "{r:?}");
+        }
+        let names: std::collections::HashSet<_> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), EndReason::ALL.len());
+    }
 
     #[test]
     fn modes() {

@@ -44,8 +44,7 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
                     tracing::info!(
                         session = r.id,
                         app = r.app_id,
-                        state = SessionState::Interrupted.as_str(),
-                        "saved session's app is gone (or was stopping): cleaned up"
+                        "saved session's app is gone (or was stopping): interrupted, cleaned up"
                     );
                     out.cleaned += 1;
                 }

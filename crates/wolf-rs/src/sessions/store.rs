@@ -25,12 +25,10 @@ pub enum SessionState {
     Streaming,
     /// The app runs with no stream (before PLAY, after the client left, or adopted after a restart).
     Paused,
-    /// The app is being stopped.
+    /// The app is being stopped. A session that ends leaves the table once its app is stopped;
+    /// the reason is counted (`wolf_sessions_ended_total`), so no failed or interrupted state
+    /// lingers.
     Stopping,
-    /// Found dead after a restart; cleaned up and dropped.
-    Interrupted,
-    /// The app or its stream failed.
-    Failed,
 }
 
 impl SessionState {
@@ -40,8 +38,6 @@ impl SessionState {
             SessionState::Streaming => "streaming",
             SessionState::Paused => "paused",
             SessionState::Stopping => "stopping",
-            SessionState::Interrupted => "interrupted",
-            SessionState::Failed => "failed",
         }
     }
 }

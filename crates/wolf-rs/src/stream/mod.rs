@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands::{ControlCommand, KeyframeRequests, StreamCommand};
+use crate::commands::{ControlCommand, EndReason, KeyframeRequests, StreamCommand};
 use crate::config::Config;
 use crate::media::pipeline::{EncoderPipeline, Ended, Handoff, Reporting};
 use crate::media::{EncoderChoice, MediaError};
-use crate::sessions::{Session, Sessions};
+use crate::sessions::{Session, SessionState, Sessions};
 
 /// How long a started stream waits for the client's first ping on a port.
 pub const PING_WAIT: Duration = Duration::from_secs(20);
@@ -77,15 +77,11 @@ pub async fn read_pings(
         let Some(payload) = ping_payload(&buf[..n]) else {
             continue;
         };
-        let session = sessions
-            .list()
-            .into_iter()
-            .find(|s| !s.rtsp.ping_payload.is_empty() && s.rtsp.ping_payload.as_bytes() == payload);
-        if let Some(s) = session
-            && pings.get(s.id) != Some(from)
+        if let Some(id) = sessions.by_ping_payload(payload)
+            && pings.get(id) != Some(from)
         {
-            tracing::debug!(session = s.id, %from, "ping: client address learned");
-            pings.set(s.id, from);
+            tracing::debug!(session = id, %from, "ping: client address learned");
+            pings.set(id, from);
         }
     }
 }
@@ -113,53 +109,76 @@ async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &Cancellation
     }
 }
 
-/// The one way a session ends (cancel, stream failure, idle): the client is told why over the
-/// control channel, the streams stop, the session is removed. Never waits, so any thread or
-/// handler may call it.
+/// The one way a session ends, whatever the reason ([`EndReason`]): the client is told why over the
+/// control channel, the streams are stopped (a stop is never lost), the app is stopped, the session
+/// is removed, and the reason is counted. Any thread or handler may call `end`, which never waits.
 pub struct SessionEnder {
     pub sessions: Arc<Sessions>,
     pub control: std::sync::mpsc::Sender<ControlCommand>,
-    pub streams: tokio::sync::mpsc::Sender<StreamCommand>,
+    pub streams: crate::commands::StreamCommands,
     pub runners: Arc<crate::runners::Runners>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Stopping an app takes time: it runs here, whatever thread asked.
     pub runtime: tokio::runtime::Handle,
 }
 
 impl SessionEnder {
-    /// End `session_id` with the termination `reason` sent to its client. A session with an app
-    /// is marked stopping (saved, so a crash mid-stop finishes the stop at the next start), its
-    /// app stopped in the background, and then removed.
-    pub fn end(&self, session_id: u32, reason: u32) -> Option<Session> {
-        let _ = self.control.send(ControlCommand::Terminate { session_id, reason });
-        if self.streams.try_send(StreamCommand::Stop { session_id }).is_err() {
-            tracing::error!(session = session_id, "the stream manager is not taking commands");
+    /// End `session_id` for `reason`. A session with an app is marked stopping (saved, so a crash
+    /// mid-stop finishes the stop at the next start), its app stopped in the background, and then
+    /// removed. Ending a session already stopping changes nothing.
+    pub fn end(&self, session_id: u32, reason: EndReason) -> Option<Session> {
+        let (s, stop) = self.begin(session_id, reason)?;
+        if let Some(stop) = stop {
+            self.runtime.spawn(stop);
         }
-        let s = self.sessions.list().into_iter().find(|s| s.id == session_id)?;
+        Some(s)
+    }
+
+    /// As `end`, returning once the app is stopped and the session removed (shutdown).
+    pub async fn end_and_wait(&self, session_id: u32, reason: EndReason) -> Option<Session> {
+        let (s, stop) = self.begin(session_id, reason)?;
+        if let Some(stop) = stop {
+            stop.await;
+        }
+        Some(s)
+    }
+
+    /// Everything that ends a session but stopping its app, which is returned to be run.
+    fn begin(
+        &self,
+        session_id: u32,
+        reason: EndReason,
+    ) -> Option<(Session, Option<impl std::future::Future<Output = ()> + Send + 'static>)> {
+        let s = self.sessions.by_id(session_id)?;
+        if s.state == SessionState::Stopping {
+            return Some((s, None));
+        }
+        tracing::info!(session = session_id, reason = reason.as_str(), "session ends");
+        self.metrics.sessions_ended.with_label_values(&[reason.as_str()]).inc();
+        let _ = self.control.send(ControlCommand::Terminate { session_id, reason: reason.termination() });
+        if self.streams.send(StreamCommand::Stop { session_id }).is_err() {
+            // Only at shutdown, after the manager stopped every stream.
+            tracing::debug!(session = session_id, "the stream manager is gone");
+        }
         if s.runner == crate::runners::RunnerHandle::None {
-            return self.sessions.remove_by_id(session_id);
+            return self.sessions.remove_by_id(session_id).map(|s| (s, None));
         }
-        if s.state == crate::sessions::SessionState::Stopping {
-            return Some(s);
-        }
-        self.sessions.update_by_id(session_id, |s| {
-            s.state = crate::sessions::SessionState::Stopping;
-            s.updated = std::time::SystemTime::now();
-        });
+        self.sessions.update_by_id(session_id, |s| s.enter(SessionState::Stopping));
         let (runners, sessions, handle) = (self.runners.clone(), self.sessions.clone(), s.runner.clone());
-        self.runtime.spawn(async move {
+        let stop = async move {
             if let Err(e) = runners.stop(&handle).await {
                 tracing::error!(session = session_id, error = %e, "stopping the app");
             }
             sessions.remove_by_id(session_id);
             tracing::info!(session = session_id, "app stopped, session removed");
-        });
-        Some(s)
+        };
+        Some((s, Some(stop)))
     }
 
     /// A stream failed: the client sees an encoder error.
     pub fn fail(&self, session_id: u32, why: &str) {
         tracing::error!(session = session_id, why, "stream failed: ending the session");
-        self.end(session_id, wolf_protocol::control::TERMINATION_ENCODER_ERROR);
+        self.end(session_id, EndReason::StreamFailed);
     }
 
     /// Stop sessions without client activity (control messages, UDP pings) for `idle`; a session
@@ -169,9 +188,9 @@ impl SessionEnder {
         let mut stopped = Vec::new();
         for s in self.sessions.list() {
             let last = self.sessions.last_activity(s.id).unwrap_or(s.created);
-            if now.duration_since(last).is_ok_and(|d| d > idle) {
+            if s.state != SessionState::Stopping && now.duration_since(last).is_ok_and(|d| d > idle) {
                 tracing::info!(session = s.id, idle_s = idle.as_secs(), "no client activity: stopping the session");
-                self.end(s.id, wolf_protocol::control::TERMINATION_GRACEFUL);
+                self.end(s.id, EndReason::Idle);
                 stopped.push(s.id);
             }
         }
@@ -214,7 +233,7 @@ fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
 impl Streams {
     pub async fn run(
         self,
-        mut commands: tokio::sync::mpsc::Receiver<StreamCommand>,
+        mut commands: tokio::sync::mpsc::UnboundedReceiver<StreamCommand>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -254,7 +273,7 @@ impl Streams {
     }
 
     fn session(&self, session_id: u32) -> Option<Session> {
-        self.sessions.list().into_iter().find(|s| s.id == session_id)
+        self.sessions.by_id(session_id)
     }
 
     async fn start_video(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
