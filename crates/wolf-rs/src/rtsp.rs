@@ -88,8 +88,12 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
     let session_header = req.header("Session").map(|s| s.split(';').next().unwrap_or("").trim().to_owned());
     let mut negotiate = |s: &mut crate::sessions::Session| {
         let progress = &mut s.rtsp;
-        if let (Some(given), Some(ours)) = (&session_header, &progress.rtsp_session)
-            && given != ours
+        // Once the first SETUP handed out the RTSP session id, every step that changes the
+        // negotiation must carry it: whoever did not get it (a stranger on the client's address,
+        // for plain RTSP) learns no ping payload or connect data and changes nothing.
+        let changes = matches!(req.method.as_str(), "SETUP" | "ANNOUNCE" | "PLAY");
+        if let Some(ours) = &progress.rtsp_session
+            && (session_header.as_ref().is_some_and(|given| given != ours) || (changes && session_header.is_none()))
         {
             return reply(454, "Session Not Found", cseq, &[], "");
         }

@@ -113,6 +113,16 @@ async fn a_client_without_corever_negotiates_in_plain_text_by_address() {
     let a = rtsp.request("SETUP", "streamid=audio/0/0", 2, &[], "").await.unwrap();
     assert_eq!(a.code, 200);
     assert_eq!(a.header("X-SS-Ping-Payload").unwrap().len(), 16);
+    // Someone else on the address, without the Session id the first SETUP handed out, learns no
+    // ping payload or connect data and changes nothing.
+    for (method, target) in [("SETUP", "streamid=video/0/0"), ("SETUP", "streamid=control/13/0"), ("PLAY", "/")] {
+        let r = rtsp.request(method, target, 3, &[], "").await.unwrap();
+        assert_eq!(r.code, 454, "{method} {target} without the Session id");
+        assert!(r.header("X-SS-Ping-Payload").is_none() && r.header("X-SS-Connect-Data").is_none());
+    }
+    let session = a.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    let v = rtsp.request("SETUP", "streamid=video/0/0", 4, &[("Session", &session)], "").await.unwrap();
+    assert_eq!(v.code, 200, "the client itself goes on");
     host.stop().await;
 }
 
