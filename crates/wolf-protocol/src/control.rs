@@ -111,6 +111,39 @@ pub fn parse_input(payload: &[u8]) -> Result<(u32, &[u8]), ControlError> {
 }
 
 /// The termination message's payload: the reason as a big-endian HRESULT.
+/// ENet's protocol header flag: a 16-bit sent time follows the peer id.
+const ENET_HEADER_SENT_TIME: u16 = 0x8000;
+/// ENet's header flag for a compressed datagram (Moonlight never compresses).
+const ENET_HEADER_COMPRESSED: u16 = 0x4000;
+const ENET_COMMAND_CONNECT: u8 = 2;
+/// Where a CONNECT command's `data` sits in it: command header (4), peer id (2), session ids (2),
+/// eight 32-bit parameters (MTU to throttle deceleration) and the connect id (4).
+const ENET_CONNECT_DATA_AT: usize = 4 + 2 + 2 + 8 * 4 + 4;
+
+/// The `data` of an ENet datagram whose first command is CONNECT (the connect data Moonlight was
+/// given in RTSP SETUP); `None` for any other datagram. Lets the host drop a connect that names no
+/// session before ENet spends a peer slot on it.
+pub fn enet_connect_data(datagram: &[u8]) -> Option<u32> {
+    let flags = u16::from_be_bytes([*datagram.first()?, *datagram.get(1)?]);
+    if flags & ENET_HEADER_COMPRESSED != 0 {
+        return None;
+    }
+    let header = if flags & ENET_HEADER_SENT_TIME != 0 { 4 } else { 2 };
+    let command = datagram.get(header..)?;
+    if command.first()? & 0x0F != ENET_COMMAND_CONNECT {
+        return None;
+    }
+    let d = command.get(ENET_CONNECT_DATA_AT..ENET_CONNECT_DATA_AT + 4)?;
+    Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
+}
+
+/// Is this datagram an ENet CONNECT at all (whatever its data)?
+pub fn is_enet_connect(datagram: &[u8]) -> bool {
+    let Some(flags) = datagram.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else { return false };
+    let header = if flags & ENET_HEADER_SENT_TIME != 0 { 4 } else { 2 };
+    flags & ENET_HEADER_COMPRESSED == 0 && datagram.get(header).is_some_and(|c| c & 0x0F == ENET_COMMAND_CONNECT)
+}
+
 pub fn termination_payload(reason: u32) -> [u8; 4] {
     reason.to_be_bytes()
 }

@@ -1,16 +1,17 @@
 //! The ENet control channel (47999). One OS thread owns the ENet host: it ties each peer to its
 //! session by the connect data handed out in RTSP SETUP, decrypts control messages, turns IDR and
 //! reference-frame-invalidation requests into keyframe requests, counts pings and input, and sends
-//! the termination message when a session ends.
+//! the termination message when a session ends. A connect that names no session's connect data is
+//! dropped at the socket, before ENet gives it a peer slot.
 
 use std::collections::HashMap;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusty_enet::{Event, Host, HostSettings, Packet, PeerID};
+use rusty_enet::{Event, Host, HostSettings, MTU_MAX, Packet, PacketReceived, PeerID, SocketOptions};
 
 use crate::commands::{ControlCommand, KeyframeRequests, StreamCommand};
 use crate::metrics::Metrics;
@@ -24,6 +25,48 @@ pub const CHANNELS: usize = 0x30;
 pub const MAX_PEERS: usize = 64;
 /// How often the thread wakes to run ENet's timers when idle.
 const TICK: Duration = Duration::from_millis(5);
+
+/// Datagrams dropped per `receive` call at most, so a flood of bad connects cannot keep the thread
+/// (and its watchdog heartbeat) in one call.
+const DROPS_PER_RECEIVE: usize = 256;
+
+/// The control socket as ENet sees it. Only a CONNECT carrying a launched session's connect data
+/// (handed out in that session's RTSP SETUP, sealed when the client encrypts RTSP) reaches ENet:
+/// a stranger's connects never hold a peer slot, however many it sends.
+struct ConnectGate {
+    socket: UdpSocket,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+}
+
+impl rusty_enet::Socket for ConnectGate {
+    type Address = SocketAddr;
+    type Error = std::io::Error;
+
+    fn init(&mut self, options: SocketOptions) -> std::io::Result<()> {
+        rusty_enet::Socket::init(&mut self.socket, options)
+    }
+
+    fn send(&mut self, address: SocketAddr, buffer: &[u8]) -> std::io::Result<usize> {
+        rusty_enet::Socket::send(&mut self.socket, address, buffer)
+    }
+
+    fn receive(&mut self, buffer: &mut [u8; MTU_MAX]) -> std::io::Result<Option<(SocketAddr, PacketReceived)>> {
+        for _ in 0..DROPS_PER_RECEIVE {
+            let got = rusty_enet::Socket::receive(&mut self.socket, buffer)?;
+            let Some((from, PacketReceived::Complete(n))) = got else { return Ok(got) };
+            let datagram = &buffer[..n.min(MTU_MAX)];
+            if !control::is_enet_connect(datagram)
+                || control::enet_connect_data(datagram).is_some_and(|d| self.sessions.by_connect_data(d).is_some())
+            {
+                return Ok(Some((from, PacketReceived::Complete(n))));
+            }
+            self.metrics.control_messages.with_label_values(&["unknown_connect"]).inc();
+            tracing::trace!(%from, "ENet connect naming no session: dropped");
+        }
+        Ok(None)
+    }
+}
 
 struct PeerSession {
     session_id: u32,
@@ -46,8 +89,9 @@ impl ControlChannel {
         metrics: Arc<Metrics>,
         beats: Arc<Heartbeats>,
     ) -> std::io::Result<ControlChannel> {
+        let gate = ConnectGate { socket, sessions: sessions.clone(), metrics: metrics.clone() };
         let host =
-            Host::new(socket, HostSettings { peer_limit: MAX_PEERS, channel_limit: CHANNELS, ..Default::default() })
+            Host::new(gate, HostSettings { peer_limit: MAX_PEERS, channel_limit: CHANNELS, ..Default::default() })
                 .map_err(|e| std::io::Error::other(format!("ENet host: {e:?}")))?;
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -76,7 +120,7 @@ impl Drop for ControlChannel {
 }
 
 struct Worker {
-    host: Host<UdpSocket>,
+    host: Host<ConnectGate>,
     sessions: Arc<Sessions>,
     keyframes: Arc<KeyframeRequests>,
     streams: crate::commands::StreamCommands,
@@ -222,5 +266,29 @@ impl Worker {
 
     fn count(&self, kind: &str) {
         self.metrics.control_messages.with_label_values(&[kind]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connect data is read where a real ENet (rusty_enet, wire-compatible with Moonlight's)
+    /// puts it; its other datagrams are not connects.
+    #[test]
+    fn a_real_enet_connect_carries_its_data_where_the_gate_reads_it() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let settings = HostSettings { peer_limit: 1, channel_limit: CHANNELS, ..Default::default() };
+        let mut client = Host::new(socket, settings).unwrap();
+        client.connect(server.local_addr().unwrap(), CHANNELS, 0xDEAD_BEEF).unwrap();
+        let _ = client.service();
+        let mut buf = [0u8; 2048];
+        let (n, _) = server.recv_from(&mut buf).unwrap();
+        assert!(control::is_enet_connect(&buf[..n]));
+        assert_eq!(control::enet_connect_data(&buf[..n]), Some(0xDEAD_BEEF));
+        assert_eq!(control::enet_connect_data(&buf[..n.min(40)]), None, "cut short");
+        assert!(!control::is_enet_connect(&[0x80]) && control::enet_connect_data(&[]).is_none());
     }
 }

@@ -250,11 +250,13 @@ impl Metrics {
             control_messages: counter_vec(
                 &r,
                 "wolf_control_messages_total",
-                "Control-channel events from clients by kind (connected and refused are connects)",
+                "Control-channel events from clients by kind (connected and refused are connects; \
+                 unknown_connect: ENet connect datagrams naming no session, dropped before ENet)",
                 "kind",
                 &[
                     "connected",
                     "refused",
+                    "unknown_connect",
                     "ping",
                     "idr_request",
                     "loss_stats",

@@ -288,11 +288,13 @@ async fn control_is_bound_by_connect_data_not_by_address() {
     let second = EnetClient::connect_from(from(3), played.control, played.connect_data, launched.rikey);
     let (seen, _) = events(second).await.unwrap();
     assert_eq!(seen.last(), Some(&ControlEvent::Disconnected), "a second peer is refused: {seen:?}");
+    // Unknown connect data never reaches ENet: no connection, not even a refused one.
     let wrong = EnetClient::connect_from(from(4), played.control, played.connect_data ^ 1, launched.rikey);
     let (seen, _) = events(wrong).await.unwrap();
-    assert_eq!(seen.last(), Some(&ControlEvent::Disconnected), "unknown connect data is refused: {seen:?}");
-    let refused = host.running().ctx.metrics.control_messages.with_label_values(&["refused"]).get();
-    assert_eq!(refused, 2);
+    assert!(!seen.contains(&ControlEvent::Connected), "unknown connect data gets no connection: {seen:?}");
+    let counted = |kind: &str| host.running().ctx.metrics.control_messages.with_label_values(&[kind]).get();
+    assert_eq!(counted("refused"), 1, "only the second peer got as far as a refusal");
+    assert!(counted("unknown_connect") >= 1);
     // The client's own channel is still up: it leaves when it chooses.
     assert!(tokio::task::spawn_blocking(move || client.leave()).await.unwrap());
     host.stop().await;
@@ -344,5 +346,47 @@ async fn plain_rtsp_clients_on_one_address_negotiate_on_their_own_ports() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(closed, "the session's own port closed after /cancel");
+    host.stop().await;
+}
+
+/// A stranger's flood of ENet connects naming no session (far more than the host's 64 peer slots)
+/// costs no slot: they are dropped at the socket, and the session's own client connects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connects_naming_no_session_holds_no_peer_slot() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let c = paired(&host, 1).await.pop().unwrap();
+    let launched = c.launch("1", "256x144x30").await.expect("launch");
+    let sdp = announce_sdp(256, 144, 30, 500, SS_ENC_CONTROL_V2);
+    let played = rtsp_to_play(&launched.rtsp().unwrap(), &sdp).await.unwrap();
+    let (to, real) = (played.control, played.connect_data);
+    // 200 half-open connects from one stranger address, kept retrying while the client connects.
+    let flood = std::thread::spawn(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+        let settings = rusty_enet::HostSettings { peer_limit: 256, channel_limit: 0x30, ..Default::default() };
+        let mut host = rusty_enet::Host::new(socket, settings).unwrap();
+        for i in 0..200u32 {
+            let _ = host.connect(to, 0x30, real.wrapping_add(1 + i));
+        }
+        let started = std::time::Instant::now();
+        let mut connected = 0;
+        while started.elapsed() < Duration::from_secs(6) {
+            while let Ok(Some(e)) = host.service() {
+                if matches!(e.no_ref(), rusty_enet::EventNoRef::Connect { .. }) {
+                    connected += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        connected
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = EnetClient::connect(to, real, launched.rikey);
+    let first = tokio::task::spawn_blocking(move || (client.events.recv_timeout(Duration::from_secs(20)), client));
+    let (first, client) = first.await.unwrap();
+    assert_eq!(first, Ok(ControlEvent::Connected), "the session's client connects beside the flood");
+    assert_eq!(flood.join().unwrap(), 0, "no stranger's connect got through");
+    let dropped = host.running().ctx.metrics.control_messages.with_label_values(&["unknown_connect"]).get();
+    assert!(dropped >= 200, "every stranger's connect was dropped at the socket: {dropped}");
+    assert!(tokio::task::spawn_blocking(move || client.leave()).await.unwrap());
     host.stop().await;
 }
