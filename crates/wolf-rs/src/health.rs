@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::net::limit::{Budgets, ConnLimit, Stage, first_bytes};
 use crate::sessions::Sessions;
 use crate::status::{Health, Phase, REJECTED_WINDOW_MS};
 use crate::watchdog::Heartbeats;
@@ -40,8 +41,11 @@ pub struct HealthServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Open connections the health port serves at once; beyond it new ones are closed.
+/// Open connections the health port holds, and per address. At either cap the newcomer is served and
+/// an older connection doing nothing is closed (as on the GameStream ports), so idle sockets from
+/// anywhere cannot keep the healthcheck (from loopback) or a scrape out.
 const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl HealthServer {
@@ -75,25 +79,43 @@ impl Drop for HealthServer {
 }
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<HealthState>, shutdown: CancellationToken) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let limit = ConnLimit::new(Budgets {
+        per_source: MAX_CONNECTIONS_PER_SOURCE,
+        per_trusted_proxy: MAX_CONNECTIONS_PER_SOURCE,
+        total: MAX_CONNECTIONS,
+        trusted: Default::default(),
+        idle_grace: crate::net::limit::IDLE_GRACE,
+    });
     let tracker = tokio_util::task::TaskTracker::new();
-    while let Some((stream, _)) = crate::net::accept_next(&listener, &shutdown, "health", None).await {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+    while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "health", None).await {
+        let Some(slot) = limit.admit(peer.ip()) else {
             continue;
         };
         let state = state.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(REQUEST_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT * 2, conn).await;
-            drop(slot);
+            let slot = Arc::new(slot);
+            let evicted = slot.evicted().clone();
+            let serve = async {
+                if !first_bytes(&stream, &slot, REQUEST_TIMEOUT).await {
+                    return;
+                }
+                let busy = slot.clone();
+                let service = service_fn(move |req| {
+                    busy.set(Stage::Busy);
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(REQUEST_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT * 2, conn).await;
+            };
+            tokio::select! {
+                _ = evicted.cancelled() => {}
+                _ = serve => {}
+            }
         });
     }
     tracker.close();

@@ -255,3 +255,51 @@ async fn dashboard_and_alerts_query_only_exported_metrics() {
         assert!(missing.is_empty(), "{file} queries metrics the host does not export: {missing:?}");
     }
 }
+
+/// Idle connections to the health port, from the healthcheck's own address and from others, kept
+/// renewed (more than the port holds): every healthcheck from loopback is still answered, because
+/// idle ones are closed to make room for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_never_keep_the_healthcheck_out() {
+    let host = TestHost::start(ConfigBuilder::loopback()).await;
+    let addr = health_addr(&host);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut holders = Vec::new();
+    for src in 1..=4u8 {
+        let stop = stop.clone();
+        holders.push(tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            // Bounded: at most 2000 connections per holder, and stops with the test.
+            for _ in 0..2000 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                sock.bind(SocketAddr::from(([127, 0, 0, src], 0))).unwrap();
+                if let Ok(s) = sock.connect(addr).await {
+                    held.push_back(s);
+                }
+                if held.len() > 40 {
+                    held.pop_front();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut answered = 0;
+    for _ in 0..15 {
+        if let Ok(r) = plain_request(addr, Method::GET, "/health", None).await
+            && r.status == 200
+        {
+            answered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    for h in holders {
+        h.await.unwrap();
+    }
+    assert_eq!(answered, 15, "every healthcheck answered beside 160 idle connections");
+    host.stop().await;
+}

@@ -213,15 +213,6 @@ fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
     })
 }
 
-/// Wait until the peer sends its first byte (bounded by `limit`): until then the connection is the
-/// first to go at a cap. False when it closed or sent nothing in time.
-async fn first_bytes(stream: &tokio::net::TcpStream, slot: &ConnSlot, limit: Duration) -> bool {
-    // `peek`, not `readable`: readiness may be reported before any byte has arrived.
-    let mut one = [0u8; 1];
-    let ok = matches!(tokio::time::timeout(limit, stream.peek(&mut one)).await, Ok(Ok(n)) if n > 0);
-    slot.set(Stage::Started);
-    ok
-}
 
 async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
     let limit = conn_limit(&ctx);
@@ -238,7 +229,7 @@ async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: Can
             let serve = async {
                 let _ = stream.set_nodelay(true);
                 let Ok(local) = stream.local_addr() else { return };
-                if !first_bytes(&stream, &slot, request_timeout(&ctx)).await {
+                if !crate::net::limit::first_bytes(&stream, &slot, request_timeout(&ctx)).await {
                     return;
                 }
                 let conn = Arc::new(Conn { peer, local, tls: None });
@@ -285,7 +276,7 @@ async fn accept_https(
                 let Ok(local) = stream.local_addr() else { return };
                 // A silent connection holds no handshake state yet; the gate's hello timeout still
                 // bounds it.
-                if !first_bytes(&stream, &slot, gate.client_hello_timeout()).await {
+                if !crate::net::limit::first_bytes(&stream, &slot, gate.client_hello_timeout()).await {
                     gate.timed_out_silent();
                     return;
                 }

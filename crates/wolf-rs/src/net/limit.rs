@@ -225,6 +225,16 @@ impl Drop for ConnSlot {
         held.total -= removed;
     }
 }
+/// Wait until the peer sends its first byte (bounded by `limit`): until then the connection is the
+/// first to go at a cap. False when it closed or sent nothing in time.
+pub async fn first_bytes(stream: &tokio::net::TcpStream, slot: &ConnSlot, limit: Duration) -> bool {
+    // `peek`, not `readable`: readiness may be reported before any byte has arrived.
+    let mut one = [0u8; 1];
+    let ok = matches!(tokio::time::timeout(limit, stream.peek(&mut one)).await, Ok(Ok(n)) if n > 0);
+    slot.set(Stage::Started);
+    ok
+}
+
 /// Raise the open-file soft limit to the hard limit, so the pending cap, not the fd limit, decides.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
