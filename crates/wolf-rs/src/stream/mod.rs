@@ -333,6 +333,8 @@ fn spawn_sender(
     std::thread::Builder::new()
         .name(format!("{kind}-{id}"))
         .spawn(move || {
+            // Every line this thread logs names its session.
+            let _span = tracing::info_span!("stream", session = id, kind).entered();
             let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
             let pipeline = match EncoderPipeline::start(pipeline_text, handoff, reporting) {
                 Ok(p) => p,
