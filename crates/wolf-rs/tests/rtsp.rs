@@ -247,3 +247,26 @@ async fn negotiate(c: GameStreamClient, i: usize, barrier: &tokio::sync::Barrier
         ctl.header("X-SS-Connect-Data").unwrap().parse().unwrap(),
     )
 }
+
+/// Idle connections from 16 other addresses, 16 each (as many as the port holds), do not stop a
+/// client's RTSP: every one of its 40 requests is answered, the idle ones making room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flood_from_many_addresses_answers_every_real_request() {
+    let (host, rtsp) = launched().await;
+    let mut idle = Vec::new();
+    for src in 2..18u8 {
+        for _ in 0..16 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(std::net::SocketAddr::from(([127, 0, 0, src], 0))).unwrap();
+            idle.push(sock.connect(rtsp.addr).await.unwrap());
+        }
+    }
+    let mut answered = 0;
+    for cseq in 0..40 {
+        if rtsp.request("OPTIONS", "rtsp://x", cseq, &[], "").await.is_ok_and(|r| r.code == 200) {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 40, "every request of the client is answered beside {} idle connections", idle.len());
+    host.stop().await;
+}

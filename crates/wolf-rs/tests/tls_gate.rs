@@ -299,3 +299,34 @@ async fn a_handshake_that_stalls_after_the_hello_times_out_and_is_closed() {
     assert_eq!(gate.stats.in_use.get(), 0);
     host.stop().await;
 }
+
+/// Connections from 16 addresses that finish their TLS handshake and then send nothing, as many as
+/// the port holds: every real request is still served, the idle ones making room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshaken_idle_connections_from_many_addresses_fail_no_real_request() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| {
+        c.http.max_connections = 128;
+        c.http.request_timeout_ms = 120000;
+    }))
+    .await;
+    let cfg = wolf_client::tls::tls_config(None, None).expect("tls config");
+    let mut idle = Vec::new();
+    for src in 2..18u8 {
+        for _ in 0..8 {
+            let tcp = connect_from(src, host.https).await;
+            let name = rustls_pki_types::ServerName::try_from("wolf-rs").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp).await.expect("handshake");
+            idle.push(tls);
+        }
+    }
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let mut served = 0;
+    for _ in 0..40 {
+        if c.https_get(&c.url("/serverinfo", &[])).await.is_ok_and(|r| r.field("PairStatus").as_deref() == Some("1")) {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 40, "every real request is served beside {} handshaken idle connections", idle.len());
+    host.stop().await;
+}

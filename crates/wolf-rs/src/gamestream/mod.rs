@@ -213,7 +213,6 @@ fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
     })
 }
 
-
 async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
     let limit = conn_limit(&ctx);
     let beat = ctx.beats.register("accept", "accept:HTTP");
