@@ -576,3 +576,26 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
     assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(host.http.ip())), None);
     host.stop().await;
 }
+
+/// First pairing steps from 16 addresses, 4 each, fill every pending-pairing slot and never go on:
+/// a real client still pairs (the busiest source's oldest pairing makes room), and none of that
+/// counts as a failure against anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_first_steps_from_many_addresses_does_not_block_pairing() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let mut flood = host.client();
+    let cert = hex::encode(flood.identity.cert.pem.as_bytes());
+    let salt = "00112233445566778899aabbccddeeff";
+    for src in 2..18u8 {
+        flood.local_ip = Some(std::net::IpAddr::from([127, 0, 0, src]));
+        for n in 0..wolf_rs::gamestream::pairing::MAX_PENDING_PER_IP {
+            flood.uniqueid = format!("flood-{n}");
+            let q = flood.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]);
+            assert_eq!(flood.http_get(&q).await.unwrap().xml_status(), Some(200));
+        }
+    }
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired, "a real client pairs beside the flood");
+    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(c.http.ip())), None);
+    host.stop().await;
+}

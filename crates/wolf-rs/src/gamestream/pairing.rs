@@ -200,10 +200,23 @@ impl PairingManager {
             });
         }
         if all.len() >= MAX_FAILURE_RECORDS && !all.contains_key(source) {
-            // Still full of live records: ban this newcomer outright rather than grow.
-            tracing::warn!(%source, "too many sources with failed pairings; refusing this one");
-            all.insert(source.clone(), Failures { recent: VecDeque::new(), banned_until: Some(now + self.limits.ban) });
-            return true;
+            // Still full of live records (a flood from many addresses): forget the unbanned source
+            // with the fewest failures, oldest first. A ban is never forgotten early, and nobody
+            // is banned for a flood they are not part of.
+            let least = all
+                .iter()
+                .filter(|(_, f)| f.banned_until.is_none_or(|u| u <= now))
+                .min_by_key(|(_, f)| (f.recent.len(), f.recent.back().copied()))
+                .map(|(k, _)| k.clone());
+            match least {
+                Some(k) => {
+                    all.remove(&k);
+                }
+                None => {
+                    tracing::warn!(%source, "every failure record is a live ban; this failure is not recorded");
+                    return false;
+                }
+            }
         }
         let f = all.entry(source.clone()).or_default();
         while f.recent.front().is_some_and(|t| now.duration_since(*t) > self.limits.failure_window) {
@@ -216,6 +229,28 @@ impl PairingManager {
             return true;
         }
         false
+    }
+
+    /// At the global cap (a flood of first steps from many addresses): the source with the most
+    /// pairings in progress gives up its oldest, so a real client's pairing can always begin. Not
+    /// counted as a failure: it was not allowed to finish.
+    fn evict_from_largest(&self, pending: &mut HashMap<String, Pending>) -> bool {
+        let mut per_source: HashMap<&Source, usize> = HashMap::new();
+        for p in pending.values() {
+            *per_source.entry(&p.source).or_default() += 1;
+        }
+        let Some((largest, _)) = per_source.into_iter().max_by_key(|(_, n)| *n) else { return false };
+        let largest = largest.clone();
+        let oldest =
+            pending.iter().filter(|(_, p)| p.source == largest).min_by_key(|(_, p)| p.since).map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                tracing::info!(source = %largest, "pairings at their cap: the oldest of the busiest source is dropped");
+                pending.remove(&k);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drop pairings that stopped making progress; one abandoned mid-way counts as a failure
@@ -311,7 +346,7 @@ impl PairingManager {
                     return Err(BeginError::TooManyFromIp);
                 }
             }
-            if !pending.contains_key(&key) && pending.len() >= MAX_PENDING {
+            if !pending.contains_key(&key) && pending.len() >= MAX_PENDING && !self.evict_from_largest(&mut pending) {
                 return Err(BeginError::TooMany);
             }
         }
@@ -467,6 +502,23 @@ mod tests {
         tokio::time::advance(Duration::from_secs(601)).await;
         assert!(!m.record_failure(&ip));
         assert_eq!(m.banned_for(&ip), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_failure_records_bans_no_bystander_and_frees_no_ban() {
+        let m = PairingManager::new(limits());
+        let banned = Source::addr("10.9.9.9".parse().unwrap());
+        for _ in 0..5 {
+            m.record_failure(&banned);
+        }
+        for i in 0..MAX_FAILURE_RECORDS as u32 + 10 {
+            m.record_failure(&Source::addr(std::net::Ipv4Addr::from(0x0A01_0000 + i).into()));
+        }
+        let real = Source::addr("192.168.1.20".parse().unwrap());
+        assert!(!m.record_failure(&real), "one mistyped PIN is not a ban");
+        assert_eq!(m.banned_for(&real), None);
+        assert!(m.banned_for(&banned).is_some(), "the ban outlives the flood");
+        assert!(lock(&m.failures).len() <= MAX_FAILURE_RECORDS);
     }
 
     #[tokio::test(start_paused = true)]
