@@ -166,6 +166,15 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let sf = sessions_file.clone();
     let (loaded, uuid, clients, net, icons, encoder, saved) = tokio::task::spawn_blocking(move || -> Result<_> {
         let config = cfg;
+        // Temp files of writes a crash interrupted, wherever state is written.
+        let mut dirs: Vec<PathBuf> =
+            [p.clients(), sf.clone()].iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+        dirs.push(p.state_dir.clone());
+        dirs.sort();
+        dirs.dedup();
+        for d in &dirs {
+            crate::state::atomic::remove_stale_temps(d);
+        }
         let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
         let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
         let loaded = identity::load_or_create(&key, &cert)?;

@@ -68,6 +68,33 @@ async fn a_corrupt_file_is_moved_aside_and_the_host_starts_healthy() {
     host.stop().await;
 }
 
+/// Valid JSON of our version that does not fit (wrong types, a missing list) is as corrupt as any:
+/// moved aside, and the host starts; temp files a crash left behind are removed at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misshapen_file_is_moved_aside_and_stale_temps_are_removed() {
+    for (n, text) in
+        [r#"{"version":1,"sessions":null}"#, r#"{"version":1,"sessions":[{"id":"x"}]}"#, r#"{"version":1}"#]
+            .into_iter()
+            .enumerate()
+    {
+        let mut host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+        if let Some(r) = host.running.take() {
+            r.stop().await;
+        }
+        std::fs::write(host.dir.path().join(FILE_NAME), text).unwrap();
+        std::fs::write(host.dir.path().join(format!(".tmp-left{n}")), b"half a write").unwrap();
+        host.restart().await;
+        let names: Vec<String> = std::fs::read_dir(host.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("active_sessions.json.corrupt-")), "{text}: {names:?}");
+        assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "{names:?}");
+        assert_eq!(host.running().ctx.metrics.session_store_corrupt.get(), 1);
+        host.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_file_from_a_newer_wolf_rs_is_refused() {
     let dir = tempfile::tempdir().unwrap();

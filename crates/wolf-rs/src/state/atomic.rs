@@ -32,9 +32,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Remove temp files an interrupted `write_atomic` left in `dir` (blocking; start-up, before
+/// anything writes there). Returns how many went.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let stale =
+            e.file_name().to_str().is_some_and(|n| n.starts_with(".tmp-")) && e.file_type().is_ok_and(|t| t.is_file());
+        if stale && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "temp files from interrupted writes removed");
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temps_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [".tmp-abc", ".tmp-def", "paired_clients.json", "tmp-kept"] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".tmp-dir")).unwrap();
+        assert_eq!(remove_stale_temps(dir.path()), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".tmp-dir", "paired_clients.json", "tmp-kept"]);
+    }
 
     #[test]
     fn writes_replaces_and_sets_mode() {

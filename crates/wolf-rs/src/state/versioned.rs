@@ -1,8 +1,9 @@
 //! Versioned JSON state files (`{"version": N, ...}`): read with one policy for every store.
-//! Missing → nothing. Not JSON, not an object, or no version → corrupt: moved aside to
-//! `<name>.corrupt-<unix time>`, logged loudly, and the host starts without it. A newer version,
-//! or fields and values this build does not know, → refused with a clear error, so nothing a newer
-//! wolf-rs wrote is silently dropped.
+//! Missing → nothing. A symbolic link or anything but a regular file → refused with a clear error
+//! (never followed, never read: a FIFO would block the start). Not JSON, not an object, no version,
+//! or our version with fields or values that do not fit → corrupt: moved aside to
+//! `<name>.corrupt-<unix time>` (nothing is lost), logged loudly, and the host starts without it.
+//! Another version → refused with a clear error, so nothing a newer wolf-rs wrote is dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,30 @@ pub enum Loaded<T> {
 
 /// Read `path` (blocking) as `T` of `version`; `what` names it in messages.
 pub fn read<T: DeserializeOwned>(path: &Path, version: u32, what: &str) -> Result<Loaded<T>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return Err(Error::with_source(ErrorKind::Store, format!("inspecting {}", path.display()), e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::new(
+                ErrorKind::Store,
+                format!(
+                    "{} ({what}) is a symbolic link; wolf-rs keeps its state in regular files it writes itself. \
+                     Put the file it points to in its place (or remove the link to start without it)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(Error::new(
+                ErrorKind::Store,
+                format!(
+                    "{} ({what}) is not a regular file (a directory, FIFO, socket or device); move it away",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
@@ -43,16 +68,11 @@ pub fn read<T: DeserializeOwned>(path: &Path, version: u32, what: &str) -> Resul
             ),
         ));
     }
-    serde_json::from_value(value).map(Loaded::Read).map_err(|e| {
-        Error::new(
-            ErrorKind::Store,
-            format!(
-                "{} ({what}) has something this wolf-rs does not know ({e}); it may come from a newer wolf-rs. \
-                 Move the file away to start without it",
-                path.display()
-            ),
-        )
-    })
+    match serde_json::from_value(value) {
+        Ok(v) => Ok(Loaded::Read(v)),
+        // Our version, but not our shape: as corrupt as any.
+        Err(e) => move_aside(path, what, &format!("version {version} but not its shape: {e}")),
+    }
 }
 
 fn move_aside<T>(path: &Path, what: &str, why: &str) -> Result<Loaded<T>> {
@@ -105,9 +125,30 @@ mod tests {
                 std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
             assert!(names.len() == 1 && names[0].starts_with("s.json.corrupt-"), "{names:?}");
         }
+        // Our version but not our shape: corrupt too.
+        for misshapen in [
+            r#"{"version":1,"items":null}"#,
+            r#"{"version":1,"items":["x"]}"#,
+            r#"{"version":1}"#,
+            r#"{"version":1,"items":[],"extra":1}"#,
+        ] {
+            let (_dir, r) = load(Some(misshapen));
+            assert!(matches!(r, Ok(Loaded::MovedAside(_))), "{misshapen}: {r:?}");
+        }
         let newer = load(Some(r#"{"version":2,"items":[]}"#)).1.unwrap_err().to_string();
         assert!(newer.contains("version 2"), "{newer}");
-        let unknown = load(Some(r#"{"version":1,"items":[],"extra":1}"#)).1.unwrap_err().to_string();
-        assert!(unknown.contains("extra"), "{unknown}");
+    }
+
+    #[test]
+    fn links_and_special_files_are_refused_never_followed_or_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &p).unwrap();
+        let e = read::<F>(&p, 1, "test").unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&p).status().unwrap().success());
+        let e = read::<F>(&p, 1, "test").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }
