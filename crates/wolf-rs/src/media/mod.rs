@@ -230,6 +230,31 @@ pub struct VideoSpec {
     pub slices: u32,
 }
 
+/// Bitrates the encoders take (kbit/s): below it a stream is unwatchable; above the encoder's own
+/// maximum (x265enc stops at 100 Mbit/s, the others at 2 Gbit/s, Moonlight asks for at most
+/// 500 Mbit/s) GStreamer only warns and the encoder runs at its default.
+pub const MIN_BITRATE_KBPS: u32 = 500;
+
+impl Candidate {
+    pub fn max_bitrate_kbps(&self) -> u32 {
+        if self.name == "x265" { 100_000 } else { 500_000 }
+    }
+
+    /// The client's bitrate within what this encoder takes; a change is logged.
+    pub fn bitrate_kbps(&self, requested: u32) -> u32 {
+        let b = requested.clamp(MIN_BITRATE_KBPS, self.max_bitrate_kbps());
+        if b != requested {
+            tracing::info!(
+                requested,
+                used = b,
+                encoder = self.name,
+                "client's bitrate is outside what the encoder takes: clamped"
+            );
+        }
+        b
+    }
+}
+
 /// The template text: `<dir>/<file>` when a pipelines dir is configured and has it, else built in.
 pub fn template(c: &Candidate, dir: Option<&Path>) -> Result<String, MediaError> {
     match dir {
@@ -256,6 +281,16 @@ pub fn render(template: &str, spec: &VideoSpec) -> Result<String, MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bitrates_are_clamped_to_what_each_encoder_takes() {
+        let x264 = H264_CANDIDATES.iter().find(|c| c.name == "x264").unwrap();
+        let x265 = HEVC_CANDIDATES.iter().find(|c| c.name == "x265").unwrap();
+        assert_eq!(x264.bitrate_kbps(20_000), 20_000);
+        assert_eq!(x264.bitrate_kbps(4_000_000), 500_000);
+        assert_eq!(x264.bitrate_kbps(0), MIN_BITRATE_KBPS);
+        assert_eq!(x265.bitrate_kbps(150_000), 100_000);
+    }
 
     fn spec() -> VideoSpec {
         VideoSpec { source: "videotestsrc".into(), width: 1280, height: 720, fps: 60, bitrate_kbps: 5000, slices: 1 }

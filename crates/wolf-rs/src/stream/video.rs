@@ -25,19 +25,19 @@ pub fn spawn(
     let config = &streams.config;
     let source =
         config.app(session.app_id).map_or_else(|| "videotestsrc is-live=true".to_owned(), |a| a.video_source.clone());
-    let spec = VideoSpec {
-        source,
-        width: cfg.width,
-        height: cfg.height,
-        fps: cfg.fps,
-        bitrate_kbps: cfg.bitrate_kbps.max(500),
-        slices: cfg.slices_per_frame,
-    };
     let dir = (!config.video.pipelines_dir.is_empty()).then(|| std::path::PathBuf::from(&config.video.pipelines_dir));
     // The client picks HEVC (bitStreamFormat 1) only when DESCRIBE offered it, i.e. we have one.
     let candidate = match (cfg.video_format, streams.encoder.hevc) {
         (1, Some(hevc)) => hevc,
         _ => streams.encoder.h264,
+    };
+    let spec = VideoSpec {
+        source,
+        width: cfg.width,
+        height: cfg.height,
+        fps: cfg.fps,
+        bitrate_kbps: candidate.bitrate_kbps(cfg.bitrate_kbps),
+        slices: cfg.slices_per_frame,
     };
     let hevc = candidate.codec == media::Codec::Hevc;
     let text = media::template(&candidate, dir.as_deref()).and_then(|t| media::render(&t, &spec))?;
