@@ -246,8 +246,14 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         metrics.session_store_corrupt.inc();
         tracing::error!(moved_to = %aside.display(), "the sessions file was corrupt; starting with no sessions");
     }
-    let store_errors = metrics.session_store_errors.clone();
-    let writer = crate::sessions::store::Writer::spawn(sessions_file, move |_| store_errors.inc())?;
+    let (store_errors, store_health) = (metrics.session_store_errors.clone(), health.clone());
+    let writer = crate::sessions::store::Writer::spawn(sessions_file, move |written| match written {
+        Ok(()) => store_health.set_store(None),
+        Err(e) => {
+            store_errors.inc();
+            store_health.set_store(Some(e.to_string()));
+        }
+    })?;
     sessions.set_store(writer);
     let reconciled = crate::sessions::reconcile::run(
         saved.records,

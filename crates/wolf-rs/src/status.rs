@@ -26,6 +26,8 @@ pub struct Health {
     /// When the watchdog last looked (ms since `started`); stale means it is not running.
     watchdog_seen_ms: AtomicU64,
     stalled: Mutex<Vec<String>>,
+    /// Why the last write of the sessions file failed; `None` once one succeeds.
+    store_error: Mutex<Option<String>>,
     warn_after: Duration,
     pub last_exit: Option<String>,
     encoder: OnceLock<(String, String)>,
@@ -45,6 +47,7 @@ impl Health {
             last_answer_lag_ms: AtomicU64::new(0),
             watchdog_seen_ms: AtomicU64::new(0),
             stalled: Mutex::new(Vec::new()),
+            store_error: Mutex::new(None),
             warn_after,
             last_exit,
             encoder: OnceLock::new(),
@@ -89,6 +92,12 @@ impl Health {
         self.watchdog_seen();
     }
 
+    /// The outcome of the latest write of the sessions file: while it fails, launches fail, and the
+    /// host says so (degraded, with the reason).
+    pub fn set_store(&self, error: Option<String>) {
+        *self.store_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
     /// Stored as ms since start + 1, so 0 means "never".
     fn watchdog_seen(&self) {
         self.watchdog_seen_ms.store(self.now_ms() + 1, Ordering::Relaxed);
@@ -109,13 +118,14 @@ impl Health {
         let phase = self.phase();
         let lag_ms = self.lag_ms.load(Ordering::Relaxed);
         let stalled = self.stalled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let store_error = self.store_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let watchdog = self.watchdog_running();
         let slow = lag_ms > self.warn_after.as_millis() as u64;
         let status = match phase {
             Phase::Draining => "draining",
             Phase::Starting => "unhealthy",
             Phase::Ready if !watchdog => "unhealthy",
-            Phase::Ready if slow || !stalled.is_empty() || gate_rejecting => "degraded",
+            Phase::Ready if slow || !stalled.is_empty() || gate_rejecting || store_error.is_some() => "degraded",
             Phase::Ready => "healthy",
         };
         let code = match status {
@@ -137,6 +147,7 @@ impl Health {
                 "event_loop": if slow { "slow" } else { "ok" },
                 "stalled_threads": stalled,
                 "tls_gate": if gate_rejecting { "rejecting" } else { "ok" },
+                "session_store": store_error.map_or_else(|| "ok".to_owned(), |e| format!("cannot write: {e}")),
                 "encoder": encoder_reason,
             },
         });
@@ -169,6 +180,13 @@ mod tests {
         h.loop_answered(Duration::from_millis(1));
         h.set_stalled(vec!["pipeline:video:session-1".into()]);
         assert_eq!(status(&h, false), (200, "degraded".into()), "stalled pipeline");
+        h.set_stalled(Vec::new());
+        h.set_store(Some("No space left on device".into()));
+        let (_, body) = h.report(0, false);
+        assert_eq!(body["status"], "degraded", "sessions file not writable");
+        assert!(body["checks"]["session_store"].as_str().unwrap_or_default().contains("No space"), "{body}");
+        h.set_store(None);
+        assert_eq!(h.report(0, false).1["checks"]["session_store"], "ok", "back once a write succeeds");
         h.set_stalled(Vec::new());
         h.set_phase(Phase::Draining);
         assert_eq!(status(&h, false), (503, "draining".into()));

@@ -144,8 +144,23 @@ async fn read_only_inside_namespace() {
     let m = &host.running().ctx.metrics;
     assert_eq!(m.session_creation_errors.with_label_values(&["store"]).get(), 1);
     assert!(m.session_store_errors.get() >= 1);
-    // Still serving.
+    // Still serving, and saying why launches fail.
     let info = c.https_get("/serverinfo").await.unwrap();
     assert_eq!(info.field("state").as_deref(), Some("SUNSHINE_SERVER_FREE"));
+    let health = |host: &TestHost| {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], host.running().health_port));
+        async move {
+            let r = wolf_client::plain_request(addr, hyper::Method::GET, "/health", None).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
+        }
+    };
+    let h = health(&host).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["checks"]["session_store"].as_str().unwrap_or_default().starts_with("cannot write"), "{h}");
+    // Writable again: the next launch is saved and the host is healthy again.
+    mount(&["-o", "remount,bind,rw", &dir]);
+    let r = c.https_get(&c.launch_url("1", "1280x720x60", RIKEY_HEX)).await.unwrap();
+    assert_eq!(r.xml_status(), Some(200), "{}", r.text());
+    assert_eq!(health(&host).await["checks"]["session_store"], "ok");
     host.stop().await;
 }

@@ -121,7 +121,8 @@ pub struct Writer {
 
 impl Writer {
     /// Start the writer thread for `path`; `on_error` is called (on that thread) for each failed write.
-    pub fn spawn(path: PathBuf, on_error: impl Fn(&Error) + Send + 'static) -> Result<Writer> {
+    /// `on_write` hears every write's outcome (the health model and the error count).
+    pub fn spawn(path: PathBuf, on_write: impl Fn(std::result::Result<(), &Error>) + Send + 'static) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("session-store".into())
@@ -131,9 +132,10 @@ impl Writer {
                     let mut jobs = vec![first];
                     jobs.extend(rx.try_iter());
                     let newest = jobs.last().map(|j| j.records.clone()).unwrap_or_default();
-                    let result = write(&path, &newest).map_err(|e| {
+                    let written = write(&path, &newest);
+                    on_write(written.as_ref().map(|_| ()));
+                    let result = written.map_err(|e| {
                         tracing::error!(file = %path.display(), error = %e, "could not write the sessions file");
-                        on_error(&e);
                         e.to_string()
                     });
                     for j in jobs {
