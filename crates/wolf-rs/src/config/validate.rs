@@ -312,6 +312,55 @@ pub fn is_mac(s: &str) -> bool {
     parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// What `serve` will do with the configured files, checked now (so `check` passing means `serve`
+/// starts): each lives in a directory that exists (nothing is created for them, least of all a new
+/// identity every client would have to pair with again), an existing one is a regular file with
+/// the right content, and key and certificate go together.
+fn check_paths(cfg: &Config, key_key: &str, cert_key: &str) -> Vec<(String, String)> {
+    use rustls_pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    let (key, cert) = (cfg.tls.key_file.as_str(), cfg.tls.cert_file.as_str());
+    if key.is_empty() != cert.is_empty() {
+        let (k, missing) = if key.is_empty() { (key_key, "key_file") } else { (cert_key, "cert_file") };
+        out.push((
+            k.to_owned(),
+            format!("set tls.{missing} too: the key and certificate go together (or leave both empty)"),
+        ));
+    }
+    let file = |key: &str, path: &str, out: &mut Vec<(String, String)>| -> Option<bool> {
+        if path.is_empty() {
+            return None;
+        }
+        let p = std::path::Path::new(path);
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            out.push((key.to_owned(), format!("{path:?}: the directory {} does not exist", dir.display())));
+            return None;
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => Some(true),
+            Ok(_) => {
+                out.push((key.to_owned(), format!("{path:?} is not a regular file")));
+                None
+            }
+            Err(_) => Some(false),
+        }
+    };
+    let key_exists = file(key_key, key, &mut out);
+    let cert_exists = file(cert_key, cert, &mut out);
+    if key_exists == Some(true) && rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(key).is_err() {
+        out.push((key_key.to_owned(), format!("{key:?} is not a PKCS#8 PEM private key")));
+    }
+    if cert_exists == Some(true) && rustls_pki_types::CertificateDer::from_pem_file(cert).is_err() {
+        out.push((cert_key.to_owned(), format!("{cert:?} is not a PEM certificate")));
+    }
+    if cert_exists == Some(true) && key_exists == Some(false) {
+        out.push((key_key.to_owned(), format!("{key:?} does not exist but its certificate {cert:?} does; restore it")));
+    }
+    file("sessions.file", &cfg.sessions.file, &mut out);
+    out
+}
+
 fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
     let mut report = |key: String, msg: String| {
         if key.starts_with("env ") {
@@ -441,6 +490,11 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
             );
         }
     }
+    let key_key = origin(env, "WOLF_PRIVATE_KEY_FILE", "tls.key_file");
+    let cert_key = origin(env, "WOLF_PRIVATE_CERT_FILE", "tls.cert_file");
+    for (k, msg) in check_paths(cfg, &key_key, &cert_key) {
+        report(k, msg);
+    }
     let pin_key = origin(env, "WOLF_PIN", "pairing.pin");
     for pin in &cfg.pairing.pin {
         if !wolf_protocol::pairing::is_valid_pin(pin) {
@@ -522,6 +576,36 @@ mod tests {
     fn syntax_error_names_the_line() {
         let found = issues("hostname = \"a\"\n[tls\n");
         assert_eq!(found[0].line, Some(2));
+    }
+
+    #[test]
+    fn files_are_checked_as_serve_will_use_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let issues = |toml: &str| -> Vec<String> {
+            match parse(toml, &Env::default()) {
+                Ok(_) => Vec::new(),
+                Err(i) => i.into_iter().map(|i| format!("{}: {}", i.key, i.message)).collect(),
+            }
+        };
+        let missing_dir = issues(&format!("[tls]\nkey_file = \"{d}/no/key.pem\"\ncert_file = \"{d}/no/cert.pem\"\n"));
+        assert!(
+            missing_dir.iter().any(|i| i.starts_with("tls.key_file") && i.contains("does not exist")),
+            "{missing_dir:?}"
+        );
+        std::fs::write(dir.path().join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let passwd = issues(&format!("[tls]\nkey_file = \"{d}/passwd\"\ncert_file = \"{d}/passwd\"\n"));
+        assert!(passwd.iter().any(|i| i.contains("not a PKCS#8 PEM private key")), "{passwd:?}");
+        assert!(passwd.iter().any(|i| i.contains("not a PEM certificate")), "{passwd:?}");
+        let alone = issues(&format!("[tls]\nkey_file = \"{d}/key.pem\"\n"));
+        assert!(alone.iter().any(|i| i.contains("set tls.cert_file too")), "{alone:?}");
+        let dir_as_file = issues("[sessions]\nfile = \"/tmp\"\n");
+        assert!(
+            dir_as_file.iter().any(|i| i.starts_with("sessions.file") && i.contains("not a regular file")),
+            "{dir_as_file:?}"
+        );
+        // Files that do not exist yet in a directory that does: made at the first start.
+        assert!(issues(&format!("[tls]\nkey_file = \"{d}/key.pem\"\ncert_file = \"{d}/cert.pem\"\n")).is_empty());
     }
 
     #[test]
