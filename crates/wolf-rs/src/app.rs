@@ -164,27 +164,45 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let cfg = config.clone();
     let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
     let sf = sessions_file.clone();
+    let steps = beats.clone();
     let (loaded, uuid, clients, net, icons, encoder, saved) = tokio::task::spawn_blocking(move || -> Result<_> {
         let config = cfg;
+        // Each blocking step is watched: one that hangs (a state file on a hung network mount)
+        // is named by the watchdog, which exits so the supervisor restarts the host.
+        let step = |name: &str| steps.register("startup", format!("startup:{name}"));
         // Temp files of writes a crash interrupted, wherever state is written.
         let mut dirs: Vec<PathBuf> =
             [p.clients(), sf.clone()].iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
         dirs.push(p.state_dir.clone());
         dirs.sort();
         dirs.dedup();
+        let s = step("temp-files");
         for d in &dirs {
             crate::state::atomic::remove_stale_temps(d);
         }
+        drop(s);
         let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
         let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
+        let s = step("identity");
         let loaded = identity::load_or_create(&key, &cert)?;
         let uuid = identity::host_uuid(&config.uuid, &p.state_dir)?;
+        drop(s);
+        let s = step("paired-clients");
         let clients = ClientStore::open(&p.clients())?;
+        drop(s);
+        let s = step("interfaces");
         let net = iface::detect(&config.network.local_ip, &config.network.mac);
+        drop(s);
+        let s = step("app-icons");
         let icons = load_icons(&config);
+        drop(s);
+        let s = step("encoder-probe");
         let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
             .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
+        drop(s);
+        let s = step("sessions-file");
         let saved = crate::sessions::store::load(&sf)?;
+        drop(s);
         Ok((loaded, uuid, clients, net, icons, encoder, saved))
     })
     .await

@@ -16,6 +16,9 @@ use crate::status::Health;
 
 /// The process exit code when the watchdog ends a hung host.
 pub const EXIT_CODE: i32 = 86;
+/// A start-up step (kind `startup`) may block this long at least before the watchdog exits: a
+/// cold GStreamer registry scan alone can take seconds.
+pub const STARTUP_MIN: Duration = Duration::from_secs(20);
 /// The crash marker's file name in the state directory.
 pub const MARKER_FILE: &str = "watchdog_exit";
 
@@ -276,7 +279,8 @@ fn run(watched: Watched, stop: Arc<AtomicBool>) {
                 metrics.watchdog_warnings.inc();
                 tracing::warn!(thread = %s.name, silent_ms = s.silent.as_millis() as u64, "watchdog: a watched thread is silent");
             }
-            if let Some(limit) = cfg.exit_after
+            let limit = cfg.exit_after.map(|l| if s.kind == "startup" { l.max(STARTUP_MIN) } else { l });
+            if let Some(limit) = limit
                 && s.silent > limit
             {
                 tracing::error!(

@@ -135,3 +135,21 @@ async fn systemd_gets_ready_and_watchdog_notifications() {
     assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?} (health port {})", host.health);
     assert!(got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2, "{got:?}");
 }
+
+/// A start-up step that blocks (an app icon that is a FIFO here; a file on a hung network mount in
+/// life) is named by the watchdog, which exits so the supervisor restarts the host: never a host
+/// that stays alive, unready and silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_step_that_blocks_is_named_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("icon.png");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let icon = fifo.display().to_string();
+    let mut host = spawn(dir.path(), watchdog((500, 1000, 1500)).with(|c| c.apps[0].icon_png = icon));
+    let limit = wolf_rs::watchdog::STARTUP_MIN + Duration::from_secs(30);
+    let status = host.exit_status(limit).await;
+    assert_eq!(status.code(), Some(EXIT_CODE), "log:\n{}", host.log());
+    let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+    assert!(marker.contains("hung=startup:app-icons"), "{marker}");
+    assert!(host.log().contains("startup:app-icons"), "the log names the step:\n{}", host.log());
+}
