@@ -599,3 +599,20 @@ async fn a_flood_of_first_steps_from_many_addresses_does_not_block_pairing() {
     assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(c.http.ip())), None);
     host.stop().await;
 }
+
+/// On IPv6 failures are recorded and looked up under the same key (the address's /64): wrong PINs
+/// from ::1 get it refused, the correct PIN after them too.
+#[tokio::test]
+async fn wrong_pins_over_ipv6_get_the_address_refused() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| c.bind_address = "::".into())).await;
+    let v6 = |p: std::net::SocketAddr| std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p.port()));
+    let client = || wolf_client::GameStreamClient::new(v6(host.http), v6(host.https), host.client().identity);
+    for _ in 0..5 {
+        assert_eq!(client().pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
+    }
+    match client().pair(PIN).await.unwrap() {
+        PairOutcome::Refused { status: 429, .. } => {}
+        other => panic!("expected ::1 to be refused, got {other:?}"),
+    }
+    host.stop().await;
+}
