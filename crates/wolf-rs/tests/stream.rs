@@ -17,6 +17,24 @@ fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
     wolf_testkit::media::run_decoder(&wolf_testkit::media::h264_decoding()?, frames, 16)
 }
 
+/// Connect the control channel (asserting it connects) and ping the video port once from a new
+/// socket, as a client starting a stream does; the control client and the video socket.
+async fn connect_and_ping(
+    control_port: u16,
+    connect_data: u32,
+    ping: &str,
+    video: SocketAddr,
+) -> (EnetClient, tokio::net::UdpSocket) {
+    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data, RIKEY);
+    assert_eq!(
+        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
+        ControlEvent::Connected
+    );
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    wolf_testkit::session::ping(&sock, video, ping, 0).await;
+    (control, sock)
+}
+
 /// Threads of this process that belong to a stream (sender or pipeline).
 fn stream_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -202,15 +220,7 @@ async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
     }))
     .await;
     let (_c, video, _audio, ping, (control_port, connect_data)) = wolf_testkit::play(host.client()).await;
-    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data, RIKEY);
-    assert_eq!(
-        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
-        ControlEvent::Connected
-    );
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut pinger = ping.into_bytes();
-    pinger.extend_from_slice(&0u32.to_be_bytes());
-    sock.send_to(&pinger, video).await.unwrap();
+    let (control, _sock) = connect_and_ping(control_port, connect_data, &ping, video).await;
     let mut events = Vec::new();
     while let Ok(e) = control.events.recv_timeout(Duration::from_secs(20)) {
         let done = e == ControlEvent::Disconnected;
@@ -240,15 +250,7 @@ async fn a_client_that_enables_video_encryption_gets_sealed_packets_only_its_key
     // Offered, not forced.
     assert!(describe.contains("a=x-ss-general.encryptionSupported:3\r\n"), "{describe}");
     assert!(describe.contains("a=x-ss-general.encryptionRequested:0\r\n"), "{describe}");
-    let control = EnetClient::connect(SocketAddr::from(([127, 0, 0, 1], control_port)), connect_data, RIKEY);
-    assert_eq!(
-        control.events.recv_timeout(Duration::from_secs(10)).expect("control connects"),
-        ControlEvent::Connected
-    );
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut pinger = ping.into_bytes();
-    pinger.extend_from_slice(&0u32.to_be_bytes());
-    sock.send_to(&pinger, video).await.unwrap();
+    let (_control, sock) = connect_and_ping(control_port, connect_data, &ping, video).await;
 
     let key = StreamKey::new(&RIKEY).unwrap();
     let mut wrong = RIKEY;
@@ -264,7 +266,7 @@ async fn a_client_that_enables_video_encryption_gets_sealed_packets_only_its_key
             let (n, _) = match tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
                 Ok(r) => r.unwrap(),
                 Err(_) => {
-                    sock.send_to(&pinger, video).await.unwrap();
+                    wolf_testkit::session::ping(&sock, video, &ping, 1).await;
                     continue;
                 }
             };
