@@ -61,6 +61,11 @@ fn strip_at(data: &[u8], drop: &[usize]) -> Vec<u8> {
         while end > *start && units.get(i + 1).is_some() && data[end - 1] == 0 {
             end -= 1;
         }
+        // Nothing but zeros up to the next start code: no unit at all (its "header" was a byte
+        // of that start code), and a bare start code would leave an empty one behind.
+        if end == *start {
+            continue;
+        }
         out.extend_from_slice(&[0, 0, 0, 1]);
         out.extend_from_slice(&data[*start..end]);
     }

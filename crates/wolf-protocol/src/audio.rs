@@ -127,8 +127,9 @@ impl AudioPacketizer {
         self.block.push(payload);
         if self.block.len() == DATA_SHARDS {
             let len = self.block[0].len();
-            // Parity needs equal lengths (CBR); otherwise this block goes without.
-            if self.block.iter().all(|p| p.len() == len) {
+            // Parity needs equal lengths (CBR) and something to protect (the FEC refuses empty
+            // shards); otherwise this block goes without.
+            if len > 0 && self.block.iter().all(|p| p.len() == len) {
                 let mut shards: Vec<Vec<u8>> = self.block.clone();
                 shards.extend((0..PARITY_SHARDS).map(|_| vec![0u8; len]));
                 self.rs.encode(&mut shards).map_err(|e| AudioError::Fec(format!("{e:?}")))?;

@@ -48,12 +48,14 @@ pub fn seal(
     msg_type: u16,
     payload: &[u8],
 ) -> Result<Vec<u8>, ControlError> {
+    // Both length fields are 16 bits (the outer one counts seq, tag, type and length too): a
+    // longer payload cannot be framed, and truncating them would send a packet that never opens.
+    let len = u16::try_from(4 + TAG_LEN + 4 + payload.len()).map_err(|_| ControlError::Length(payload.len()))?;
     let mut plain = Vec::with_capacity(4 + payload.len());
     plain.extend_from_slice(&msg_type.to_le_bytes());
     plain.extend_from_slice(&(payload.len() as u16).to_le_bytes());
     plain.extend_from_slice(payload);
     let tag = gcm::seal(rikey, seq, dir, Stream::Control, &mut plain).map_err(|_| ControlError::Crypto("seal"))?;
-    let len = (4 + TAG_LEN + plain.len()) as u16;
     let mut out = Vec::with_capacity(8 + TAG_LEN + plain.len());
     out.extend_from_slice(&ENCRYPTED_HEADER_TYPE.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());

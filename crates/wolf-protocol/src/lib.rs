@@ -10,12 +10,15 @@
 //! - `video`    RTP video packetizing with Reed–Solomon FEC shards; sealing packets (SS_ENC_VIDEO)
 //! - `audio`    RTP audio packetizing, AES-128-CBC, parity packets, surround layouts
 //! - `annexb`   Annex B bitstreams: NAL unit scanning
+//! - `fuzz_harness` (hidden) what each cargo-fuzz target in `fuzz/` runs; `cargo test` replays the corpus
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod annexb;
 pub mod audio;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod gcm;
 pub mod pairing;
 pub mod rtsp;

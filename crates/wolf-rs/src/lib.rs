@@ -22,6 +22,8 @@
 //! - `mdns`       `_nvstream._tcp` advertisement
 //! - `app`        builds the components in order and runs them until shutdown
 //! - `cli`        the command line (`main.rs` only parses it and sets up logging and the runtime)
+//! - `fuzz_harness` (hidden) what the cargo-fuzz targets in `fuzz/` run on the host's own parsers;
+//!   `cargo test` replays the committed corpus through it
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -32,6 +34,8 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod gamestream;
 pub mod health;
 pub mod mdns;

@@ -62,15 +62,20 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 fn params(req: &Request<Incoming>) -> HashMap<String, String> {
+    parse_query(req.uri().query().unwrap_or(""))
+}
+
+/// A request's query string as its parameters, percent-decoded; the first of repeated names wins.
+pub fn parse_query(query: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     out
 }
 
 /// Step 1 of pairing, the one request allowed to wait (for the PIN) longer than request_timeout.
-fn waits_for_pin(path: &str, q: &HashMap<String, String>) -> bool {
+pub(crate) fn waits_for_pin(path: &str, q: &HashMap<String, String>) -> bool {
     path == "/pair" && (q.get("phrase").map(String::as_str) == Some("getservercert") || q.contains_key("salt"))
 }
 
@@ -456,7 +461,7 @@ pub fn submit_pin_admin(ctx: &HostContext, pin: &str, secret: Option<&str>) -> R
     })
 }
 
-fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
+pub(crate) fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
     let key = q.get("rikey").ok_or("Missing rikey")?;
     let key: [u8; 16] =
         hex::decode(key).ok().and_then(|k| k.try_into().ok()).ok_or("rikey must be 32 hex characters")?;
@@ -471,7 +476,7 @@ fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
 
 /// Does the client encrypt RTSP? Moonlight sends `corever=1` when it can, and then encrypts every
 /// RTSP message with the rikey if `sessionUrl0` says `rtspenc://`.
-fn rtsp_encrypted(q: &HashMap<String, String>) -> bool {
+pub(crate) fn rtsp_encrypted(q: &HashMap<String, String>) -> bool {
     q.get("corever").and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v >= 1)
 }
 

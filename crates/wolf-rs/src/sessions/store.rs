@@ -75,9 +75,9 @@ pub struct SessionRecord {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SessionsFile {
-    version: u32,
-    sessions: Vec<SessionRecord>,
+pub(crate) struct SessionsFile {
+    pub(crate) version: u32,
+    pub(crate) sessions: Vec<SessionRecord>,
 }
 
 /// What start-up found in the file.

@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::state::atomic::write_atomic;
 use crate::state::versioned::{self, Loaded};
 
-const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,9 +28,9 @@ pub struct PairedClient {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClientsFile {
-    version: u32,
-    clients: Vec<PairedClient>,
+pub(crate) struct ClientsFile {
+    pub(crate) version: u32,
+    pub(crate) clients: Vec<PairedClient>,
 }
 
 type Snapshot = Arc<BTreeMap<String, PairedClient>>;

@@ -45,33 +45,55 @@ pub fn read<T: DeserializeOwned>(path: &Path, version: u32, what: &str) -> Resul
         }
         Ok(_) => {}
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return move_aside(path, what, "not UTF-8 text"),
         Err(e) => return Err(Error::with_source(ErrorKind::Store, format!("reading {}", path.display()), e)),
     };
-    let value: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => return move_aside(path, what, &e.to_string()),
-    };
-    let Some(found) = value.get("version").and_then(serde_json::Value::as_u64) else {
-        return move_aside(path, what, "no numeric \"version\"");
-    };
-    if found != u64::from(version) {
-        return Err(Error::new(
+    match parse(&bytes, version) {
+        Parsed::Read(v) => Ok(Loaded::Read(v)),
+        Parsed::Corrupt(why) => move_aside(path, what, &why),
+        Parsed::OtherVersion(found) => Err(Error::new(
             ErrorKind::Store,
             format!(
                 "{} ({what}) has version {found}; this wolf-rs reads version {version}. Run the wolf-rs that wrote \
                  it, or move the file away to start without it",
                 path.display()
             ),
-        ));
+        )),
+    }
+}
+
+/// What a state file's bytes are, by the policy above.
+#[derive(Debug)]
+pub enum Parsed<T> {
+    Read(T),
+    /// Why it is corrupt (it is moved aside).
+    Corrupt(String),
+    /// The version it has: another wolf-rs wrote it, it is refused.
+    OtherVersion(u64),
+}
+
+/// The file's contents as `T` of `version`: pure, so the policy can be tested (and fuzzed)
+/// without files.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Parsed<T> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Parsed::Corrupt("not UTF-8 text".into());
+    };
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Parsed::Corrupt(e.to_string()),
+    };
+    let Some(found) = value.get("version").and_then(serde_json::Value::as_u64) else {
+        return Parsed::Corrupt("no numeric \"version\"".into());
+    };
+    if found != u64::from(version) {
+        return Parsed::OtherVersion(found);
     }
     match serde_json::from_value(value) {
-        Ok(v) => Ok(Loaded::Read(v)),
+        Ok(v) => Parsed::Read(v),
         // Our version, but not our shape: as corrupt as any.
-        Err(e) => move_aside(path, what, &format!("version {version} but not its shape: {e}")),
+        Err(e) => Parsed::Corrupt(format!("version {version} but not its shape: {e}")),
     }
 }
 

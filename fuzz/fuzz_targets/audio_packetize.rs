@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wolf_protocol::fuzz_harness::audio_packetize(data));
