@@ -8,8 +8,8 @@
 #
 # Each target starts from the committed corpus fuzz/corpus/<target>/; what it finds lands in
 # fuzz/work/<target>/ (ignored by git), its log in fuzz/work/<target>.log, a crash in
-# fuzz/artifacts/<target>/. With --merge the new inputs that add coverage are merged into
-# fuzz/corpus/<target>/ (commit them: `cargo test` replays that corpus on stable).
+# fuzz/artifacts/<target>/. With --merge the new inputs that reach code the corpus does not are
+# merged into fuzz/corpus/<target>/ (commit them: `cargo test` replays that corpus on stable).
 #
 # Built with debug assertions, so arithmetic overflow panics as it does under `cargo test`, and
 # without a sanitizer: the code is safe Rust (FUZZ_SANITIZER=address brings ASan back). Builds go
@@ -74,7 +74,9 @@ for t in "${targets[@]}"; do
   rows+=("$(printf '%-18s %8s %12s  %s' "$t" "$ran" "$execs" "$outcome")")
   if [ "$merge" = 1 ]; then
     before=$(find "fuzz/corpus/$t" -type f | wc -l)
-    cargo +nightly fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/work/$t" -- -merge=1 >>"$log" 2>&1 || true
+    # Edges only (no hit counters): the fewest inputs that reach every line the new ones reach.
+    cargo +nightly fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/work/$t" -- -merge=1 -use_counters=0 \
+      >>"$log" 2>&1 || true
     echo "   merged: $(($(find "fuzz/corpus/$t" -type f | wc -l) - before)) new inputs in fuzz/corpus/$t"
   fi
 done

@@ -128,6 +128,18 @@ pub fn control_message(data: &[u8]) {
         }
     }
     let _ = control::parse_input(data);
+    // The input as the plaintext of a packet that authenticates: what follows decryption
+    // (random bytes never pass the tag, so only this reaches it).
+    if let Some(packet) = sealed_control_packet(9, data) {
+        if let Ok(m) = control::open(&KEY, Direction::ClientToHost, &packet) {
+            let inner = usize::from(u16::from_le_bytes([data[2], data[3]]));
+            assert!(m.seq == 9 && m.msg_type == u16::from_le_bytes([data[0], data[1]]));
+            assert!(m.payload == data[4..4 + inner], "the payload is the inner length's bytes");
+            if m.msg_type == control::MSG_INPUT {
+                let _ = control::parse_input(&m.payload);
+            }
+        }
+    }
     // What the host seals opens again as the same message (or is refused up front).
     let mut input = Input(data);
     let (seq, msg_type) = (input.u32(), input.u16());
@@ -137,6 +149,19 @@ pub fn control_message(data: &[u8]) {
         let same = opened == Ok(control::Message { seq, msg_type, payload: payload.to_vec() });
         assert!(same, "a sealed control message opens as another ({} bytes)", payload.len());
     }
+}
+
+/// A control packet from the client whose encrypted part is `plain`, whatever it holds.
+fn sealed_control_packet(seq: u32, plain: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(4 + control::TAG_LEN + plain.len()).ok()?;
+    let mut body = plain.to_vec();
+    let tag = crate::gcm::seal(&KEY, seq, Direction::ClientToHost, crate::gcm::Stream::Control, &mut body).ok()?;
+    let mut out = control::ENCRYPTED_HEADER_TYPE.to_le_bytes().to_vec();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(tag.as_ref());
+    out.extend_from_slice(&body);
+    Some(out)
 }
 
 /// `input`: the payload of a decrypted input message (`0x0206`), plain and as it arrives sealed.
