@@ -1,5 +1,5 @@
 //! Fuzz harnesses: one function per parser family, each taking arbitrary bytes. The cargo-fuzz
-//! targets in `fuzz/` only call these, and `tests/fuzz_corpus.rs` replays the committed corpus
+//! targets in `fuzz/` only call these, and wolf-rs's `tests/fuzz_corpus.rs` replays the committed corpus
 //! through them on stable, so what is fuzzed and what `cargo test` checks cannot drift apart.
 //!
 //! Every function must return normally for any input (errors are fine); the asserts are

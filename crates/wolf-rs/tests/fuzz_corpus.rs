@@ -1,10 +1,16 @@
-//! Replays every committed fuzz input (`fuzz/corpus/<target>/`) of the host's own targets through
-//! the harness the target runs, on stable: a crash found once stays fixed. `scripts/fuzz.sh`
-//! finds new inputs with cargo-fuzz; the wire-format targets are replayed in wolf-protocol.
+//! Replays every committed fuzz input (`fuzz/corpus/<target>/`) through the harness its target
+//! runs (the wire-format ones in `wolf_protocol::fuzz_harness`, the host's in
+//! `wolf_rs::fuzz_harness`), on stable: a crash found once stays fixed. `scripts/fuzz.sh` finds
+//! new inputs with cargo-fuzz.
 
 use std::path::PathBuf;
 
 use wolf_rs::fuzz_harness;
+
+/// Every harness, of both crates.
+fn harnesses() -> impl Iterator<Item = &'static (&'static str, fn(&[u8]))> {
+    fuzz_harness::TARGETS.iter().chain(wolf_protocol::fuzz_harness::TARGETS)
+}
 
 fn replay(target: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
@@ -15,7 +21,7 @@ fn replay(target: &str) {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "{} has no inputs", dir.display());
-    let (_, harness) = fuzz_harness::TARGETS.iter().find(|(t, _)| *t == target).expect("a harness of this crate");
+    let (_, harness) = harnesses().find(|(t, _)| *t == target).expect("a harness for this target");
     for f in files {
         let data = std::fs::read(&f).unwrap();
         if std::panic::catch_unwind(|| harness(&data)).is_err() {
@@ -40,21 +46,37 @@ macro_rules! corpus {
         #[test]
         fn every_harness_has_a_test() {
             let tested = [$(stringify!($target)),*];
-            for (t, _) in fuzz_harness::TARGETS {
+            for (t, _) in harnesses() {
                 assert!(tested.contains(t), "{t} is not replayed");
             }
         }
     };
 }
 
-corpus!(http_query, state_sessions, state_clients, state_identity, config, rtsp_session);
+corpus!(
+    http_query,
+    state_sessions,
+    state_clients,
+    state_identity,
+    config,
+    rtsp_session,
+    rtsp_request,
+    rtsp_announce,
+    rtsp_sealed,
+    control_message,
+    input,
+    pairing_steps,
+    xml,
+    video_packetize,
+    audio_packetize,
+    annexb
+);
 
 /// Every corpus directory and every cargo-fuzz target has a harness, in one crate or the other.
 #[test]
 fn every_target_has_a_harness() {
     let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let known: Vec<&str> =
-        fuzz_harness::TARGETS.iter().chain(wolf_protocol::fuzz_harness::TARGETS).map(|(t, _)| *t).collect();
+    let known: Vec<&str> = harnesses().map(|(t, _)| *t).collect();
     for sub in ["corpus", "fuzz_targets"] {
         for e in std::fs::read_dir(fuzz.join(sub)).unwrap() {
             let name = e.unwrap().file_name().into_string().unwrap();
