@@ -15,6 +15,8 @@ fn record(id: u32) -> SessionRecord {
         codec: Some("h264".into()),
         ports: SessionPorts { rtsp: 48010, video: 47998, audio: 48000, control: 47999 },
         runner: RunnerHandle::Process { pid: 4242, start_time: 123_456 },
+        display: None,
+        sink: None,
         state: SessionState::Paused,
         surround_audio_info: 196_610,
         created_unix_ms: 1_700_000_000_000,

@@ -246,8 +246,9 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     )
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
     let runners = Arc::new(crate::runners::Runners::new(
-        paths.state_dir.join("logs"),
+        &paths.state_dir,
         std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),
+        &config.desktop,
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
     let sweep_docker = config.apps.iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
@@ -407,8 +408,10 @@ async fn stop_idle_sessions(ender: Arc<crate::stream::SessionEnder>, idle: Durat
     }
 }
 
-/// Ends sessions whose app exited, and rotates app logs.
+/// Ends sessions whose app exited or whose display or sink went away, and rotates app logs.
 async fn watch_apps(ender: Arc<crate::stream::SessionEnder>, shutdown: CancellationToken) {
+    use crate::commands::EndReason;
+    use crate::runners::Lost;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut turns = 0u64;
     loop {
@@ -421,15 +424,22 @@ async fn watch_apps(ender: Arc<crate::stream::SessionEnder>, shutdown: Cancellat
             .sessions
             .list()
             .into_iter()
-            .filter(|s| {
-                s.runner != crate::runners::RunnerHandle::None && s.state != crate::sessions::SessionState::Stopping
-            })
+            .filter(|s| !s.parts().is_empty() && s.state != crate::sessions::SessionState::Stopping)
             .collect();
         for s in &running {
-            if !ender.runners.alive(s.id, &s.runner).await {
-                tracing::info!(session = s.id, app = s.app_id, "the app exited: ending its session");
-                ender.end(s.id, crate::commands::EndReason::AppExited);
-            }
+            let reason = match ender.runners.lost(s.id, &s.parts()).await {
+                None => continue,
+                Some(Lost::App) => EndReason::AppExited,
+                Some(Lost::Display) => EndReason::DisplayLost,
+                Some(Lost::Audio) => EndReason::AudioLost,
+            };
+            tracing::info!(
+                session = s.id,
+                app = s.app_id,
+                reason = reason.as_str(),
+                "a part of the session is gone: ending it"
+            );
+            ender.end(s.id, reason);
         }
         if turns % 10 == 0 {
             let ids: Vec<u32> = running.iter().map(|s| s.id).collect();

@@ -18,11 +18,22 @@ pub enum EndReason {
     StreamFailed,
     /// The host is shutting down with `stop_apps_on_shutdown`.
     Shutdown,
+    /// The session's virtual display (X server) died.
+    DisplayLost,
+    /// The session's audio sink (or the audio server) went away.
+    AudioLost,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 5] =
-        [EndReason::Cancelled, EndReason::AppExited, EndReason::Idle, EndReason::StreamFailed, EndReason::Shutdown];
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Cancelled,
+        EndReason::AppExited,
+        EndReason::Idle,
+        EndReason::StreamFailed,
+        EndReason::Shutdown,
+        EndReason::DisplayLost,
+        EndReason::AudioLost,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +42,8 @@ impl EndReason {
             EndReason::Idle => "idle",
             EndReason::StreamFailed => "stream_failed",
             EndReason::Shutdown => "shutdown",
+            EndReason::DisplayLost => "display_lost",
+            EndReason::AudioLost => "audio_lost",
         }
     }
 
@@ -38,7 +51,10 @@ impl EndReason {
     /// graceful end of the stream).
     pub fn termination(self) -> u32 {
         match self {
-            EndReason::StreamFailed => wolf_protocol::control::TERMINATION_ENCODER_ERROR,
+            // The stream cannot go on: not a graceful end.
+            EndReason::StreamFailed | EndReason::DisplayLost | EndReason::AudioLost => {
+                wolf_protocol::control::TERMINATION_ENCODER_ERROR
+            }
             EndReason::Cancelled | EndReason::AppExited | EndReason::Idle | EndReason::Shutdown => {
                 wolf_protocol::control::TERMINATION_GRACEFUL
             }

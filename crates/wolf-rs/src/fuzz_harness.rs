@@ -149,6 +149,8 @@ pub fn rtsp_session(data: &[u8]) {
         updated: SystemTime::UNIX_EPOCH,
         state: SessionState::Paused,
         runner: RunnerHandle::None,
+        display: None,
+        sink: None,
         ports: SessionPorts { rtsp: 48010, video: 47998, audio: 48000, control: 47999 },
         rtsp: RtspProgress { encrypted, ..RtspProgress::default() },
     };

@@ -142,10 +142,10 @@ async fn route(state: &HealthState, req: Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().unwrap_or_default().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/health") => {
-            let sessions = state.sessions.len();
-            state.metrics.active_sessions.set(sessions as i64);
+            let (sessions, desktop) = sample_sessions(state);
             let rejecting = state.metrics.gate.rejected_within(REJECTED_WINDOW_MS);
-            let (code, body) = state.health.report(sessions, rejecting);
+            let (code, mut body) = state.health.report(sessions, rejecting);
+            body["desktop"] = desktop;
             json(code, &body)
         }
         (&Method::GET | &Method::HEAD, "/livez") => {
@@ -161,7 +161,7 @@ async fn route(state: &HealthState, req: Request<Incoming>) -> Response<Body> {
             Phase::Draining => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "draining"})),
         },
         (&Method::GET, "/metrics") => {
-            state.metrics.active_sessions.set(state.sessions.len() as i64);
+            sample_sessions(state);
             match state.metrics.render() {
                 Ok(text) => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
                 Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("metrics: {e}\n")),
@@ -181,6 +181,18 @@ async fn route(state: &HealthState, req: Request<Incoming>) -> Response<Body> {
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found; try /health, /livez, /readyz or /metrics\n"),
     }
+}
+
+/// The session gauges, set from a snapshot of the sessions, and what `/health` shows of the
+/// displays and sinks they own.
+fn sample_sessions(state: &HealthState) -> (usize, serde_json::Value) {
+    let list = state.sessions.list();
+    let displays: Vec<String> = list.iter().filter_map(|s| s.display.as_ref().map(|d| d.name())).collect();
+    let sinks: Vec<String> = list.iter().filter_map(|s| s.sink.as_ref().map(|k| k.name.clone())).collect();
+    state.metrics.active_sessions.set(list.len() as i64);
+    state.metrics.displays.set(displays.len() as i64);
+    state.metrics.audio_sinks.set(sinks.len() as i64);
+    (list.len(), serde_json::json!({ "displays": displays, "audio_sinks": sinks }))
 }
 
 /// Longest injected hang.

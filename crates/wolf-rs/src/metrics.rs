@@ -25,7 +25,8 @@ pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "timeout", "rejected", "error"]
 /// Outcomes of a pairing attempt (the `outcome` label).
 pub const PAIRING_OUTCOMES: [&str; 6] = ["paired", "wrong_pin", "timeout", "banned", "refused", "error"];
 /// Why a launch failed (the `reason` label).
-pub const LAUNCH_ERRORS: [&str; 6] = ["bad_request", "unknown_app", "already_running", "store", "runner", "draining"];
+pub const LAUNCH_ERRORS: [&str; 8] =
+    ["bad_request", "unknown_app", "already_running", "store", "runner", "display", "audio", "draining"];
 /// Outcomes of the start-up reconcile pass (the `result` label).
 pub const RECONCILE_RESULTS: [&str; 3] = ["adopted", "cleaned", "orphan_removed"];
 
@@ -86,6 +87,8 @@ pub struct Metrics {
     registry: Registry,
     pub gate: Arc<GateStats>,
     pub active_sessions: IntGauge,
+    pub displays: IntGauge,
+    pub audio_sinks: IntGauge,
     pub sessions_created: IntCounter,
     pub sessions_ended: IntCounterVec,
     pub session_creation_errors: IntCounterVec,
@@ -182,11 +185,13 @@ impl Metrics {
         Ok(Arc::new(Metrics {
             gate: Arc::new(gate),
             active_sessions: gauge(&r, "wolf_active_sessions", "Sessions launched and not ended")?,
+            displays: gauge(&r, "wolf_displays", "Virtual displays the host's sessions own")?,
+            audio_sinks: gauge(&r, "wolf_audio_sinks", "Audio sinks the host's sessions own")?,
             sessions_created: counter(&r, "wolf_sessions_created_total", "Sessions launched")?,
             sessions_ended: counter_vec(
                 &r,
                 "wolf_sessions_ended_total",
-                "Sessions ended, by reason (cancelled, app_exited, idle, stream_failed, shutdown)",
+                "Sessions ended, by reason (cancelled, app_exited, idle, stream_failed, shutdown, display_lost, audio_lost)",
                 "reason",
                 &crate::commands::EndReason::ALL.map(crate::commands::EndReason::as_str),
             )?,

@@ -55,19 +55,6 @@ fn process_app() -> ConfigBuilder {
     })
 }
 
-/// Kills every app process a test's host started, also when the test fails.
-struct KillApps(std::path::PathBuf);
-
-impl Drop for KillApps {
-    fn drop(&mut self) {
-        let owner = std::fs::canonicalize(&self.0).unwrap_or_else(|_| self.0.clone()).display().to_string();
-        let runner = wolf_rs::runners::process::ProcessRunner::new(self.0.join("logs"), owner);
-        for (pid, _, _) in runner.owned() {
-            let _ = Command::new("kill").args(["-9", &format!("-{pid}")]).status();
-        }
-    }
-}
-
 fn process_pid(s: &SessionRecord) -> i32 {
     match s.runner {
         RunnerHandle::Process { pid, .. } => pid,
@@ -78,7 +65,7 @@ fn process_pid(s: &SessionRecord) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_app_is_adopted_after_a_crash_and_stopped_by_cancel() {
     let dir = tempfile::tempdir().unwrap();
-    let _apps = KillApps(dir.path().to_owned());
+    let _apps = wolf_testkit::KillOwned::new(dir.path());
     let mut host = spawn(dir.path(), process_app());
     host.health_until("healthy").await;
     let c = pair(&host).await;
@@ -106,7 +93,7 @@ async fn process_app_is_adopted_after_a_crash_and_stopped_by_cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_process_app_is_cleaned_up_and_an_orphan_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let _apps = KillApps(dir.path().to_owned());
+    let _apps = wolf_testkit::KillOwned::new(dir.path());
     let mut host = spawn(dir.path(), process_app());
     host.health_until("healthy").await;
     let c = pair(&host).await;
@@ -219,7 +206,7 @@ async fn docker_app_adopted_cleaned_and_orphans_removed() {
 async fn sigterm_leaves_apps_for_the_next_start_unless_told_to_stop_them() {
     for stop_apps in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let _apps = KillApps(dir.path().to_owned());
+        let _apps = wolf_testkit::KillOwned::new(dir.path());
         let cfg = process_app().with(|c| c.sessions.stop_apps_on_shutdown = stop_apps);
         let mut host = spawn(dir.path(), cfg.clone());
         host.health_until("healthy").await;

@@ -76,19 +76,7 @@ async fn play_own(
         return Err(format!("control: {:?}", connected.0));
     }
     let frames = receive_video(LOOPBACK, played.video, &played.ping, &opener, 8, Duration::from_secs(90)).await?;
-    // From the first IDR on, as long as the frames follow each other.
-    let mut from_idr = Vec::new();
-    let mut next = None;
-    for (index, (kind, bits)) in &frames {
-        if next.is_none() && *kind != 2 {
-            continue;
-        }
-        if next.is_some_and(|n| n != *index) {
-            break;
-        }
-        next = Some(index + 1);
-        from_idr.push(bits.clone());
-    }
+    let from_idr = wolf_testkit::session::from_first_idr(&frames);
     if from_idr.is_empty() {
         return Err("no IDR among the frames received".into());
     }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wolf_rs::config::{App, Config, Runner, RunnerKind};
+use wolf_rs::config::{App, AppAudio, AppDisplay, AudioKind, Config, DisplayKind, Runner, RunnerKind};
 
 /// A host config under construction; `toml()` is what the host reads.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ impl ConfigBuilder {
         };
         c.mdns.enabled = false;
         c.health.port = 0;
+        // The test pattern alone: tests add the apps they launch.
+        c.apps = vec![App::test_pattern()];
         ConfigBuilder { config: c }
     }
 
@@ -75,6 +77,15 @@ impl ConfigBuilder {
 /// An app with this id, title and runner (video and audio: the default test pattern).
 pub fn app(id: u32, title: &str, runner: Runner) -> App {
     App { id, title: title.into(), runner, ..App::default() }
+}
+
+/// An app with its own virtual display and audio sink per session, running `script` (`sh -c`).
+pub fn desktop_app(id: u32, title: &str, script: &str) -> App {
+    App {
+        display: AppDisplay { kind: DisplayKind::Virtual, ..AppDisplay::default() },
+        audio: AppAudio { kind: AudioKind::Sink },
+        ..app(id, title, process_runner(&["sh", "-c", script]))
+    }
 }
 
 /// A process runner for `command` (argv).

@@ -29,6 +29,8 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// A host process with the ports from its config; killed on drop (by `HostProcess`).
 pub struct Proc {
     pub process: HostProcess,
+    /// After the host: what it started goes too.
+    pub owned: crate::KillOwned,
     pub http: u16,
     pub https: u16,
     pub health: u16,
@@ -72,7 +74,13 @@ pub fn spawn_env(state: &Path, config: ConfigBuilder, env: &[(&str, &str)]) -> P
     let mut all = vec![("WOLF_LOG_LEVEL", "info")];
     all.extend_from_slice(env);
     let process = HostProcess::spawn(&crate::workspace::host_bin(), state, &all).expect("start wolf-rs");
-    Proc { process, http: cfg.ports.http, https: cfg.ports.https, health: cfg.health.port }
+    Proc {
+        process,
+        owned: crate::KillOwned::new(state),
+        http: cfg.ports.http,
+        https: cfg.ports.https,
+        health: cfg.health.port,
+    }
 }
 
 impl Proc {

@@ -58,7 +58,29 @@ pub async fn launch_rtsp(c: &GameStreamClient, url: &str) -> RtspSession {
     rtsp
 }
 
+/// Kills every process group a host started from a state dir (apps, virtual displays, its audio
+/// server) when dropped, so a test leaves nothing running, also when it fails.
+pub struct KillOwned(String);
+
+impl KillOwned {
+    pub fn new(state_dir: &std::path::Path) -> KillOwned {
+        KillOwned(std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned()).display().to_string())
+    }
+}
+
+impl Drop for KillOwned {
+    fn drop(&mut self) {
+        let runner = wolf_rs::runners::process::ProcessRunner::new(std::env::temp_dir(), self.0.clone());
+        for p in runner.owned() {
+            // SAFETY: kill(2) on a process group; no memory is involved.
+            unsafe { libc::kill(-p.pid, libc::SIGKILL) };
+        }
+    }
+}
+
 pub struct TestHost {
+    /// First, so it runs before the state dir goes.
+    pub owned: KillOwned,
     pub dir: tempfile::TempDir,
     pub running: Option<Running>,
     pub http: SocketAddr,
@@ -71,8 +93,13 @@ impl TestHost {
     pub async fn start(config: ConfigBuilder) -> TestHost {
         let dir = tempfile::tempdir().expect("temp dir");
         config.with(|c| c.watchdog.exit_after_ms = 0).write(dir.path());
-        let mut h =
-            TestHost { dir, running: None, http: ([127, 0, 0, 1], 0).into(), https: ([127, 0, 0, 1], 0).into() };
+        let mut h = TestHost {
+            owned: KillOwned::new(dir.path()),
+            dir,
+            running: None,
+            http: ([127, 0, 0, 1], 0).into(),
+            https: ([127, 0, 0, 1], 0).into(),
+        };
         h.boot().await;
         h
     }

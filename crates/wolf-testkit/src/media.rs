@@ -78,3 +78,72 @@ pub fn decrypt_audio_with(rikey: &[u8; 16], data: &[u8], seq: u16) -> Option<Vec
     let mut buf = data.to_vec();
     k.decrypt(&mut buf, DecryptionContext::Iv128(iv.into())).ok().map(|p| p.to_vec())
 }
+
+/// A decoded picture, RGB, row after row.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+impl Picture {
+    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+}
+
+/// Decode H.264 access units (from an IDR on) and return the last picture: what the client shows.
+pub fn h264_last_picture(frames: &[Vec<u8>]) -> Result<Picture, String> {
+    let decode =
+        h264_decoding()?.replace(" ! appsink name=out", " ! videoconvert ! video/x-raw,format=RGB ! appsink name=out");
+    let samples = run_pipeline(&decode, frames, 16)?;
+    let last = samples.last().ok_or("nothing decoded")?;
+    let info = gstreamer_video::VideoInfo::from_caps(last.caps().ok_or("no caps")?).map_err(|e| e.to_string())?;
+    let buffer = last.buffer().ok_or("no buffer")?;
+    let map = buffer.map_readable().map_err(|e| e.to_string())?;
+    let (w, h, stride) = (info.width() as usize, info.height() as usize, info.stride()[0] as usize);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for row in 0..h {
+        rgb.extend_from_slice(map.get(row * stride..row * stride + w * 3).ok_or("short picture")?);
+    }
+    Ok(Picture { width: w, height: h, rgb })
+}
+
+/// Decode the Opus packets of a stereo stream (decrypted RTP payloads) into interleaved samples.
+pub fn opus_stereo_samples(packets: &[Vec<u8>]) -> Result<Vec<f32>, String> {
+    let launch = "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 \
+                  ! opusdec ! audioconvert ! audio/x-raw,format=F32LE,channels=2,layout=interleaved ! appsink name=out sync=false";
+    let mut out = Vec::new();
+    for s in run_pipeline(launch, packets, 5)? {
+        let Some(b) = s.buffer() else { continue };
+        let map = b.map_readable().map_err(|e| e.to_string())?;
+        out.extend(map.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    Ok(out)
+}
+
+/// The power of `freq` Hz in one channel of interleaved 48 kHz samples, and the channel's mean
+/// power: a pure tone has nearly all of its power at its frequency. Goertzel over 20 ms windows
+/// (whole periods of the frequencies tests use), so a lost packet's phase jump costs one window.
+pub fn tone_power(samples: &[f32], channels: usize, channel: usize, freq: f64) -> (f64, f64) {
+    const WINDOW: usize = 960;
+    let x: Vec<f64> = samples.iter().skip(channel).step_by(channels).map(|v| f64::from(*v)).collect();
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let (mut at, mut windows) = (0.0, 0usize);
+    for chunk in x.chunks_exact(WINDOW) {
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for v in chunk {
+            let s = v + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s;
+        }
+        let n = WINDOW as f64;
+        // |X(f)|² · 2 / N²: a sinusoid's power (amplitude² / 2).
+        at += (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) * 2.0 / (n * n);
+        windows += 1;
+    }
+    let total = x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64;
+    (at / windows.max(1) as f64, total)
+}

@@ -203,6 +203,23 @@ pub async fn receive_video(
     }
 }
 
+/// The frames a decoder can take: from the first IDR on, as long as they follow each other.
+pub fn from_first_idr(frames: &BTreeMap<u32, (u8, Vec<u8>)>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut next = None;
+    for (index, (kind, bits)) in frames {
+        if next.is_none() && *kind != 2 {
+            continue;
+        }
+        if next.is_some_and(|n| n != *index) {
+            break;
+        }
+        next = Some(index + 1);
+        out.push(bits.clone());
+    }
+    out
+}
+
 /// Ping the audio port and collect `n` data packets (RTP payload type 97): (sequence, payload).
 pub async fn receive_audio(
     local: IpAddr,

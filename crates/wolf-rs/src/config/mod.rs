@@ -31,6 +31,7 @@ pub struct Config {
     pub watchdog: Watchdog,
     pub debug: Debug,
     pub sessions: SessionsConfig,
+    pub desktop: Desktop,
     pub apps: Vec<App>,
 }
 
@@ -51,7 +52,8 @@ impl Default for Config {
             watchdog: Watchdog::default(),
             debug: Debug::default(),
             sessions: SessionsConfig::default(),
-            apps: vec![App::test_pattern()],
+            desktop: Desktop::default(),
+            apps: vec![App::test_pattern(), App::desktop()],
         }
     }
 }
@@ -323,6 +325,24 @@ impl Default for SessionsConfig {
     }
 }
 
+/// `[desktop]`: what virtual displays and session audio are made with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Desktop {
+    /// Virtual displays get numbers from `:first_display` on.
+    pub first_display: u32,
+    /// At most this many virtual displays at once (numbers first_display to first_display+max-1).
+    pub max_displays: u32,
+    /// The PulseAudio server command; the host adds its own options (socket, no idle exit).
+    pub pulseaudio: Vec<String>,
+}
+
+impl Default for Desktop {
+    fn default() -> Self {
+        Desktop { first_display: 100, max_displays: 64, pulseaudio: vec!["pulseaudio".into()] }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Debug {
@@ -330,34 +350,132 @@ pub struct Debug {
     pub fault_injection: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct App {
     pub title: String,
     pub id: u32,
     pub icon_png: String,
+    /// GStreamer source of the video; empty: the session's display (`ximagesrc`) when the app has
+    /// one, else a test pattern. May name `{display}` (`:N`) and `{fps}`.
     pub video_source: String,
+    /// GStreamer source of the audio; empty: the session's sink monitor (`pulsesrc`) when the app
+    /// has one, else a tick. May name `{pulse_server}` and `{sink}`.
     pub audio_source: String,
+    pub display: AppDisplay,
+    pub audio: AppAudio,
     pub runner: Runner,
 }
 
-impl Default for App {
-    fn default() -> Self {
+/// The source a session's video is captured from when the app names none.
+pub const TEST_PATTERN_SOURCE: &str = "videotestsrc pattern=ball is-live=true";
+/// The source a session's audio is captured from when the app names none and has no sink.
+pub const TEST_TONE_SOURCE: &str = "audiotestsrc wave=ticks is-live=true";
+
+impl App {
+    pub fn test_pattern() -> Self {
         App {
-            title: String::new(),
-            id: 0,
-            icon_png: String::new(),
-            video_source: "videotestsrc pattern=ball is-live=true".into(),
-            audio_source: "audiotestsrc wave=ticks is-live=true".into(),
-            runner: Runner::default(),
+            title: "Test pattern".into(),
+            id: 1,
+            video_source: TEST_PATTERN_SOURCE.into(),
+            audio_source: TEST_TONE_SOURCE.into(),
+            ..App::default()
+        }
+    }
+
+    /// A window manager and a terminal on the session's own display, sound into its own sink.
+    pub fn desktop() -> Self {
+        App {
+            title: "Desktop".into(),
+            id: 2,
+            display: AppDisplay { kind: DisplayKind::Virtual, ..AppDisplay::default() },
+            audio: AppAudio { kind: AudioKind::Sink },
+            runner: Runner {
+                kind: RunnerKind::Process,
+                command: ["sh", "-c", "openbox & exec xterm -maximized"].map(String::from).to_vec(),
+                ..Runner::default()
+            },
+            ..App::default()
+        }
+    }
+
+    /// The video source of a session on `display` (`:N`, when it has one) at `fps`.
+    pub fn video_source_for(&self, display: Option<&str>, fps: u32) -> String {
+        let fps = fps.to_string();
+        match (self.video_source.trim(), display) {
+            ("", Some(d)) => {
+                format!("ximagesrc display-name={d} use-damage=false show-pointer=true ! video/x-raw,framerate={fps}/1")
+            }
+            ("", None) => TEST_PATTERN_SOURCE.to_owned(),
+            (own, d) => own.replace("{display}", d.unwrap_or("")).replace("{fps}", &fps),
+        }
+    }
+
+    /// The audio source of a session whose sink (when it has one) is `sink` on `server`.
+    pub fn audio_source_for(&self, sink: Option<(&str, &str)>) -> String {
+        match (self.audio_source.trim(), sink) {
+            ("", Some((server, sink))) => format!("pulsesrc server=\"{server}\" device=\"{sink}.monitor\""),
+            ("", None) => TEST_TONE_SOURCE.to_owned(),
+            (own, s) => {
+                let (server, sink) = s.unwrap_or(("", ""));
+                own.replace("{pulse_server}", server).replace("{sink}", sink)
+            }
         }
     }
 }
 
-impl App {
-    pub fn test_pattern() -> Self {
-        App { title: "Test pattern".into(), id: 1, ..App::default() }
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayKind {
+    /// The app streams `video_source` as it is.
+    #[default]
+    None,
+    /// A virtual X display per session, at the client's mode.
+    Virtual,
+}
+
+/// `[apps.display]`: the session's own X display.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppDisplay {
+    #[serde(rename = "type")]
+    pub kind: DisplayKind,
+    /// A fixed size instead of the client's mode (0: the client's).
+    pub width: u32,
+    pub height: u32,
+    /// The X server; `{display}` (`:N`), `{width}`, `{height}`, `{fps}` are filled in.
+    pub command: Vec<String>,
+}
+
+impl Default for AppDisplay {
+    fn default() -> Self {
+        AppDisplay {
+            kind: DisplayKind::None,
+            width: 0,
+            height: 0,
+            command: ["Xvfb", "{display}", "-screen", "0", "{width}x{height}x24", "-nolisten", "tcp", "-noreset"]
+                .map(String::from)
+                .to_vec(),
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioKind {
+    /// The app streams `audio_source` as it is.
+    #[default]
+    None,
+    /// A PulseAudio sink per session, captured from its monitor.
+    Sink,
+}
+
+/// `[apps.audio]`: the session's own sound sink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppAudio {
+    #[serde(rename = "type")]
+    pub kind: AudioKind,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

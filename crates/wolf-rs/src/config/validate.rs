@@ -212,7 +212,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 15] = [
+const TOP_KEYS: [&str; 16] = [
     "hostname",
     "uuid",
     "bind_address",
@@ -227,6 +227,7 @@ const TOP_KEYS: [&str; 15] = [
     "watchdog",
     "debug",
     "sessions",
+    "desktop",
     "apps",
 ];
 
@@ -267,6 +268,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         watchdog: cx.section(&table, "watchdog"),
         debug: cx.section(&table, "debug"),
         sessions: cx.section(&table, "sessions"),
+        desktop: cx.section(&table, "desktop"),
         apps: if table.contains_key("apps") { cx.section(&table, "apps") } else { defaults.apps },
     };
     apply_env(&mut cfg, env);
@@ -533,6 +535,31 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
             }
             _ => {}
         }
+        let d = &app.display;
+        if d.kind == super::DisplayKind::Virtual {
+            if d.command.is_empty() {
+                report(format!("apps.{i}.display.command"), "the X server command must not be empty".into());
+            }
+            if (d.width == 0) != (d.height == 0) || d.width > 16384 || d.height > 16384 {
+                report(
+                    format!("apps.{i}.display.width"),
+                    "set both width and height (1 to 16384), or neither for the client's mode".into(),
+                );
+            }
+        }
+    }
+    let desk = &cfg.desktop;
+    if desk.max_displays == 0
+        || desk.max_displays > 10_000
+        || desk.first_display.saturating_add(desk.max_displays) > 65_535
+    {
+        report(
+            "desktop.max_displays".into(),
+            "allowed: 1 to 10000, and first_display + max_displays at most 65535".into(),
+        );
+    }
+    if desk.pulseaudio.is_empty() {
+        report("desktop.pulseaudio".into(), "the PulseAudio command must not be empty".into());
     }
 }
 

@@ -534,6 +534,8 @@ async fn launch(
         updated: SystemTime::now(),
         state: SessionState::Launching,
         runner: RunnerHandle::None,
+        display: None,
+        sink: None,
         ports: SessionPorts {
             rtsp: ctx.rtsp_port,
             video: ctx.video_port,
@@ -561,9 +563,9 @@ async fn launch(
                 "The host could not save the session (its state directory is not writable); see the host log",
             )
         }
-        Err(LaunchError::Runner(e)) => {
-            tracing::error!(error = %e, app = %app.title, "launch failed: the app did not start");
-            failed("runner", 500, &e)
+        Err(LaunchError::Runner { part, message }) => {
+            tracing::error!(error = %message, part, app = %app.title, "launch failed: the session did not start");
+            failed(part, 500, &message)
         }
         Err(LaunchError::AlreadyRunning { app_id }) => failed(
             "already_running",
@@ -573,29 +575,44 @@ async fn launch(
     }
 }
 
-/// Start the session's app and save its handle; on failure the session is taken back out.
+/// Start the session's display, sink and app and save their handles; on failure the session is
+/// taken back out.
 async fn start_app(ctx: &HostContext, s: Session, app: &crate::config::App) -> Result<Session, LaunchError> {
-    let handle = match ctx.runners.start(s.id, app).await {
-        Ok(h) => h,
-        Err(e) => {
+    let spec = crate::runners::LaunchSpec {
+        session_id: s.id,
+        app,
+        mode: s.mode,
+        client: &s.client_fingerprint,
+        channels: s.channels(),
+    };
+    let parts = match ctx.runners.start_session(&spec).await {
+        Ok(p) => p,
+        Err(f) => {
             ctx.sessions.remove_by_id(s.id);
-            return Err(LaunchError::Runner(e.to_string()));
+            return Err(LaunchError::Runner { part: f.reason, message: f.error.to_string() });
         }
     };
     let saved = ctx
         .sessions
         .update_by_id_saved(s.id, |s| {
-            s.runner = handle.clone();
+            s.runner = parts.app.clone();
+            s.display = parts.display.clone();
+            s.sink = parts.sink.clone();
             s.enter(SessionState::Paused);
             s.clone()
         })
         .await;
     match saved {
         Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(LaunchError::Runner("the session ended while its app started".into())),
+        Ok(None) => {
+            if let Err(stop) = ctx.runners.stop_session(s.id, &parts).await {
+                tracing::error!(error = %stop, "stopping the app of a session that ended while it started");
+            }
+            Err(LaunchError::Runner { part: "runner", message: "the session ended while its app started".into() })
+        }
         Err(e) => {
             // Not on disk: a crash now would leak the app, so stop it before refusing.
-            if let Err(stop) = ctx.runners.stop(&handle).await {
+            if let Err(stop) = ctx.runners.stop_session(s.id, &parts).await {
                 tracing::error!(error = %stop, "stopping an app whose session could not be saved");
             }
             ctx.sessions.remove_by_id(s.id);

@@ -1,15 +1,20 @@
-//! App runners: how a session's app is started, watched and stopped. The handle is persisted with
-//! the session so a restarted host can find the app again.
+//! App runners: how a session's parts (its display, its sink, its app) are started in that order,
+//! watched, and stopped in reverse. The handles are persisted with the session so a restarted host
+//! can find them again.
 
 pub mod docker;
 pub mod process;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{App, RunnerKind};
+use crate::audio::{Pulse, SinkHandle};
+use crate::config::{App, AudioKind, DisplayKind, RunnerKind};
+use crate::display::{DisplayHandle, Displays};
+use crate::sessions::Mode;
 
 /// What identifies a running app across host restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,39 +44,249 @@ pub enum RunnerError {
     Stop(String),
     #[error("docker: {0}")]
     Docker(String),
+    #[error("virtual display: {0}")]
+    Display(String),
+    #[error("session audio: {0}")]
+    Audio(String),
+}
+
+/// What a session runs: its app, and the display and sink the app renders and plays into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub app: RunnerHandle,
+    pub display: Option<DisplayHandle>,
+    pub sink: Option<SinkHandle>,
+}
+
+impl Parts {
+    /// Nothing runs for the session.
+    pub fn is_empty(&self) -> bool {
+        self.app == RunnerHandle::None && self.display.is_none() && self.sink.is_none()
+    }
+}
+
+/// Which part of a session is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    App,
+    Display,
+    Audio,
+}
+
+/// What a launch needs to know of the session.
+pub struct LaunchSpec<'a> {
+    pub session_id: u32,
+    pub app: &'a App,
+    pub mode: Mode,
+    /// The client's certificate fingerprint: its app data lives under it.
+    pub client: &'a str,
+    /// The negotiated channel count (2, 6 or 8).
+    pub channels: u8,
+}
+
+/// A launch that failed, with the part that failed (`wolf_session_creation_errors_total{reason}`).
+#[derive(Debug)]
+pub struct LaunchFailure {
+    pub reason: &'static str,
+    pub error: RunnerError,
+}
+
+/// Where a Docker app finds the session's sockets and folders.
+const CONTAINER_PULSE_DIR: &str = "/tmp/wolf-rs-pulse";
+const CONTAINER_RUNTIME_DIR: &str = "/run/wolf-rs";
+/// The home folder in Wolf's app images.
+const CONTAINER_HOME: &str = "/home/retro";
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RunnerError> + Send + 'static,
+    err: fn(String) -> RunnerError,
+) -> Result<T, RunnerError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| err(format!("runner task: {e}")))?
 }
 
 /// Every runner of the host. Blocking process work runs on the blocking pool.
 pub struct Runners {
     pub process: std::sync::Arc<process::ProcessRunner>,
     pub docker: docker::DockerRunner,
+    pub displays: std::sync::Arc<Displays>,
+    pub audio: std::sync::Arc<Pulse>,
     pub stop_timeout: Duration,
+    state_dir: PathBuf,
 }
 
 impl Runners {
-    /// `owner` tells this host's app processes from others' (its state dir).
-    pub fn new(log_dir: PathBuf, owner: String, stop_timeout: Duration) -> Runners {
+    /// `owner` tells this host's processes from others' (its state dir).
+    pub fn new(state_dir: &Path, owner: String, desktop: &crate::config::Desktop, stop_timeout: Duration) -> Runners {
+        let process = std::sync::Arc::new(process::ProcessRunner::new(state_dir.join("logs"), owner));
         Runners {
-            process: std::sync::Arc::new(process::ProcessRunner::new(log_dir, owner)),
+            displays: std::sync::Arc::new(Displays::new(process.clone(), desktop)),
+            audio: std::sync::Arc::new(Pulse::new(process.clone(), state_dir, desktop)),
+            process,
             docker: docker::DockerRunner::new(),
             stop_timeout,
+            state_dir: state_dir.to_owned(),
         }
     }
 
-    pub async fn start(&self, session_id: u32, app: &App) -> Result<RunnerHandle, RunnerError> {
-        let r = &app.runner;
+    /// The session's own runtime folder (`XDG_RUNTIME_DIR`), removed when it ends.
+    fn runtime_dir(&self, session_id: u32) -> PathBuf {
+        self.state_dir.join("run").join(format!("session-{session_id}"))
+    }
+
+    /// The shared-memory socket of a stream's display capture.
+    pub fn capture_socket(&self, session_id: u32) -> PathBuf {
+        self.state_dir.join("run").join(format!("capture-{session_id}"))
+    }
+
+    /// The client's data folder for an app (its `HOME`), kept across sessions.
+    pub fn app_home(&self, client: &str, app_id: u32) -> PathBuf {
+        self.state_dir.join("apps").join(client).join(app_id.to_string())
+    }
+
+    /// Start the session's display, sink and app, in that order. On failure what was started is
+    /// stopped again and the failing part named.
+    pub async fn start_session(&self, spec: &LaunchSpec<'_>) -> Result<Parts, LaunchFailure> {
+        let mut parts = Parts::default();
+        let fail = |reason, error| LaunchFailure { reason, error };
+        let (id, mode) = (spec.session_id, spec.mode);
+        if spec.app.display.kind == DisplayKind::Virtual {
+            let (d, display) = (self.displays.clone(), spec.app.display.clone());
+            match blocking(move || d.start(id, &display, mode), RunnerError::Display).await {
+                Ok(h) => parts.display = Some(h),
+                Err(e) => return Err(fail("display", e)),
+            }
+        }
+        if spec.app.audio.kind == AudioKind::Sink {
+            let (a, channels) = (self.audio.clone(), spec.channels);
+            match blocking(move || a.create_sink(id, channels), RunnerError::Audio).await {
+                Ok(h) => parts.sink = Some(h),
+                Err(e) => {
+                    self.unwind(&parts).await;
+                    return Err(fail("audio", e));
+                }
+            }
+        }
+        match self.start_app(spec, &parts).await {
+            Ok(h) => parts.app = h,
+            Err(e) => {
+                self.unwind(&parts).await;
+                return Err(fail("runner", e));
+            }
+        }
+        Ok(parts)
+    }
+
+    async fn unwind(&self, parts: &Parts) {
+        if let Err(e) = self.stop_session(0, parts).await {
+            tracing::error!(error = %e, "stopping what a failed launch started");
+        }
+    }
+
+    /// The session env and, for a container, the mounts that carry it in.
+    fn session_env(
+        &self,
+        spec: &LaunchSpec<'_>,
+        parts: &Parts,
+        in_container: bool,
+    ) -> Result<(BTreeMap<String, String>, Vec<String>), RunnerError> {
+        let mut env = BTreeMap::new();
+        let mut mounts = Vec::new();
+        if parts.display.is_none() && parts.sink.is_none() {
+            return Ok((env, mounts));
+        }
+        let runtime = self.runtime_dir(spec.session_id);
+        let home = self.app_home(spec.client, spec.app.id);
+        for dir in [&runtime, &home] {
+            std::fs::create_dir_all(dir).map_err(|e| RunnerError::Start(format!("creating {}: {e}", dir.display())))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700));
+        if let Some(d) = &parts.display {
+            env.insert("DISPLAY".into(), d.name());
+            if in_container {
+                let socket = d.socket().display().to_string();
+                mounts.push(format!("{socket}:{socket}"));
+            }
+        }
+        if let Some(s) = &parts.sink {
+            env.insert("PULSE_SINK".into(), s.name.clone());
+            let server = if in_container {
+                mounts.push(format!("{}:{CONTAINER_PULSE_DIR}", self.audio.socket_dir().display()));
+                format!("unix:{CONTAINER_PULSE_DIR}/native")
+            } else {
+                self.audio.server()
+            };
+            env.insert("PULSE_SERVER".into(), server);
+        }
+        if in_container {
+            mounts.push(format!("{}:{CONTAINER_RUNTIME_DIR}", runtime.display()));
+            mounts.push(format!("{}:{CONTAINER_HOME}", home.display()));
+            env.insert("XDG_RUNTIME_DIR".into(), CONTAINER_RUNTIME_DIR.into());
+            env.insert("HOME".into(), CONTAINER_HOME.into());
+        } else {
+            env.insert("XDG_RUNTIME_DIR".into(), runtime.display().to_string());
+            env.insert("HOME".into(), home.display().to_string());
+        }
+        Ok((env, mounts))
+    }
+
+    /// The app, with the session's env under the app's own (the app's config wins).
+    async fn start_app(&self, spec: &LaunchSpec<'_>, parts: &Parts) -> Result<RunnerHandle, RunnerError> {
+        let r = &spec.app.runner;
+        let session_id = spec.session_id;
         match r.kind {
             RunnerKind::None => Ok(RunnerHandle::None),
             RunnerKind::Process => {
-                let (p, cmd, env) = (self.process.clone(), r.command.clone(), r.env.clone());
-                tokio::task::spawn_blocking(move || p.start(session_id, &cmd, &env))
-                    .await
-                    .map_err(|e| RunnerError::Start(format!("runner task: {e}")))?
+                let (mut env, _) = self.session_env(spec, parts, false)?;
+                env.extend(r.env.clone());
+                let (p, cmd) = (self.process.clone(), r.command.clone());
+                blocking(move || p.start(session_id, &cmd, &env), RunnerError::Start).await
             }
             RunnerKind::Docker => {
-                self.docker.start(session_id, &r.image, &r.env, &r.mounts, &r.devices, &r.command).await
+                let (mut env, mut mounts) = self.session_env(spec, parts, true)?;
+                env.extend(r.env.clone());
+                mounts.extend(r.mounts.iter().cloned());
+                self.docker.start(session_id, &r.image, &env, &mounts, &r.devices, &r.command).await
             }
         }
+    }
+
+    /// Stop the app, then the sink, then the display; everything is tried, the first error returned.
+    pub async fn stop_session(&self, session_id: u32, parts: &Parts) -> Result<(), RunnerError> {
+        let mut first = self.stop(&parts.app).await.err();
+        if let Some(sink) = parts.sink.clone() {
+            let a = self.audio.clone();
+            if let Err(e) = blocking(move || a.remove_sink(&sink), RunnerError::Audio).await {
+                first.get_or_insert(e);
+            }
+        }
+        if let Some(display) = parts.display.clone() {
+            let (d, t) = (self.displays.clone(), self.stop_timeout);
+            if let Err(e) = blocking(move || d.stop(&display, t), RunnerError::Display).await {
+                first.get_or_insert(e);
+            }
+        }
+        if session_id != 0 {
+            let _ = std::fs::remove_dir_all(self.runtime_dir(session_id));
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The first part of a session that is gone, if any. A part that cannot be asked counts as there.
+    pub async fn lost(&self, session_id: u32, parts: &Parts) -> Option<Lost> {
+        if let Some(d) = parts.display.clone() {
+            let displays = self.displays.clone();
+            if !tokio::task::spawn_blocking(move || displays.alive(&d)).await.unwrap_or(true) {
+                return Some(Lost::Display);
+            }
+        }
+        if let Some(s) = parts.sink.clone() {
+            let a = self.audio.clone();
+            if tokio::task::spawn_blocking(move || a.sink_alive(&s)).await.ok().flatten() == Some(false) {
+                return Some(Lost::Audio);
+            }
+        }
+        (!self.alive(session_id, &parts.app).await).then_some(Lost::App)
     }
 
     /// Does the app of this handle still run? An engine that does not answer counts as "yes", so

@@ -19,6 +19,51 @@ pub const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// processes it started (the process analogue of a container label).
 pub const OWNER_ENV: &str = "WOLF_RS_OWNER";
 pub const SESSION_ENV: &str = "WOLF_SESSION_ID";
+/// What the process is to the host ([`Role`]); absent on apps started before roles existed.
+pub const ROLE_ENV: &str = "WOLF_RS_ROLE";
+
+/// The kinds of process the host starts, told apart after a restart by [`ROLE_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A session's app.
+    App,
+    /// A session's virtual X server.
+    Display,
+    /// The host's one PulseAudio server (shared by every session; never an orphan).
+    Audio,
+    /// A stream's capture of a session's display (started again with each stream).
+    Capture,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::App => "app",
+            Role::Display => "display",
+            Role::Audio => "audio",
+            Role::Capture => "capture",
+        }
+    }
+
+    fn parse(s: &str) -> Role {
+        match s {
+            "display" => Role::Display,
+            "audio" => Role::Audio,
+            "capture" => Role::Capture,
+            _ => Role::App,
+        }
+    }
+}
+
+/// A process-group leader this host's state dir started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub pid: i32,
+    pub start_time: u64,
+    /// Its `WOLF_SESSION_ID` (empty for the audio server).
+    pub session: String,
+    pub role: Role,
+}
 
 pub struct ProcessRunner {
     log_dir: PathBuf,
@@ -38,8 +83,8 @@ impl ProcessRunner {
         ProcessRunner { log_dir, owner, children: Mutex::new(HashMap::new()) }
     }
 
-    /// Process-group leaders started by this host's state dir: (pid, start time, session) (blocking).
-    pub fn owned(&self) -> Vec<(i32, u64, String)> {
+    /// Process-group leaders started by this host's state dir (blocking).
+    pub fn owned(&self) -> Vec<Owned> {
         let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
         all.filter_map(Result::ok)
             .filter_map(|p| {
@@ -52,8 +97,13 @@ impl ProcessRunner {
                 if owner.as_encoded_bytes() != self.owner.as_bytes() {
                     return None;
                 }
-                let session = env.get(std::ffi::OsStr::new(SESSION_ENV)).map(|s| s.to_string_lossy().into_owned());
-                Some((stat.pid, stat.starttime, session.unwrap_or_default()))
+                let var = |k: &str| env.get(std::ffi::OsStr::new(k)).map(|s| s.to_string_lossy().into_owned());
+                Some(Owned {
+                    pid: stat.pid,
+                    start_time: stat.starttime,
+                    session: var(SESSION_ENV).unwrap_or_default(),
+                    role: Role::parse(&var(ROLE_ENV).unwrap_or_default()),
+                })
             })
             .collect()
     }
@@ -62,21 +112,41 @@ impl ProcessRunner {
         self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
     pub fn log_path(&self, session_id: u32) -> PathBuf {
         self.log_dir.join(format!("session-{session_id}.log"))
     }
 
-    /// Start `command` (blocking).
+    /// Start the app `command` of a session (blocking).
     pub fn start(
         &self,
         session_id: u32,
         command: &[String],
         env: &BTreeMap<String, String>,
     ) -> Result<RunnerHandle, RunnerError> {
+        let log = self.log_path(session_id);
+        let (pid, start_time) = self.spawn(Role::App, session_id, command, env, &log)?;
+        Ok(RunnerHandle::Process { pid, start_time })
+    }
+
+    /// Start `command` as `role` in a process group of its own, output appended to `log`
+    /// (blocking). Returns its (pid, start time) once it runs; a command that ended at once is an
+    /// error.
+    pub fn spawn(
+        &self,
+        role: Role,
+        session_id: u32,
+        command: &[String],
+        env: &BTreeMap<String, String>,
+        log: &Path,
+    ) -> Result<(i32, u64), RunnerError> {
         let (program, args) = command.split_first().ok_or_else(|| RunnerError::Config("empty command".into()))?;
         std::fs::create_dir_all(&self.log_dir)
             .map_err(|e| RunnerError::Start(format!("creating {}: {e}", self.log_dir.display())))?;
-        let log = self.log_path(session_id);
+        let log = log.to_owned();
         rotate(&log, LOG_MAX_BYTES);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -89,6 +159,7 @@ impl ProcessRunner {
             .envs(env)
             .env(SESSION_ENV, session_id.to_string())
             .env(OWNER_ENV, &self.owner)
+            .env(ROLE_ENV, role.as_str())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -103,8 +174,8 @@ impl ProcessRunner {
             return Err(RunnerError::Start(format!("{program} exited at once ({status}); see {}", log.display())));
         };
         self.children().insert(pid, child);
-        tracing::info!(session = session_id, pid, program = %program, log = %log.display(), "app process started");
-        Ok(RunnerHandle::Process { pid, start_time })
+        tracing::info!(session = session_id, pid, role = role.as_str(), program = %program, log = %log.display(), "process started");
+        Ok((pid, start_time))
     }
 
     /// Is the process of this handle still the same one, and running? (blocking; reaps our own).
@@ -152,6 +223,39 @@ impl ProcessRunner {
         for id in session_ids {
             rotate_in_place(&self.log_path(*id), LOG_MAX_BYTES);
         }
+    }
+}
+
+/// Run a short helper command (pactl, xrandr) to its end, killed after `limit` (blocking). Its
+/// stdout on success; on failure what it said on stderr.
+pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<String, String> {
+    let what = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} did not finish within {} ms", limit.as_millis()));
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+    // Its output is small (a pipe's buffer holds it until it exits).
+    let out = child.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!("{what} failed ({}): {}", out.status, text(&out.stderr)))
     }
 }
 
@@ -204,7 +308,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         // Past its exec (it wrote its line), it is found by its owner env.
-        assert_eq!(r.owned(), vec![(pid, start_time, "9".to_owned())], "found by its owner env");
+        let found = Owned { pid, start_time, session: "9".into(), role: Role::App };
+        assert_eq!(r.owned(), vec![found], "found by its owner env");
         // SIGKILL after the timeout ends the whole group.
         r.stop(pid, start_time, Duration::from_millis(200)).unwrap();
         assert!(!r.alive(pid, start_time));

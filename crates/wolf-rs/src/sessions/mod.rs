@@ -53,6 +53,10 @@ pub struct Session {
     pub updated: SystemTime,
     pub state: SessionState,
     pub runner: RunnerHandle,
+    /// The session's own X display, when its app has one.
+    pub display: Option<crate::display::DisplayHandle>,
+    /// The session's own audio sink, when its app has one.
+    pub sink: Option<crate::audio::SinkHandle>,
     pub ports: SessionPorts,
     /// How far the RTSP negotiation got.
     pub rtsp: RtspProgress,
@@ -87,6 +91,20 @@ impl Session {
         allowed
     }
 
+    /// What runs for the session: app, display, sink.
+    pub fn parts(&self) -> crate::runners::Parts {
+        crate::runners::Parts { app: self.runner.clone(), display: self.display.clone(), sink: self.sink.clone() }
+    }
+
+    /// The channel count the client asked for at launch (`surroundAudioInfo`'s low 16 bits).
+    pub fn channels(&self) -> u8 {
+        match self.surround_audio_info & 0xffff {
+            6 => 6,
+            8 => 8,
+            _ => 2,
+        }
+    }
+
     pub fn record(&self, last_activity: Option<SystemTime>) -> SessionRecord {
         SessionRecord {
             id: self.id,
@@ -97,6 +115,8 @@ impl Session {
             codec: self.rtsp.stream.as_ref().map(|s| if s.video_format == 1 { "hevc" } else { "h264" }.to_owned()),
             ports: self.ports,
             runner: self.runner.clone(),
+            display: self.display.clone(),
+            sink: self.sink.clone(),
             state: self.state,
             surround_audio_info: self.surround_audio_info,
             created_unix_ms: unix_ms(self.created),
@@ -120,6 +140,8 @@ impl Session {
             updated: from_unix_ms(r.updated_unix_ms),
             state: r.state,
             runner: r.runner.clone(),
+            display: r.display.clone(),
+            sink: r.sink.clone(),
             ports: r.ports,
             rtsp: RtspProgress::default(),
         })
@@ -199,8 +221,11 @@ pub enum LaunchError {
     },
     /// The session could not be saved.
     Store(String),
-    /// The app did not start.
-    Runner(String),
+    /// A part of the session did not start: `part` is "display", "audio" or "runner".
+    Runner {
+        part: &'static str,
+        message: String,
+    },
 }
 
 impl Sessions {
@@ -415,6 +440,8 @@ mod tests {
             updated: SystemTime::now(),
             state: SessionState::Launching,
             runner: RunnerHandle::None,
+            display: None,
+            sink: None,
             ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
             rtsp: RtspProgress::default(),
         }

@@ -1,5 +1,6 @@
-//! Start-up reconcile: each saved session whose app still runs is adopted (paused, so `/resume` and
-//! a new RTSP setup continue it); the rest are cleaned up and dropped. Bounded in time.
+//! Start-up reconcile: each saved session whose app, display and sink all still run is adopted
+//! (paused, so `/resume` and a new RTSP setup continue it); the rest are cleaned up and dropped,
+//! and so is whatever this host started that no adopted session owns. Bounded in time.
 
 use std::time::Duration;
 
@@ -27,10 +28,16 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
     let pass = async {
         let mut out = Reconciled::default();
         for r in records {
-            let stopping = r.state == SessionState::Stopping;
-            let live = !stopping && runners.alive(r.id, &r.runner).await;
+            // Launching: its parts were not saved yet (the sweep below stops them).
+            let unfinished = matches!(r.state, SessionState::Stopping | SessionState::Launching);
+            let parts =
+                crate::runners::Parts { app: r.runner.clone(), display: r.display.clone(), sink: r.sink.clone() };
+            let live = !unfinished && runners.lost(r.id, &parts).await.is_none();
             match Session::from_record(&r) {
                 Some(mut s) if live => {
+                    if let Some(d) = &s.display {
+                        runners.displays.adopt(d);
+                    }
                     s.state = SessionState::Paused;
                     s.updated = std::time::SystemTime::now();
                     tracing::info!(session = s.id, app = s.app_id, runner = ?s.runner, "saved session adopted: its app still runs");
@@ -38,7 +45,7 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
                 }
                 _ => {
                     // Dead, or it was being stopped when the host went down: finish the job.
-                    if let Err(e) = runners.stop(&r.runner).await {
+                    if let Err(e) = runners.stop_session(r.id, &parts).await {
                         tracing::warn!(session = r.id, error = %e, "cleaning up a saved session's app");
                     }
                     tracing::info!(
@@ -51,6 +58,7 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
             }
         }
         out.orphans_removed = remove_orphan_processes(runners, &out.adopted).await;
+        out.orphans_removed += remove_orphan_sinks(runners, &out.adopted).await;
         if sweep_docker {
             out.orphans_removed += remove_orphans(runners, &out.adopted).await;
         }
@@ -77,25 +85,75 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
     }
 }
 
-/// Processes this host's state dir started that no adopted session owns: stopped.
+/// Processes this host's state dir started (apps, displays) that no adopted session owns: stopped.
+/// The audio server is shared, never an orphan.
 async fn remove_orphan_processes(runners: &Runners, adopted: &[Session]) -> usize {
+    use crate::runners::process::Role;
     let p = runners.process.clone();
     let owned = tokio::task::spawn_blocking(move || p.owned()).await.unwrap_or_default();
     let mut removed = 0;
-    for (pid, start_time, session) in owned {
-        let handle = RunnerHandle::Process { pid, start_time };
-        if adopted.iter().any(|s| s.runner == handle) {
+    for o in owned {
+        let handle = RunnerHandle::Process { pid: o.pid, start_time: o.start_time };
+        let ours = |s: &Session| match o.role {
+            Role::App => s.runner == handle,
+            Role::Display => s.display.as_ref().is_some_and(|d| d.pid == o.pid && d.start_time == o.start_time),
+            Role::Audio => true,
+            Role::Capture => false,
+        };
+        if o.role == Role::Audio || adopted.iter().any(ours) {
             continue;
         }
-        match runners.stop(&handle).await {
+        let stopped = match o.role {
+            Role::Display => {
+                // Through the display, so its socket and lock go with it.
+                let Some(number) = display_number(o.pid) else { continue };
+                let h =
+                    crate::display::DisplayHandle { number, pid: o.pid, start_time: o.start_time, width: 0, height: 0 };
+                let (d, t) = (runners.displays.clone(), runners.stop_timeout);
+                tokio::task::spawn_blocking(move || d.stop(&h, t))
+                    .await
+                    .unwrap_or_else(|e| Err(crate::runners::RunnerError::Stop(e.to_string())))
+            }
+            _ => runners.stop(&handle).await,
+        };
+        match stopped {
             Ok(()) => {
-                tracing::info!(pid, session = %session, "orphan app process stopped");
+                tracing::info!(pid = o.pid, role = o.role.as_str(), session = %o.session, "orphan process stopped");
                 removed += 1;
             }
-            Err(e) => tracing::warn!(pid, error = %e, "could not stop an orphan app process"),
+            Err(e) => tracing::warn!(pid = o.pid, error = %e, "could not stop an orphan process"),
         }
     }
     removed
+}
+
+/// The display number an X server was started for: its first `:N` argument.
+fn display_number(pid: i32) -> Option<u32> {
+    let cmdline = procfs::process::Process::new(pid).ok()?.cmdline().ok()?;
+    cmdline.iter().find_map(|a| a.strip_prefix(':')?.parse().ok())
+}
+
+/// Sinks of this host's audio server that no adopted session owns: removed.
+async fn remove_orphan_sinks(runners: &Runners, adopted: &[Session]) -> usize {
+    let known: Vec<String> = adopted.iter().filter_map(|s| s.sink.as_ref().map(|k| k.name.clone())).collect();
+    let a = runners.audio.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        if !a.answers() {
+            return 0;
+        }
+        let Ok(sinks) = a.sinks() else { return 0 };
+        let mut removed = 0;
+        for (_, name) in sinks.into_iter().filter(|(_, n)| !known.contains(n)) {
+            let h = crate::audio::SinkHandle { name, channels: 2 };
+            match a.remove_sink(&h) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(sink = %h.name, error = %e, "could not remove an orphan sink"),
+            }
+        }
+        removed
+    })
+    .await;
+    removed.unwrap_or(0)
 }
 
 /// Containers with our label that no adopted session owns: stopped and removed.

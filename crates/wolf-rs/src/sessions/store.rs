@@ -66,6 +66,10 @@ pub struct SessionRecord {
     pub codec: Option<String>,
     pub ports: SessionPorts,
     pub runner: RunnerHandle,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<crate::display::DisplayHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<crate::audio::SinkHandle>,
     pub state: SessionState,
     pub surround_audio_info: u32,
     pub created_unix_ms: u64,
@@ -190,6 +194,8 @@ mod tests {
             codec: None,
             ports: SessionPorts::default(),
             runner: RunnerHandle::Process { pid: 42, start_time: 7 },
+            display: None,
+            sink: None,
             state: SessionState::Paused,
             surround_audio_info: 196_610,
             created_unix_ms: 1,

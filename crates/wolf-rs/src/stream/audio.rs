@@ -22,10 +22,12 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, MediaError> {
     let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let server = streams.ender.runners.audio.server();
+    let sink = session.sink.as_ref().map(|s| (server.as_str(), s.name.as_str()));
     let source = streams
         .config
         .app(session.app_id)
-        .map_or_else(|| "audiotestsrc is-live=true".to_owned(), |a| a.audio_source.clone());
+        .map_or_else(|| crate::config::TEST_TONE_SOURCE.to_owned(), |a| a.audio_source_for(sink));
     // Only the layouts DESCRIBE offered; anything else is stereo.
     let channels = if SURROUND_CHANNELS.contains(&cfg.audio_channels) { cfg.audio_channels } else { 2 };
     let spec = AudioSpec {
@@ -45,7 +47,7 @@ pub fn spawn(
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
     let session_id = session.id;
-    super::spawn_sender(streams, "audio", session.id, text, move |pipeline, metrics, beat| {
+    super::spawn_sender(streams, "audio", session.id, text, None, move |pipeline, metrics, beat| {
         tracing::info!(session = session_id, %addr, encrypted = encryption.is_some(), "audio stream started");
         send_loop(pipeline, packetizer, &socket, addr, &cancel, metrics, beat)
     })

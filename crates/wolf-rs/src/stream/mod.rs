@@ -160,13 +160,14 @@ impl SessionEnder {
             // Only at shutdown, after the manager stopped every stream.
             tracing::debug!(session = session_id, "the stream manager is gone");
         }
-        if s.runner == crate::runners::RunnerHandle::None {
+        let parts = s.parts();
+        if parts.is_empty() {
             return self.sessions.remove_by_id(session_id).map(|s| (s, None));
         }
         self.sessions.update_by_id(session_id, |s| s.enter(SessionState::Stopping));
-        let (runners, sessions, handle) = (self.runners.clone(), self.sessions.clone(), s.runner.clone());
+        let (runners, sessions) = (self.runners.clone(), self.sessions.clone());
         let stop = async move {
-            if let Err(e) = runners.stop(&handle).await {
+            if let Err(e) = runners.stop_session(session_id, &parts).await {
                 tracing::error!(session = session_id, error = %e, "stopping the app");
             }
             sessions.remove_by_id(session_id);
@@ -319,6 +320,7 @@ fn spawn_sender(
     kind: &'static str,
     id: u32,
     pipeline_text: String,
+    capture: Option<crate::display::CaptureSpec>,
     send: impl FnOnce(EncoderPipeline, &crate::metrics::Metrics, &crate::watchdog::Heartbeat) -> Ended + Send + 'static,
 ) -> Result<JoinHandle<()>, MediaError> {
     let metrics = streams.metrics.clone();
@@ -336,6 +338,15 @@ fn spawn_sender(
             // Every line this thread logs names its session.
             let _span = tracing::info_span!("stream", session = id, kind).entered();
             let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
+            // Lives as long as the stream: dropped (the child stopped) when this thread ends.
+            let _capture = match capture.map(crate::display::Capture::start).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    metrics.pipeline_errors.inc();
+                    ender.fail(id, &format!("{kind} capture did not start: {e}"));
+                    return;
+                }
+            };
             let pipeline = match EncoderPipeline::start(pipeline_text, handoff, reporting) {
                 Ok(p) => p,
                 Err(e) => {

@@ -23,8 +23,24 @@ pub fn spawn(
 ) -> Result<JoinHandle<()>, MediaError> {
     let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
     let config = &streams.config;
-    let source =
-        config.app(session.app_id).map_or_else(|| "videotestsrc is-live=true".to_owned(), |a| a.video_source.clone());
+    let app = config.app(session.app_id);
+    // The session's display, captured in a child process, unless the app names its own source.
+    let capture = match (&session.display, app) {
+        (Some(d), Some(a)) if a.video_source.trim().is_empty() => Some(crate::display::CaptureSpec {
+            process: streams.ender.runners.process.clone(),
+            session_id: session.id,
+            display: d.clone(),
+            fps: cfg.fps,
+            socket: streams.ender.runners.capture_socket(session.id),
+        }),
+        _ => None,
+    };
+    let display = session.display.as_ref().map(|d| d.name());
+    let source = match (&capture, app) {
+        (Some(c), _) => c.source(),
+        (None, Some(a)) => a.video_source_for(display.as_deref(), cfg.fps),
+        (None, None) => crate::config::TEST_PATTERN_SOURCE.to_owned(),
+    };
     let dir = (!config.video.pipelines_dir.is_empty()).then(|| std::path::PathBuf::from(&config.video.pipelines_dir));
     // The client picks HEVC (bitStreamFormat 1) only when DESCRIBE offered it, i.e. we have one.
     let candidate = match (cfg.video_format, streams.encoder.hevc) {
@@ -55,7 +71,7 @@ pub fn spawn(
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, candidate.name);
-    super::spawn_sender(streams, "video", id, text, move |pipeline, metrics, beat| {
+    super::spawn_sender(streams, "video", id, text, capture, move |pipeline, metrics, beat| {
         tracing::info!(session = id, %addr, encoder, encrypted = sealer.is_some(), "video stream started");
         send_loop(pipeline, packetizer, sealer, hevc, &socket, addr, &cancel, metrics, beat, || keyframes.take(id))
     })
