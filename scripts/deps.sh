@@ -9,6 +9,8 @@ PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-tools gstreamer1.0-libav
+  # desktop sessions: a virtual display and audio per session, the default "Desktop" app
+  xvfb pulseaudio pulseaudio-utils x11-xserver-utils openbox xterm
 )
 TEST_PACKAGES=(
   # a one-binary app image for the docker runner tests; unshare for the namespace tests

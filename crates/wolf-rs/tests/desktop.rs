@@ -49,10 +49,16 @@ fn near(got: [u8; 3], want: [u8; 3]) -> bool {
 
 /// RTSP to PLAY at `w`x`h`, the control channel, then the decoded last picture and the received
 /// stereo audio (decrypted, decoded).
-async fn watch(
+async fn watch(rtsp: &wolf_client::RtspSession, rikey: [u8; 16], size: (u32, u32)) -> (Picture, Vec<f32>, EnetClient) {
+    watch_with(rtsp, rikey, size, true).await
+}
+
+/// As [`watch`]; without audio when `with_audio` is false (an app that plays nothing).
+async fn watch_with(
     rtsp: &wolf_client::RtspSession,
     rikey: [u8; 16],
     (w, h): (u32, u32),
+    with_audio: bool,
 ) -> (Picture, Vec<f32>, EnetClient) {
     let played = rtsp_to_play(rtsp, &announce_sdp(w, h, 30, 3000, SS_ENC_CONTROL_V2)).await.expect("RTSP to PLAY");
     let control = EnetClient::connect(played.control, played.connect_data, rikey);
@@ -67,6 +73,9 @@ async fn watch(
         receive_video(LOOPBACK, played.video, &played.ping, &opener, 20, Duration::from_secs(90)).await.unwrap();
     let frames = from_first_idr(&frames);
     let picture = tokio::task::spawn_blocking(move || h264_last_picture(&frames)).await.unwrap().expect("decodes");
+    if !with_audio {
+        return (picture, Vec::new(), control);
+    }
     let audio = receive_audio(LOOPBACK, played.audio, &played.ping, 200, Duration::from_secs(60)).await.unwrap();
     let opus: Vec<Vec<u8>> = audio
         .iter()
@@ -296,4 +305,137 @@ async fn a_display_that_dies_ends_its_session_with_a_counted_reason() {
     assert_eq!(owned(&host, Role::App), 0, "the app went with its display");
     assert!(!display.socket().exists(), "the dead server's socket is cleaned up");
     host.stop().await;
+}
+
+/// A 1 kHz tone on all six channels into a 5.1 sink: each channel of the decoded 5.1 stream (in
+/// the layout the client read from DESCRIBE) has its power at 1 kHz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_one_tone_reaches_the_client_on_every_channel() {
+    let (first, max) = (260, 1);
+    let tone = "exec gst-launch-1.0 -q audiotestsrc freq=1000 volume=0.5 is-live=true ! audio/x-raw,channels=6 ! pulsesink";
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c: &mut Config| {
+        c.apps.push(desktop_app(5, "Tone", tone));
+        c.desktop.first_display = first;
+        c.desktop.max_displays = max;
+    }))
+    .await;
+    let c = paired(&host).await;
+    let rikey = [0x33; 16];
+    // surroundAudioInfo: channel mask 0x3f << 16 | 6 channels.
+    let q = c.launch_url(APP, "320x240x30", &hex::encode(rikey)).replace("surroundAudioInfo=196610", "surroundAudioInfo=4128774");
+    let r = c.https_get(&q).await.unwrap();
+    assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
+    assert_eq!(session_of(&host, &c).sink.map(|s| s.channels), Some(6), "a 5.1 sink");
+    let rtsp = wolf_client::RtspSession::from_url(&r.field("sessionUrl0").unwrap(), rikey).unwrap();
+    let sdp = wolf_testkit::with_surround(&announce_sdp(320, 240, 30, 1000, SS_ENC_CONTROL_V2), 6, 0x3f);
+    let played = rtsp_to_play(&rtsp, &sdp).await.unwrap();
+    let layout = wolf_testkit::advertised_surround(&played.describe, 6);
+    let _control = EnetClient::connect(played.control, played.connect_data, rikey);
+    let audio = receive_audio(LOOPBACK, played.audio, &played.ping, 300, Duration::from_secs(60)).await.unwrap();
+    let opus: Vec<Vec<u8>> =
+        audio.iter().map(|(seq, d)| wolf_testkit::media::decrypt_audio_with(&rikey, d, *seq).unwrap()).collect();
+    let caps = wolf_testkit::media::opus_surround_caps(&layout);
+    let samples =
+        tokio::task::spawn_blocking(move || wolf_testkit::media::opus_samples(&opus, &caps, 6)).await.unwrap().unwrap();
+    let tail = &samples[samples.len() / 2..];
+    for ch in 0..6 {
+        let (at_1k, total) = tone_power(tail, 6, ch, 1000.0);
+        assert!(total > 1e-3, "channel {ch} is not silent: {total}");
+        assert!(at_1k > 0.5 * total, "channel {ch}: 1 kHz holds {at_1k} of {total}");
+    }
+    cancel(&host, &c).await;
+    host.stop().await;
+}
+
+/// Paints red, says so in its HOME, then sleeps: the test paints over it, so a picture with the
+/// test's colour can only come from the display that was there before the crash.
+const PAINT_AND_SLEEP: &str = "xsetroot -solid '#ff0000' && pactl info > \"$HOME/pulse.txt\" && touch \"$HOME/painted\"; exec sleep 600";
+
+fn records(state: &std::path::Path) -> Vec<wolf_rs::sessions::SessionRecord> {
+    wolf_rs::sessions::store::load(&state.join(wolf_rs::sessions::store::FILE_NAME)).expect("the sessions file").records
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Launch `app` (id 5), paint its display green from outside, kill -9 the host, start it again:
+/// the same X server, sink and app are adopted, and a client that resumes sees green.
+async fn adopted_after_kill_9(app: wolf_rs::config::App, first: u32) {
+    use wolf_testkit::host_process::spawn;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = ConfigBuilder::loopback().pin(PIN).with(|c: &mut Config| {
+        c.apps.push(app);
+        c.desktop.first_display = first;
+        c.desktop.max_displays = 2;
+        c.sessions.stop_timeout_ms = 2000;
+    });
+    let mut host = spawn(&state, cfg.clone());
+    host.health_until("healthy").await;
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let launched = c.launch(APP, "640x360x30").await.unwrap();
+    assert_eq!(launched.reply.field("gamesession").as_deref(), Some("1"), "{}", launched.reply.text());
+    let before = records(&state).pop().expect("the session is saved");
+    let display = before.display.clone().expect("a display");
+    let home = state.join("apps").join(c.identity.cert.fingerprint_hex()).join(APP);
+    until("the app painted its display", || home.join("painted").exists()).await;
+    let pulse = std::fs::read_to_string(home.join("pulse.txt")).unwrap();
+    assert!(pulse.contains("Server Name"), "the app reached the session's audio server: {pulse}");
+    let painted = std::process::Command::new("xsetroot")
+        .env("DISPLAY", display.name())
+        .args(["-solid", "#00ff00"])
+        .status()
+        .expect("xsetroot");
+    assert!(painted.success());
+
+    host.kill9();
+    let host = spawn(&state, cfg.clone());
+    host.health_until("healthy").await;
+    let after = records(&state);
+    assert_eq!(after.len(), 1, "adopted");
+    assert_eq!(after[0].display, before.display, "the same X server");
+    assert_eq!(after[0].sink, before.sink, "the same sink");
+    assert_eq!(after[0].runner, before.runner, "the same app");
+    let health = String::from_utf8_lossy(&host.get("/health").await.unwrap().body).into_owned();
+    assert!(health.contains(&format!("\"{}\"", display.name())), "{health}");
+
+    c.https = ([127, 0, 0, 1], host.https).into();
+    let rikey = [0x5a; 16];
+    let q = c.url("/resume", &[("rikey", &hex::encode(rikey)), ("rikeyid", "1"), ("corever", "1")]);
+    let r = c.https_get(&q).await.unwrap();
+    assert_eq!(r.field("resume").as_deref(), Some("1"), "{}", r.text());
+    let rtsp = wolf_client::RtspSession::from_url(&r.field("sessionUrl0").unwrap(), rikey).unwrap();
+    let (picture, _, _control) = watch_with(&rtsp, rikey, (640, 360), false).await;
+    assert_picture(&picture, (640, 360), [0, 255, 0]);
+
+    assert_eq!(c.https_get(&c.url("/cancel", &[])).await.unwrap().field("cancel").as_deref(), Some("1"));
+    until("the session ends", || records(&state).is_empty()).await;
+    until("its X server is gone", || !display.socket().exists()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_process_app_and_its_display_are_adopted_after_kill_9() {
+    adopted_after_kill_9(desktop_app(5, "Paint", PAINT_AND_SLEEP), 240).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_docker_app_and_its_display_are_adopted_after_kill_9() {
+    use wolf_testkit::docker::{DockerCleanup, build_image_with, remove_labelled};
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("wolf-rs-test-x11:{}", std::process::id());
+    let _cleanup = DockerCleanup { containers: Vec::new(), images: vec![image.clone()] };
+    remove_labelled();
+    build_image_with(dir.path(), &image, &["xsetroot", "pactl"]);
+    let mut app = desktop_app(5, "Paint", PAINT_AND_SLEEP);
+    app.runner = wolf_testkit::config::docker_runner(&image);
+    app.runner.command = ["sh", "-c", PAINT_AND_SLEEP].map(String::from).to_vec();
+    adopted_after_kill_9(app, 250).await;
 }

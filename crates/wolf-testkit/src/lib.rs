@@ -141,6 +141,26 @@ impl TestHost {
     }
 }
 
+/// `sdp` with Moonlight's surround lines for `channels` (6 or 8) with `mask` (normal quality).
+pub fn with_surround(sdp: &str, channels: u32, mask: u32) -> String {
+    sdp.replace(
+        "t=0 0\r\n",
+        &format!(
+            "a=x-nv-audio.surround.numChannels:{channels} \r\na=x-nv-audio.surround.channelMask:{mask} \r\n\
+             a=x-nv-audio.surround.enable:1 \r\na=x-nv-audio.surround.AudioQuality:0 \r\nt=0 0\r\n"
+        ),
+    )
+}
+
+/// What the client reads from DESCRIBE for `channels`: the first `surround-params` line for it,
+/// as (channels, streams, coupled streams, mapping) after the client's LFE swap.
+pub fn advertised_surround(describe: &str, channels: u32) -> (u32, u32, u32, Vec<u8>) {
+    let prefix = format!("a=fmtp:97 surround-params={channels}");
+    let line = describe.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{prefix} in {describe}"));
+    wolf_protocol::audio::client_surround_layout(line.trim_start_matches("a=fmtp:97 surround-params="))
+        .expect("well formed")
+}
+
 /// What Moonlight announces for 1280x720@60 H.264 with encrypted control.
 pub const STREAM_SDP: &str = "v=0\r\no=android 0 14 IN IPv4 127.0.0.1\r\ns=NVIDIA Streaming Client\r\n\
     a=x-nv-video[0].clientViewportWd:1280 \r\na=x-nv-video[0].clientViewportHt:720 \r\n\

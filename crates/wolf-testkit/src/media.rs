@@ -113,15 +113,33 @@ pub fn h264_last_picture(frames: &[Vec<u8>]) -> Result<Picture, String> {
 
 /// Decode the Opus packets of a stereo stream (decrypted RTP payloads) into interleaved samples.
 pub fn opus_stereo_samples(packets: &[Vec<u8>]) -> Result<Vec<f32>, String> {
-    let launch = "appsrc name=src format=time caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 \
-                  ! opusdec ! audioconvert ! audio/x-raw,format=F32LE,channels=2,layout=interleaved ! appsink name=out sync=false";
+    opus_samples(packets, "audio/x-opus,channel-mapping-family=0,channels=2,rate=48000", 2)
+}
+
+/// Decode Opus packets with these caps (a surround layout as the client read it from DESCRIBE)
+/// into `channels` interleaved samples, in the stream's own channel order.
+pub fn opus_samples(packets: &[Vec<u8>], caps: &str, channels: usize) -> Result<Vec<f32>, String> {
+    let launch = format!(
+        "appsrc name=src format=time caps=\"{caps}\" ! opusdec ! audio/x-raw,format=S16LE,channels={channels} ! appsink name=out sync=false"
+    );
     let mut out = Vec::new();
-    for s in run_pipeline(launch, packets, 5)? {
+    for s in run_pipeline(&launch, packets, 5)? {
         let Some(b) = s.buffer() else { continue };
         let map = b.map_readable().map_err(|e| e.to_string())?;
-        out.extend(map.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        out.extend(map.chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0));
     }
     Ok(out)
+}
+
+/// The Opus caps a client builds for a surround layout it read from DESCRIBE (channels, streams,
+/// coupled streams, mapping).
+pub fn opus_surround_caps((channels, streams, coupled, mapping): &(u32, u32, u32, Vec<u8>)) -> String {
+    let mapping: Vec<String> = mapping.iter().map(u8::to_string).collect();
+    format!(
+        "audio/x-opus,rate=48000,channels={channels},channel-mapping-family=255,stream-count={streams},\
+         coupled-count={coupled},channel-mapping=(int)<{}>",
+        mapping.join(",")
+    )
 }
 
 /// The power of `freq` Hz in one channel of interleaved 48 kHz samples, and the channel's mean
