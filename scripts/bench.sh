@@ -100,6 +100,15 @@ for round in 1 2 3; do
 done
 echo "== wolf-rs: all scenarios"
 lt all "${wolf_target[@]}" > "$work/wolf.json"
+# One 1080p60 session of the default Desktop app (its own Xvfb, capture, openbox + xterm) against
+# one of the test pattern, alternating, CPU of the host and everything it started.
+for round in 1 2; do
+  for app in 1 2; do
+    echo "== round $round: one 1920x1080x60 stream of app $app"
+    lt stream "${wolf_target[@]}" --streams 1 --mode 1920x1080x60 --bitrate-kbps 20000 --app "$app" \
+      > "$work/desktop-$app-$round.json"
+  done
+done
 kill "$(cat "$work/nginx/nginx.pid")"
 kill "$host_pid" && wait "$host_pid" 2>/dev/null || true
 host_pid=""

@@ -219,6 +219,21 @@ for i, c in enumerate(stream["clients"]):
     w(f"| client {i} received | {c['fps']:.1f} fps, {c['mbps']:.2f} Mbit/s, {c['packets']} packets |")
 w("")
 
+w("## Desktop sessions\n")
+desk = {app: [load(f"desktop-{app}-{r}.json")["stream"] for r in (1, 2)] for app in (1, 2)}
+cpu = {app: median([d["cpu_percent_per_stream"] for d in desk[app]]) for app in (1, 2)}
+w("One session at 1920x1080x60, 20000 kbit/s asked, of the test pattern (app 1) and of the default config's "
+  "Desktop (app 2: its own Xvfb at the client's mode, the display captured by a child process into shared "
+  "memory, openbox and xterm), two alternating rounds each in the same run; CPU is the host's and every process "
+  "it started (/proc), 100 % = one core, median of the rounds.\n")
+w("| app | host CPU per session | received |")
+w("|---|---|---|")
+for app, name in ((1, "test pattern"), (2, "Desktop")):
+    c = desk[app][-1]["clients"][0]
+    w(f"| {name} | {cpu[app]:.1f} % | {c['fps']:.1f} fps, {c['mbps']:.2f} Mbit/s |")
+w(f"| ratio Desktop / test pattern | {cpu[2] / cpu[1]:.2f} | |")
+w("")
+
 w("## Criterion benches (`cargo bench`)\n")
 w("Medians; warm-up 1 s, measurement 3 s each. A 1080p frame at 20 Mbit/s and 60 fps is 41 666 bytes; "
   "packets of 1024 bytes, 20 % FEC. The ciphers the host runs per packet are audio AES-128-CBC, control "

@@ -364,6 +364,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
                 actx.ender.end_and_wait(s.id, crate::commands::EndReason::Shutdown).await;
             }
         }
+        // With no session left to adopt it, the audio server goes too.
+        if actx.sessions.list().iter().all(|s| s.sink.is_none()) {
+            let (a, t) = (actx.runners.audio.clone(), actx.runners.stop_timeout);
+            let _ = tokio::task::spawn_blocking(move || a.stop_server(t)).await;
+        }
         // Otherwise apps keep running to be adopted at the next start; the file must say so.
         let s = actx.sessions.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush_blocking()).await {

@@ -124,6 +124,7 @@ impl Displays {
     /// accepts connections (blocking).
     pub fn start(&self, session_id: u32, spec: &AppDisplay, mode: Mode) -> Result<DisplayHandle, RunnerError> {
         let (width, height) = match (spec.width, spec.height) {
+            _ if spec.resize => (spec.max_width, spec.max_height),
             (0, _) | (_, 0) => (mode.width, mode.height),
             fixed => fixed,
         };
@@ -195,6 +196,31 @@ impl Displays {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Set the screen of a display started with `resize` to `mode` (RandR: a mode of that size is
+    /// added when the server lacks one). Returns the handle with its new size (blocking).
+    pub fn resize(&self, h: &DisplayHandle, mode: Mode) -> Result<DisplayHandle, RunnerError> {
+        let (w, ht) = (mode.width, mode.height);
+        let name = format!("{w}x{ht}");
+        let xrandr = |args: &[&str]| {
+            let mut c = std::process::Command::new("xrandr");
+            c.arg("-display").arg(h.name()).args(args);
+            crate::runners::process::run_bounded(&mut c, Duration::from_secs(5))
+        };
+        // Timings only have to be well formed: a virtual screen has no monitor to sync.
+        let clock = f64::from(w + 24) * f64::from(ht + 3) * f64::from(mode.fps.max(1)) / 1e6;
+        let timings = [w, w + 8, w + 16, w + 24, ht, ht + 1, ht + 2, ht + 3].map(|v| v.to_string());
+        let mut newmode = vec!["--newmode".to_owned(), name.clone(), format!("{clock:.2}")];
+        newmode.extend(timings);
+        let newmode: Vec<&str> = newmode.iter().map(String::as_str).collect();
+        // Both fail harmlessly when the mode is there already.
+        let _ = xrandr(&newmode);
+        let _ = xrandr(&["--addmode", "screen", &name]);
+        xrandr(&["--output", "screen", "--mode", &name])
+            .map_err(|e| RunnerError::Display(format!("resizing {} to {name}: {e}", h.name())))?;
+        tracing::info!(display = %h.name(), mode = %name, "virtual display resized");
+        Ok(DisplayHandle { width: w, height: ht, ..h.clone() })
     }
 
     /// Is the display's X server still the one we started, and running? (blocking)

@@ -223,7 +223,10 @@ async fn two_hundred_launch_and_cancel_cycles_leave_no_display_sink_or_socket() 
     assert!(sinks(&host).is_empty(), "no sink left: {:?}", sinks(&host));
     assert!(x_sockets(first, max).is_empty(), "no X socket left");
     assert_eq!(host.running().ctx.runners.displays.in_use(), 0);
+    let process = host.running().ctx.runners.process.clone();
+    assert_eq!(process.owned().iter().filter(|p| p.role == Role::Audio).count(), 1, "one audio server for all");
     host.stop().await;
+    assert!(process.owned().is_empty(), "a host stopped with no session leaves no process: {:?}", process.owned());
 }
 
 /// The launch's error: its status code and message.
@@ -312,7 +315,8 @@ async fn a_display_that_dies_ends_its_session_with_a_counted_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_one_tone_reaches_the_client_on_every_channel() {
     let (first, max) = (260, 1);
-    let tone = "exec gst-launch-1.0 -q audiotestsrc freq=1000 volume=0.5 is-live=true ! audio/x-raw,channels=6 ! pulsesink";
+    let tone =
+        "exec gst-launch-1.0 -q audiotestsrc freq=1000 volume=0.5 is-live=true ! audio/x-raw,channels=6 ! pulsesink";
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c: &mut Config| {
         c.apps.push(desktop_app(5, "Tone", tone));
         c.desktop.first_display = first;
@@ -322,7 +326,9 @@ async fn a_five_one_tone_reaches_the_client_on_every_channel() {
     let c = paired(&host).await;
     let rikey = [0x33; 16];
     // surroundAudioInfo: channel mask 0x3f << 16 | 6 channels.
-    let q = c.launch_url(APP, "320x240x30", &hex::encode(rikey)).replace("surroundAudioInfo=196610", "surroundAudioInfo=4128774");
+    let q = c
+        .launch_url(APP, "320x240x30", &hex::encode(rikey))
+        .replace("surroundAudioInfo=196610", "surroundAudioInfo=4128774");
     let r = c.https_get(&q).await.unwrap();
     assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
     assert_eq!(session_of(&host, &c).sink.map(|s| s.channels), Some(6), "a 5.1 sink");
@@ -347,9 +353,50 @@ async fn a_five_one_tone_reaches_the_client_on_every_channel() {
     host.stop().await;
 }
 
+/// `/resume` with another mode: a display that follows the client (`resize`) is set to the new mode
+/// (RandR), the same desktop still on it; one that does not keeps its size and the stream is scaled.
+/// Either way the client gets its own mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_another_mode_resizes_a_following_display_and_scales_the_others() {
+    let (first, max) = (270, 2);
+    let host = TestHost::start(config(first, max).with(|c: &mut Config| {
+        let mut following = desktop_app(6, "Follow", PAINT_AND_PLAY);
+        following.display.resize = true;
+        following.display.max_width = 1920;
+        following.display.max_height = 1080;
+        c.apps.push(following);
+    }))
+    .await;
+    let c = paired(&host).await;
+    for (app, follows) in [("5", false), ("6", true)] {
+        let launched = c.launch(app, "640x360x30").await.unwrap();
+        assert_eq!(launched.reply.field("gamesession").as_deref(), Some("1"), "{}", launched.reply.text());
+        let s = session_of(&host, &c);
+        let before = s.display.clone().unwrap();
+        assert_eq!((before.width, before.height), (640, 360), "app {app}: the display starts at the client's mode");
+        let rikey = [0x44; 16];
+        let q = c.url(
+            "/resume",
+            &[("rikey", &hex::encode(rikey)), ("rikeyid", "1"), ("corever", "1"), ("mode", "800x448x30")],
+        );
+        let r = c.https_get(&q).await.unwrap();
+        assert_eq!(r.field("resume").as_deref(), Some("1"), "{}", r.text());
+        let after = session_of(&host, &c).display.unwrap();
+        let want = if follows { (800, 448) } else { (640, 360) };
+        assert_eq!((after.width, after.height), want, "app {app}");
+        assert_eq!((after.number, after.pid), (before.number, before.pid), "app {app}: the same X server");
+        let rtsp = wolf_client::RtspSession::from_url(&r.field("sessionUrl0").unwrap(), rikey).unwrap();
+        let (picture, _, _control) = watch_with(&rtsp, rikey, (800, 448), false).await;
+        assert_picture(&picture, (800, 448), colour_of(s.id));
+        cancel(&host, &c).await;
+    }
+    host.stop().await;
+}
+
 /// Paints red, says so in its HOME, then sleeps: the test paints over it, so a picture with the
 /// test's colour can only come from the display that was there before the crash.
-const PAINT_AND_SLEEP: &str = "xsetroot -solid '#ff0000' && pactl info > \"$HOME/pulse.txt\" && touch \"$HOME/painted\"; exec sleep 600";
+const PAINT_AND_SLEEP: &str =
+    "xsetroot -solid '#ff0000' && pactl info > \"$HOME/pulse.txt\" && touch \"$HOME/painted\"; exec sleep 600";
 
 fn records(state: &std::path::Path) -> Vec<wolf_rs::sessions::SessionRecord> {
     wolf_rs::sessions::store::load(&state.join(wolf_rs::sessions::store::FILE_NAME)).expect("the sessions file").records

@@ -80,6 +80,9 @@ pub struct LoadArgs {
     /// Concurrent streams.
     #[arg(long, default_value_t = 2)]
     pub streams: usize,
+    /// The app the stream clients launch (1: the test pattern; 2: the default config's Desktop).
+    #[arg(long, default_value_t = 1)]
+    pub app: u32,
     /// Stream mode, WIDTHxHEIGHTxFPS.
     #[arg(long, default_value = "1280x720x60")]
     pub mode: String,

@@ -124,6 +124,8 @@ pub struct StreamClient {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stream {
     pub streams: usize,
+    /// The app streamed.
+    pub app: u32,
     pub mode: String,
     pub bitrate_kbps: u32,
     /// The clients enabled video encryption (SS_ENC_VIDEO).
@@ -265,8 +267,9 @@ impl Report {
         if let Some(s) = &self.stream {
             let _ = writeln!(
                 o,
-                "\nstream: {} x {} at {} kbps{} for {:.1} s; host CPU {:.1} % per stream (idle host {:.1} %)",
+                "\nstream: {} x app {} {} at {} kbps{} for {:.1} s; host CPU {:.1} % per stream (idle host {:.1} %)",
                 s.streams,
+                s.app,
                 s.mode,
                 s.bitrate_kbps,
                 if s.encrypted_video { ", video encrypted" } else { "" },

@@ -129,7 +129,7 @@ async fn start_stream(c: &GameStreamClient, args: &LoadArgs) -> Result<(SocketAd
     let (Some(Some(w)), Some(Some(h)), Some(Some(fps))) = (dims.next(), dims.next(), dims.next()) else {
         return Err(Error::new(ErrorKind::Config, format!("--mode {:?}: expected WIDTHxHEIGHTxFPS", args.mode)));
     };
-    let launched = c.launch("1", &args.mode).await?;
+    let launched = c.launch(&args.app.to_string(), &args.mode).await?;
     let mut rtsp = launched_rtsp(&launched).map_err(|e| Error::new(ErrorKind::Protocol, format!("launch: {e}")))?;
     rtsp.local = c.local_ip;
     let ok = |r: &RtspReply, what: &str| {
@@ -213,14 +213,33 @@ async fn receive(
     Ok(())
 }
 
-/// Host CPU seconds, from /proc when we know its pid (clock ticks), else from /metrics (whole
-/// seconds); with a scrape of /metrics taken at the same moment.
+/// CPU seconds of `pid` and every process below it (a desktop session's X server, display capture
+/// and app are the host's children), from /proc.
+fn tree_cpu_seconds(pid: i32) -> Option<f64> {
+    let all: Vec<_> = procfs::process::all_processes().ok()?.filter_map(|p| p.ok()?.stat().ok()).collect();
+    let mut tree = vec![pid];
+    let mut ticks = 0u64;
+    let mut i = 0;
+    while let Some(&p) = tree.get(i) {
+        for s in &all {
+            if s.pid == p {
+                ticks += s.utime + s.stime;
+            }
+            if s.ppid == p {
+                tree.push(s.pid);
+            }
+        }
+        i += 1;
+    }
+    (tree.len() > 1 || all.iter().any(|s| s.pid == pid)).then(|| ticks as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// Host CPU seconds (its processes below it included), from /proc when we know its pid (clock
+/// ticks), else from /metrics (whole seconds, the host process alone); with a scrape of /metrics
+/// taken at the same moment.
 async fn cpu_seconds(health: SocketAddr, pid: Option<i32>) -> Result<(f64, Instant, prometheus_parse::Scrape)> {
     let s = scrape(health).await?;
-    let from_proc = pid.and_then(|p| {
-        let stat = procfs::process::Process::new(p).ok()?.stat().ok()?;
-        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
-    });
+    let from_proc = pid.and_then(tree_cpu_seconds);
     let cpu = from_proc.or_else(|| scalar(&s, "process_cpu_seconds_total", None)).ok_or_else(|| {
         Error::new(ErrorKind::Protocol, "no CPU time: no /proc entry and no process_cpu_seconds_total")
     })?;
@@ -232,7 +251,7 @@ fn cpu_percent(a: (f64, Instant), b: (f64, Instant)) -> f64 {
     if secs > 0.0 { (b.0 - a.0) / secs * 100.0 } else { 0.0 }
 }
 
-/// S concurrent test-pattern streams, each client on its own loopback address (the host knows
+/// S concurrent streams of `--app`, each client on its own loopback address (the host knows
 /// RTSP clients by address): host latency per frame and host CPU per stream.
 pub async fn stream(target: &Target, args: &LoadArgs) -> Result<Stream> {
     let health = target.health.ok_or_else(|| {
@@ -279,6 +298,7 @@ pub async fn stream(target: &Target, args: &LoadArgs) -> Result<Stream> {
         let name = "wolf_video_frame_send_seconds";
         Ok(Stream {
             streams: s,
+            app: args.app,
             mode: args.mode.clone(),
             bitrate_kbps: args.bitrate_kbps,
             encrypted_video: args.encrypt_video,

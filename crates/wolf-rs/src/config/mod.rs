@@ -445,6 +445,12 @@ pub struct AppDisplay {
     pub height: u32,
     /// The X server; `{display}` (`:N`), `{width}`, `{height}`, `{fps}` are filled in.
     pub command: Vec<String>,
+    /// Follow the client's mode: the X server starts at max_width x max_height and its screen is
+    /// set (RandR) to the client's mode at launch and at each `/resume` with another mode. Off: the
+    /// display keeps the size it started with and a client with another mode gets it scaled.
+    pub resize: bool,
+    pub max_width: u32,
+    pub max_height: u32,
 }
 
 impl Default for AppDisplay {
@@ -456,6 +462,9 @@ impl Default for AppDisplay {
             command: ["Xvfb", "{display}", "-screen", "0", "{width}x{height}x24", "-nolisten", "tcp", "-noreset"]
                 .map(String::from)
                 .to_vec(),
+            resize: false,
+            max_width: 3840,
+            max_height: 2160,
         }
     }
 }

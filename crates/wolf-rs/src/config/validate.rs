@@ -540,6 +540,9 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
             if d.command.is_empty() {
                 report(format!("apps.{i}.display.command"), "the X server command must not be empty".into());
             }
+            if d.resize && (d.max_width == 0 || d.max_height == 0 || d.max_width > 16384 || d.max_height > 16384) {
+                report(format!("apps.{i}.display.max_width"), "max_width and max_height: 1 to 16384".into());
+            }
             if (d.width == 0) != (d.height == 0) || d.width > 16384 || d.height > 16384 {
                 report(
                     format!("apps.{i}.display.width"),

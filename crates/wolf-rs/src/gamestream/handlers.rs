@@ -159,7 +159,7 @@ async fn https(
         }
         "/applist" => xml_ok(xml::applist(ctx.config.apps.iter().map(|a| (a.title.as_str(), a.id)))),
         "/launch" => launch(ctx, conn, client, q, path).await,
-        "/resume" => resume(ctx, conn, client, q, path),
+        "/resume" => resume(ctx, conn, client, q, path).await,
         "/cancel" => {
             if let Some(s) = ctx.sessions.for_client(&client.fingerprint)
                 && ctx.ender.end(s.id, crate::commands::EndReason::Cancelled).is_some()
@@ -621,7 +621,7 @@ async fn start_app(ctx: &HostContext, s: Session, app: &crate::config::App) -> R
     }
 }
 
-fn resume(
+async fn resume(
     ctx: &HostContext,
     conn: &Conn,
     client: &PairedClient,
@@ -633,9 +633,23 @@ fn resume(
         Err(msg) => return xml_err(400, path, msg),
     };
     let encrypted = rtsp_encrypted(q);
-    match ctx.sessions.resume(&client.fingerprint, rikey, rikeyid, encrypted) {
+    let mode = q.get("mode").and_then(|m| Mode::parse(m));
+    // A display that follows the client's mode is set to the new one while nothing captures it.
+    let mut display = None;
+    if let (Some(s), Some(mode)) = (ctx.sessions.for_client(&client.fingerprint), mode)
+        && let Some(d) = &s.display
+        && mode != s.mode
+        && s.state == SessionState::Paused
+        && ctx.config.app(s.app_id).is_some_and(|a| a.display.resize)
+    {
+        match ctx.runners.resize_display(d, mode).await {
+            Ok(resized) => display = Some(resized),
+            Err(e) => tracing::warn!(session = s.id, error = %e, "the display keeps its size; the stream is scaled"),
+        }
+    }
+    match ctx.sessions.resume(&client.fingerprint, rikey, rikeyid, encrypted, mode, display) {
         Some(s) => {
-            tracing::info!(session = s.id, client = %client.name, "session resumed");
+            tracing::info!(session = s.id, client = %client.name, mode = %s.mode, "session resumed");
             let url = session_url(ctx, conn, s.id, encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("resume", "1")]))
         }

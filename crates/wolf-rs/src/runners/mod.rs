@@ -151,7 +151,16 @@ impl Runners {
         let (id, mode) = (spec.session_id, spec.mode);
         if spec.app.display.kind == DisplayKind::Virtual {
             let (d, display) = (self.displays.clone(), spec.app.display.clone());
-            match blocking(move || d.start(id, &display, mode), RunnerError::Display).await {
+            let start = move || {
+                let h = d.start(id, &display, mode)?;
+                if !display.resize {
+                    return Ok(h);
+                }
+                d.resize(&h, mode).inspect_err(|_| {
+                    let _ = d.stop(&h, Duration::from_secs(2));
+                })
+            };
+            match blocking(start, RunnerError::Display).await {
                 Ok(h) => parts.display = Some(h),
                 Err(e) => return Err(fail("display", e)),
             }
@@ -249,6 +258,12 @@ impl Runners {
                 self.docker.start(session_id, &r.image, &env, &mounts, &r.devices, &r.command).await
             }
         }
+    }
+
+    /// A display that follows the client's mode, set to `mode` (`/resume` with another mode).
+    pub async fn resize_display(&self, display: &DisplayHandle, mode: Mode) -> Result<DisplayHandle, RunnerError> {
+        let (d, h) = (self.displays.clone(), display.clone());
+        blocking(move || d.resize(&h, mode), RunnerError::Display).await
     }
 
     /// Stop the app, then the sink, then the display; everything is tried, the first error returned.

@@ -350,13 +350,28 @@ impl Sessions {
         Ok(s)
     }
 
-    /// New keys for an existing session (`/resume`), and whether its client encrypts RTSP.
-    pub fn resume(&self, fingerprint: &str, rikey: [u8; 16], rikeyid: i32, rtsp_encrypted: bool) -> Option<Session> {
+    /// New keys for an existing session (`/resume`), whether its client encrypts RTSP, the mode it
+    /// asked for, and its display when that was resized to it.
+    pub fn resume(
+        &self,
+        fingerprint: &str,
+        rikey: [u8; 16],
+        rikeyid: i32,
+        rtsp_encrypted: bool,
+        mode: Option<Mode>,
+        display: Option<crate::display::DisplayHandle>,
+    ) -> Option<Session> {
         self.update(|m| {
             let s = m.get_mut(fingerprint)?;
             s.rikey = rikey;
             s.rikeyid = rikeyid;
             s.rtsp.encrypted = rtsp_encrypted;
+            if let Some(mode) = mode {
+                s.mode = mode;
+            }
+            if display.is_some() {
+                s.display = display;
+            }
             Some(s.clone())
         })
     }
