@@ -15,6 +15,8 @@ PACKAGES=(
 TEST_PACKAGES=(
   # a one-binary app image for the docker runner tests; unshare for the namespace tests
   busybox-static util-linux python3
+  # the desktop tests look for windows on a session's display
+  xdotool
   # the container tests: a base image made here, a real Prometheus and promtool
   debootstrap prometheus
 )

@@ -353,6 +353,44 @@ async fn a_five_one_tone_reaches_the_client_on_every_channel() {
     host.stop().await;
 }
 
+/// The default config's Desktop app (openbox, a maximized xterm) as a client sees it: a terminal,
+/// light with dark text, over most of the screen. With `WOLF_RS_SNAPSHOT=file.png` the decoded
+/// picture is saved there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_desktop_app_streams_a_terminal() {
+    let (first, max) = (280, 1);
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c: &mut Config| {
+        c.apps.push(wolf_rs::config::App::desktop());
+        c.desktop.first_display = first;
+        c.desktop.max_displays = max;
+    }))
+    .await;
+    let c = paired(&host).await;
+    let launched = c.launch("2", "1280x720x30").await.unwrap();
+    assert_eq!(launched.reply.field("gamesession").as_deref(), Some("1"), "{}", launched.reply.text());
+    // The terminal maps its window within a second or two of the launch.
+    let display = session_of(&host, &c).display.unwrap();
+    until("xterm's window is up", || {
+        std::process::Command::new("xdotool")
+            .env("DISPLAY", display.name())
+            .args(["search", "--onlyvisible", "--classname", "xterm"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .await;
+    let (picture, _, _control) = watch_with(&launched.rtsp().unwrap(), launched.rikey, (1280, 720), false).await;
+    if let Ok(path) = std::env::var("WOLF_RS_SNAPSHOT") {
+        picture.save_png(std::path::Path::new(&path)).unwrap();
+    }
+    assert_eq!((picture.width, picture.height), (1280, 720));
+    let light = picture.share(|p| p.iter().all(|c| *c > 200));
+    let dark = picture.share(|p| p.iter().all(|c| *c < 60));
+    assert!(light > 0.5, "the terminal's background fills the screen: {light:.2} light");
+    assert!(dark > 0.0005, "there is text (the prompt) and a title bar: {dark:.4} dark");
+    cancel(&host, &c).await;
+    host.stop().await;
+}
+
 /// `/resume` with another mode: a display that follows the client (`resize`) is set to the new mode
 /// (RandR), the same desktop still on it; one that does not keeps its size and the stream is scaled.
 /// Either way the client gets its own mode.

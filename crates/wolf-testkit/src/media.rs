@@ -92,6 +92,32 @@ impl Picture {
         let i = (y * self.width + x) * 3;
         [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
     }
+
+    /// The share of pixels for which `f` holds.
+    pub fn share(&self, f: impl Fn([u8; 3]) -> bool) -> f64 {
+        let n = self.rgb.chunks_exact(3).filter(|p| f([p[0], p[1], p[2]])).count();
+        n as f64 / (self.width * self.height).max(1) as f64
+    }
+
+    /// The picture as a PNG file (to look at what a client received).
+    pub fn save_png(&self, path: &std::path::Path) -> Result<(), String> {
+        let launch = format!(
+            "appsrc name=src format=time caps=video/x-raw,format=RGB,width={},height={},framerate=1/1 \
+             ! videoconvert ! pngenc ! appsink name=out sync=false",
+            self.width, self.height
+        );
+        // RGB rows are padded to 4 bytes in GStreamer's default layout.
+        let stride = (self.width * 3).div_ceil(4) * 4;
+        let mut padded = vec![0u8; stride * self.height];
+        for row in 0..self.height {
+            padded[row * stride..row * stride + self.width * 3]
+                .copy_from_slice(&self.rgb[row * self.width * 3..(row + 1) * self.width * 3]);
+        }
+        let samples = run_pipeline(&launch, &[padded], 1000)?;
+        let png = samples.first().and_then(|s| s.buffer()).ok_or("nothing encoded")?;
+        let map = png.map_readable().map_err(|e| e.to_string())?;
+        std::fs::write(path, map.as_slice()).map_err(|e| e.to_string())
+    }
 }
 
 /// Decode H.264 access units (from an IDR on) and return the last picture: what the client shows.

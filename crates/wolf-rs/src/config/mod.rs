@@ -392,7 +392,7 @@ impl App {
             audio: AppAudio { kind: AudioKind::Sink },
             runner: Runner {
                 kind: RunnerKind::Process,
-                command: ["sh", "-c", "openbox & exec xterm -maximized"].map(String::from).to_vec(),
+                command: ["openbox", "--startup", "xterm -maximized -fa Monospace -fs 12"].map(String::from).to_vec(),
                 ..Runner::default()
             },
             ..App::default()
