@@ -207,7 +207,7 @@ w("## Streaming\n")
 w(f"{stream['streams']} concurrent sessions of the built-in test pattern at {stream['mode']}, {stream['bitrate_kbps']} "
   "kbit/s asked, each client on its own loopback address pinging as Moonlight does. Host latency per frame is "
   "`wolf_video_frame_send_seconds` (encoder output in the appsink → last packet of the frame sent), quantiles "
-  "interpolated inside its buckets; CPU is the host process's (/proc), 100 % = one core.\n")
+  "interpolated inside its buckets; CPU is the host process's and its children's (/proc), 100 % = one core.\n")
 w("| | value |")
 w("|---|---|")
 w(f"| frame send p50 / p99 | {ms(stream['frame_send']['p50_ms'])} / {ms(stream['frame_send']['p99_ms'])} "

@@ -74,12 +74,13 @@ pub enum ControlCommand {
 pub type StreamCommands = tokio::sync::mpsc::UnboundedSender<StreamCommand>;
 
 /// What RTSP and the HTTPS handlers ask of the streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum StreamCommand {
     /// PLAY arrived: start streaming this session.
     Start { session_id: u32 },
-    /// The session ended (/cancel, app exit): stop and clean up.
-    Stop { session_id: u32 },
+    /// The session ended (/cancel, app exit) or its client left: stop and clean up; `done` is told
+    /// once the stream threads are joined (a session's display outlives its capture).
+    Stop { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
 }
 
 /// Keyframes asked for by clients (IDR requests on the control channel), by session id; the video

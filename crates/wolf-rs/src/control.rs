@@ -190,7 +190,7 @@ impl Worker {
                 if let Some(p) = self.peers.remove(&peer) {
                     tracing::info!(session = p.session_id, "control channel closed: stopping the streams");
                     // The app keeps running; the client may come back with /resume.
-                    let _ = self.streams.send(StreamCommand::Stop { session_id: p.session_id });
+                    let _ = self.streams.send(StreamCommand::Stop { session_id: p.session_id, done: None });
                     self.sessions.update_by_id(p.session_id, |s| {
                         // The next RTSP negotiation starts over; how the client speaks it does not change.
                         s.rtsp = crate::sessions::RtspProgress {

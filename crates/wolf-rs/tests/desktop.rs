@@ -14,7 +14,7 @@ use wolf_rs::runners::process::Role;
 use wolf_testkit::config::desktop_app;
 use wolf_testkit::media::{Picture, h264_last_picture, opus_stereo_samples, tone_power};
 use wolf_testkit::session::{ControlEvent, EnetClient, from_first_idr, receive_audio, receive_video, rtsp_to_play};
-use wolf_testkit::{ConfigBuilder, PIN, TestHost};
+use wolf_testkit::{ConfigBuilder, PIN, TestHost, until};
 
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const APP: &str = "5";
@@ -439,17 +439,6 @@ const PAINT_AND_SLEEP: &str =
 fn records(state: &std::path::Path) -> Vec<wolf_rs::sessions::SessionRecord> {
     wolf_rs::sessions::store::load(&state.join(wolf_rs::sessions::store::FILE_NAME)).expect("the sessions file").records
 }
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 /// Launch `app` (id 5), paint its display green from outside, kill -9 the host, start it again:
 /// the same X server, sink and app are adopted, and a client that resumes sees green.
 async fn adopted_after_kill_9(app: wolf_rs::config::App, first: u32) {

@@ -13,7 +13,7 @@ use wolf_rs::sessions::{SessionRecord, SessionState};
 use wolf_testkit::config::{app, docker_runner, process_runner};
 use wolf_testkit::docker::{DockerCleanup, build_app_image, docker, labelled, remove_labelled, running};
 use wolf_testkit::host_process::{Proc, spawn, spawn_env};
-use wolf_testkit::{ConfigBuilder, PIN, RIKEY_HEX};
+use wolf_testkit::{ConfigBuilder, PIN, RIKEY_HEX, until};
 
 fn sessions(host: &Proc) -> Vec<SessionRecord> {
     let out = host.cli(&["sessions", "list", "--json"]);
@@ -30,17 +30,6 @@ async fn pair(host: &Proc) -> GameStreamClient {
 async fn launch(c: &GameStreamClient, app: &str) -> wolf_client::Reply {
     let q = c.launch_url(app, "1280x720x60", RIKEY_HEX);
     c.https_get(&q).await.expect("launch answers")
-}
-
-/// Wait (bounded) for `f` to hold.
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn pid_alive(pid: i32) -> bool {

@@ -58,6 +58,17 @@ pub async fn launch_rtsp(c: &GameStreamClient, url: &str) -> RtspSession {
     rtsp
 }
 
+/// Wait (bounded: 30 s) until `f` holds; panics naming `what` otherwise.
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// Kills every process group a host started from a state dir (apps, virtual displays, its audio
 /// server) when dropped, so a test leaves nothing running, also when it fails.
 pub struct KillOwned(String);

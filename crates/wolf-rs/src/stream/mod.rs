@@ -156,7 +156,8 @@ impl SessionEnder {
         tracing::info!(session = session_id, reason = reason.as_str(), "session ends");
         self.metrics.sessions_ended.with_label_values(&[reason.as_str()]).inc();
         let _ = self.control.send(ControlCommand::Terminate { session_id, reason: reason.termination() });
-        if self.streams.send(StreamCommand::Stop { session_id }).is_err() {
+        let (done, streams_stopped) = tokio::sync::oneshot::channel();
+        if self.streams.send(StreamCommand::Stop { session_id, done: Some(done) }).is_err() {
             // Only at shutdown, after the manager stopped every stream.
             tracing::debug!(session = session_id, "the stream manager is gone");
         }
@@ -167,6 +168,9 @@ impl SessionEnder {
         self.sessions.update_by_id(session_id, |s| s.enter(SessionState::Stopping));
         let (runners, sessions) = (self.runners.clone(), self.sessions.clone());
         let stop = async move {
+            // The streams first: they capture the display and the sink (bounded: a sender thread
+            // joins within its frame wait; a manager gone at shutdown answers at once).
+            let _ = tokio::time::timeout(Duration::from_secs(10), streams_stopped).await;
             if let Err(e) = runners.stop_session(session_id, &parts).await {
                 tracing::error!(session = session_id, error = %e, "stopping the app");
             }
@@ -258,12 +262,15 @@ impl Streams {
                     tracker.spawn(async move { v.start_video(session_id, rv).await });
                     tracker.spawn(async move { a.start_audio(session_id, ra).await });
                 }
-                Some(StreamCommand::Stop { session_id }) => {
+                Some(StreamCommand::Stop { session_id, done }) => {
                     if let Some(r) = running.remove(&session_id) {
                         stop(r).await;
                         this.video.pings.forget(session_id);
                         this.audio.pings.forget(session_id);
                         tracing::info!(session = session_id, "streams stopped");
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
             }
