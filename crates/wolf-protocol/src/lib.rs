@@ -4,6 +4,7 @@
 //! Crate map:
 //! - `pairing`  PIN key derivation, certificate signatures, the pairing steps (host and client side)
 //! - `xml`      the XML bodies of the HTTP(S) API (serverinfo, applist, pairing, launch)
+//! - `launch`   the `/launch` and `/resume` query: the client's mode
 //! - `rtsp`     RTSP as Moonlight speaks it: request parsing, replies, the ANNOUNCE SDP
 //! - `control`  control-channel messages (ENet payloads) and their AES-128-GCM sealing
 //! - `gcm`      AES-128-GCM under the rikey with the streams' IV layouts (control, encrypted RTSP, video)
@@ -20,6 +21,7 @@ pub mod control;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod gcm;
+pub mod launch;
 pub mod pairing;
 pub mod rtsp;
 pub mod video;

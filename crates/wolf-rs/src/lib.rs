@@ -8,9 +8,8 @@
 //! - `net`        TLS (client-cert verifier, handshake gate), connection limits, interfaces, accept loop, HTTP/1.1
 //! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint, pairing
 //! - `sessions`   launched sessions, persisted in active_sessions.json; reconcile after a restart
-//! - `runners`    how a session's parts are started, watched and stopped: display, sink, app (process, docker)
-//! - `display`    virtual X displays (Xvfb), one per session of a desktop app, at the client's mode
-//! - `audio`      the host's PulseAudio server and a null sink per session
+//! - `runners`    how a session's parts are started, watched and stopped: its virtual display
+//!   (`runners::display`, Xvfb), its sink (`runners::audio`, PulseAudio), its app (process, docker)
 //! - `rtsp`       RTSP 48010: DESCRIBE, SETUP, ANNOUNCE, PLAY for a launched session
 //! - `control`    the ENet control channel 47999: connect data, control messages, termination
 //! - `commands`   what the planes ask of each other (streams, control) and keyframe requests
@@ -31,12 +30,10 @@
 
 pub mod admin;
 pub mod app;
-pub mod audio;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
-pub mod display;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_harness;

@@ -122,7 +122,7 @@ fn owned(host: &TestHost, role: Role) -> usize {
 
 /// The X sockets left in `first..first+max`.
 fn x_sockets(first: u32, max: u32) -> Vec<u32> {
-    (first..first + max).filter(|n| wolf_rs::display::socket_path(*n).exists()).collect()
+    (first..first + max).filter(|n| wolf_rs::runners::display::socket_path(*n).exists()).collect()
 }
 
 fn sinks(host: &TestHost) -> Vec<String> {

@@ -2,6 +2,8 @@
 //! watched, and stopped in reverse. The handles are persisted with the session so a restarted host
 //! can find them again.
 
+pub mod audio;
+pub mod display;
 pub mod docker;
 pub mod process;
 
@@ -11,10 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audio::{Pulse, SinkHandle};
 use crate::config::{App, AudioKind, DisplayKind, RunnerKind};
-use crate::display::{DisplayHandle, Displays};
-use crate::sessions::Mode;
+use audio::{Pulse, SinkHandle};
+use display::{DisplayHandle, Displays};
+use wolf_protocol::launch::Mode;
 
 /// What identifies a running app across host restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

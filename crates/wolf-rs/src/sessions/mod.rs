@@ -12,31 +12,7 @@ use std::time::SystemTime;
 
 use crate::runners::RunnerHandle;
 pub use store::{SessionPorts, SessionRecord, SessionState};
-
-/// `WxHxFPS` from `/launch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}x{}", self.width, self.height, self.fps)
-    }
-}
-
-impl Mode {
-    pub fn parse(s: &str) -> Option<Mode> {
-        let mut it = s.split('x').map(|p| p.parse::<u32>().ok());
-        let (w, h, f) = (it.next()??, it.next()??, it.next()??);
-        if it.next().is_some() || w == 0 || h == 0 || f == 0 || w > 16384 || h > 16384 || f > 1000 {
-            return None;
-        }
-        Some(Mode { width: w, height: h, fps: f })
-    }
-}
+pub use wolf_protocol::launch::Mode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -54,9 +30,9 @@ pub struct Session {
     pub state: SessionState,
     pub runner: RunnerHandle,
     /// The session's own X display, when its app has one.
-    pub display: Option<crate::display::DisplayHandle>,
+    pub display: Option<crate::runners::display::DisplayHandle>,
     /// The session's own audio sink, when its app has one.
-    pub sink: Option<crate::audio::SinkHandle>,
+    pub sink: Option<crate::runners::audio::SinkHandle>,
     pub ports: SessionPorts,
     /// How far the RTSP negotiation got.
     pub rtsp: RtspProgress,
@@ -359,7 +335,7 @@ impl Sessions {
         rikeyid: i32,
         rtsp_encrypted: bool,
         mode: Option<Mode>,
-        display: Option<crate::display::DisplayHandle>,
+        display: Option<crate::runners::display::DisplayHandle>,
     ) -> Option<Session> {
         self.update(|m| {
             let s = m.get_mut(fingerprint)?;
@@ -510,13 +486,5 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), EndReason::ALL.len());
-    }
-
-    #[test]
-    fn modes() {
-        assert_eq!(Mode::parse("1920x1080x60"), Some(Mode { width: 1920, height: 1080, fps: 60 }));
-        for bad in ["", "1920x1080", "1920x1080x60x1", "0x1080x60", "ax1x1", "1920x1080x-60"] {
-            assert_eq!(Mode::parse(bad), None, "{bad}");
-        }
     }
 }

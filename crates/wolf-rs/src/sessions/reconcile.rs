@@ -107,8 +107,13 @@ async fn remove_orphan_processes(runners: &Runners, adopted: &[Session]) -> usiz
             Role::Display => {
                 // Through the display, so its socket and lock go with it.
                 let Some(number) = display_number(o.pid) else { continue };
-                let h =
-                    crate::display::DisplayHandle { number, pid: o.pid, start_time: o.start_time, width: 0, height: 0 };
+                let h = crate::runners::display::DisplayHandle {
+                    number,
+                    pid: o.pid,
+                    start_time: o.start_time,
+                    width: 0,
+                    height: 0,
+                };
                 let (d, t) = (runners.displays.clone(), runners.stop_timeout);
                 tokio::task::spawn_blocking(move || d.stop(&h, t))
                     .await
@@ -144,7 +149,7 @@ async fn remove_orphan_sinks(runners: &Runners, adopted: &[Session]) -> usize {
         let Ok(sinks) = a.sinks() else { return 0 };
         let mut removed = 0;
         for (_, name) in sinks.into_iter().filter(|(_, n)| !known.contains(n)) {
-            let h = crate::audio::SinkHandle { name, channels: 2 };
+            let h = crate::runners::audio::SinkHandle { name, channels: 2 };
             match a.remove_sink(&h) {
                 Ok(()) => removed += 1,
                 Err(e) => tracing::warn!(sink = %h.name, error = %e, "could not remove an orphan sink"),

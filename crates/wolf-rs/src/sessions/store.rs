@@ -67,9 +67,9 @@ pub struct SessionRecord {
     pub ports: SessionPorts,
     pub runner: RunnerHandle,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display: Option<crate::display::DisplayHandle>,
+    pub display: Option<crate::runners::display::DisplayHandle>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sink: Option<crate::audio::SinkHandle>,
+    pub sink: Option<crate::runners::audio::SinkHandle>,
     pub state: SessionState,
     pub surround_audio_info: u32,
     pub created_unix_ms: u64,

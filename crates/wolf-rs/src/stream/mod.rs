@@ -327,7 +327,7 @@ fn spawn_sender(
     kind: &'static str,
     id: u32,
     pipeline_text: String,
-    capture: Option<crate::display::CaptureSpec>,
+    capture: Option<crate::runners::display::CaptureSpec>,
     send: impl FnOnce(EncoderPipeline, &crate::metrics::Metrics, &crate::watchdog::Heartbeat) -> Ended + Send + 'static,
 ) -> Result<JoinHandle<()>, MediaError> {
     let metrics = streams.metrics.clone();
@@ -346,7 +346,7 @@ fn spawn_sender(
             let _span = tracing::info_span!("stream", session = id, kind).entered();
             let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
             // Lives as long as the stream: dropped (the child stopped) when this thread ends.
-            let _capture = match capture.map(crate::display::Capture::start).transpose() {
+            let _capture = match capture.map(crate::runners::display::Capture::start).transpose() {
                 Ok(c) => c,
                 Err(e) => {
                     metrics.pipeline_errors.inc();

@@ -26,7 +26,7 @@ pub fn spawn(
     let app = config.app(session.app_id);
     // The session's display, captured in a child process, unless the app names its own source.
     let capture = match (&session.display, app) {
-        (Some(d), Some(a)) if a.video_source.trim().is_empty() => Some(crate::display::CaptureSpec {
+        (Some(d), Some(a)) if a.video_source.trim().is_empty() => Some(crate::runners::display::CaptureSpec {
             process: streams.ender.runners.process.clone(),
             session_id: session.id,
             display: d.clone(),

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::RunnerError;
+use super::process::{ProcessRunner, Role};
 use crate::config::{AppDisplay, Desktop};
-use crate::runners::RunnerError;
-use crate::runners::process::{ProcessRunner, Role};
-use crate::sessions::Mode;
+use wolf_protocol::launch::Mode;
 
 /// Where every X server on the machine puts its unix socket (`X<N>`); fixed by the X server.
 pub const X_SOCKET_DIR: &str = "/tmp/.X11-unix";
@@ -69,7 +69,7 @@ fn lock_owner(number: u32) -> Option<i32> {
 /// Is display `number` taken by any X server on the machine (ours or not)? A lock file naming a
 /// live process, or a socket that accepts.
 fn taken(number: u32) -> bool {
-    if lock_owner(number).is_some_and(|pid| crate::runners::process::start_time(pid).is_some()) {
+    if lock_owner(number).is_some_and(|pid| super::process::start_time(pid).is_some()) {
         return true;
     }
     std::os::unix::net::UnixStream::connect(socket_path(number)).is_ok()
@@ -206,7 +206,7 @@ impl Displays {
         let xrandr = |args: &[&str]| {
             let mut c = std::process::Command::new("xrandr");
             c.arg("-display").arg(h.name()).args(args);
-            crate::runners::process::run_bounded(&mut c, Duration::from_secs(5))
+            super::process::run_bounded(&mut c, Duration::from_secs(5))
         };
         // Timings only have to be well formed: a virtual screen has no monitor to sync.
         let clock = f64::from(w + 24) * f64::from(ht + 3) * f64::from(mode.fps.max(1)) / 1e6;
@@ -316,13 +316,7 @@ impl Capture {
         .map(String::from)
         .to_vec();
         let log = spec.process.log_dir().join(format!("session-{}-display.log", spec.session_id));
-        let (pid, start_time) = spec.process.spawn(
-            crate::runners::process::Role::Capture,
-            spec.session_id,
-            &command,
-            &BTreeMap::new(),
-            &log,
-        )?;
+        let (pid, start_time) = spec.process.spawn(Role::Capture, spec.session_id, &command, &BTreeMap::new(), &log)?;
         let c = Capture { process: spec.process, pid, start_time, socket: spec.socket };
         let deadline = Instant::now() + READY_WITHIN;
         while !c.socket.exists() {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::RunnerError;
+use super::process::{ProcessRunner, Role, run_bounded};
 use crate::config::Desktop;
-use crate::runners::RunnerError;
-use crate::runners::process::{ProcessRunner, Role, run_bounded};
 
 /// How long one `pactl` call may take.
 const PACTL_LIMIT: Duration = Duration::from_secs(5);
