@@ -100,18 +100,6 @@ pub fn open(rikey: &[u8; 16], dir: Direction, packet: &[u8]) -> Result<Message, 
     Ok(Message { seq, msg_type, payload })
 }
 
-/// An input packet (`0x0206`): `BE32 size | LE32 magic | event`. Returns the magic (which kind of
-/// input) and the event bytes. Injecting input is later work; it is parsed and counted.
-pub fn parse_input(payload: &[u8]) -> Result<(u32, &[u8]), ControlError> {
-    let Some((size, rest)) = payload.split_first_chunk::<4>() else { return Err(ControlError::Short(payload.len())) };
-    let size = u32::from_be_bytes(*size) as usize;
-    if size < 4 || size > rest.len() {
-        return Err(ControlError::Length(size));
-    }
-    let magic = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-    Ok((magic, &rest[4..size]))
-}
-
 /// The termination message's payload: the reason as a big-endian HRESULT.
 /// ENet's protocol header flag: a 16-bit sent time follows the peer id.
 const ENET_HEADER_SENT_TIME: u16 = 0x8000;
@@ -169,18 +157,6 @@ mod tests {
             .unwrap();
         let m = open(&KEY, Direction::HostToClient, &t).unwrap();
         assert_eq!(m.payload, vec![0x80, 0x03, 0x00, 0x23]);
-    }
-
-    #[test]
-    fn input_packets_parse_or_are_refused() {
-        // A relative mouse move as Moonlight frames it: size 8, magic, dx, dy.
-        let mut p = 8u32.to_be_bytes().to_vec();
-        p.extend_from_slice(&0x0000_0007u32.to_le_bytes());
-        p.extend_from_slice(&[0, 1, 0, 1]);
-        assert_eq!(parse_input(&p), Ok((7, &[0u8, 1, 0, 1][..])));
-        assert!(parse_input(&p[..6]).is_err());
-        assert!(parse_input(&[0, 0, 0, 99, 1, 2, 3, 4]).is_err());
-        assert!(parse_input(&[]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! invariants that must hold too (round trips, what a parser promises about what it accepted).
 
 use crate::gcm::{Direction, StreamKey};
-use crate::{annexb, audio, control, pairing, rtsp, video, xml};
+use crate::{annexb, audio, control, input, pairing, rtsp, video, xml};
 
 /// The rikey every harness seals and opens with.
 const KEY: [u8; 16] = [0x42; 16];
@@ -124,10 +124,10 @@ pub fn control_message(data: &[u8]) {
         if let Ok(m) = control::open(&KEY, dir, data)
             && m.msg_type == control::MSG_INPUT
         {
-            let _ = control::parse_input(&m.payload);
+            let _ = input::decode(&m.payload);
         }
     }
-    let _ = control::parse_input(data);
+    let _ = input::decode(data);
     // The input as the plaintext of a packet that authenticates: what follows decryption
     // (random bytes never pass the tag, so only this reaches it).
     if let Some(packet) = sealed_control_packet(9, data) {
@@ -136,7 +136,7 @@ pub fn control_message(data: &[u8]) {
             assert!(m.seq == 9 && m.msg_type == u16::from_le_bytes([data[0], data[1]]));
             assert!(m.payload == data[4..4 + inner], "the payload is the inner length's bytes");
             if m.msg_type == control::MSG_INPUT {
-                let _ = control::parse_input(&m.payload);
+                let _ = input::decode(&m.payload);
             }
         }
     }
@@ -166,16 +166,18 @@ fn sealed_control_packet(seq: u32, plain: &[u8]) -> Option<Vec<u8>> {
 
 /// `input`: the payload of a decrypted input message (`0x0206`), plain and as it arrives sealed.
 pub fn input(data: &[u8]) {
-    let parsed = control::parse_input(data);
-    if let Ok((_, event)) = parsed {
-        let size = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        assert_eq!(event.len(), size - 4);
-        assert_eq!(event, &data[8..size + 4]);
+    let parsed = input::decode(data);
+    if let Ok(event) = &parsed {
+        // What an event encodes to decodes to the same event (compared as bytes: NaN floats).
+        let wire = input::encode(event);
+        let again = input::decode(&wire).map(|e| input::encode(&e));
+        assert!(again.as_ref() == Ok(&wire), "{event:?} does not read back as written");
     }
     if let Ok(p) = control::seal(&KEY, 1, Direction::ClientToHost, control::MSG_INPUT, data) {
         let m = control::open(&KEY, Direction::ClientToHost, &p);
         // Compared, not printed: the payload may be 64 KiB.
-        let same = m.as_ref().map(|m| control::parse_input(&m.payload)) == Ok(parsed);
+        let same = m.as_ref().map(|m| input::decode(&m.payload).map(|e| input::encode(&e)))
+            == Ok(parsed.map(|e| input::encode(&e)));
         assert!(same, "a sealed input message opens as another ({} bytes)", data.len());
     }
 }

@@ -7,6 +7,7 @@
 //! - `launch`   the `/launch` and `/resume` query: the client's mode
 //! - `rtsp`     RTSP as Moonlight speaks it: request parsing, replies, the ANNOUNCE SDP
 //! - `control`  control-channel messages (ENet payloads) and their AES-128-GCM sealing
+//! - `input`    input packets in control messages (keyboard, mouse, text, controllers, touch, pen), rumble
 //! - `gcm`      AES-128-GCM under the rikey with the streams' IV layouts (control, encrypted RTSP, video)
 //! - `video`    RTP video packetizing with Reed–Solomon FEC shards; sealing packets (SS_ENC_VIDEO)
 //! - `audio`    RTP audio packetizing, AES-128-CBC, parity packets, surround layouts
@@ -21,6 +22,7 @@ pub mod control;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod gcm;
+pub mod input;
 pub mod launch;
 pub mod pairing;
 pub mod rtsp;

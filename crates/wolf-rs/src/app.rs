@@ -236,6 +236,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
     let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
+    let inputs = Arc::new(crate::input::Inputs::new(sessions.clone(), metrics.clone()));
     let control = ControlChannel::spawn(
         control_socket,
         sessions.clone(),
@@ -243,6 +244,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         streams_tx.clone(),
         metrics.clone(),
         beats.clone(),
+        inputs,
     )
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
     let runners = Arc::new(crate::runners::Runners::new(

@@ -1,6 +1,7 @@
 //! The ENet control channel (47999). One OS thread owns the ENet host: it ties each peer to its
 //! session by the connect data handed out in RTSP SETUP, decrypts control messages, turns IDR and
-//! reference-frame-invalidation requests into keyframe requests, counts pings and input, and sends
+//! reference-frame-invalidation requests into keyframe requests, hands input to the session's
+//! injector (`input`), counts what it gets, and sends
 //! the termination message when a session ends. A connect that names no session's connect data is
 //! dropped at the socket, before ENet gives it a peer slot.
 
@@ -88,6 +89,7 @@ impl ControlChannel {
         streams: crate::commands::StreamCommands,
         metrics: Arc<Metrics>,
         beats: Arc<Heartbeats>,
+        inputs: Arc<crate::input::Inputs>,
     ) -> std::io::Result<ControlChannel> {
         let gate = ConnectGate { socket, sessions: sessions.clone(), metrics: metrics.clone() };
         let host =
@@ -95,7 +97,7 @@ impl ControlChannel {
                 .map_err(|e| std::io::Error::other(format!("ENet host: {e:?}")))?;
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker { host, sessions, keyframes, streams, metrics, peers: HashMap::new() };
+        let worker = Worker { host, sessions, keyframes, streams, metrics, inputs, peers: HashMap::new() };
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("enet-control".into()).spawn(move || {
             let beat = beats.register("control", "control:enet");
@@ -125,6 +127,7 @@ struct Worker {
     keyframes: Arc<KeyframeRequests>,
     streams: crate::commands::StreamCommands,
     metrics: Arc<Metrics>,
+    inputs: Arc<crate::input::Inputs>,
     peers: HashMap<PeerID, PeerSession>,
 }
 
@@ -174,6 +177,7 @@ impl Worker {
                             tracing::debug!(session = session_id, "termination not queued");
                         }
                         peer.disconnect_later(0);
+                        self.inputs.close(session_id);
                         tracing::info!(session = session_id, "termination sent to the client");
                     }
                     Err(e) => tracing::warn!(session = session_id, error = %e, "termination message"),
@@ -189,6 +193,8 @@ impl Worker {
             rusty_enet::EventNoRef::Disconnect { peer, .. } => {
                 if let Some(p) = self.peers.remove(&peer) {
                     tracing::info!(session = p.session_id, "control channel closed: stopping the streams");
+                    // Nothing stays pressed after the client is gone.
+                    self.inputs.close(p.session_id);
                     // The app keeps running; the client may come back with /resume.
                     let _ = self.streams.send(StreamCommand::Stop { session_id: p.session_id, done: None });
                     self.sessions.update_by_id(p.session_id, |s| {
@@ -253,10 +259,14 @@ impl Worker {
             }
             control::MSG_PING => self.count("ping"),
             control::MSG_LOSS_STATS | control::MSG_FEC_STATUS => self.count("loss_stats"),
-            control::MSG_INPUT => match control::parse_input(&msg.payload) {
-                Ok(_) => self.count("input"),
+            control::MSG_INPUT => match wolf_protocol::input::decode(&msg.payload) {
+                Ok(event) => {
+                    self.count("input");
+                    self.inputs.submit(p.session_id, event);
+                }
                 Err(e) => {
                     self.count("malformed");
+                    self.inputs.dropped("malformed");
                     tracing::debug!(session = p.session_id, error = %e, "malformed input packet");
                 }
             },

@@ -12,6 +12,7 @@
 //!   (`runners::display`, Xvfb), its sink (`runners::audio`, PulseAudio), its app (process, docker)
 //! - `rtsp`       RTSP 48010: DESCRIBE, SETUP, ANNOUNCE, PLAY for a launched session
 //! - `control`    the ENet control channel 47999: connect data, control messages, termination
+//! - `input`      keyboard and mouse from the control channel into the session's display (XTEST)
 //! - `commands`   what the planes ask of each other (streams, control) and keyframe requests
 //! - `stream`     per session video and audio sender threads, client addresses from pings
 //! - `media`      GStreamer: encoder probe, pipeline templates, the pipeline that feeds a sender
@@ -39,6 +40,7 @@ pub mod error;
 pub mod fuzz_harness;
 pub mod gamestream;
 pub mod health;
+pub mod input;
 pub mod mdns;
 pub mod media;
 pub mod metrics;

@@ -27,6 +27,11 @@ pub const PAIRING_OUTCOMES: [&str; 6] = ["paired", "wrong_pin", "timeout", "bann
 /// Why a launch failed (the `reason` label).
 pub const LAUNCH_ERRORS: [&str; 8] =
     ["bad_request", "unknown_app", "already_running", "store", "runner", "display", "audio", "draining"];
+/// Why an input event was not injected (`wolf_input_dropped_total{reason}`): the session has no
+/// display, its injector's queue was full, its display could not be reached, the kind is not
+/// injected (gamepads, touch, pen), or the packet did not parse.
+pub const INPUT_DROP_REASONS: [&str; 5] =
+    ["no_display", "queue_full", "display_unavailable", "unsupported", "malformed"];
 /// Outcomes of the start-up reconcile pass (the `result` label).
 pub const RECONCILE_RESULTS: [&str; 3] = ["adopted", "cleaned", "orphan_removed"];
 
@@ -108,6 +113,8 @@ pub struct Metrics {
     pub stream_packets_dropped: IntCounter,
     pub streams_started: IntCounter,
     pub control_messages: IntCounterVec,
+    pub input_events: IntCounterVec,
+    pub input_dropped: IntCounterVec,
     pub session_store_corrupt: IntCounter,
     pub session_store_errors: IntCounter,
     pub sessions_reconciled: IntCounterVec,
@@ -270,6 +277,20 @@ impl Metrics {
                     "undecryptable",
                     "other",
                 ],
+            )?,
+            input_events: counter_vec(
+                &r,
+                "wolf_input_events_total",
+                "Input events from clients' control channels, by kind",
+                "kind",
+                &wolf_protocol::input::InputEvent::KINDS,
+            )?,
+            input_dropped: counter_vec(
+                &r,
+                "wolf_input_dropped_total",
+                "Input events not injected, by reason",
+                "reason",
+                &INPUT_DROP_REASONS,
             )?,
             session_store_corrupt: counter(
                 &r,
