@@ -208,3 +208,43 @@ async fn input_for_a_session_without_a_display_is_counted_and_dropped() {
     drop(control);
     host.stop().await;
 }
+
+/// A flood of input: the control thread never waits on the display (each event is queued at
+/// once, the queue giving up motion first), its watchdog heartbeat keeps beating, the pointer ends
+/// where the client put it, and a key sent after the flood arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_input_never_stalls_the_control_thread_nor_loses_keys_or_position() {
+    const N: usize = 20_000;
+    let r = recording(320).await;
+    r.send(&[InputEvent::MousePosition { x: 640, y: 360, width: 1280, height: 720 }]);
+    assert_eq!(r.lines(1).await, vec!["motion 640 360".to_owned()]);
+    // +1, -1, ...: wherever the flood is thinned, the moves add up to where it started.
+    let mut flood: Vec<InputEvent> =
+        (0..N).map(|i| InputEvent::MouseMove { dx: if i % 2 == 0 { 1 } else { -1 }, dy: 0 }).collect();
+    flood.extend(tap(0x5A, 0));
+    r.send(&flood);
+    let metrics = r.host.running().ctx.metrics.clone();
+    until("every move reached the host", || metrics.input_events.with_label_values(&["mouse_move"]).get() == N as u64)
+        .await;
+    let tail = [press(0x7a, 0), release(0x7a, 0)];
+    let mut got = Vec::new();
+    for _ in 0..400 {
+        got = lines(&r.events, 1).await;
+        if got.ends_with(&tail) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(got.ends_with(&tail), "the key after the flood arrived: {:?}", &got[got.len().saturating_sub(3)..]);
+    let last_motion = got.iter().rev().find(|l| l.starts_with("motion")).cloned();
+    assert_eq!(last_motion.as_deref(), Some("motion 640 360"), "the pointer ends where the client put it");
+    let health = r.host.running().health.report(0, false).1;
+    assert_eq!(health["checks"]["stalled_threads"], serde_json::json!([]), "{health}");
+    let dropped = metrics.input_dropped.with_label_values(&["queue_full"]).get();
+    println!(
+        "{N} moves in a burst: {} pointer motions injected, {dropped} given up (queue of {})",
+        got.len() - 3,
+        wolf_rs::input::QUEUE
+    );
+    r.host.stop().await;
+}
