@@ -210,6 +210,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
     tracing::info!(encoder = encoder.h264.name, hevc = encoder.hevc.is_some(), "video encoder: {}", encoder.reason);
     health.set_encoder(encoder.h264.name, &encoder.reason);
+    let gamepads = crate::input::gamepads_state();
+    if gamepads.starts_with("unavailable") {
+        tracing::warn!(gamepads = %gamepads, "virtual gamepads cannot be made here; keyboard and mouse still work");
+    }
+    health.set_gamepads(gamepads);
 
     if config.pairing.fixed_pin().is_some() {
         tracing::warn!(

@@ -31,6 +31,8 @@ pub struct Health {
     warn_after: Duration,
     pub last_exit: Option<String>,
     encoder: OnceLock<(String, String)>,
+    /// "available", or why virtual gamepads cannot be made here.
+    gamepads: OnceLock<String>,
 }
 
 /// How long the watchdog may go without updating before /health calls it gone.
@@ -51,6 +53,7 @@ impl Health {
             warn_after,
             last_exit,
             encoder: OnceLock::new(),
+            gamepads: OnceLock::new(),
         })
     }
 
@@ -72,6 +75,10 @@ impl Health {
 
     pub fn set_encoder(&self, name: &str, reason: &str) {
         let _ = self.encoder.set((name.to_owned(), reason.to_owned()));
+    }
+
+    pub fn set_gamepads(&self, state: String) {
+        let _ = self.gamepads.set(state);
     }
 
     pub fn loop_answered(&self, lag: Duration) {
@@ -149,6 +156,7 @@ impl Health {
                 "tls_gate": if gate_rejecting { "rejecting" } else { "ok" },
                 "session_store": store_error.map_or_else(|| "ok".to_owned(), |e| format!("cannot write: {e}")),
                 "encoder": encoder_reason,
+                "gamepads": self.gamepads.get().cloned().unwrap_or_default(),
             },
         });
         (code, body)

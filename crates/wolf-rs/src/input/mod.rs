@@ -205,6 +205,20 @@ impl Inputs {
     }
 }
 
+/// Can virtual gamepads be made on this machine (`/dev/uinput` there and writable)? `unavailable:
+/// <why>` when not (keyboard and mouse work either way).
+pub fn gamepads_state() -> String {
+    const UINPUT: &str = "/dev/uinput";
+    match std::fs::OpenOptions::new().write(true).open(UINPUT) {
+        // The pads themselves are later work: say what is there, not more.
+        Ok(_) => "uinput present; gamepad input is not injected yet".to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("unavailable: {UINPUT} is missing (the kernel has no uinput module loaded)")
+        }
+        Err(e) => format!("unavailable: {UINPUT}: {e}"),
+    }
+}
+
 fn injectable(event: &InputEvent) -> bool {
     matches!(
         event,
