@@ -17,6 +17,8 @@ TEST_PACKAGES=(
   busybox-static util-linux python3
   # the desktop tests look for windows on a session's display
   xdotool
+  # the gamepad test runs in a QEMU guest whose kernel has uinput (Debian's kernel, busybox)
+  qemu-system-x86 linux-image-amd64 cpio kmod xz-utils
   # the container tests: a base image made here, a real Prometheus and promtool
   debootstrap prometheus
 )

@@ -249,9 +249,13 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         streams_tx.clone(),
         metrics.clone(),
         beats.clone(),
-        inputs,
+        inputs.clone(),
     )
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
+    let rumble_to = control.commands.clone();
+    inputs.set_rumble(Arc::new(move |session_id, number, low, high| {
+        let _ = rumble_to.send(crate::commands::ControlCommand::Rumble { session_id, number, low, high });
+    }));
     let runners = Arc::new(crate::runners::Runners::new(
         &paths.state_dir,
         std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),

@@ -67,6 +67,8 @@ impl EndReason {
 pub enum ControlCommand {
     /// Tell the session's client that the stream ended, then disconnect it.
     Terminate { session_id: u32, reason: u32 },
+    /// Rumble the client's pad `number` (the app played force feedback on its virtual pad).
+    Rumble { session_id: u32, number: u8, low: u16, high: u16 },
 }
 
 /// Where stream commands go. Unbounded so a stop can never be lost: starts are bounded by the

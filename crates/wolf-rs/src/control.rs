@@ -162,25 +162,38 @@ impl Worker {
         self.host.flush();
     }
 
+    /// Seal `payload` as `msg_type` for the session's peer and send it reliably; its peer id.
+    fn send_to(&mut self, session_id: u32, msg_type: u16, payload: &[u8]) -> Option<PeerID> {
+        let (&id, p) = self.peers.iter_mut().find(|(_, p)| p.session_id == session_id)?;
+        match control::seal(&p.rikey, p.seq, Direction::HostToClient, msg_type, payload) {
+            Ok(msg) => {
+                p.seq = p.seq.wrapping_add(1);
+                if self.host.peer_mut(id).send(0, &Packet::reliable(msg.as_slice())).is_err() {
+                    tracing::debug!(session = session_id, msg_type, "control message not queued");
+                }
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!(session = session_id, msg_type, error = %e, "control message");
+                None
+            }
+        }
+    }
+
     fn command(&mut self, cmd: ControlCommand) {
         match cmd {
+            ControlCommand::Rumble { session_id, number, low, high } => {
+                let payload = wolf_protocol::input::rumble_payload(u16::from(number), low, high);
+                if self.send_to(session_id, wolf_protocol::input::MSG_RUMBLE, &payload).is_some() {
+                    self.count("rumble");
+                }
+            }
             ControlCommand::Terminate { session_id, reason } => {
-                let Some((&id, p)) = self.peers.iter_mut().find(|(_, p)| p.session_id == session_id) else {
-                    return;
-                };
                 let payload = control::termination_payload(reason);
-                match control::seal(&p.rikey, p.seq, Direction::HostToClient, control::MSG_TERMINATION, &payload) {
-                    Ok(msg) => {
-                        p.seq = p.seq.wrapping_add(1);
-                        let peer = self.host.peer_mut(id);
-                        if peer.send(0, &Packet::reliable(msg.as_slice())).is_err() {
-                            tracing::debug!(session = session_id, "termination not queued");
-                        }
-                        peer.disconnect_later(0);
-                        self.inputs.close(session_id);
-                        tracing::info!(session = session_id, "termination sent to the client");
-                    }
-                    Err(e) => tracing::warn!(session = session_id, error = %e, "termination message"),
+                if let Some(id) = self.send_to(session_id, control::MSG_TERMINATION, &payload) {
+                    self.host.peer_mut(id).disconnect_later(0);
+                    self.inputs.close(session_id);
+                    tracing::info!(session = session_id, "termination sent to the client");
                 }
             }
         }

@@ -211,7 +211,29 @@ async fn input_for_a_session_without_a_display_is_counted_and_dropped() {
             && metrics.input_dropped.with_label_values(&["malformed"]).get() == 1
     })
     .await;
-    drop(control);
+    // Rumble a pad's app played goes to the client as the control channel's rumble message.
+    let session = host.running().ctx.sessions.for_client(&client.identity.cert.fingerprint_hex()).unwrap().id;
+    let rumble =
+        wolf_rs::commands::ControlCommand::Rumble { session_id: session, number: 0, low: 0x8000, high: 0x4000 };
+    host.running().ctx.ender.control.send(rumble).unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(ControlEvent::Message(t, payload)) = control.events.recv_timeout(Duration::from_secs(1))
+                && t == wolf_protocol::input::MSG_RUMBLE
+            {
+                return Some(payload);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        Some(wolf_protocol::input::rumble_payload(0, 0x8000, 0x4000).to_vec()),
+        "the client got the rumble"
+    );
     host.stop().await;
 }
 

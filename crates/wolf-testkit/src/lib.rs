@@ -7,6 +7,7 @@
 //! - `media`        client-side decoding (GStreamer) and audio decryption
 //! - `docker`       the Docker engine through its CLI: local images, cleanup on every path
 //! - `namespace`    re-run one test inside private Linux namespaces
+//! - `guest`        re-run one test inside a QEMU guest whose kernel has uinput (`guest.sh`)
 //! - `session`      a launched session as the client runs it: RTSP to PLAY, control, receiving
 //! - this file      `TestHost` (a real host in this process, port 0, temp state dir), `PIN`, fixtures
 //!
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod docker;
+pub mod guest;
 pub mod host_process;
 pub mod media;
 pub mod namespace;

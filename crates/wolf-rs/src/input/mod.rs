@@ -5,8 +5,11 @@
 //! movement carried into the next relative move, so under a flood of moves the pointer still ends
 //! where the client put it), then the oldest scroll; keys, buttons and text are dropped only when nothing else is left,
 //! and every drop is counted. When the client's control channel closes or the session ends, the
-//! injector releases every key and button still down and ends.
+//! injector releases every key and button still down, and removes its virtual pads, and ends.
+//! Controllers become virtual pads through uinput (`gamepad`) where `/dev/uinput` is usable; the
+//! force feedback an app plays on one goes back to the client as rumble.
 
+pub mod gamepad;
 pub mod keymap;
 pub mod x11;
 
@@ -14,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use wolf_protocol::input::InputEvent;
+use wolf_protocol::input::{ControllerState, ControllerType, InputEvent};
 
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
@@ -74,9 +77,10 @@ impl Queue {
         pushed
     }
 
-    /// The next events (all that are waiting), or `None` once closed.
-    fn take(&self) -> Option<Vec<InputEvent>> {
+    /// The next events (all that are waiting; none when `wait` passes first), or `None` once closed.
+    fn take(&self, wait: Option<Duration>) -> Option<Vec<InputEvent>> {
         let mut s = self.lock();
+        let deadline = wait.map(|w| Instant::now() + w);
         loop {
             if s.closed {
                 return None;
@@ -84,7 +88,16 @@ impl Queue {
             if !s.events.is_empty() {
                 return Some(s.events.drain(..).collect());
             }
-            s = self.ready.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+            match deadline {
+                None => s = self.ready.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Some(Vec::new());
+                    }
+                    s = self.ready.wait_timeout(s, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+                }
+            }
         }
     }
 
@@ -128,20 +141,36 @@ fn evict(events: &mut VecDeque<InputEvent>) -> bool {
 }
 
 enum Slot {
-    Running(Arc<Queue>),
+    /// The injector's queue, and whether it has a display (keyboard and mouse go nowhere without).
+    Running(Arc<Queue>, bool),
     /// The display could not be reached at this time.
     Failed(Instant),
 }
+
+/// Where rumble goes: (session, the client's pad number, low motor, high motor).
+pub type Rumble = Arc<dyn Fn(u32, u8, u16, u16) + Send + Sync>;
+
+/// How often an injector with pads looks for force feedback from the app.
+const FEEDBACK_EVERY: Duration = Duration::from_millis(10);
 
 pub struct Inputs {
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     slots: Mutex<HashMap<u32, Slot>>,
+    /// `/dev/uinput` can be used: controllers become virtual pads.
+    gamepads: bool,
+    rumble: std::sync::OnceLock<Rumble>,
 }
 
 impl Inputs {
     pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>) -> Inputs {
-        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()) }
+        let gamepads = gamepads_state() == GAMEPADS_AVAILABLE;
+        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()), gamepads, rumble: std::sync::OnceLock::new() }
+    }
+
+    /// Where pads' rumble goes (the control channel, once it runs).
+    pub fn set_rumble(&self, rumble: Rumble) {
+        let _ = self.rumble.set(rumble);
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
@@ -155,27 +184,31 @@ impl Inputs {
     /// Hand `event` of `session_id` (from its authenticated control peer) to its injector.
     pub fn submit(&self, session_id: u32, event: InputEvent) {
         self.metrics.input_events.with_label_values(&[event.kind()]).inc();
-        if !injectable(&event) {
-            // Gamepads, touch and pen: not injected here.
+        let pointer = injectable(&event);
+        let pad = matches!(event, InputEvent::Controller(_) | InputEvent::ControllerArrival { .. });
+        if !(pointer || pad && self.gamepads) {
+            // Touch, pen, motion, battery; pads where uinput is missing.
             self.dropped("unsupported");
             return;
         }
         let mut slots = self.slots();
-        let queue = match slots.get(&session_id) {
-            Some(Slot::Running(q)) => q.clone(),
+        let (queue, has_display) = match slots.get(&session_id) {
+            Some(Slot::Running(q, d)) => (q.clone(), *d),
             Some(Slot::Failed(at)) if at.elapsed() < RETRY_AFTER => {
                 self.dropped("display_unavailable");
                 return;
             }
             _ => {
-                let Some(display) = self.sessions.by_id(session_id).and_then(|s| s.display) else {
+                let display = self.sessions.by_id(session_id).and_then(|s| s.display).map(|d| d.name());
+                if pointer && display.is_none() {
                     self.dropped("no_display");
                     return;
-                };
-                match spawn(session_id, display.name()) {
+                }
+                let has_display = display.is_some();
+                match spawn(session_id, display, self.metrics.clone(), self.rumble.get().cloned()) {
                     Ok(q) => {
-                        slots.insert(session_id, Slot::Running(q.clone()));
-                        q
+                        slots.insert(session_id, Slot::Running(q.clone(), has_display));
+                        (q, has_display)
                     }
                     Err(e) => {
                         tracing::warn!(session = session_id, error = %e, "input thread did not start");
@@ -186,6 +219,10 @@ impl Inputs {
                 }
             }
         };
+        if pointer && !has_display {
+            self.dropped("no_display");
+            return;
+        }
         match queue.push(event) {
             Pushed::Queued => {}
             Pushed::Evicted | Pushed::Refused => self.dropped("queue_full"),
@@ -199,19 +236,21 @@ impl Inputs {
 
     /// The session's client left or the session ended: its injector releases what is held and ends.
     pub fn close(&self, session_id: u32) {
-        if let Some(Slot::Running(q)) = self.slots().remove(&session_id) {
+        if let Some(Slot::Running(q, _)) = self.slots().remove(&session_id) {
             q.close();
         }
     }
 }
+
+/// [`gamepads_state`] where pads can be made.
+pub const GAMEPADS_AVAILABLE: &str = "available";
 
 /// Can virtual gamepads be made on this machine (`/dev/uinput` there and writable)? `unavailable:
 /// <why>` when not (keyboard and mouse work either way).
 pub fn gamepads_state() -> String {
     const UINPUT: &str = "/dev/uinput";
     match std::fs::OpenOptions::new().write(true).open(UINPUT) {
-        // The pads themselves are later work: say what is there, not more.
-        Ok(_) => "uinput present; gamepad input is not injected yet".to_owned(),
+        Ok(_) => GAMEPADS_AVAILABLE.to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             format!("unavailable: {UINPUT} is missing (the kernel has no uinput module loaded)")
         }
@@ -232,36 +271,110 @@ fn injectable(event: &InputEvent) -> bool {
     )
 }
 
-/// The injector thread of one session: connects to `screen` (`:N`), applies events in order,
-/// flushes after each batch, releases everything when the queue closes.
-fn spawn(session_id: u32, screen: String) -> std::io::Result<Arc<Queue>> {
+/// The injector thread of one session: connects to `screen` (`:N`) when the session has one,
+/// applies events in order (pads made as controllers arrive), flushes after each batch, relays
+/// the pads' force feedback as rumble, and releases everything when the queue closes.
+fn spawn(
+    session_id: u32,
+    screen: Option<String>,
+    metrics: Arc<Metrics>,
+    rumble: Option<Rumble>,
+) -> std::io::Result<Arc<Queue>> {
     let queue = Arc::new(Queue::default());
     let q = queue.clone();
     std::thread::Builder::new().name(format!("input-{session_id}")).spawn(move || {
         let _span = tracing::info_span!("input", session = session_id).entered();
-        let mut x = match x11::XInjector::connect(&screen) {
-            Ok(x) => x,
-            Err(e) => {
+        let mut x = match screen.as_deref().map(x11::XInjector::connect) {
+            Some(Ok(x)) => {
+                tracing::info!(display = ?screen, "input: injecting into the session's display");
+                Some(x)
+            }
+            Some(Err(e)) => {
                 q.gone();
                 tracing::warn!(error = %e, "input: the session's display cannot be reached");
                 return;
             }
+            None => None,
         };
-        tracing::info!(display = %screen, "input: injecting into the session's display");
-        while let Some(batch) = q.take() {
-            let applied = batch.iter().try_for_each(|e| x.apply(e).map(drop)).and_then(|()| x.flush());
-            if let Err(err) = applied {
+        let mut pads: std::collections::BTreeMap<u8, gamepad::Pad> = std::collections::BTreeMap::new();
+        while let Some(batch) = q.take((!pads.is_empty()).then_some(FEEDBACK_EVERY)) {
+            for e in &batch {
+                let applied = match e {
+                    InputEvent::Controller(s) => pad_state(&mut pads, s),
+                    InputEvent::ControllerArrival { number, kind, .. } => pad_arrival(&mut pads, *number, *kind),
+                    other => match x.as_mut() {
+                        Some(x) => x.apply(other).map(drop).map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    },
+                };
+                if let Err(err) = applied {
+                    metrics.input_dropped.with_label_values(&["display_unavailable"]).inc();
+                    tracing::warn!(error = %err, "input: not injected");
+                }
+            }
+            if let Some(x) = &x
+                && let Err(err) = x.flush()
+            {
                 q.gone();
                 tracing::warn!(error = %err, "input: the display went away");
                 return;
             }
+            for pad in pads.values_mut() {
+                match pad.feedback() {
+                    Ok(Some((low, high))) => {
+                        if let Some(r) = &rumble {
+                            r(session_id, pad.number, low, high);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(pad = pad.number, error = %e, "input: force feedback"),
+                }
+            }
         }
-        if let Err(e) = x.release_all() {
+        if let Some(x) = x.as_mut()
+            && let Err(e) = x.release_all()
+        {
             tracing::debug!(error = %e, "input: releasing held keys");
         }
-        tracing::info!("input: the client left; every key and button released");
+        for pad in pads.values_mut() {
+            let _ = pad.release();
+        }
+        tracing::info!("input: the client left; every key, button and pad released");
     })?;
     Ok(queue)
+}
+
+/// A controller's state: its pad is made if new (Xbox layout), removed when its bit is clear.
+fn pad_state(pads: &mut std::collections::BTreeMap<u8, gamepad::Pad>, s: &ControllerState) -> Result<(), String> {
+    if s.active_mask & (1 << s.number) == 0 {
+        if let Some(mut pad) = pads.remove(&s.number) {
+            let _ = pad.release();
+            tracing::info!(pad = s.number, "input: controller left; its virtual pad removed");
+        }
+        return Ok(());
+    }
+    if !pads.contains_key(&s.number) {
+        pad_arrival(pads, s.number, ControllerType::Unknown)?;
+    }
+    match pads.get_mut(&s.number) {
+        Some(pad) => pad.apply(s).map_err(|e| format!("pad {}: {e}", s.number)),
+        None => Ok(()),
+    }
+}
+
+/// A controller arrived: a pad of its kind (made again if it had another).
+fn pad_arrival(
+    pads: &mut std::collections::BTreeMap<u8, gamepad::Pad>,
+    number: u8,
+    kind: ControllerType,
+) -> Result<(), String> {
+    if pads.get(&number).is_some_and(|p| p.kind == kind || kind == ControllerType::Unknown) {
+        return Ok(());
+    }
+    let pad = gamepad::Pad::create(number, kind).map_err(|e| format!("making pad {number}: {e}"))?;
+    tracing::info!(pad = number, ?kind, "input: controller arrived; virtual pad made");
+    pads.insert(number, pad);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -301,9 +414,10 @@ mod tests {
     fn a_closed_queue_ends_the_injector_and_a_gone_one_refuses() {
         let q = Queue::default();
         q.push(moved(1));
-        assert_eq!(q.take(), Some(vec![moved(1)]));
+        assert_eq!(q.take(None), Some(vec![moved(1)]));
+        assert_eq!(q.take(Some(Duration::from_millis(1))), Some(Vec::new()), "nothing within the wait");
         q.close();
-        assert_eq!(q.take(), None);
+        assert_eq!(q.take(None), None);
         q.gone();
         assert_eq!(q.push(moved(1)), Pushed::Gone);
     }

@@ -1,0 +1,155 @@
+//! Gamepads for real, in a kernel with uinput: this machine's has none, so the test runs again
+//! inside a QEMU guest (wolf_testkit::guest). There the host's input path (the same `Inputs` the
+//! control thread feeds) makes a virtual pad when the client's controller arrives, turns state
+//! packets into evdev events an app reads, sends the app's force feedback back as rumble, and
+//! removes the pad when the controller leaves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use evdev::{AbsoluteAxisCode, Device, EventSummary, FFEffectData, FFEffectKind, FFReplay, FFTrigger, KeyCode};
+use wolf_protocol::input::{ControllerState, ControllerType, InputEvent, buttons, capabilities};
+use wolf_rs::input::Inputs;
+use wolf_rs::runners::RunnerHandle;
+use wolf_rs::sessions::{Mode, RtspProgress, Session, SessionPorts, SessionState, Sessions};
+
+const PAD: &str = "Microsoft X-Box One pad (wolf-rs)";
+
+fn session() -> Session {
+    Session {
+        id: 1,
+        client_fingerprint: "guest".into(),
+        client_ip: [127, 0, 0, 1].into(),
+        app_id: 1,
+        mode: Mode { width: 1280, height: 720, fps: 60 },
+        rikey: [7; 16],
+        rikeyid: 1,
+        surround_audio_info: 196_610,
+        created: SystemTime::now(),
+        updated: SystemTime::now(),
+        state: SessionState::Streaming,
+        runner: RunnerHandle::None,
+        display: None,
+        sink: None,
+        ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
+        rtsp: RtspProgress::default(),
+    }
+}
+
+/// The event device named `name`, once it is there (bounded).
+fn find(name: &str) -> Option<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for (path, dev) in evdev::enumerate() {
+            if dev.name() == Some(name) {
+                return Some(path);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Read `dev` until `want` holds for what was read (bounded by the guest's timeout).
+fn read_until(dev: &mut Device, mut want: impl FnMut(&EventSummary) -> bool) {
+    loop {
+        for e in dev.fetch_events().expect("read the pad") {
+            if want(&e.destructure()) {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
+    if !wolf_testkit::guest::in_guest() {
+        wolf_testkit::guest::run("a_client_controller_is_a_real_pad_and_its_rumble_comes_back");
+        return;
+    }
+    assert_eq!(wolf_rs::input::gamepads_state(), wolf_rs::input::GAMEPADS_AVAILABLE, "uinput in the guest");
+    let sessions = Arc::new(Sessions::default());
+    sessions.restore(vec![session()]);
+    let metrics = wolf_rs::metrics::Metrics::new().unwrap();
+    let inputs = Inputs::new(sessions, metrics.clone());
+    let (rumble_tx, rumble) = mpsc::channel();
+    let rumble_tx = std::sync::Mutex::new(rumble_tx);
+    inputs.set_rumble(Arc::new(move |session, number, low, high| {
+        let _ = rumble_tx.lock().unwrap().send((session, number, low, high));
+    }));
+
+    // Arrival, as a Sunshine-style client sends it, then the pad's state.
+    inputs.submit(
+        1,
+        InputEvent::ControllerArrival {
+            number: 0,
+            kind: ControllerType::Xbox,
+            capabilities: capabilities::RUMBLE | capabilities::ANALOG_TRIGGERS,
+            supported_buttons: 0xF7FF,
+        },
+    );
+    let node = find(PAD).expect("the virtual pad appears");
+    let mut dev = Device::open(&node).unwrap();
+    let keys = dev.supported_keys().unwrap();
+    for k in [KeyCode::BTN_SOUTH, KeyCode::BTN_EAST, KeyCode::BTN_WEST, KeyCode::BTN_NORTH, KeyCode::BTN_START] {
+        assert!(keys.contains(k), "{k:?}");
+    }
+    let axes = dev.supported_absolute_axes().unwrap();
+    for a in [AbsoluteAxisCode::ABS_X, AbsoluteAxisCode::ABS_RY, AbsoluteAxisCode::ABS_Z, AbsoluteAxisCode::ABS_HAT0Y] {
+        assert!(axes.contains(a), "{a:?}");
+    }
+    let state = ControllerState {
+        number: 0,
+        active_mask: 1,
+        buttons: buttons::A | buttons::DPAD_LEFT,
+        left_trigger: 200,
+        left_stick: (1000, 2000),
+        ..ControllerState::default()
+    };
+    inputs.submit(1, InputEvent::Controller(state));
+    let (mut a, mut x, mut y, mut lt, mut hat) = (false, false, false, false, false);
+    read_until(&mut dev, |e| {
+        match e {
+            EventSummary::Key(_, KeyCode::BTN_SOUTH, 1) => a = true,
+            EventSummary::AbsoluteAxis(_, AbsoluteAxisCode::ABS_X, 1000) => x = true,
+            EventSummary::AbsoluteAxis(_, AbsoluteAxisCode::ABS_Y, -2000) => y = true,
+            EventSummary::AbsoluteAxis(_, AbsoluteAxisCode::ABS_Z, 200) => lt = true,
+            EventSummary::AbsoluteAxis(_, AbsoluteAxisCode::ABS_HAT0X, -1) => hat = true,
+            _ => {}
+        }
+        a && x && y && lt && hat
+    });
+
+    // The app rumbles the pad: the client is sent the motors, then 0/0 when it stops.
+    let game = std::thread::spawn(move || {
+        let mut pad = Device::open(&node).unwrap();
+        let mut effect = pad
+            .upload_ff_effect(FFEffectData {
+                direction: 0,
+                trigger: FFTrigger::default(),
+                replay: FFReplay { length: 1000, delay: 0 },
+                kind: FFEffectKind::Rumble { strong_magnitude: 0xC000, weak_magnitude: 0x4000 },
+            })
+            .unwrap();
+        effect.play(1).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        effect.stop().unwrap();
+    });
+    let first = rumble.recv_timeout(Duration::from_secs(20)).expect("rumble reaches the client");
+    assert_eq!(first, (1, 0, 0xC000, 0x4000));
+    let second = rumble.recv_timeout(Duration::from_secs(20)).expect("the stop reaches the client");
+    assert_eq!(second, (1, 0, 0, 0));
+    game.join().unwrap();
+
+    // The controller leaves: the pad goes.
+    inputs.submit(1, InputEvent::Controller(ControllerState { number: 0, active_mask: 0, ..state }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while evdev::enumerate().any(|(_, d)| d.name() == Some(PAD)) {
+        assert!(Instant::now() < deadline, "the pad is removed when the controller leaves");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metrics.input_events.with_label_values(&["controller"]).get(), 2);
+    inputs.close(1);
+}
