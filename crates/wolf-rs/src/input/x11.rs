@@ -187,6 +187,21 @@ impl XInjector {
         Ok(())
     }
 
+    /// Add `amount` (1/120 notches) to scroll axis `axis` and click `plus` or `minus` once per
+    /// whole notch; the remainder waits for the next event.
+    fn notches(&mut self, axis: usize, amount: i16, plus: u8, minus: u8) -> Result<(), X11Error> {
+        let acc = if axis == 0 { &mut self.scroll.0 } else { &mut self.scroll.1 };
+        *acc += i32::from(amount);
+        let notch = i32::from(WHEEL_DELTA);
+        let clicks = *acc / notch;
+        *acc -= clicks * notch;
+        let button = if clicks > 0 { plus } else { minus };
+        for _ in 0..clicks.unsigned_abs() {
+            self.click(button)?;
+        }
+        Ok(())
+    }
+
     /// Apply one event. `false`: it is not keyboard or mouse input (nothing done).
     pub fn apply(&mut self, event: &InputEvent) -> Result<bool, X11Error> {
         match event {
@@ -225,30 +240,9 @@ impl XInjector {
                     self.button(b, *down)?;
                 }
             }
-            InputEvent::Scroll { amount } => {
-                self.scroll.0 += i32::from(*amount);
-                // Away from the user (+) is X button 4 (up), towards is 5.
-                while self.scroll.0 >= i32::from(WHEEL_DELTA) {
-                    self.scroll.0 -= i32::from(WHEEL_DELTA);
-                    self.click(4)?;
-                }
-                while self.scroll.0 <= -i32::from(WHEEL_DELTA) {
-                    self.scroll.0 += i32::from(WHEEL_DELTA);
-                    self.click(5)?;
-                }
-            }
-            InputEvent::HScroll { amount } => {
-                self.scroll.1 += i32::from(*amount);
-                // Right (+) is X button 7, left 6.
-                while self.scroll.1 >= i32::from(WHEEL_DELTA) {
-                    self.scroll.1 -= i32::from(WHEEL_DELTA);
-                    self.click(7)?;
-                }
-                while self.scroll.1 <= -i32::from(WHEEL_DELTA) {
-                    self.scroll.1 += i32::from(WHEEL_DELTA);
-                    self.click(6)?;
-                }
-            }
+            // Away from the user (+) is X button 4 (up), towards 5; right (+) is 7, left 6.
+            InputEvent::Scroll { amount } => self.notches(0, *amount, 4, 5)?,
+            InputEvent::HScroll { amount } => self.notches(1, *amount, 7, 6)?,
             _ => return Ok(false),
         }
         Ok(true)
