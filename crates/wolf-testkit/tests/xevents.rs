@@ -38,9 +38,8 @@ fn it_records_keys_buttons_and_motion_in_order() {
     wait_for("Xvfb", || std::path::Path::new("/tmp/.X11-unix/X339").exists());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events");
-    let _rec = Child(
-        Command::new(env!("CARGO_BIN_EXE_wolf-xevents")).arg(&out).env("DISPLAY", display).spawn().unwrap(),
-    );
+    let _rec =
+        Child(Command::new(env!("CARGO_BIN_EXE_wolf-xevents")).arg(&out).env("DISPLAY", display).spawn().unwrap());
     let read = || std::fs::read_to_string(&out).unwrap_or_default();
     wait_for("the recorder", || read().starts_with("ready"));
     let xdotool = |args: &[&str]| {
