@@ -105,6 +105,19 @@ impl HostProcess {
         None
     }
 
+    /// SIGTERM (the host drains and stops what it started, as configured), SIGKILL after `limit`.
+    pub fn terminate(&mut self, limit: Duration) {
+        if self.exited().is_none() {
+            // SAFETY: kill(2) on our own child; no memory is involved.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let started = Instant::now();
+            while self.exited().is_none() && started.elapsed() < limit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+
     /// SIGKILL and reap: no drain, no flush, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -84,9 +84,19 @@ impl KillOwned {
 impl Drop for KillOwned {
     fn drop(&mut self) {
         let runner = wolf_rs::runners::process::ProcessRunner::new(std::env::temp_dir(), self.0.clone());
-        for p in runner.owned() {
-            // SAFETY: kill(2) on a process group; no memory is involved.
-            unsafe { libc::kill(-p.pid, libc::SIGKILL) };
+        let owned = runner.owned();
+        // SIGTERM first, so X servers remove their sockets and locks; SIGKILL what is left after 2 s.
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            for p in &owned {
+                // SAFETY: kill(2) on a process group; no memory is involved.
+                unsafe { libc::kill(-p.pid, sig) };
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while owned.iter().any(|p| wolf_rs::runners::process::start_time(p.pid) == Some(p.start_time))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
     }
 }

@@ -5,12 +5,14 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the child when dropped, also when the test fails.
+/// Ends the child when dropped, also when the test fails: SIGTERM, so an X server removes its
+/// socket and lock file.
 struct Child(std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) on our own child; no memory is involved.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
 }
@@ -35,7 +37,8 @@ fn it_records_keys_buttons_and_motion_in_order() {
             .spawn()
             .expect("Xvfb (scripts/deps.sh installs it)"),
     );
-    wait_for("Xvfb", || std::path::Path::new("/tmp/.X11-unix/X339").exists());
+    // Accepting, not merely there: a socket an earlier server left behind does not count.
+    wait_for("Xvfb", || std::os::unix::net::UnixStream::connect("/tmp/.X11-unix/X339").is_ok());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events");
     let _rec =

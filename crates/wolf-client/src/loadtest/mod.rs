@@ -133,6 +133,14 @@ struct OwnHost {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for OwnHost {
+    /// Our host stops its sessions' apps, displays and audio server before its state dir goes
+    /// (a SIGKILL would leave them running, owned by a folder that no longer exists).
+    fn drop(&mut self) {
+        self.process.terminate(Duration::from_secs(15));
+    }
+}
+
 /// Three distinct free loopback ports, held open together while picked so none comes twice.
 fn free_ports() -> Result<(u16, u16, u16)> {
     let bind =
@@ -156,7 +164,8 @@ async fn spawn_host(bin: &std::path::Path, pin: &str) -> Result<Target> {
     let config = format!(
         "hostname = \"wolf-loadtest\"\nbind_address = \"127.0.0.1\"\n\n[network]\nlocal_ip = \"127.0.0.1\"\n\
          mac = \"02:00:00:aa:bb:cc\"\n\n[ports]\nhttp = {http}\nhttps = {https}\nrtsp = 0\nvideo = 0\naudio = 0\n\
-         control = 0\n\n[mdns]\nenabled = false\n\n[health]\nport = {health}\n\n[pairing]\npin = [\"{pin}\"]\n"
+         control = 0\n\n[mdns]\nenabled = false\n\n[health]\nport = {health}\n\n[pairing]\npin = [\"{pin}\"]\n\n\
+         [sessions]\nstop_apps_on_shutdown = true\n"
     );
     let cfg_path = dir.path().join("config.toml");
     std::fs::write(&cfg_path, config).or_err(ErrorKind::Io, || format!("writing {}", cfg_path.display()))?;

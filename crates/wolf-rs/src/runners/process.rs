@@ -154,7 +154,21 @@ impl ProcessRunner {
             .open(&log)
             .map_err(|e| RunnerError::Start(format!("opening the log {}: {e}", log.display())))?;
         let err = out.try_clone().map_err(|e| RunnerError::Start(format!("log file: {e}")))?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        if role == Role::Capture {
+            // A capture lives as long as the stream thread that started it, and never outlives a
+            // host that dies (PR_SET_PDEATHSIG fires when the spawning thread ends).
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(args)
             .envs(env)
             .env(SESSION_ENV, session_id.to_string())
