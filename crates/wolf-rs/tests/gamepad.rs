@@ -143,6 +143,22 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
     assert_eq!(second, (1, 0, 0, 0));
     game.join().unwrap();
 
+    // A second controller the client calls PlayStation is a pad of that kind, beside the first.
+    inputs.submit(
+        1,
+        InputEvent::ControllerArrival {
+            number: 1,
+            kind: ControllerType::PlayStation,
+            capabilities: capabilities::RUMBLE,
+            supported_buttons: 0xF7FF,
+        },
+    );
+    let ps = find("Sony Interactive Entertainment Wireless Controller (wolf-rs)").expect("a PlayStation pad");
+    let ps = Device::open(&ps).unwrap();
+    assert_eq!((ps.input_id().vendor(), ps.input_id().product()), (0x054c, 0x0ce6));
+    assert!(ps.supported_keys().unwrap().contains(KeyCode::BTN_SOUTH));
+    assert!(find(PAD).is_some(), "the first pad is still there");
+
     // The controller leaves: the pad goes.
     inputs.submit(1, InputEvent::Controller(ControllerState { number: 0, active_mask: 0, ..state }));
     let deadline = Instant::now() + Duration::from_secs(10);
