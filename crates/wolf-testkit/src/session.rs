@@ -186,7 +186,9 @@ pub async fn receive_video(
             else {
                 continue;
             };
-            let p = opener.open(&buf[..n]).map_err(|e| e.to_string())?.into_owned();
+            // As a client does: a datagram that does not open under this session's key is not its
+            // video (a late packet of an ended session to a reused port, say) and is dropped.
+            let Ok(p) = opener.open(&buf[..n]).map(std::borrow::Cow::into_owned) else { continue };
             let info = parse_packet(&p).map_err(|e| e.to_string())?;
             if let Some(f) = current.filter(|f| *f != info.frame_index) {
                 let (kind, bits) = reassemble(&std::mem::take(&mut packets)).map_err(|e| e.to_string())?;
