@@ -294,6 +294,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     .await;
     reconciled.export(&metrics);
     sessions.restore(reconciled.adopted);
+    // A failed write is logged by the writer and shown in /health; the adopted sessions still run.
+    let _ = sessions.flush().await;
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(HostContext {
         config: config.clone(),

@@ -49,6 +49,27 @@ async fn a_launch_is_on_disk_before_its_answer_and_a_restart_adopts_it() {
     host.stop().await;
 }
 
+/// A session saved while it was still launching (a crash between the two writes of `/launch`) is
+/// cleaned up at start, and the file says so before the host serves: read back, it must not
+/// claim a session the host does not have (the crash test found this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_dropped_at_start_is_gone_from_the_file_before_the_host_serves() {
+    let mut host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let (_c, _) = pair_and_launch(&host).await;
+    if let Some(r) = host.running.take() {
+        r.stop().await;
+    }
+    let path = host.dir.path().join(FILE_NAME);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"paused\""), "{text}");
+    std::fs::write(&path, text.replace("\"paused\"", "\"launching\"")).unwrap();
+    assert_eq!(saved(&host).len(), 1);
+    host.restart().await;
+    assert!(host.running().ctx.sessions.is_empty(), "a half-launched session is not adopted");
+    assert!(saved(&host).is_empty(), "the file follows the reconcile before the host serves");
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_file_is_moved_aside_and_the_host_starts_healthy() {
     let mut host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;

@@ -260,6 +260,16 @@ impl Sessions {
         });
     }
 
+    /// Write the current state now and wait for it: after start-up's reconcile, so a saved session
+    /// that was not adopted is not read back from the file as running.
+    pub async fn flush(&self) -> store::WriteResult {
+        let ((), done) = self.update_inner(true, |_| ());
+        match done {
+            Some(done) => done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into())),
+            None => Ok(()),
+        }
+    }
+
     /// Write the current state now and wait for it (blocking; shutdown).
     pub fn flush_blocking(&self) -> store::WriteResult {
         match self.store.get() {
