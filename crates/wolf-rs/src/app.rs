@@ -252,16 +252,29 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         inputs.clone(),
     )
     .or_err(ErrorKind::Bind, || "starting the control channel")?;
-    let rumble_to = control.commands.clone();
-    inputs.set_rumble(Arc::new(move |session_id, number, low, high| {
-        let _ = rumble_to.send(crate::commands::ControlCommand::Rumble { session_id, number, low, high });
-    }));
     let runners = Arc::new(crate::runners::Runners::new(
         &paths.state_dir,
         std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),
         &config.desktop,
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
+    let (rumble_to, s, r) = (control.commands.clone(), sessions.clone(), runners.clone());
+    inputs.set_hooks(crate::input::Hooks {
+        rumble: Some(Arc::new(move |session_id, number, low, high| {
+            let _ = rumble_to.send(crate::commands::ControlCommand::Rumble { session_id, number, low, high });
+        })),
+        // On the session's injector thread: the pad's nodes are in the container before its next event.
+        pad_nodes: Some(Arc::new(move |session_id, change| {
+            let Some(session) = s.by_id(session_id) else { return };
+            let (nodes, present) = match change {
+                crate::input::PadChange::Added(n) => (n, true),
+                crate::input::PadChange::Removed(n) => (n, false),
+            };
+            if let Err(e) = r.device_nodes(session_id, &session.runner, &nodes, present) {
+                tracing::warn!(session = session_id, error = %e, "the app cannot see its pad");
+            }
+        })),
+    });
     let sweep_docker = config.apps.iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
         || saved.records.iter().any(|r| matches!(r.runner, crate::runners::RunnerHandle::Docker { .. }));
     let ender = Arc::new(crate::stream::SessionEnder {

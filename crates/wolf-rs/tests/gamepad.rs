@@ -1,8 +1,8 @@
 //! Gamepads for real, in a kernel with uinput: this machine's has none, so the test runs again
 //! inside a QEMU guest (wolf_testkit::guest). There the host's input path (the same `Inputs` the
 //! control thread feeds) makes a virtual pad when the client's controller arrives, turns state
-//! packets into evdev events an app reads, sends the app's force feedback back as rumble, and
-//! removes the pad when the controller leaves.
+//! packets into evdev events an app reads, tells the pad's device nodes (for apps in containers),
+//! sends the app's force feedback back as rumble, and removes the pad when the controller leaves.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use evdev::{AbsoluteAxisCode, Device, EventSummary, FFEffectData, FFEffectKind, FFReplay, FFTrigger, KeyCode};
 use wolf_protocol::input::{ControllerState, ControllerType, InputEvent, buttons, capabilities};
-use wolf_rs::input::Inputs;
+use wolf_rs::input::{Inputs, PadChange};
 use wolf_rs::runners::RunnerHandle;
 use wolf_rs::sessions::{Mode, RtspProgress, Session, SessionPorts, SessionState, Sessions};
 
@@ -76,9 +76,16 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
     let inputs = Inputs::new(sessions, metrics.clone());
     let (rumble_tx, rumble) = mpsc::channel();
     let rumble_tx = std::sync::Mutex::new(rumble_tx);
-    inputs.set_rumble(Arc::new(move |session, number, low, high| {
-        let _ = rumble_tx.lock().unwrap().send((session, number, low, high));
-    }));
+    let (nodes_tx, pad_nodes) = mpsc::channel();
+    let nodes_tx = std::sync::Mutex::new(nodes_tx);
+    inputs.set_hooks(wolf_rs::input::Hooks {
+        rumble: Some(Arc::new(move |session, number, low, high| {
+            let _ = rumble_tx.lock().unwrap().send((session, number, low, high));
+        })),
+        pad_nodes: Some(Arc::new(move |session, change| {
+            let _ = nodes_tx.lock().unwrap().send((session, change));
+        })),
+    });
 
     // Arrival, as a Sunshine-style client sends it, then the pad's state.
     inputs.submit(
@@ -91,6 +98,15 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
         },
     );
     let node = find(PAD).expect("the virtual pad appears");
+    // Its device nodes are told (an app in a container gets them made there): the event node, with
+    // the number the kernel gave it.
+    let (session, added) = pad_nodes.recv_timeout(Duration::from_secs(10)).expect("the pad's nodes are told");
+    let PadChange::Added(first_nodes) = added else { panic!("{added:?}") };
+    assert_eq!(session, 1);
+    let rdev = std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&node).unwrap());
+    let event = first_nodes.iter().find(|n| n.path == node).unwrap_or_else(|| panic!("{node:?} in {first_nodes:?}"));
+    assert_eq!((event.major, event.minor), (libc::major(rdev), libc::minor(rdev)));
+    assert_eq!(event.major, wolf_rs::runners::docker::INPUT_MAJOR);
     let mut dev = Device::open(&node).unwrap();
     let keys = dev.supported_keys().unwrap();
     for k in [KeyCode::BTN_SOUTH, KeyCode::BTN_EAST, KeyCode::BTN_WEST, KeyCode::BTN_NORTH, KeyCode::BTN_START] {
@@ -167,5 +183,13 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(metrics.input_events.with_label_values(&["controller"]).get(), 2);
+    let changes: Vec<(u32, PadChange)> = pad_nodes.try_iter().collect();
+    assert!(
+        matches!(&changes[..], [(1, PadChange::Added(_)), (1, PadChange::Removed(gone))] if *gone == first_nodes),
+        "{changes:?}"
+    );
+    // The session ends: its remaining pad's nodes go too.
     inputs.close(1);
+    let (_, last) = pad_nodes.recv_timeout(Duration::from_secs(10)).expect("the last pad's nodes go");
+    assert!(matches!(last, PadChange::Removed(n) if n.iter().any(|n| n.path.to_string_lossy().contains("event"))));
 }

@@ -1,6 +1,7 @@
 //! App runners across a crash of the host (kill -9 of the real binary): a live app is adopted and
 //! resumes, a dead one is cleaned up, an orphan is removed. Process runner on real processes,
-//! docker runner on this machine's Docker engine with an image built here (busybox, no registry).
+//! docker runner on this machine's Docker engine with an image built here (busybox, no registry),
+//! including device nodes for pads made while its container runs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -158,6 +159,7 @@ async fn docker_app_adopted_cleaned_and_orphans_removed() {
     let RunnerHandle::Docker { container_id } = sessions(&host)[0].runner.clone() else { panic!("docker handle") };
     assert!(running(&container_id));
     assert!(docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", &container_id]).contains("GAME=1"));
+    a_pad_node_reaches_the_container_and_only_the_host_makes_one(&state, &sessions(&host)[0]);
     host.kill9();
     let mut host = spawn(&state, cfg.clone());
     host.health_until("healthy").await;
@@ -189,6 +191,34 @@ async fn docker_app_adopted_cleaned_and_orphans_removed() {
     assert!(labelled().is_empty(), "the orphan was removed");
     let metrics = host.get("/metrics").await.unwrap().text();
     assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
+}
+
+/// `docker exec` in `container`: (succeeded, stderr).
+fn exec(container: &str, cmd: &[&str]) -> (bool, String) {
+    let out = Command::new("docker").arg("exec").arg(container).args(cmd).output().expect("docker CLI");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A pad made while the app runs (this kernel has no uinput, so a node number no device has): the
+/// host makes its node in the folder the container sees as `/dev/input`; the app may open input
+/// devices (the open gets as far as the kernel finding no such device, not a refusal) but cannot
+/// make a node itself, so it never reaches the host's keyboard or another session's pad; the node
+/// goes with the pad.
+fn a_pad_node_reaches_the_container_and_only_the_host_makes_one(state: &std::path::Path, session: &SessionRecord) {
+    use wolf_rs::runners::docker::INPUT_MAJOR;
+    use wolf_rs::runners::{DeviceNode, Runners};
+    let RunnerHandle::Docker { container_id: container } = &session.runner else { panic!("docker handle") };
+    let runners = Runners::new(state, String::new(), &Default::default(), Duration::from_secs(1));
+    let pad = [DeviceNode { path: "/dev/input/event77".into(), major: INPUT_MAJOR, minor: 77 }];
+    runners.device_nodes(session.id, &session.runner, &pad, true).expect("the node is made");
+    let (opened, why) = exec(container, &["cat", "/dev/input/event77"]);
+    assert!(!opened && why.contains("No such device"), "the device cgroup lets the app open it: {why}");
+    let (made, why) = exec(container, &["mknod", "/dev/input/event78", "c", "13", "78"]);
+    assert!(!made && why.contains("Operation not permitted"), "the app cannot make a node: {why}");
+    let (made, why) = exec(container, &["mknod", "/kbd", "c", "13", "64"]);
+    assert!(!made && why.contains("Operation not permitted"), "{why}");
+    runners.device_nodes(session.id, &session.runner, &pad, false).expect("the node is removed");
+    assert!(!exec(container, &["ls", "/dev/input/event77"]).0, "gone with the pad");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

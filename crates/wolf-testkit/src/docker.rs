@@ -42,7 +42,8 @@ pub fn build_image_with(dir: &Path, tag: &str, programs: &[&str]) {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static (scripts/deps.sh installs it)");
-    for applet in ["sh", "sleep", "cat", "echo"] {
+    // What the host's device-node exec and the tests run in the container.
+    for applet in ["sh", "sleep", "cat", "echo", "ls", "mkdir", "rm", "dirname", "mknod"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     for program in programs {

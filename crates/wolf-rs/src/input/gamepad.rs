@@ -16,6 +16,8 @@ use evdev::{
 };
 use wolf_protocol::input::{ControllerState, ControllerType, buttons};
 
+use crate::runners::DeviceNode;
+
 /// The client's button bits and the keys they press.
 pub const BUTTONS: [(u32, KeyCode); 16] = [
     (buttons::A, KeyCode::BTN_SOUTH),
@@ -82,6 +84,8 @@ pub struct Pad {
     dev: VirtualDevice,
     pub number: u8,
     pub kind: ControllerType,
+    /// Its device nodes, once known (for containers).
+    pub device_nodes: Vec<DeviceNode>,
     last: Option<ControllerState>,
     /// Effects the app uploaded: id → (strong, weak) magnitude.
     effects: HashMap<i16, (u16, u16)>,
@@ -111,12 +115,27 @@ impl Pad {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(Pad { dev, number, kind, last: None, effects: HashMap::new(), rumble: (0, 0) })
+        Ok(Pad { dev, number, kind, device_nodes: Vec::new(), last: None, effects: HashMap::new(), rumble: (0, 0) })
     }
 
-    /// The pad's event device (`/dev/input/eventN`), for apps in containers.
-    pub fn node(&mut self) -> Option<PathBuf> {
-        self.dev.enumerate_dev_nodes_blocking().ok()?.next()?.ok()
+    /// The pad's device nodes (`/dev/input/eventN`, and `jsN` where joydev is loaded), from sysfs,
+    /// for apps in containers.
+    pub fn nodes(&mut self) -> io::Result<Vec<DeviceNode>> {
+        let sys = self.dev.get_syspath()?;
+        let mut nodes = Vec::new();
+        for entry in std::fs::read_dir(&sys)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str().filter(|n| n.starts_with("event") || n.starts_with("js")) else {
+                continue;
+            };
+            // "13:67"
+            let dev = std::fs::read_to_string(sys.join(name).join("dev"))?;
+            let Some((major, minor)) = dev.trim().split_once(':') else { continue };
+            let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else { continue };
+            nodes.push(DeviceNode { path: PathBuf::from("/dev/input").join(name), major, minor });
+        }
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(nodes)
     }
 
     /// Emit what changed since the last state (everything, the first time).

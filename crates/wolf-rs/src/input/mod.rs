@@ -6,20 +6,22 @@
 //! where the client put it), then the oldest scroll; keys, buttons and text are dropped only when nothing else is left,
 //! and every drop is counted. When the client's control channel closes or the session ends, the
 //! injector releases every key and button still down, and removes its virtual pads, and ends.
-//! Controllers become virtual pads through uinput (`gamepad`) where `/dev/uinput` is usable; the
-//! force feedback an app plays on one goes back to the client as rumble.
+//! Controllers become virtual pads through uinput (`gamepad`) where `/dev/uinput` is usable; their
+//! device nodes are made in an app's container ([`PadNodes`]), and the force feedback an app plays
+//! on one goes back to the client as rumble.
 
 pub mod gamepad;
 pub mod keymap;
 pub mod x11;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use wolf_protocol::input::{ControllerState, ControllerType, InputEvent};
 
 use crate::metrics::Metrics;
+use crate::runners::DeviceNode;
 use crate::sessions::Sessions;
 
 /// Events waiting for one session's injector at most.
@@ -150,6 +152,24 @@ enum Slot {
 /// Where rumble goes: (session, the client's pad number, low motor, high motor).
 pub type Rumble = Arc<dyn Fn(u32, u8, u16, u16) + Send + Sync>;
 
+/// A session's pad came or went, with its device nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PadChange {
+    Added(Vec<DeviceNode>),
+    Removed(Vec<DeviceNode>),
+}
+
+/// Told each [`PadChange`] of a session, on its injector thread (so it may block, and the
+/// changes of one session arrive in order): an app in a container gets the nodes made there.
+pub type PadNodes = Arc<dyn Fn(u32, PadChange) + Send + Sync>;
+
+/// Where injectors report back.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub rumble: Option<Rumble>,
+    pub pad_nodes: Option<PadNodes>,
+}
+
 /// How often an injector with pads looks for force feedback from the app.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(10);
 
@@ -159,18 +179,18 @@ pub struct Inputs {
     slots: Mutex<HashMap<u32, Slot>>,
     /// `/dev/uinput` can be used: controllers become virtual pads.
     gamepads: bool,
-    rumble: std::sync::OnceLock<Rumble>,
+    hooks: std::sync::OnceLock<Hooks>,
 }
 
 impl Inputs {
     pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>) -> Inputs {
         let gamepads = gamepads_state() == GAMEPADS_AVAILABLE;
-        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()), gamepads, rumble: std::sync::OnceLock::new() }
+        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()), gamepads, hooks: std::sync::OnceLock::new() }
     }
 
-    /// Where pads' rumble goes (the control channel, once it runs).
-    pub fn set_rumble(&self, rumble: Rumble) {
-        let _ = self.rumble.set(rumble);
+    /// Where pads' rumble and device nodes go (the control channel and the runners, once they run).
+    pub fn set_hooks(&self, hooks: Hooks) {
+        let _ = self.hooks.set(hooks);
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
@@ -205,7 +225,7 @@ impl Inputs {
                     return;
                 }
                 let has_display = display.is_some();
-                match spawn(session_id, display, self.metrics.clone(), self.rumble.get().cloned()) {
+                match spawn(session_id, display, self.metrics.clone(), self.hooks.get().cloned().unwrap_or_default()) {
                     Ok(q) => {
                         slots.insert(session_id, Slot::Running(q.clone(), has_display));
                         (q, has_display)
@@ -274,12 +294,7 @@ fn injectable(event: &InputEvent) -> bool {
 /// The injector thread of one session: connects to `screen` (`:N`) when the session has one,
 /// applies events in order (pads made as controllers arrive), flushes after each batch, relays
 /// the pads' force feedback as rumble, and releases everything when the queue closes.
-fn spawn(
-    session_id: u32,
-    screen: Option<String>,
-    metrics: Arc<Metrics>,
-    rumble: Option<Rumble>,
-) -> std::io::Result<Arc<Queue>> {
+fn spawn(session_id: u32, screen: Option<String>, metrics: Arc<Metrics>, hooks: Hooks) -> std::io::Result<Arc<Queue>> {
     let queue = Arc::new(Queue::default());
     let q = queue.clone();
     std::thread::Builder::new().name(format!("input-{session_id}")).spawn(move || {
@@ -296,12 +311,12 @@ fn spawn(
             }
             None => None,
         };
-        let mut pads: std::collections::BTreeMap<u8, gamepad::Pad> = std::collections::BTreeMap::new();
-        while let Some(batch) = q.take((!pads.is_empty()).then_some(FEEDBACK_EVERY)) {
+        let mut pads = Pads { session_id, pads: BTreeMap::new(), nodes: hooks.pad_nodes };
+        while let Some(batch) = q.take((!pads.pads.is_empty()).then_some(FEEDBACK_EVERY)) {
             for e in &batch {
                 let applied = match e {
-                    InputEvent::Controller(s) => pad_state(&mut pads, s),
-                    InputEvent::ControllerArrival { number, kind, .. } => pad_arrival(&mut pads, *number, *kind),
+                    InputEvent::Controller(s) => pads.state(s),
+                    InputEvent::ControllerArrival { number, kind, .. } => pads.arrival(*number, *kind),
                     other => match x.as_mut() {
                         Some(x) => x.apply(other).map(drop).map_err(|e| e.to_string()),
                         None => Ok(()),
@@ -319,10 +334,10 @@ fn spawn(
                 tracing::warn!(error = %err, "input: the display went away");
                 return;
             }
-            for pad in pads.values_mut() {
+            for pad in pads.pads.values_mut() {
                 match pad.feedback() {
                     Ok(Some((low, high))) => {
-                        if let Some(r) = &rumble {
+                        if let Some(r) = &hooks.rumble {
                             r(session_id, pad.number, low, high);
                         }
                     }
@@ -336,45 +351,73 @@ fn spawn(
         {
             tracing::debug!(error = %e, "input: releasing held keys");
         }
-        for pad in pads.values_mut() {
-            let _ = pad.release();
-        }
+        pads.remove_all();
         tracing::info!("input: the client left; every key, button and pad released");
     })?;
     Ok(queue)
 }
 
-/// A controller's state: its pad is made if new (Xbox layout), removed when its bit is clear.
-fn pad_state(pads: &mut std::collections::BTreeMap<u8, gamepad::Pad>, s: &ControllerState) -> Result<(), String> {
-    if s.active_mask & (1 << s.number) == 0 {
-        if let Some(mut pad) = pads.remove(&s.number) {
-            let _ = pad.release();
-            tracing::info!(pad = s.number, "input: controller left; its virtual pad removed");
-        }
-        return Ok(());
-    }
-    if !pads.contains_key(&s.number) {
-        pad_arrival(pads, s.number, ControllerType::Unknown)?;
-    }
-    match pads.get_mut(&s.number) {
-        Some(pad) => pad.apply(s).map_err(|e| format!("pad {}: {e}", s.number)),
-        None => Ok(()),
-    }
+/// One session's virtual pads by the client's controller number.
+struct Pads {
+    session_id: u32,
+    pads: BTreeMap<u8, gamepad::Pad>,
+    nodes: Option<PadNodes>,
 }
 
-/// A controller arrived: a pad of its kind (made again if it had another).
-fn pad_arrival(
-    pads: &mut std::collections::BTreeMap<u8, gamepad::Pad>,
-    number: u8,
-    kind: ControllerType,
-) -> Result<(), String> {
-    if pads.get(&number).is_some_and(|p| p.kind == kind || kind == ControllerType::Unknown) {
-        return Ok(());
+impl Pads {
+    /// A controller's state: its pad is made if new (Xbox layout), removed when its bit is clear.
+    fn state(&mut self, s: &ControllerState) -> Result<(), String> {
+        if s.active_mask & (1 << s.number) == 0 {
+            if self.remove(s.number) {
+                tracing::info!(pad = s.number, "input: controller left; its virtual pad removed");
+            }
+            return Ok(());
+        }
+        if !self.pads.contains_key(&s.number) {
+            self.arrival(s.number, ControllerType::Unknown)?;
+        }
+        match self.pads.get_mut(&s.number) {
+            Some(pad) => pad.apply(s).map_err(|e| format!("pad {}: {e}", s.number)),
+            None => Ok(()),
+        }
     }
-    let pad = gamepad::Pad::create(number, kind).map_err(|e| format!("making pad {number}: {e}"))?;
-    tracing::info!(pad = number, ?kind, "input: controller arrived; virtual pad made");
-    pads.insert(number, pad);
-    Ok(())
+
+    /// A controller arrived: a pad of its kind (made again if it had another).
+    fn arrival(&mut self, number: u8, kind: ControllerType) -> Result<(), String> {
+        if self.pads.get(&number).is_some_and(|p| p.kind == kind || kind == ControllerType::Unknown) {
+            return Ok(());
+        }
+        self.remove(number);
+        let mut pad = gamepad::Pad::create(number, kind).map_err(|e| format!("making pad {number}: {e}"))?;
+        let nodes = pad.nodes().unwrap_or_else(|e| {
+            tracing::warn!(pad = number, error = %e, "input: the virtual pad's device nodes are not known");
+            Vec::new()
+        });
+        tracing::info!(pad = number, ?kind, nodes = ?nodes, "input: controller arrived; virtual pad made");
+        if let Some(hook) = &self.nodes {
+            hook(self.session_id, PadChange::Added(nodes.clone()));
+        }
+        pad.device_nodes = nodes;
+        self.pads.insert(number, pad);
+        Ok(())
+    }
+
+    /// Release and remove pad `number`; false when there was none.
+    fn remove(&mut self, number: u8) -> bool {
+        let Some(mut pad) = self.pads.remove(&number) else { return false };
+        let _ = pad.release();
+        if let Some(hook) = &self.nodes {
+            hook(self.session_id, PadChange::Removed(std::mem::take(&mut pad.device_nodes)));
+        }
+        true
+    }
+
+    fn remove_all(&mut self) {
+        let numbers: Vec<u8> = self.pads.keys().copied().collect();
+        for n in numbers {
+            self.remove(n);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
 //! The docker runner: a container per session from the app's image, with its env, mounts and
 //! devices, labelled `wolf-rs.session=<id>` so a restarted host can find it and remove the ones no
 //! session knows. The Docker Engine API over the unix socket, through bollard.
+//!
+//! Gamepads made while a container runs reach it as device nodes the host makes in a folder
+//! mounted at its `/dev/input` (`Runners::device_nodes`): every container may use input devices
+//! (`c 13:* rmw`) but may not make device nodes itself (no `CAP_MKNOD`), so it opens only the nodes
+//! the host made for it, never the host's keyboard or another session's pad.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -20,6 +25,9 @@ pub const LABEL: &str = "wolf-rs.session";
 
 /// Each Docker API call is bounded.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Linux input devices (evdev, joydev): the character major the kernel gives them.
+pub const INPUT_MAJOR: u32 = 13;
 
 pub struct DockerRunner {
     client: OnceCell<Docker>,
@@ -95,6 +103,8 @@ impl DockerRunner {
             host_config: Some(HostConfig {
                 binds: Some(mounts.to_vec()),
                 devices: Some(devices),
+                device_cgroup_rules: Some(vec![format!("c {INPUT_MAJOR}:* rmw")]),
+                cap_drop: Some(vec!["MKNOD".into()]),
                 ..Default::default()
             }),
             ..Default::default()

@@ -107,6 +107,27 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Every runner of the host. Blocking process work runs on the blocking pool.
+/// Make a character device node anyone may open (the container's app may run as any user).
+fn mknod_char(path: &Path, major: u32, minor: u32) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: mknod reads the NUL-terminated path only during the call.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Past the umask.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+}
+
+/// A character device node (`/dev/input/event7`, 13:71).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+}
+
 pub struct Runners {
     pub process: std::sync::Arc<process::ProcessRunner>,
     pub docker: docker::DockerRunner,
@@ -133,6 +154,11 @@ impl Runners {
     /// The session's own runtime folder (`XDG_RUNTIME_DIR`), removed when it ends.
     fn runtime_dir(&self, session_id: u32) -> PathBuf {
         self.state_dir.join("run").join(format!("session-{session_id}"))
+    }
+
+    /// What a container sees as `/dev/input`: the nodes of the session's pads.
+    fn input_dir(&self, session_id: u32) -> PathBuf {
+        self.runtime_dir(session_id).join("input")
     }
 
     /// The shared-memory socket of a stream's display capture.
@@ -172,7 +198,7 @@ impl Runners {
             match blocking(move || a.create_sink(id, channels), RunnerError::Audio).await {
                 Ok(h) => parts.sink = Some(h),
                 Err(e) => {
-                    self.unwind(&parts).await;
+                    self.unwind(id, &parts).await;
                     return Err(fail("audio", e));
                 }
             }
@@ -180,15 +206,15 @@ impl Runners {
         match self.start_app(spec, &parts).await {
             Ok(h) => parts.app = h,
             Err(e) => {
-                self.unwind(&parts).await;
+                self.unwind(id, &parts).await;
                 return Err(fail("runner", e));
             }
         }
         Ok(parts)
     }
 
-    async fn unwind(&self, parts: &Parts) {
-        if let Err(e) = self.stop_session(0, parts).await {
+    async fn unwind(&self, session_id: u32, parts: &Parts) {
+        if let Err(e) = self.stop_session(session_id, parts).await {
             tracing::error!(error = %e, "stopping what a failed launch started");
         }
     }
@@ -255,6 +281,11 @@ impl Runners {
             }
             RunnerKind::Docker => {
                 let (mut env, mut mounts) = self.session_env(spec, parts, true)?;
+                // Empty until a pad arrives (`device_nodes`); removed with the runtime dir.
+                let input = self.input_dir(session_id);
+                std::fs::create_dir_all(&input)
+                    .map_err(|e| RunnerError::Start(format!("creating {}: {e}", input.display())))?;
+                mounts.push(format!("{}:/dev/input", input.display()));
                 env.extend(r.env.clone());
                 mounts.extend(r.mounts.iter().cloned());
                 self.docker.start(session_id, &r.image, &env, &mounts, &r.devices, &r.command).await
@@ -323,6 +354,36 @@ impl Runners {
                 }
             },
         }
+    }
+
+    /// Device nodes made after the app started (a client's pad): made in, or removed from, the
+    /// folder a container sees as its `/dev/input`. A process app opens them where they are.
+    /// Blocking (the caller is the session's input thread).
+    pub fn device_nodes(
+        &self,
+        session_id: u32,
+        handle: &RunnerHandle,
+        nodes: &[DeviceNode],
+        present: bool,
+    ) -> Result<(), RunnerError> {
+        if !matches!(handle, RunnerHandle::Docker { .. }) {
+            return Ok(());
+        }
+        let dir = self.input_dir(session_id);
+        for n in nodes {
+            let Some(name) = n.path.file_name() else { continue };
+            let path = dir.join(name);
+            let failed = |e: std::io::Error| RunnerError::Start(format!("device node {}: {e}", path.display()));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed(e)),
+            }
+            if present {
+                mknod_char(&path, n.major, n.minor).map_err(failed)?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn stop(&self, handle: &RunnerHandle) -> Result<(), RunnerError> {
