@@ -241,6 +241,10 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
     let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
+    let api = match config.api.enabled {
+        true => Some(crate::api::ApiServer::bind(&crate::api::socket_path(&config.api, &paths.state_dir)).await?),
+        false => None,
+    };
     let inputs = Arc::new(crate::input::Inputs::new(sessions.clone(), metrics.clone()));
     let control = ControlChannel::spawn(
         control_socket,
@@ -277,6 +281,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     });
     let sweep_docker = config.apps.iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
         || saved.records.iter().any(|r| matches!(r.runner, crate::runners::RunnerHandle::Docker { .. }));
+    let clients = Arc::new(clients);
+    let events = Arc::new(crate::events::Events::default());
     let ender = Arc::new(crate::stream::SessionEnder {
         sessions: sessions.clone(),
         control: control.commands.clone(),
@@ -284,6 +290,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         runners: runners.clone(),
         metrics: metrics.clone(),
         runtime: tokio::runtime::Handle::current(),
+        events: events.clone(),
+        clients: clients.clone(),
     });
     if let Some(aside) = &saved.moved_aside {
         metrics.session_store_corrupt.inc();
@@ -315,7 +323,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         uuid,
         net: net.clone(),
         identity: loaded.identity,
-        clients: Arc::new(clients),
+        clients,
         pairing: PairingManager::new((&config.pairing).into()),
         sessions,
         icons,
@@ -336,6 +344,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         beats: beats.clone(),
         trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
         rtsp_ports: crate::rtsp::SessionPorts::new(config.ports.rtsp_sessions, health_addr.ip()),
+        events,
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();
@@ -378,9 +387,13 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(admin.run(actx.clone(), sd.clone(), tr.clone()));
+        let api_task = api.map(|api| tokio::spawn(api.run(actx.clone(), sd.clone(), tr.clone())));
         server.run(sd.clone(), tr.clone(), started).await;
         h.set_phase(Phase::Draining);
         let _ = admin_task.await;
+        if let Some(t) = api_task {
+            let _ = t.await;
+        }
         let _ = streams_task.await;
         // The ENet thread disconnects its peers and is joined off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(control)).await;

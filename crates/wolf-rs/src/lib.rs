@@ -21,6 +21,8 @@
 //! - `metrics`    every Prometheus metric, in one registry per host
 //! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
 //! - `admin`      the local admin socket used by `wolf-rs pair`, `clients` and `sessions`
+//! - `api`        Wolf's management API (`/api/v1`) on a unix socket, its OpenAPI document
+//! - `events`     what happened (pairings, sessions), for the API's event stream
 //! - `mdns`       `_nvstream._tcp` advertisement
 //! - `app`        builds the components in order and runs them until shutdown
 //! - `cli`        the command line (`main.rs` only parses it and sets up logging and the runtime)
@@ -30,12 +32,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod gamestream;

@@ -115,6 +115,7 @@ pub struct Metrics {
     pub control_messages: IntCounterVec,
     pub input_events: IntCounterVec,
     pub input_dropped: IntCounterVec,
+    pub api_events_dropped: IntCounterVec,
     pub session_store_corrupt: IntCounter,
     pub session_store_errors: IntCounter,
     pub sessions_reconciled: IntCounterVec,
@@ -291,6 +292,13 @@ impl Metrics {
                 "Input events not injected, by reason",
                 "reason",
                 &INPUT_DROP_REASONS,
+            )?,
+            api_events_dropped: counter_vec(
+                &r,
+                "wolf_api_events_dropped_total",
+                "Events an API subscriber did not get, by reason (slow_subscriber: it read too slowly)",
+                "reason",
+                &["slow_subscriber"],
             )?,
             session_store_corrupt: counter(
                 &r,

@@ -28,6 +28,7 @@ pub struct Config {
     pub mdns: Mdns,
     pub video: Video,
     pub health: Health,
+    pub api: Api,
     pub watchdog: Watchdog,
     pub debug: Debug,
     pub sessions: SessionsConfig,
@@ -49,6 +50,7 @@ impl Default for Config {
             mdns: Mdns::default(),
             video: Video::default(),
             health: Health::default(),
+            api: Api::default(),
             watchdog: Watchdog::default(),
             debug: Debug::default(),
             sessions: SessionsConfig::default(),
@@ -264,6 +266,21 @@ pub struct Video {
 impl Default for Video {
     fn default() -> Self {
         Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20, software_hevc: false }
+    }
+}
+
+/// `[api]`: Wolf's management API (`/api/v1`) on a unix socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Api {
+    pub enabled: bool,
+    /// The socket (env `WOLF_SOCKET_PATH`, Wolf's name); empty: `<state dir>/wolf.sock`.
+    pub socket: String,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api { enabled: true, socket: String::new() }
     }
 }
 

@@ -34,7 +34,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "WOLF_HOSTNAME",
         "WOLF_MDNS",
         "WOLF_PIN",
@@ -42,6 +42,7 @@ impl Env {
         "WOLF_INTERNAL_MAC",
         "WOLF_PRIVATE_KEY_FILE",
         "WOLF_PRIVATE_CERT_FILE",
+        "WOLF_SOCKET_PATH",
     ];
 
     pub fn from_process() -> Env {
@@ -212,7 +213,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 16] = [
+const TOP_KEYS: [&str; 17] = [
     "hostname",
     "uuid",
     "bind_address",
@@ -224,6 +225,7 @@ const TOP_KEYS: [&str; 16] = [
     "mdns",
     "video",
     "health",
+    "api",
     "watchdog",
     "debug",
     "sessions",
@@ -265,6 +267,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         mdns: cx.section(&table, "mdns"),
         video: cx.section(&table, "video"),
         health: cx.section(&table, "health"),
+        api: cx.section(&table, "api"),
         watchdog: cx.section(&table, "watchdog"),
         debug: cx.section(&table, "debug"),
         sessions: cx.section(&table, "sessions"),
@@ -301,6 +304,9 @@ fn apply_env(cfg: &mut Config, env: &Env) {
     }
     if let Some(v) = env.get("WOLF_PRIVATE_CERT_FILE") {
         cfg.tls.cert_file = v.to_owned();
+    }
+    if let Some(v) = env.get("WOLF_SOCKET_PATH") {
+        cfg.api.socket = v.to_owned();
     }
 }
 

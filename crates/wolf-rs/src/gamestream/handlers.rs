@@ -346,6 +346,10 @@ async fn pair_step1(
             %ip, device, "pairing waits for its PIN: open http://{}:{}/pin/#{secret} or run `wolf-rs pair <PIN>`",
             ctx.net.local_ip, ctx.http_port
         );
+        ctx.events.publish(crate::events::Event::PairSignal {
+            client_ip: ip.to_string(),
+            host_ip: ctx.net.local_ip.to_string(),
+        });
         let pin = match tokio::time::timeout(ctx.pairing.limits.pin_timeout, rx).await {
             Ok(Ok(pin)) => pin,
             Ok(Err(_)) => {
@@ -388,11 +392,16 @@ async fn finish_pairing(
         ip: conn.ip().to_string(),
         paired_at: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
-    let (fp, name) = (client.fingerprint.clone(), client.name.clone());
+    let (fp, name, pem) = (client.fingerprint.clone(), client.name.clone(), client.cert_pem.clone());
     match ctx.clients.add(client).await {
         Ok(()) => {
             ctx.metrics.pairing("paired");
             tracing::info!(client = %name, fingerprint = %fp, ip = %conn.ip(), "client paired");
+            ctx.events.publish(crate::events::Event::ClientPaired {
+                client_id: crate::events::wolf_client_id(&pem),
+                name,
+                client_ip: conn.ip().to_string(),
+            });
             xml_ok(xml::ok(&[("paired", "1")]))
         }
         Err(e) => {
@@ -548,10 +557,19 @@ async fn launch(
         Ok(s) => start_app(ctx, s, app).await,
         Err(e) => Err(e),
     };
+    if let Err(e) = &launched {
+        ctx.events.publish(crate::events::Event::SessionFailed {
+            client_id: crate::events::wolf_client_id(&client.cert_pem),
+            app_id: app_id.to_string(),
+            reason: e.reason().to_owned(),
+        });
+    }
     match launched {
         Ok(s) => {
             ctx.metrics.sessions_created.inc();
             tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
+            let client_id = crate::events::wolf_client_id(&client.cert_pem);
+            ctx.events.publish(crate::events::Event::StreamSession(crate::events::StreamSession::of(&s, client_id)));
             let url = session_url(ctx, conn, s.id, encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }

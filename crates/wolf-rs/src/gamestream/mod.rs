@@ -66,6 +66,8 @@ pub struct HostContext {
     pub trusted: TrustedProxies,
     /// Plain-RTSP sessions' own RTSP ports.
     pub rtsp_ports: Arc<crate::rtsp::SessionPorts>,
+    /// What happened, for the API's event stream.
+    pub events: Arc<crate::events::Events>,
 }
 
 /// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the

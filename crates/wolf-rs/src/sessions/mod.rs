@@ -204,6 +204,17 @@ pub enum LaunchError {
     },
 }
 
+impl LaunchError {
+    /// As counted in `wolf_session_creation_errors_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LaunchError::AlreadyRunning { .. } => "already_running",
+            LaunchError::Store(_) => "store",
+            LaunchError::Runner { part, .. } => part,
+        }
+    }
+}
+
 impl Sessions {
     fn snapshot(&self) -> Arc<Table> {
         match self.by_client.read() {

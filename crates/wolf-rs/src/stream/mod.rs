@@ -120,6 +120,9 @@ pub struct SessionEnder {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Stopping an app takes time: it runs here, whatever thread asked.
     pub runtime: tokio::runtime::Handle,
+    pub events: Arc<crate::events::Events>,
+    /// To name a session by its client in events.
+    pub clients: Arc<crate::state::clients::ClientStore>,
 }
 
 impl SessionEnder {
@@ -155,6 +158,17 @@ impl SessionEnder {
         }
         tracing::info!(session = session_id, reason = reason.as_str(), "session ends");
         self.metrics.sessions_ended.with_label_values(&[reason.as_str()]).inc();
+        let client_id = self
+            .clients
+            .get(&s.client_fingerprint)
+            .map(|c| crate::events::wolf_client_id(&c.cert_pem))
+            .unwrap_or_default();
+        self.events.publish(crate::events::Event::StopStreamEvent { session_id: client_id.clone() });
+        self.events.publish(crate::events::Event::SessionEnded {
+            session_id: client_id,
+            id: session_id,
+            reason: reason.as_str().to_owned(),
+        });
         let _ = self.control.send(ControlCommand::Terminate { session_id, reason: reason.termination() });
         let (done, streams_stopped) = tokio::sync::oneshot::channel();
         if self.streams.send(StreamCommand::Stop { session_id, done: Some(done) }).is_err() {

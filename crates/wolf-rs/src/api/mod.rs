@@ -1,0 +1,332 @@
+//! Wolf's management API, `/api/v1`, over HTTP on a unix socket (`[api] socket`, env
+//! `WOLF_SOCKET_PATH`; default `<state dir>/wolf.sock`, mode 0600): what platforms that drive Wolf
+//! call, with Wolf's routes, JSON (`wire`) and status codes, so their clients work unchanged.
+//! Never on a network port. Its own bounded connection count, body size and read timeouts, so it
+//! answers while the GameStream ports are busy; the event stream (`GET /api/v1/events`, SSE)
+//! has a bounded number of subscribers (the oldest is closed for a newcomer) each behind a
+//! bounded buffer (`events`). `GET /api/v1/openapi-schema` is generated from the code (`openapi`).
+
+pub mod openapi;
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::events::{Event, wolf_client_id};
+use crate::gamestream::HostContext;
+use wire::*;
+
+/// Connections served at once; the next waits in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Event-stream subscribers at once; a newcomer closes the oldest.
+pub const MAX_SUBSCRIBERS: usize = 16;
+/// The largest request body.
+pub const MAX_BODY: usize = 1 << 20;
+/// A request's head and body must arrive within this.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// SSE comment frames keep idle streams (and proxies) open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The socket path: `[api] socket`, else `<state dir>/wolf.sock`.
+pub fn socket_path(config: &crate::config::Api, state_dir: &Path) -> PathBuf {
+    if config.socket.is_empty() { state_dir.join("wolf.sock") } else { PathBuf::from(&config.socket) }
+}
+
+pub struct ApiServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ApiServer {
+    /// Bind the socket (its folder made if missing). A socket that answers means another host
+    /// serves it: an error; a stale one is replaced.
+    pub async fn bind(path: &Path) -> Result<ApiServer> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).or_err(ErrorKind::Bind, || format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(Error::new(
+                    ErrorKind::Bind,
+                    format!("{} answers: another host serves the API there", path.display()),
+                ));
+            }
+            std::fs::remove_file(path).or_err(ErrorKind::Bind, || format!("removing stale {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(path).or_err(ErrorKind::Bind, || format!("binding {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .or_err(ErrorKind::Bind, || format!("chmod 600 {}", path.display()))?;
+        Ok(ApiServer { listener, path: path.to_owned() })
+    }
+
+    pub async fn run(self, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let subscribers = Arc::new(Subscribers::default());
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => p,
+            };
+            let Ok(permit) = permit else { break };
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let Ok((stream, _)) = accepted else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let (ctx, subs, sd) = (ctx.clone(), subscribers.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                let _permit = permit;
+                let svc = service_fn(move |req| {
+                    let (ctx, subs, sd) = (ctx.clone(), subs.clone(), sd.clone());
+                    async move { Ok::<_, Infallible>(route(&ctx, &subs, &sd, req).await) }
+                });
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT);
+                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn respond(status: StatusCode, v: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| br#"{"success":false,"error":"encoding"}"#.to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn ok() -> Response<Body> {
+    respond(StatusCode::OK, &GenericSuccess { success: true })
+}
+
+fn fail(status: StatusCode, error: impl Into<String>) -> Response<Body> {
+    respond(status, &GenericError { success: false, error: error.into() })
+}
+
+/// The request body as `T`. Wolf answers a body it cannot read with 500 on most routes (400 on a
+/// few): `bad` is that status.
+async fn body<T: DeserializeOwned>(req: Request<Incoming>, bad: StatusCode) -> std::result::Result<T, Response<Body>> {
+    let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(req.into_body(), MAX_BODY).collect()).await;
+    let bytes = match read {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(fail(StatusCode::PAYLOAD_TOO_LARGE, format!("The body is larger than {MAX_BODY} bytes")));
+        }
+        Ok(Err(e)) => return Err(fail(StatusCode::BAD_REQUEST, format!("Reading the body: {e}"))),
+        Err(_) => return Err(fail(StatusCode::REQUEST_TIMEOUT, "The body did not arrive in time")),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| fail(bad, format!("Invalid request format: {e}")))
+}
+
+async fn route(
+    ctx: &HostContext,
+    subs: &Arc<Subscribers>,
+    shutdown: &CancellationToken,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let Some(route) = path.strip_prefix("/api/v1") else {
+        return fail(StatusCode::NOT_FOUND, format!("No route {path}; the API is under /api/v1"));
+    };
+    let server_error = StatusCode::INTERNAL_SERVER_ERROR;
+    match (req.method().clone(), route) {
+        (Method::GET, "/openapi-schema") => respond(StatusCode::OK, &openapi::document()),
+        (Method::GET, "/events") => events(ctx, subs, shutdown),
+        (Method::GET, "/apps") => respond(
+            StatusCode::OK,
+            &AppsResponse { success: true, apps: ctx.config.apps.iter().map(App::from).collect() },
+        ),
+        (Method::GET, "/clients") => {
+            let clients = ctx.clients.list().into_iter().map(|c| client_view(&c)).collect();
+            respond(StatusCode::OK, &ClientsResponse { success: true, clients })
+        }
+        (Method::POST, "/unpair/client") => match body::<UnpairRequest>(req, StatusCode::BAD_REQUEST).await {
+            Ok(r) => unpair(ctx, &r.client_id).await,
+            Err(resp) => resp,
+        },
+        (Method::GET, "/pair/pending") => {
+            let requests = ctx
+                .pairing
+                .waiting()
+                .into_iter()
+                .map(|w| PendingPair { pair_secret: w.secret, client_ip: w.ip, device_name: w.device_name })
+                .collect();
+            respond(StatusCode::OK, &PendingPairsResponse { success: true, requests })
+        }
+        (Method::POST, "/pair/client") => match body::<PairRequest>(req, server_error).await {
+            Ok(r) => match crate::gamestream::handlers::submit_pin_admin(ctx, &r.pin, Some(&r.pair_secret)) {
+                Ok(()) => ok(),
+                Err(e) => fail(server_error, e),
+            },
+            Err(resp) => resp,
+        },
+        (Method::GET, "/sessions") => {
+            let sessions = ctx.sessions.list().iter().map(|s| session_view(ctx, s)).collect();
+            respond(StatusCode::OK, &SessionsResponse { success: true, sessions })
+        }
+        (Method::POST, "/sessions/stop") => match body::<SessionIdRequest>(req, server_error).await {
+            Ok(r) => match find_session(ctx, &r.session_id) {
+                Some(id) => {
+                    ctx.ender.end(id, crate::commands::EndReason::Cancelled);
+                    ok()
+                }
+                None => fail(server_error, "Invalid session_id"),
+            },
+            Err(resp) => resp,
+        },
+        (_, r) if openapi::ROUTES.iter().any(|(_, p)| *p == r) => {
+            fail(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not served on {path}", req.method()))
+        }
+        _ => fail(StatusCode::NOT_FOUND, format!("No route {path}; GET /api/v1/openapi-schema lists them")),
+    }
+}
+
+fn client_view(c: &crate::state::clients::PairedClient) -> Client {
+    Client {
+        client_id: wolf_client_id(&c.cert_pem),
+        app_state_folder: c.fingerprint.clone(),
+        settings: ClientSettings::default(),
+        name: c.name.clone(),
+        fingerprint: c.fingerprint.clone(),
+        ip: c.ip.clone(),
+        paired_at: c.paired_at,
+    }
+}
+
+fn session_view(ctx: &HostContext, s: &crate::sessions::Session) -> StreamSession {
+    let client_id = ctx.clients.get(&s.client_fingerprint).map(|c| wolf_client_id(&c.cert_pem)).unwrap_or_default();
+    StreamSession::of(s, client_id)
+}
+
+/// The session a route names: Wolf's id (the client id) or wolf-rs's number.
+fn find_session(ctx: &HostContext, id: &str) -> Option<u32> {
+    let sessions = ctx.sessions.list();
+    let by_client = sessions
+        .iter()
+        .find(|s| ctx.clients.get(&s.client_fingerprint).is_some_and(|c| wolf_client_id(&c.cert_pem) == id));
+    by_client.or_else(|| sessions.iter().find(|s| s.id.to_string() == id)).map(|s| s.id)
+}
+
+async fn unpair(ctx: &HostContext, id: &str) -> Response<Body> {
+    let matches = |c: &crate::state::clients::PairedClient| c.fingerprint == id || wolf_client_id(&c.cert_pem) == id;
+    match ctx.clients.remove_where(matches).await {
+        Ok(gone) if gone.is_empty() => fail(StatusCode::NOT_FOUND, "Client not found"),
+        Ok(gone) => {
+            for c in gone {
+                tracing::info!(client = %c.name, fingerprint = %c.fingerprint, "client unpaired through the API");
+                ctx.events.publish(Event::ClientUnpaired { client_id: wolf_client_id(&c.cert_pem), name: c.name });
+            }
+            ok()
+        }
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The open event streams, oldest first; each is closed through its token.
+#[derive(Default)]
+struct Subscribers {
+    open: Mutex<VecDeque<CancellationToken>>,
+}
+
+impl Subscribers {
+    /// A token for a new subscriber; at the cap the oldest is closed.
+    fn add(&self) -> CancellationToken {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.retain(|t| !t.is_cancelled());
+        while open.len() >= MAX_SUBSCRIBERS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.cancel();
+            }
+        }
+        let t = CancellationToken::new();
+        open.push_back(t.clone());
+        t
+    }
+}
+
+/// `GET /api/v1/events`: `event: <name>\ndata: <json>\n\n` frames, and a `:keepalive` comment every
+/// 15 s. A subscriber that reads too slowly loses the oldest events (counted) and is never waited on.
+fn events(ctx: &HostContext, subs: &Arc<Subscribers>, shutdown: &CancellationToken) -> Response<Body> {
+    let mut rx = ctx.events.subscribe();
+    let token = subs.add();
+    let (tx, frames) = mpsc::channel::<Bytes>(8);
+    let (metrics, shutdown) = (ctx.metrics.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let _ = tx.send(Bytes::from_static(b":keepalive\n\n")).await;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        loop {
+            let frame = tokio::select! {
+                _ = token.cancelled() => break,
+                _ = shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                _ = tick.tick() => Bytes::from_static(b":keepalive\n\n"),
+                e = rx.recv() => match e {
+                    Ok(e) => Bytes::from(e.frame()),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics.api_events_dropped.with_label_values(&["slow_subscriber"]).inc_by(n);
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            };
+            // The client reads slowly: wait for it here while the broadcast buffer, not memory,
+            // takes the overflow.
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = shutdown.cancelled() => break,
+                sent = tx.send(frame) => if sent.is_err() { break },
+            }
+        }
+        token.cancel();
+    });
+    let mut r = Response::new(BodyExt::boxed(Sse { frames }));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A body fed frame by frame; it ends when its sender goes.
+struct Sse {
+    frames: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for Sse {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
+        self.frames.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
+    }
+}

@@ -1,0 +1,90 @@
+//! The API's OpenAPI 3.1 document, generated from the `wire` types (utoipa), served at
+//! `GET /api/v1/openapi-schema`. The functions here only carry each route's description.
+// The described functions are never called.
+#![allow(dead_code)]
+
+use utoipa::OpenApi;
+
+use super::wire::*;
+
+/// Every route served: (method, path under `/api/v1`). A test asks each one.
+pub const ROUTES: [(&str, &str); 9] = [
+    ("GET", "/openapi-schema"),
+    ("GET", "/events"),
+    ("GET", "/apps"),
+    ("GET", "/clients"),
+    ("POST", "/unpair/client"),
+    ("GET", "/pair/pending"),
+    ("POST", "/pair/client"),
+    ("GET", "/sessions"),
+    ("POST", "/sessions/stop"),
+];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wolf-rs API",
+        description = "Wolf's management API (/api/v1) as wolf-rs serves it, over HTTP on a unix socket. Errors are {\"success\": false, \"error\": \"...\"} with Wolf's status codes: 500 for most, 400/404 where Wolf uses them, 413 for a body over 1 MiB.",
+        version = "1"
+    ),
+    paths(openapi_schema, events, apps, clients, unpair, pair_pending, pair_client, sessions, sessions_stop),
+    components(schemas(GenericSuccess, GenericError))
+)]
+struct Doc;
+
+/// The document, as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(Doc::openapi()).unwrap_or_default()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi-schema", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+fn openapi_schema() {}
+
+/// Server-sent events: `event: <name>` and `data: <json>` per event, a `:keepalive` comment every
+/// 15 s. Wolf's names where Wolf has the event (`wolf::core::events::PairSignal`,
+/// `StreamSession`, `StopStreamEvent`); wolf-rs's own otherwise (`wolf_rs::events::ClientPaired`,
+/// `ClientUnpaired`, `SessionFailed`, `SessionEnded`). At most 16 subscribers: a newcomer closes
+/// the oldest. A subscriber that reads too slowly loses the oldest events
+/// (`wolf_api_events_dropped_total`).
+#[utoipa::path(get, path = "/api/v1/events", responses((status = 200, description = "text/event-stream")))]
+fn events() {}
+
+/// The apps Moonlight clients see (`/applist`).
+#[utoipa::path(get, path = "/api/v1/apps", responses((status = 200, body = AppsResponse)))]
+fn apps() {}
+
+/// Paired clients. `settings` are Wolf's defaults: wolf-rs does not apply per-client settings.
+#[utoipa::path(get, path = "/api/v1/clients", responses((status = 200, body = ClientsResponse)))]
+fn clients() {}
+
+/// Unpair a client (by Wolf's client id or its certificate fingerprint).
+#[utoipa::path(post, path = "/api/v1/unpair/client", request_body = UnpairRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 400, description = "Invalid request format", body = GenericError),
+    (status = 404, description = "Client not found", body = GenericError),
+))]
+fn unpair() {}
+
+/// Pairings that wait for their PIN.
+#[utoipa::path(get, path = "/api/v1/pair/pending", responses((status = 200, body = PendingPairsResponse)))]
+fn pair_pending() {}
+
+/// Give a waiting pairing its PIN. Success means the PIN was handed over; whether it was the right
+/// one the client's pairing finds out.
+#[utoipa::path(post, path = "/api/v1/pair/client", request_body = PairRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 500, description = "No such pairing, or not 4 digits", body = GenericError),
+))]
+fn pair_client() {}
+
+/// Running sessions.
+#[utoipa::path(get, path = "/api/v1/sessions", responses((status = 200, body = SessionsResponse)))]
+fn sessions() {}
+
+/// End a session (as `/cancel` does).
+#[utoipa::path(post, path = "/api/v1/sessions/stop", request_body = SessionIdRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 500, description = "Invalid session_id", body = GenericError),
+))]
+fn sessions_stop() {}

@@ -1,0 +1,231 @@
+//! The JSON of Wolf's `/api/v1`, field for field as Wolf's clients send and read it. Fields of
+//! Wolf's that mean nothing here are written with a neutral value and accepted and ignored on
+//! input; the OpenAPI document (generated from these types) says which.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+pub use crate::events::StreamSession;
+
+/// `{"success": true}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GenericSuccess {
+    pub success: bool,
+}
+
+/// `{"success": false, "error": "..."}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GenericError {
+    pub success: bool,
+    pub error: String,
+}
+
+/// A client's settings as Wolf keeps them. wolf-rs applies none of them yet: they are shown with
+/// Wolf's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientSettings {
+    pub run_uid: i64,
+    pub run_gid: i64,
+    pub controllers_override: Vec<String>,
+    pub mouse_acceleration: f64,
+    pub v_scroll_acceleration: f64,
+    pub h_scroll_acceleration: f64,
+    pub motion_controller_override: String,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            run_uid: 1000,
+            run_gid: 1000,
+            controllers_override: Vec::new(),
+            mouse_acceleration: 1.0,
+            v_scroll_acceleration: 1.0,
+            h_scroll_acceleration: 1.0,
+            motion_controller_override: "AUTO".into(),
+        }
+    }
+}
+
+/// A paired client. The last four fields are wolf-rs's own.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Client {
+    /// Wolf's id: a hash of the client's certificate (the same a Wolf host gives it).
+    pub client_id: String,
+    /// The client's folder under `<state dir>/apps` (its certificate's SHA-256).
+    pub app_state_folder: String,
+    pub settings: ClientSettings,
+    pub name: String,
+    pub fingerprint: String,
+    pub ip: String,
+    /// Unix seconds.
+    pub paired_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientsResponse {
+    pub success: bool,
+    pub clients: Vec<Client>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UnpairRequest {
+    /// Wolf's client id, or the certificate fingerprint.
+    pub client_id: String,
+}
+
+/// A pairing that waits for its PIN.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PendingPair {
+    pub pair_secret: String,
+    pub client_ip: String,
+    /// wolf-rs: the name the client gave.
+    pub device_name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PendingPairsResponse {
+    pub success: bool,
+    pub requests: Vec<PendingPair>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PairRequest {
+    pub pair_secret: String,
+    /// The 4 digits the client shows.
+    pub pin: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionsResponse {
+    pub success: bool,
+    pub sessions: Vec<StreamSession>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionIdRequest {
+    /// Wolf's session id (the client id), or wolf-rs's session number; a string or a number.
+    #[serde(deserialize_with = "string_or_number")]
+    #[schema(value_type = String)]
+    pub session_id: String,
+}
+
+/// Wolf sends ids as decimal strings (numbers before mid-2025): both are accepted.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        S(String),
+        N(u64),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::S(s) => s,
+        Id::N(n) => n.to_string(),
+    })
+}
+
+/// An app's runner as Wolf writes it: a process (`run_cmd`) or a container.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Runner {
+    Process {
+        run_cmd: String,
+    },
+    Docker {
+        name: String,
+        image: String,
+        mounts: Vec<String>,
+        env: Vec<String>,
+        devices: Vec<String>,
+        ports: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_create_json: Option<String>,
+    },
+}
+
+/// An app as Wolf lists it. Pipelines and render nodes are wolf-rs's choice (empty); the app's
+/// own sources are in `video_source`/`audio_source` (wolf-rs's fields).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct App {
+    pub title: String,
+    pub id: String,
+    pub support_hdr: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_png_path: Option<String>,
+    pub h264_gst_pipeline: String,
+    pub hevc_gst_pipeline: String,
+    pub av1_gst_pipeline: String,
+    pub render_node: String,
+    pub opus_gst_pipeline: String,
+    /// A virtual display per session.
+    pub start_virtual_compositor: bool,
+    /// An audio sink per session.
+    pub start_audio_server: bool,
+    pub runner: Runner,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppsResponse {
+    pub success: bool,
+    pub apps: Vec<App>,
+}
+
+impl From<&crate::config::App> for App {
+    fn from(a: &crate::config::App) -> App {
+        use crate::config::{AudioKind, DisplayKind, RunnerKind};
+        let r = &a.runner;
+        let runner = match r.kind {
+            RunnerKind::Docker => Runner::Docker {
+                name: a.title.clone(),
+                image: r.image.clone(),
+                mounts: r.mounts.clone(),
+                env: r.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                devices: r.devices.clone(),
+                ports: Vec::new(),
+                base_create_json: None,
+            },
+            RunnerKind::Process | RunnerKind::None => Runner::Process { run_cmd: shell_words(&r.command) },
+        };
+        App {
+            title: a.title.clone(),
+            id: a.id.to_string(),
+            support_hdr: false,
+            icon_png_path: (!a.icon_png.is_empty()).then(|| a.icon_png.clone()),
+            h264_gst_pipeline: String::new(),
+            hevc_gst_pipeline: String::new(),
+            av1_gst_pipeline: String::new(),
+            render_node: String::new(),
+            opus_gst_pipeline: String::new(),
+            start_virtual_compositor: a.display.kind == DisplayKind::Virtual,
+            start_audio_server: a.audio.kind == AudioKind::Sink,
+            runner,
+        }
+    }
+}
+
+/// A command line as one string, each word quoted when it needs it.
+fn shell_words(words: &[String]) -> String {
+    let quote = |w: &String| {
+        if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+            w.clone()
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    };
+    words.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_come_as_strings_or_numbers_and_commands_as_one_line() {
+        let a: SessionIdRequest = serde_json::from_str(r#"{"session_id":"42"}"#).unwrap();
+        let b: SessionIdRequest = serde_json::from_str(r#"{"session_id":42}"#).unwrap();
+        assert_eq!((a.session_id.as_str(), b.session_id.as_str()), ("42", "42"));
+        assert!(serde_json::from_str::<SessionIdRequest>(r#"{"session_id":[1]}"#).is_err());
+        let words = ["sh", "-c", "echo it's here"].map(String::from);
+        assert_eq!(shell_words(&words), r"sh -c 'echo it'\''s here'");
+    }
+}

@@ -1,0 +1,229 @@
+//! Wolf's `/api/v1` over the host's real unix socket, with bodies shaped as Wolf's clients send
+//! them: a pairing completed through the API, the paired client listed under Wolf's client id, its
+//! launch listed and stopped, each seen in order on the event stream; error cases answer JSON with
+//! Wolf's status codes; the OpenAPI document lists every route and each response has what its
+//! schema requires.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use wolf_client::PairOutcome;
+use wolf_rs::events::wolf_client_id;
+use wolf_testkit::{ConfigBuilder, PIN, RIKEY_HEX, TestHost, until};
+
+fn socket(host: &TestHost) -> PathBuf {
+    host.dir.path().join("wolf.sock")
+}
+
+/// One request; (status, JSON body).
+async fn call(sock: &Path, method: Method, path: &str, body: Option<String>) -> (StatusCode, Value) {
+    let stream = UnixStream::connect(sock).await.expect("the API socket accepts");
+    let (status, text) =
+        wolf_rs::net::http1::request(stream, method, path, body, wolf_rs::error::ErrorKind::Admin, "api")
+            .await
+            .expect("the API answers");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+}
+
+async fn get(sock: &Path, path: &str) -> (StatusCode, Value) {
+    call(sock, Method::GET, path, None).await
+}
+
+async fn post(sock: &Path, path: &str, body: Value) -> (StatusCode, Value) {
+    call(sock, Method::POST, path, Some(body.to_string())).await
+}
+
+/// A subscriber of `GET /api/v1/events`: (event name, data) as they arrive, keep-alives skipped.
+async fn subscribe(sock: &Path) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
+    let mut stream = UnixStream::connect(sock).await.unwrap();
+    stream.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    let status = lines.next_line().await.unwrap().unwrap();
+    assert!(status.contains("200"), "{status}");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut name = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_owned();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let _ = tx.send((std::mem::take(&mut name), serde_json::from_str(d).unwrap()));
+            }
+        }
+    });
+    rx
+}
+
+async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) -> (String, Value) {
+    tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("an event in time").expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pairing_a_launch_and_a_stop_through_wolfs_routes_and_events() {
+    // No fixed PIN: the pairing waits for one, which comes through the API.
+    let host = TestHost::start(ConfigBuilder::loopback()).await;
+    let sock = socket(&host);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only this user");
+    let mut events = subscribe(&sock).await;
+
+    let mut c = host.client();
+    let pairing = tokio::spawn(async move {
+        let outcome = c.pair(PIN).await;
+        (c, outcome)
+    });
+    let mut pending = Value::Null;
+    for _ in 0..400 {
+        pending = get(&sock, "/api/v1/pair/pending").await.1;
+        if pending["requests"].as_array().is_some_and(|r| r.len() == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending["success"], true);
+    let request = &pending["requests"][0];
+    assert_eq!(request["client_ip"], "127.0.0.1");
+    let secret = request["pair_secret"].as_str().unwrap().to_owned();
+    let (name, signal) = next(&mut events).await;
+    assert_eq!(name, "wolf::core::events::PairSignal");
+    assert_eq!(signal["client_ip"], "127.0.0.1");
+
+    // Wrong shapes first: Wolf answers them 500 with an error, and the pairing still waits.
+    let (s, e) = post(&sock, "/api/v1/pair/client", json!({ "pair_secret": secret, "pin": "12a4" })).await;
+    assert_eq!((s, &e["success"]), (StatusCode::INTERNAL_SERVER_ERROR, &json!(false)), "{e}");
+    let (s, e) = post(&sock, "/api/v1/pair/client", json!({ "pair_secret": "0000", "pin": PIN })).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    let (s, e) = call(&sock, Method::POST, "/api/v1/pair/client", Some("{\"pair_secret\":".into())).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(e["error"].as_str().unwrap().starts_with("Invalid request format"), "{e}");
+    let (s, e) = post(&sock, "/api/v1/pair/client", json!({ "pair_secret": secret, "pin": PIN })).await;
+    assert_eq!((s, e), (StatusCode::OK, json!({ "success": true })));
+    let (c, outcome) = pairing.await.unwrap();
+    assert_eq!(outcome.unwrap(), PairOutcome::Paired);
+    let client_id = wolf_client_id(&c.identity.cert.pem);
+    let (name, paired) = next(&mut events).await;
+    assert_eq!((name.as_str(), &paired["client_id"]), ("wolf_rs::events::ClientPaired", &json!(client_id)));
+
+    let (s, clients) = get(&sock, "/api/v1/clients").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(clients["clients"].as_array().unwrap().len(), 1, "{clients}");
+    let listed = &clients["clients"][0];
+    assert_eq!(listed["client_id"], client_id.as_str(), "Wolf's id for the same certificate");
+    assert_eq!(listed["settings"]["motion_controller_override"], "AUTO");
+    assert_eq!(listed["fingerprint"], c.identity.cert.fingerprint_hex());
+
+    // A launch is listed and announced; a stop by Wolf's session id ends it.
+    let r = c.https_get(&c.launch_url("1", "1280x720x60", RIKEY_HEX)).await.unwrap();
+    assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
+    let (name, started) = next(&mut events).await;
+    assert_eq!(name, "wolf::core::events::StreamSession");
+    assert_eq!((&started["client_id"], &started["video_width"]), (&json!(client_id), &json!(1280)));
+    let (_, sessions) = get(&sock, "/api/v1/sessions").await;
+    let listed = &sessions["sessions"][0];
+    assert_eq!(
+        (&listed["client_id"], &listed["app_id"], &listed["video_height"], &listed["video_refresh_rate"]),
+        (&json!(client_id), &json!("1"), &json!(720), &json!(60)),
+    );
+    assert_eq!(listed["aes_key"], "", "session keys are not disclosed");
+    let (s, e) = post(&sock, "/api/v1/sessions/stop", json!({ "session_id": "123" })).await;
+    assert_eq!((s, &e["error"]), (StatusCode::INTERNAL_SERVER_ERROR, &json!("Invalid session_id")));
+    let (s, _) = post(&sock, "/api/v1/sessions/stop", json!({ "session_id": client_id })).await;
+    assert_eq!(s, StatusCode::OK);
+    let (name, stopped) = next(&mut events).await;
+    assert_eq!((name.as_str(), &stopped["session_id"]), ("wolf::core::events::StopStreamEvent", &json!(client_id)));
+    let (name, ended) = next(&mut events).await;
+    assert_eq!((name.as_str(), &ended["reason"]), ("wolf_rs::events::SessionEnded", &json!("cancelled")));
+    until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
+
+    // Unpair: malformed 400, unknown 404 (Wolf's codes on this route), then the client goes.
+    let (s, _) = call(&sock, Method::POST, "/api/v1/unpair/client", Some("[]".into())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, e) = post(&sock, "/api/v1/unpair/client", json!({ "client_id": "1" })).await;
+    assert_eq!((s, &e["error"]), (StatusCode::NOT_FOUND, &json!("Client not found")));
+    let (s, _) = post(&sock, "/api/v1/unpair/client", json!({ "client_id": client_id })).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(get(&sock, "/api/v1/clients").await.1["clients"], json!([]));
+    let (name, _) = next(&mut events).await;
+    assert_eq!(name, "wolf_rs::events::ClientUnpaired");
+    let r = c.https_get("/serverinfo").await;
+    assert!(r.is_err() || r.unwrap().field("PairStatus").as_deref() != Some("1"), "unpaired");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_and_the_socket_keeps_serving() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let sock = socket(&host);
+    let (s, e) = get(&sock, "/api/v1/nothing").await;
+    assert_eq!((s, &e["success"]), (StatusCode::NOT_FOUND, &json!(false)));
+    let (s, _) = get(&sock, "/elsewhere").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e) = call(&sock, Method::POST, "/api/v1/apps", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{e}");
+    let big = format!("{{\"session_id\":\"{}\"}}", "1".repeat(2 << 20));
+    let (s, e) = call(&sock, Method::POST, "/api/v1/sessions/stop", Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    let (s, e) = post(&sock, "/api/v1/sessions/stop", json!({ "session_id": [1] })).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    // A connection that sends half a request and stops holds nothing up.
+    let mut stalled = UnixStream::connect(&sock).await.unwrap();
+    stalled.write_all(b"POST /api/v1/sessions/stop HTTP/1.1\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
+    let (s, apps) = get(&sock, "/api/v1/apps").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(apps["apps"][0]["title"], "Test pattern");
+    assert_eq!(apps["apps"][0]["id"], "1");
+    assert_eq!(apps["apps"][0]["runner"]["type"], "process");
+    // HTTP/1.0, as Wolf's clients speak it: one answer, then the connection closes.
+    let mut old = UnixStream::connect(&sock).await.unwrap();
+    old.write_all(b"GET /api/v1/clients HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), old.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.0 200") && text.ends_with("{\"success\":true,\"clients\":[]}"), "{text}");
+    drop(stalled);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_every_route_and_responses_have_what_it_requires() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let sock = socket(&host);
+    let (s, doc) = get(&sock, "/api/v1/openapi-schema").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let _launched = wolf_testkit::pair_and_launch(&host).await;
+    for (method, route) in wolf_rs::api::openapi::ROUTES {
+        let path = format!("/api/v1{route}");
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is in the document");
+        if method != "GET" || route == "/events" {
+            continue;
+        }
+        let (s, body) = get(&sock, &path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+        // The 200 response's schema, by name: every property it requires is there.
+        let Some(reference) = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].as_str() else {
+            continue;
+        };
+        let name = reference.rsplit('/').next().unwrap();
+        let schema = &doc["components"]["schemas"][name];
+        for key in schema["required"].as_array().unwrap() {
+            assert!(body.get(key.as_str().unwrap()).is_some(), "{path}: {key} missing in {body}");
+        }
+    }
+    // Sixteen subscribers at most: the seventeenth closes the first.
+    let mut first = UnixStream::connect(&sock).await.unwrap();
+    first.write_all(b"GET /api/v1/events HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..wolf_rs::api::MAX_SUBSCRIBERS {
+        held.push(subscribe(&sock).await);
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), first.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the oldest subscriber was closed");
+    host.stop().await;
+}
