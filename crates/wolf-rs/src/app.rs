@@ -14,7 +14,7 @@ use crate::config::{Config, ConfigError, Env, TEMPLATE};
 use crate::control::ControlChannel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::gamestream::pairing::PairingManager;
-use crate::gamestream::{GameStreamServer, HostContext, Listeners, load_icons};
+use crate::gamestream::{GameStreamServer, HostContext, Listeners};
 use crate::health::{HealthServer, HealthState};
 use crate::metrics::Metrics;
 use crate::net::iface;
@@ -43,6 +43,11 @@ impl Paths {
 
     pub fn clients(&self) -> PathBuf {
         self.state_dir.join("paired_clients.json")
+    }
+
+    /// Apps added through the API.
+    pub fn apps(&self) -> PathBuf {
+        self.state_dir.join(crate::state::apps::FILE_NAME)
     }
 
     pub fn crash_marker(&self) -> PathBuf {
@@ -165,7 +170,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
     let sf = sessions_file.clone();
     let steps = beats.clone();
-    let (loaded, uuid, clients, net, icons, encoder, saved) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (loaded, uuid, clients, net, apps, encoder, saved) = tokio::task::spawn_blocking(move || -> Result<_> {
         let config = cfg;
         // Each blocking step is watched: one that hangs (a state file on a hung network mount)
         // is named by the watchdog, which exits so the supervisor restarts the host.
@@ -193,8 +198,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let s = step("interfaces");
         let net = iface::detect(&config.network.local_ip, &config.network.mac);
         drop(s);
-        let s = step("app-icons");
-        let icons = load_icons(&config);
+        let s = step("apps");
+        let apps = crate::state::apps::AppCatalog::open(&p.apps(), &config.apps)?;
         drop(s);
         let s = step("encoder-probe");
         let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
@@ -203,7 +208,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let s = step("sessions-file");
         let saved = crate::sessions::store::load(&sf)?;
         drop(s);
-        Ok((loaded, uuid, clients, net, icons, encoder, saved))
+        Ok((loaded, uuid, clients, net, apps, encoder, saved))
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
@@ -279,7 +284,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
             }
         })),
     });
-    let sweep_docker = config.apps.iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
+    let apps = Arc::new(apps);
+    let sweep_docker = apps.list().iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
         || saved.records.iter().any(|r| matches!(r.runner, crate::runners::RunnerHandle::Docker { .. }));
     let clients = Arc::new(clients);
     let events = Arc::new(crate::events::Events::default());
@@ -326,7 +332,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         clients,
         pairing: PairingManager::new((&config.pairing).into()),
         sessions,
-        icons,
+        apps,
         hevc: encoder.hevc.is_some(),
         gpu_type: encoder.h264.name.into(),
         encoder,
@@ -365,6 +371,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
     let streams = Streams {
         config: ctx.config.clone(),
+        apps: ctx.apps.clone(),
         sessions: ctx.sessions.clone(),
         video: Port { socket: video_socket, pings: video_pings.clone() },
         audio: Port { socket: audio_socket, pings: audio_pings.clone() },

@@ -3,7 +3,7 @@
 //! buffer, and a subscriber that falls behind loses the oldest (counted,
 //! `wolf_api_events_dropped_total`). Names and payloads follow Wolf's where Wolf has the event
 //! (`wolf::core::events::PairSignal`, `StreamSession`, `StopStreamEvent`); the rest are ours
-//! (`wolf_rs::events::…`).
+//! (`wolf_rs::events::…`). A session whose app exits ends with `SessionEnded` reason `app_exited`.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -63,6 +63,10 @@ pub enum Event {
     ClientPaired { client_id: String, name: String, client_ip: String },
     /// A client was unpaired.
     ClientUnpaired { client_id: String, name: String },
+    /// An app was added through the API (`id` as its adder gave it).
+    AppAdded { id: String, title: String },
+    /// An added app was removed.
+    AppRemoved { id: String, title: String },
     /// A session started (`/launch`).
     StreamSession(StreamSession),
     /// A launch failed: `reason` as in `wolf_session_creation_errors_total`.
@@ -82,6 +86,8 @@ impl Event {
             Event::StopStreamEvent { .. } => "wolf::core::events::StopStreamEvent",
             Event::ClientPaired { .. } => "wolf_rs::events::ClientPaired",
             Event::ClientUnpaired { .. } => "wolf_rs::events::ClientUnpaired",
+            Event::AppAdded { .. } => "wolf_rs::events::AppAdded",
+            Event::AppRemoved { .. } => "wolf_rs::events::AppRemoved",
             Event::SessionFailed { .. } => "wolf_rs::events::SessionFailed",
             Event::SessionEnded { .. } => "wolf_rs::events::SessionEnded",
         }
@@ -96,6 +102,7 @@ impl Event {
                 json!({ "client_id": client_id, "name": name, "client_ip": client_ip })
             }
             Event::ClientUnpaired { client_id, name } => json!({ "client_id": client_id, "name": name }),
+            Event::AppAdded { id, title } | Event::AppRemoved { id, title } => json!({ "id": id, "title": title }),
             Event::StreamSession(s) => serde_json::to_value(s).unwrap_or_default(),
             Event::SessionFailed { client_id, app_id, reason } => {
                 json!({ "client_id": client_id, "app_id": app_id, "reason": reason })

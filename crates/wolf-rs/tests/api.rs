@@ -227,3 +227,82 @@ async fn the_openapi_document_names_every_route_and_responses_have_what_it_requi
     assert!(closed.is_ok(), "the oldest subscriber was closed");
     host.stop().await;
 }
+
+/// The number `/applist` gives the app titled `title`.
+async fn applist_id(c: &wolf_client::GameStreamClient, title: &str) -> Option<u32> {
+    let text = c.https_get("/applist").await.unwrap().text();
+    let after = text.split(&format!("<AppTitle>{title}</AppTitle>")).nth(1)?;
+    after.split("<ID>").nth(1)?.split("</ID>").next()?.parse().ok()
+}
+
+/// An app as Wolf's clients add it (every field Wolf requires, its pipelines included).
+fn wolf_app(id: &str, title: &str, runner: Value) -> Value {
+    json!({
+        "title": title, "id": id, "support_hdr": false, "icon_png_path": "/nowhere/icon.png",
+        "h264_gst_pipeline": "videotestsrc ! x264enc", "hevc_gst_pipeline": "", "av1_gst_pipeline": "",
+        "render_node": "/dev/dri/renderD128", "opus_gst_pipeline": "",
+        "start_virtual_compositor": false, "start_audio_server": false, "runner": runner,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_added_through_the_api_launches_survives_a_restart_and_goes_when_deleted() {
+    let mut host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let sock = socket(&host);
+    let mut events = subscribe(&sock).await;
+    let sleeper = json!({ "type": "process", "run_cmd": "sh -c 'exec sleep 600'" });
+    let (s, e) = post(&sock, "/api/v1/apps/add", wolf_app("b7c1-added", "Added", sleeper.clone())).await;
+    assert_eq!((s, e), (StatusCode::OK, json!({ "success": true })));
+    let (name, added) = next(&mut events).await;
+    assert_eq!((name.as_str(), &added["id"]), ("wolf_rs::events::AppAdded", &json!("b7c1-added")));
+    // Refused, each with why: an empty image, an env entry without '=', config.toml's id, no title.
+    let docker = |image: &str, env: &str| json!({ "type": "docker", "name": "x", "image": image, "mounts": [], "env": [env], "devices": [], "ports": [] });
+    for (body, why) in [
+        (wolf_app("x", "X", docker("", "A=1")), "runner.image is empty"),
+        (wolf_app("x", "X", docker("busybox", "NOEQUALS")), "is not NAME=VALUE"),
+        (wolf_app("1", "Clash", sleeper.clone()), "comes from config.toml"),
+        (json!({ "id": "x" }), "Invalid request format"),
+    ] {
+        let (s, e) = post(&sock, "/api/v1/apps/add", body).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+        assert!(e["error"].as_str().unwrap().contains(why), "{why}: {e}");
+    }
+    let (_, apps) = get(&sock, "/api/v1/apps").await;
+    let listed: Vec<(&str, &str)> = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["title"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("1", "Test pattern"), ("b7c1-added", "Added")]);
+    assert_eq!(apps["apps"][1]["runner"]["run_cmd"], "sh -c 'exec sleep 600'");
+
+    // Moonlight sees it and launches it: its process runs.
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let number = applist_id(&c, "Added").await.expect("in /applist");
+    let r = c.https_get(&c.launch_url(&number.to_string(), "1280x720x60", RIKEY_HEX)).await.unwrap();
+    assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
+    let session = host.running().ctx.sessions.list().remove(0);
+    assert!(matches!(session.runner, wolf_rs::runners::RunnerHandle::Process { .. }), "{:?}", session.runner);
+    assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
+    until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
+
+    // A restart keeps it, under the same number.
+    host.restart().await;
+    c.https = host.https;
+    assert_eq!(applist_id(&c, "Added").await, Some(number));
+    let sock = socket(&host);
+    assert_eq!(get(&sock, "/api/v1/apps").await.1["apps"][1]["id"], "b7c1-added");
+    // Deleted, it is gone; deleting it again answers success, as Wolf does; config.toml's stay.
+    assert_eq!(post(&sock, "/api/v1/apps/delete", json!({ "id": "b7c1-added" })).await.0, StatusCode::OK);
+    assert_eq!(applist_id(&c, "Added").await, None);
+    assert_eq!(post(&sock, "/api/v1/apps/delete", json!({ "id": "b7c1-added" })).await.0, StatusCode::OK);
+    let (s, e) = post(&sock, "/api/v1/apps/delete", json!({ "id": 1 })).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    host.restart().await;
+    c.https = host.https;
+    assert_eq!(applist_id(&c, "Added").await, None, "still gone after a restart");
+    assert_eq!(applist_id(&c, "Test pattern").await, Some(1));
+    host.stop().await;
+}

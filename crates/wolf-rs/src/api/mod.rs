@@ -161,10 +161,19 @@ async fn route(
     match (req.method().clone(), route) {
         (Method::GET, "/openapi-schema") => respond(StatusCode::OK, &openapi::document()),
         (Method::GET, "/events") => events(ctx, subs, shutdown),
-        (Method::GET, "/apps") => respond(
-            StatusCode::OK,
-            &AppsResponse { success: true, apps: ctx.config.apps.iter().map(App::from).collect() },
-        ),
+        (Method::GET, "/apps") => {
+            let apps =
+                ctx.apps.list().iter().map(|a| App { id: ctx.apps.api_id(a.id), ..App::from(a.as_ref()) }).collect();
+            respond(StatusCode::OK, &AppsResponse { success: true, apps })
+        }
+        (Method::POST, "/apps/add") => match body::<App>(req, server_error).await {
+            Ok(a) => add_app(ctx, a).await,
+            Err(resp) => resp,
+        },
+        (Method::POST, "/apps/delete") => match body::<AppDeleteRequest>(req, server_error).await {
+            Ok(r) => delete_app(ctx, &r.id).await,
+            Err(resp) => resp,
+        },
         (Method::GET, "/clients") => {
             let clients = ctx.clients.list().into_iter().map(|c| client_view(&c)).collect();
             respond(StatusCode::OK, &ClientsResponse { success: true, clients })
@@ -207,6 +216,47 @@ async fn route(
             fail(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not served on {path}", req.method()))
         }
         _ => fail(StatusCode::NOT_FOUND, format!("No route {path}; GET /api/v1/openapi-schema lists them")),
+    }
+}
+
+async fn add_app(ctx: &HostContext, a: App) -> Response<Body> {
+    use crate::state::apps::{AddError, Refused};
+    let app = match a.to_config() {
+        Ok(app) => app,
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, format!("Invalid app: {e}")),
+    };
+    let title = app.title.clone();
+    match ctx.apps.add(a.id.clone(), app).await {
+        Ok(number) => {
+            tracing::info!(app = %title, id = %a.id, number, "app added through the API");
+            ctx.events.publish(Event::AppAdded { id: a.id, title });
+            ok()
+        }
+        Err(AddError::Refused(Refused::FromConfig)) => {
+            fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App {} comes from config.toml; change it there", a.id))
+        }
+        Err(AddError::Refused(r)) => fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App not added: {r:?}")),
+        Err(AddError::Store(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App not saved: {e}")),
+    }
+}
+
+/// Wolf answers success for an id it does not know; so does this. The removed app's sessions end.
+async fn delete_app(ctx: &HostContext, id: &str) -> Response<Body> {
+    use crate::state::apps::AddError;
+    match ctx.apps.remove(id).await {
+        Ok(Some(app)) => {
+            tracing::info!(app = %app.title, id, "app removed through the API");
+            for s in ctx.sessions.list().iter().filter(|s| s.app_id == app.id) {
+                ctx.ender.end(s.id, crate::commands::EndReason::Cancelled);
+            }
+            ctx.events.publish(Event::AppRemoved { id: id.to_owned(), title: app.title.clone() });
+            ok()
+        }
+        Ok(None) => ok(),
+        Err(AddError::Refused(_)) => {
+            fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App {id} comes from config.toml; remove it there"))
+        }
+        Err(AddError::Store(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App not removed: {e}")),
     }
 }
 

@@ -8,10 +8,12 @@ use utoipa::OpenApi;
 use super::wire::*;
 
 /// Every route served: (method, path under `/api/v1`). A test asks each one.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 11] = [
     ("GET", "/openapi-schema"),
     ("GET", "/events"),
     ("GET", "/apps"),
+    ("POST", "/apps/add"),
+    ("POST", "/apps/delete"),
     ("GET", "/clients"),
     ("POST", "/unpair/client"),
     ("GET", "/pair/pending"),
@@ -27,7 +29,19 @@ pub const ROUTES: [(&str, &str); 9] = [
         description = "Wolf's management API (/api/v1) as wolf-rs serves it, over HTTP on a unix socket. Errors are {\"success\": false, \"error\": \"...\"} with Wolf's status codes: 500 for most, 400/404 where Wolf uses them, 413 for a body over 1 MiB.",
         version = "1"
     ),
-    paths(openapi_schema, events, apps, clients, unpair, pair_pending, pair_client, sessions, sessions_stop),
+    paths(
+        openapi_schema,
+        events,
+        apps,
+        apps_add,
+        apps_delete,
+        clients,
+        unpair,
+        pair_pending,
+        pair_client,
+        sessions,
+        sessions_stop
+    ),
     components(schemas(GenericSuccess, GenericError))
 )]
 struct Doc;
@@ -53,6 +67,24 @@ fn events() {}
 /// The apps Moonlight clients see (`/applist`).
 #[utoipa::path(get, path = "/api/v1/apps", responses((status = 200, body = AppsResponse)))]
 fn apps() {}
+
+/// Add an app (or replace the one added under the same `id`): it is in `/applist` at once and
+/// after restarts (`<state dir>/apps.json`). `start_virtual_compositor`: a virtual display per
+/// session; `start_audio_server`: an audio sink per session. Wolf's pipelines, `render_node`,
+/// `support_hdr` and a container's `name`, `ports` and `base_create_json` are accepted and not used.
+#[utoipa::path(post, path = "/api/v1/apps/add", request_body = App, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 500, description = "Invalid app, an id of config.toml's, or not saved", body = GenericError),
+))]
+fn apps_add() {}
+
+/// Remove an added app (success for an unknown id, as Wolf answers); its sessions end. config.toml's
+/// apps are removed there.
+#[utoipa::path(post, path = "/api/v1/apps/delete", request_body = AppDeleteRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 500, description = "An app of config.toml's, or not saved", body = GenericError),
+))]
+fn apps_delete() {}
 
 /// Paired clients. `settings` are Wolf's defaults: wolf-rs does not apply per-client settings.
 #[utoipa::path(get, path = "/api/v1/clients", responses((status = 200, body = ClientsResponse)))]

@@ -184,7 +184,7 @@ impl From<&crate::config::App> for App {
                 ports: Vec::new(),
                 base_create_json: None,
             },
-            RunnerKind::Process | RunnerKind::None => Runner::Process { run_cmd: shell_words(&r.command) },
+            RunnerKind::Process | RunnerKind::None => Runner::Process { run_cmd: shell_words::join(&r.command) },
         };
         App {
             title: a.title.clone(),
@@ -203,16 +203,59 @@ impl From<&crate::config::App> for App {
     }
 }
 
-/// A command line as one string, each word quoted when it needs it.
-fn shell_words(words: &[String]) -> String {
-    let quote = |w: &String| {
-        if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
-            w.clone()
-        } else {
-            format!("'{}'", w.replace('\'', r"'\''"))
+impl App {
+    /// The app this describes, for the catalog. Wolf's pipelines, render node, HDR flag and a
+    /// container's name, ports and create JSON are not used (wolf-rs builds its own pipelines).
+    pub fn to_config(&self) -> Result<crate::config::App, String> {
+        use crate::config::{AudioKind, DisplayKind, RunnerKind};
+        if self.title.trim().is_empty() {
+            return Err("title is empty".into());
         }
-    };
-    words.iter().map(quote).collect::<Vec<_>>().join(" ")
+        let mut runner = crate::config::Runner::default();
+        match &self.runner {
+            Runner::Process { run_cmd } => {
+                runner.kind = RunnerKind::Process;
+                runner.command = shell_words::split(run_cmd).map_err(|e| format!("runner.run_cmd: {e}"))?;
+                if runner.command.is_empty() {
+                    return Err("runner.run_cmd is empty".into());
+                }
+            }
+            Runner::Docker { image, mounts, env, devices, .. } => {
+                runner.kind = RunnerKind::Docker;
+                if image.trim().is_empty() {
+                    return Err("runner.image is empty".into());
+                }
+                runner.image = image.clone();
+                runner.mounts = mounts.clone();
+                runner.devices = devices.clone();
+                for kv in env {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| format!("runner.env: {kv:?} is not NAME=VALUE"))?;
+                    runner.env.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        let mut app = crate::config::App {
+            title: self.title.clone(),
+            icon_png: self.icon_png_path.clone().unwrap_or_default(),
+            runner,
+            ..crate::config::App::default()
+        };
+        if self.start_virtual_compositor {
+            app.display.kind = DisplayKind::Virtual;
+        }
+        if self.start_audio_server {
+            app.audio.kind = AudioKind::Sink;
+        }
+        Ok(app)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppDeleteRequest {
+    /// The id given at `/apps/add` (or the app's number).
+    #[serde(deserialize_with = "string_or_number")]
+    #[schema(value_type = String)]
+    pub id: String,
 }
 
 #[cfg(test)]
@@ -226,6 +269,15 @@ mod tests {
         assert_eq!((a.session_id.as_str(), b.session_id.as_str()), ("42", "42"));
         assert!(serde_json::from_str::<SessionIdRequest>(r#"{"session_id":[1]}"#).is_err());
         let words = ["sh", "-c", "echo it's here"].map(String::from);
-        assert_eq!(shell_words(&words), r"sh -c 'echo it'\''s here'");
+        let app = crate::config::App {
+            runner: crate::config::Runner {
+                kind: crate::config::RunnerKind::Process,
+                command: words.to_vec(),
+                ..Default::default()
+            },
+            title: "Quoted".into(),
+            ..Default::default()
+        };
+        assert_eq!(App::from(&app).to_config().unwrap().runner.command, words, "a command survives the round trip");
     }
 }

@@ -157,7 +157,10 @@ async fn https(
                 }
             }
         }
-        "/applist" => xml_ok(xml::applist(ctx.config.apps.iter().map(|a| (a.title.as_str(), a.id)))),
+        "/applist" => {
+            let apps = ctx.apps.list();
+            xml_ok(xml::applist(apps.iter().map(|a| (a.title.as_str(), a.id))))
+        }
         "/launch" => launch(ctx, conn, client, q, path).await,
         "/resume" => resume(ctx, conn, client, q, path).await,
         "/cancel" => {
@@ -170,8 +173,8 @@ async fn https(
         }
         "/appasset" => {
             let id = q.get("appid").and_then(|v| v.parse::<u32>().ok());
-            match id.and_then(|id| ctx.icons.get(&id)) {
-                Some(png) => respond(StatusCode::OK, "image/png", png.clone()),
+            match id.and_then(|id| ctx.apps.icon(id)) {
+                Some(png) => respond(StatusCode::OK, "image/png", png),
                 None => xml_err(404, path, "No such app; appid must be the ID of an app in /applist"),
             }
         }
@@ -518,7 +521,7 @@ async fn launch(
     let Some(app_id) = q.get("appid").and_then(|v| v.parse::<u32>().ok()) else {
         return failed("bad_request", 400, "Missing or malformed appid");
     };
-    let Some(app) = ctx.config.app(app_id) else {
+    let Some(app) = ctx.apps.get(app_id) else {
         return failed("unknown_app", 404, &format!("No app with ID {app_id}; see /applist"));
     };
     let Some(mode) = q.get("mode").and_then(|m| Mode::parse(m)) else {
@@ -554,7 +557,7 @@ async fn launch(
         rtsp: RtspProgress { encrypted, ..RtspProgress::default() },
     };
     let launched = match ctx.sessions.launch(session).await {
-        Ok(s) => start_app(ctx, s, app).await,
+        Ok(s) => start_app(ctx, s, &app).await,
         Err(e) => Err(e),
     };
     if let Err(e) = &launched {
@@ -658,7 +661,7 @@ async fn resume(
         && let Some(d) = &s.display
         && mode != s.mode
         && s.state == SessionState::Paused
-        && ctx.config.app(s.app_id).is_some_and(|a| a.display.resize)
+        && ctx.apps.get(s.app_id).is_some_and(|a| a.display.resize)
     {
         match ctx.runners.resize_display(d, mode).await {
             Ok(resized) => display = Some(resized),

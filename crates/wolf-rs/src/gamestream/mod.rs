@@ -4,12 +4,10 @@
 pub mod handlers;
 pub mod pairing;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
@@ -29,8 +27,6 @@ use crate::state::identity::Identity;
 use handlers::Conn;
 use pairing::PairingManager;
 
-pub const DEFAULT_ICON: &[u8] = include_bytes!("default_icon.png");
-
 /// Everything a request handler may read. Built once; shared by every connection task.
 pub struct HostContext {
     pub config: Arc<Config>,
@@ -40,8 +36,8 @@ pub struct HostContext {
     pub clients: Arc<ClientStore>,
     pub pairing: PairingManager,
     pub sessions: Arc<Sessions>,
-    /// App icons, read at start-up so no handler touches the disk.
-    pub icons: HashMap<u32, Bytes>,
+    /// The apps clients can launch (config.toml's and those added through the API), with icons.
+    pub apps: Arc<crate::state::apps::AppCatalog>,
     pub hevc: bool,
     /// Shown as `gputype`: the video encoder in use.
     pub gpu_type: String,
@@ -68,33 +64,6 @@ pub struct HostContext {
     pub rtsp_ports: Arc<crate::rtsp::SessionPorts>,
     /// What happened, for the API's event stream.
     pub events: Arc<crate::events::Events>,
-}
-
-/// Read each app's icon (blocking; start-up only). A missing or unreadable file falls back to the
-/// built-in icon with a warning.
-pub fn load_icons(config: &Config) -> HashMap<u32, Bytes> {
-    config
-        .apps
-        .iter()
-        .map(|a| {
-            let png = if a.icon_png.is_empty() {
-                Bytes::from_static(DEFAULT_ICON)
-            } else {
-                match std::fs::read(&a.icon_png) {
-                    Ok(b) if b.starts_with(b"\x89PNG") => Bytes::from(b),
-                    Ok(_) => {
-                        tracing::warn!(app = %a.title, file = %a.icon_png, "icon is not a PNG; using the built-in one");
-                        Bytes::from_static(DEFAULT_ICON)
-                    }
-                    Err(e) => {
-                        tracing::warn!(app = %a.title, file = %a.icon_png, error = %e, "icon unreadable; using the built-in one");
-                        Bytes::from_static(DEFAULT_ICON)
-                    }
-                }
-            };
-            (a.id, png)
-        })
-        .collect()
 }
 
 /// Bound listeners, before anything runs (so tests can bind port 0 and read the ports).

@@ -25,8 +25,8 @@ pub fn spawn(
     let server = streams.ender.runners.audio.server();
     let sink = session.sink.as_ref().map(|s| (server.as_str(), s.name.as_str()));
     let source = streams
-        .config
-        .app(session.app_id)
+        .apps
+        .get(session.app_id)
         .map_or_else(|| crate::config::TEST_TONE_SOURCE.to_owned(), |a| a.audio_source_for(sink));
     // Only the layouts DESCRIBE offered; anything else is stereo.
     let channels = if SURROUND_CHANNELS.contains(&cfg.audio_channels) { cfg.audio_channels } else { 2 };

@@ -232,6 +232,8 @@ struct Running {
 /// Starts and stops the streams of each session on command.
 pub struct Streams {
     pub config: Arc<Config>,
+    /// Where a session's app (and its sources) is looked up.
+    pub apps: Arc<crate::state::apps::AppCatalog>,
     pub sessions: Arc<Sessions>,
     pub video: Port,
     pub audio: Port,

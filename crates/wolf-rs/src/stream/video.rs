@@ -23,7 +23,8 @@ pub fn spawn(
 ) -> Result<JoinHandle<()>, MediaError> {
     let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
     let config = &streams.config;
-    let app = config.app(session.app_id);
+    let app = streams.apps.get(session.app_id);
+    let app = app.as_deref();
     // The session's display, captured in a child process, unless the app names its own source.
     let capture = match (&session.display, app) {
         (Some(d), Some(a)) if a.video_source.trim().is_empty() => Some(crate::runners::display::CaptureSpec {
