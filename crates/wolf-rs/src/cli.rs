@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `config check`, `pair`, `sessions`, `clients`,
+//! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`,
 //! `healthcheck`, `version`.
 
 use std::path::PathBuf;
@@ -69,6 +69,12 @@ pub enum Command {
 pub enum ConfigAction {
     /// Print every problem in the config; exit non-zero if there is any.
     Check,
+    /// Carry a Wolf config.toml over (with the host stopped): its paired clients stay paired, its
+    /// hostname and uuid are kept, its Moonlight apps are added; what cannot be carried is listed.
+    ImportWolf {
+        /// Wolf's config.toml.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +118,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Config { action: ConfigAction::Check } => config_check(&paths).await,
+        Command::Config { action: ConfigAction::ImportWolf { path } } => import_wolf(&paths, path).await,
         Command::Pair { list: true, .. } => pair_list(&paths).await,
         Command::Pair { pin: Some(pin), secret, .. } => pair(&paths, pin, secret).await,
         Command::Pair { .. } => {
@@ -173,6 +180,33 @@ async fn get_plain(url: &str) -> Result<(u16, String), String> {
             .await
             .map_err(|e| e.to_string())?;
     Ok((status.as_u16(), body))
+}
+
+async fn import_wolf(paths: &Paths, wolf: PathBuf) -> u8 {
+    let sock = admin::socket_path(&paths.state_dir);
+    if let Ok(Some(_)) = admin::call(&sock, Method::GET, "/clients", None).await {
+        eprintln!("wolf-rs config import-wolf: a host runs with {}; stop it first", paths.state_dir.display());
+        return exit::FAILURE;
+    }
+    let p = paths.clone();
+    let run = move || {
+        crate::app::ensure_config(&p.config)?;
+        crate::state::import::import_wolf(&wolf, &p.config, &p.clients())
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(report)) => {
+            print!("{report}");
+            exit::OK
+        }
+        Ok(Err(e)) => {
+            eprintln!("wolf-rs config import-wolf: {e}");
+            if e.kind == crate::error::ErrorKind::Config { exit::CONFIG } else { exit::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("wolf-rs config import-wolf: {e}");
+            exit::FAILURE
+        }
+    }
 }
 
 async fn config_check(paths: &Paths) -> u8 {

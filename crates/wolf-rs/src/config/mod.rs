@@ -1,6 +1,7 @@
 //! Configuration: the TOML file, environment overrides, and validation that reports every problem
 //! with its key, line and what is allowed.
 
+pub mod import_wolf;
 mod validate;
 
 use std::collections::BTreeMap;

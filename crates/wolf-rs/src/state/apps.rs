@@ -196,10 +196,7 @@ pub enum AddError {
 fn free_id(api_id: &str, taken: impl Fn(u32) -> bool) -> u32 {
     let mut n = match api_id.parse::<u32>() {
         Ok(n) if n > 0 && n <= i32::MAX as u32 => n,
-        _ => {
-            let h = api_id.bytes().fold(5385u32, |h, c| h.wrapping_mul(33).wrapping_add(c as i8 as i32 as u32));
-            (h as i32).unsigned_abs().max(1)
-        }
+        _ => crate::config::import_wolf::wolf_app_id("", api_id),
     };
     while taken(n) {
         n = n.checked_add(1).filter(|n| *n <= i32::MAX as u32).unwrap_or(1);

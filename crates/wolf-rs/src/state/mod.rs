@@ -4,4 +4,5 @@ pub mod apps;
 pub mod atomic;
 pub mod clients;
 pub mod identity;
+pub mod import;
 pub mod versioned;
