@@ -306,3 +306,63 @@ async fn an_app_added_through_the_api_launches_survives_a_restart_and_goes_when_
     assert_eq!(applist_id(&c, "Test pattern").await, Some(1));
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_added_through_the_api_streams_to_its_client() {
+    use wolf_client::video::{VideoOpener, announce_sdp};
+    use wolf_protocol::rtsp::SS_ENC_CONTROL_V2;
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let sock = socket(&host);
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let client_id = wolf_client_id(&c.identity.cert.pem);
+    let add = |client: &str, app: &str, key: &str| {
+        json!({
+            "client_ip": "127.0.0.1", "aes_key": key, "aes_iv": "1", "rtsp_fake_ip": "10.1.2.3",
+            "video_width": 1280, "video_height": 720, "video_refresh_rate": 30, "audio_channel_count": 2,
+            "app_id": app, "client_id": client, "client_settings": null,
+        })
+    };
+    for (body, why) in [
+        (add("42", "1", RIKEY_HEX), "Invalid client_id"),
+        (add(&client_id, "99", RIKEY_HEX), "Invalid app_id"),
+        (add(&client_id, "1", "abc"), "aes_key"),
+    ] {
+        let (s, e) = post(&sock, "/api/v1/sessions/add", body).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(e["error"].as_str().unwrap().contains(why), "{why}: {e}");
+    }
+    let (s, r) = post(&sock, "/api/v1/sessions/add", add(&client_id, "1", RIKEY_HEX)).await;
+    assert_eq!((s, r), (StatusCode::OK, json!({ "success": true, "session_id": client_id })));
+    let (s, e) = post(&sock, "/api/v1/sessions/add", add(&client_id, "1", RIKEY_HEX)).await;
+    assert!(s == StatusCode::INTERNAL_SERVER_ERROR && e["error"].as_str().unwrap().contains("already running"), "{e}");
+    let (_, listed) = get(&sock, "/api/v1/sessions").await;
+    assert_eq!(
+        (&listed["sessions"][0]["client_id"], &listed["sessions"][0]["video_refresh_rate"]),
+        (&json!(client_id), &json!(30))
+    );
+
+    // The client streams it as after a launch: plain RTSP on the shared port, under its key.
+    let url = format!("rtsp://127.0.0.1:{}", host.running().rtsp_port);
+    let rtsp = wolf_client::RtspSession::from_url(&url, wolf_testkit::RIKEY).unwrap();
+    let played = wolf_testkit::session::rtsp_to_play(&rtsp, &announce_sdp(1280, 720, 30, 3000, SS_ENC_CONTROL_V2))
+        .await
+        .expect("RTSP to PLAY");
+    let opener = VideoOpener::new(SS_ENC_CONTROL_V2, &wolf_testkit::RIKEY).unwrap();
+    let frames = wolf_testkit::session::receive_video(
+        [127, 0, 0, 1].into(),
+        played.video,
+        &played.ping,
+        &opener,
+        3,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(frames.len() >= 3, "video arrives");
+    let (s, _) = post(&sock, "/api/v1/sessions/stop", json!({ "session_id": client_id })).await;
+    assert_eq!(s, StatusCode::OK);
+    until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
+    drop(c);
+    host.stop().await;
+}

@@ -202,6 +202,10 @@ async fn route(
             let sessions = ctx.sessions.list().iter().map(|s| session_view(ctx, s)).collect();
             respond(StatusCode::OK, &SessionsResponse { success: true, sessions })
         }
+        (Method::POST, "/sessions/add") => match body::<SessionAddRequest>(req, server_error).await {
+            Ok(r) => add_session(ctx, r).await,
+            Err(resp) => resp,
+        },
         (Method::POST, "/sessions/stop") => match body::<SessionIdRequest>(req, server_error).await {
             Ok(r) => match find_session(ctx, &r.session_id) {
                 Some(id) => {
@@ -257,6 +261,63 @@ async fn delete_app(ctx: &HostContext, id: &str) -> Response<Body> {
             fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App {id} comes from config.toml; remove it there"))
         }
         Err(AddError::Store(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, format!("App not removed: {e}")),
+    }
+}
+
+async fn add_session(ctx: &HostContext, r: SessionAddRequest) -> Response<Body> {
+    let bad = |m: String| fail(StatusCode::INTERNAL_SERVER_ERROR, m);
+    let Some(client) = r.client_id.as_deref().and_then(|id| {
+        ctx.clients.list().into_iter().find(|c| c.fingerprint == id || wolf_client_id(&c.cert_pem) == id)
+    }) else {
+        return bad("Invalid client_id: a session belongs to a paired client (see /api/v1/clients)".into());
+    };
+    let Some(app) = r
+        .app_id
+        .as_deref()
+        .and_then(|id| ctx.apps.list().into_iter().find(|a| a.id.to_string() == id || ctx.apps.api_id(a.id) == id))
+    else {
+        return bad("Invalid app_id (see /api/v1/apps)".into());
+    };
+    let Ok(client_ip) = r.client_ip.parse() else {
+        return bad(format!("client_ip {:?} is not an address", r.client_ip));
+    };
+    let Some(rikey) = hex::decode(&r.aes_key).ok().and_then(|k| <[u8; 16]>::try_from(k).ok()) else {
+        return bad("aes_key must be 32 hex digits".into());
+    };
+    let Some(rikeyid) = r.aes_iv.parse::<i32>().ok().or_else(|| r.aes_iv.parse::<u32>().ok().map(|u| u as i32)) else {
+        return bad("aes_iv must be a 32-bit decimal".into());
+    };
+    let (w, h, fps) = (r.video_width, r.video_height, r.video_refresh_rate);
+    let Some(mode) = wolf_protocol::launch::Mode::parse(&format!("{w}x{h}x{fps}")) else {
+        return bad(format!("{w}x{h}x{fps} is not a video mode"));
+    };
+    // surroundAudioInfo: the channel count, and the channel mask above it.
+    let surround = match r.audio_channel_count {
+        6 => (0x3F << 16) | 6,
+        8 => (0x63F << 16) | 8,
+        _ => (0x3 << 16) | 2,
+    };
+    let request = crate::gamestream::handlers::LaunchRequest {
+        client: &client,
+        client_ip,
+        app: &app,
+        mode,
+        rikey,
+        rikeyid,
+        surround,
+        encrypted: false,
+    };
+    match crate::gamestream::handlers::launch_session(ctx, request).await {
+        Ok(_) => {
+            respond(StatusCode::OK, &SessionAddResponse { success: true, session_id: wolf_client_id(&client.cert_pem) })
+        }
+        Err(crate::sessions::LaunchError::AlreadyRunning { app_id }) => {
+            bad(format!("App {app_id} is already running for this client; stop that session first"))
+        }
+        Err(crate::sessions::LaunchError::Store(e)) => bad(format!("The session could not be saved: {e}")),
+        Err(crate::sessions::LaunchError::Runner { part, message }) => {
+            bad(format!("The session's {part} did not start: {message}"))
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use super::wire::*;
 
 /// Every route served: (method, path under `/api/v1`). A test asks each one.
-pub const ROUTES: [(&str, &str); 11] = [
+pub const ROUTES: [(&str, &str); 12] = [
     ("GET", "/openapi-schema"),
     ("GET", "/events"),
     ("GET", "/apps"),
@@ -19,6 +19,7 @@ pub const ROUTES: [(&str, &str); 11] = [
     ("GET", "/pair/pending"),
     ("POST", "/pair/client"),
     ("GET", "/sessions"),
+    ("POST", "/sessions/add"),
     ("POST", "/sessions/stop"),
 ];
 
@@ -40,6 +41,7 @@ pub const ROUTES: [(&str, &str); 11] = [
         pair_pending,
         pair_client,
         sessions,
+        sessions_add,
         sessions_stop
     ),
     components(schemas(GenericSuccess, GenericError))
@@ -113,6 +115,14 @@ fn pair_client() {}
 /// Running sessions.
 #[utoipa::path(get, path = "/api/v1/sessions", responses((status = 200, body = SessionsResponse)))]
 fn sessions() {}
+
+/// Start a session for a paired client, as if it had launched the app; it then connects with RTSP
+/// (plain, on the shared port) as after `/launch`.
+#[utoipa::path(post, path = "/api/v1/sessions/add", request_body = SessionAddRequest, responses(
+    (status = 200, body = SessionAddResponse),
+    (status = 500, description = "Unknown client or app, a malformed key or mode, or the session did not start", body = GenericError),
+))]
+fn sessions_add() {}
 
 /// End a session (as `/cancel` does).
 #[utoipa::path(post, path = "/api/v1/sessions/stop", request_body = SessionIdRequest, responses(

@@ -102,6 +102,38 @@ pub struct SessionsResponse {
     pub sessions: Vec<StreamSession>,
 }
 
+/// `sessions/add`: a session for a paired client, as if it had launched the app (it then connects
+/// with RTSP as after `/launch`). `client_id` and `app_id` are required here (Wolf makes a dummy
+/// client or app without them); `rtsp_fake_ip` and `client_settings` are accepted and not used.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionAddRequest {
+    pub client_ip: String,
+    /// The client's `rikey`: 32 hex digits.
+    pub aes_key: String,
+    /// The client's `rikeyid`, a decimal (may be negative).
+    pub aes_iv: String,
+    #[serde(default)]
+    pub rtsp_fake_ip: String,
+    pub video_width: u32,
+    pub video_height: u32,
+    pub video_refresh_rate: u32,
+    pub audio_channel_count: u8,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub client_settings: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionAddResponse {
+    pub success: bool,
+    /// Wolf's session id: the client id.
+    pub session_id: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionIdRequest {
     /// Wolf's session id (the client id), or wolf-rs's session number; a string or a number.

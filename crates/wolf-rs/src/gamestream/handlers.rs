@@ -533,15 +533,48 @@ async fn launch(
     };
     let surround = q.get("surroundAudioInfo").and_then(|v| v.parse::<u32>().ok()).unwrap_or(196_610);
     let encrypted = rtsp_encrypted(q);
+    let request = LaunchRequest { client, client_ip: conn.ip(), app: &app, mode, rikey, rikeyid, surround, encrypted };
+    match launch_session(ctx, request).await {
+        Ok(s) => {
+            let url = session_url(ctx, conn, s.id, encrypted);
+            xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
+        }
+        Err(LaunchError::Store(_)) => xml_err(
+            500,
+            path,
+            "The host could not save the session (its state directory is not writable); see the host log",
+        ),
+        Err(LaunchError::Runner { message, .. }) => xml_err(500, path, &message),
+        Err(LaunchError::AlreadyRunning { app_id }) => {
+            xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))
+        }
+    }
+}
+
+/// What a launch asks for, from `/launch` or the API's `sessions/add`.
+pub struct LaunchRequest<'a> {
+    pub client: &'a PairedClient,
+    pub client_ip: IpAddr,
+    pub app: &'a crate::config::App,
+    pub mode: Mode,
+    pub rikey: [u8; 16],
+    pub rikeyid: i32,
+    pub surround: u32,
+    /// The client encrypts RTSP (`corever` >= 1).
+    pub encrypted: bool,
+}
+
+/// A new session for the client, its app started and saved; counted, logged and announced.
+pub async fn launch_session(ctx: &HostContext, r: LaunchRequest<'_>) -> Result<Session, LaunchError> {
     let session = Session {
         id: 0,
-        client_fingerprint: client.fingerprint.clone(),
-        client_ip: conn.ip(),
-        app_id,
-        mode,
-        rikey,
-        rikeyid,
-        surround_audio_info: surround,
+        client_fingerprint: r.client.fingerprint.clone(),
+        client_ip: r.client_ip,
+        app_id: r.app.id,
+        mode: r.mode,
+        rikey: r.rikey,
+        rikeyid: r.rikeyid,
+        surround_audio_info: r.surround,
         created: SystemTime::now(),
         updated: SystemTime::now(),
         state: SessionState::Launching,
@@ -554,46 +587,36 @@ async fn launch(
             audio: ctx.audio_port,
             control: ctx.control_port,
         },
-        rtsp: RtspProgress { encrypted, ..RtspProgress::default() },
+        rtsp: RtspProgress { encrypted: r.encrypted, ..RtspProgress::default() },
     };
     let launched = match ctx.sessions.launch(session).await {
-        Ok(s) => start_app(ctx, s, &app).await,
+        Ok(s) => start_app(ctx, s, r.app).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = &launched {
-        ctx.events.publish(crate::events::Event::SessionFailed {
-            client_id: crate::events::wolf_client_id(&client.cert_pem),
-            app_id: app_id.to_string(),
-            reason: e.reason().to_owned(),
-        });
-    }
-    match launched {
+    let client_id = crate::events::wolf_client_id(&r.client.cert_pem);
+    match &launched {
         Ok(s) => {
             ctx.metrics.sessions_created.inc();
-            tracing::info!(session = s.id, app = %app.title, client = %client.name, mode = ?s.mode, "session launched");
-            let client_id = crate::events::wolf_client_id(&client.cert_pem);
-            ctx.events.publish(crate::events::Event::StreamSession(crate::events::StreamSession::of(&s, client_id)));
-            let url = session_url(ctx, conn, s.id, encrypted);
-            xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
+            tracing::info!(session = s.id, app = %r.app.title, client = %r.client.name, mode = ?s.mode, "session launched");
+            ctx.events.publish(crate::events::Event::StreamSession(crate::events::StreamSession::of(s, client_id)));
         }
-        Err(LaunchError::Store(e)) => {
-            tracing::error!(error = %e, "launch refused: the session could not be saved");
-            failed(
-                "store",
-                500,
-                "The host could not save the session (its state directory is not writable); see the host log",
-            )
+        Err(e) => {
+            ctx.metrics.launch_failed(e.reason());
+            match e {
+                LaunchError::Store(e) => tracing::error!(error = %e, "launch refused: the session could not be saved"),
+                LaunchError::Runner { part, message } => {
+                    tracing::error!(error = %message, part, app = %r.app.title, "launch failed: the session did not start")
+                }
+                LaunchError::AlreadyRunning { .. } => {}
+            }
+            ctx.events.publish(crate::events::Event::SessionFailed {
+                client_id,
+                app_id: r.app.id.to_string(),
+                reason: e.reason().to_owned(),
+            });
         }
-        Err(LaunchError::Runner { part, message }) => {
-            tracing::error!(error = %message, part, app = %app.title, "launch failed: the session did not start");
-            failed(part, 500, &message)
-        }
-        Err(LaunchError::AlreadyRunning { app_id }) => failed(
-            "already_running",
-            400,
-            &format!("App {app_id} is already running for this client; resume or quit it first"),
-        ),
     }
+    launched
 }
 
 /// Start the session's display, sink and app and save their handles; on failure the session is
