@@ -140,6 +140,8 @@ async fn a_pairing_a_launch_and_a_stop_through_wolfs_routes_and_events() {
     assert_eq!((name.as_str(), &ended["reason"]), ("wolf_rs::events::SessionEnded", &json!("cancelled")));
     until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
 
+    let settings = json!({ "client_id": client_id, "app_state_folder": null, "settings": { "run_uid": 1001 } });
+    assert_eq!(post(&sock, "/api/v1/clients/settings", settings).await.0, StatusCode::OK);
     // Unpair: malformed 400, unknown 404 (Wolf's codes on this route), then the client goes.
     let (s, _) = call(&sock, Method::POST, "/api/v1/unpair/client", Some("[]".into())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -165,6 +167,15 @@ async fn bad_requests_get_json_errors_and_the_socket_keeps_serving() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, e) = call(&sock, Method::POST, "/api/v1/apps", None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{e}");
+    // Wolf's routes that are not served say why.
+    let (s, e) = post(&sock, "/api/v1/sessions/input", json!({ "session_id": "1", "input_packet_hex": "00" })).await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
+    assert!(e["error"].as_str().unwrap().contains("authenticated control channel"), "{e}");
+    assert_eq!(get(&sock, "/api/v1/profiles").await.1, json!({ "success": true, "profiles": [] }));
+    let (s, _) = post(&sock, "/api/v1/clients/settings", json!({ "client_id": "5", "settings": null })).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&sock, Method::POST, "/api/v1/clients/settings", Some("{".into())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let big = format!("{{\"session_id\":\"{}\"}}", "1".repeat(2 << 20));
     let (s, e) = call(&sock, Method::POST, "/api/v1/sessions/stop", Some(big)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
@@ -188,33 +199,70 @@ async fn bad_requests_get_json_errors_and_the_socket_keeps_serving() {
     host.stop().await;
 }
 
+/// Every `$ref` in `v` names a component of `doc`.
+fn refs_resolve(doc: &Value, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+                assert!(doc["components"]["schemas"][name].is_object(), "{r} resolves");
+            }
+            m.values().for_each(|x| refs_resolve(doc, x));
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs_resolve(doc, x)),
+        _ => {}
+    }
+}
+
+/// What is wrong with `body` by the schema `reference` names in `doc` (JSON Schema 2020-12, as
+/// OpenAPI 3.1's).
+fn problems(doc: &Value, reference: &str, body: &Value) -> Vec<String> {
+    let schema = json!({ "$ref": reference, "components": doc["components"] });
+    let validator = jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{reference}: {e}"));
+    validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect()
+}
+
+fn validates(doc: &Value, reference: &str, body: &Value) {
+    let errors = problems(doc, reference, body);
+    assert!(errors.is_empty(), "{reference}: {errors:?}\n{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_names_every_route_and_responses_have_what_it_requires() {
+async fn the_openapi_document_names_every_route_and_responses_validate_against_it() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
     let sock = socket(&host);
     let (s, doc) = get(&sock, "/api/v1/openapi-schema").await;
     assert_eq!(s, StatusCode::OK);
+    // The shape of an OpenAPI 3.1 document: its version, info, an operation with responses per
+    // route, every reference resolving.
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
-    let _launched = wolf_testkit::pair_and_launch(&host).await;
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    refs_resolve(&doc, &doc);
+    let (mut c, _) = wolf_testkit::pair_and_launch(&host).await;
+    let mut checked = 0;
     for (method, route) in wolf_rs::api::openapi::ROUTES {
         let path = format!("/api/v1{route}");
         let op = &doc["paths"][&path][method.to_lowercase()];
-        assert!(op.is_object(), "{method} {path} is in the document");
+        assert!(op["responses"].is_object(), "{method} {path} is in the document with its responses");
         if method != "GET" || route == "/events" {
             continue;
         }
         let (s, body) = get(&sock, &path).await;
         assert_eq!(s, StatusCode::OK, "{path}: {body}");
-        // The 200 response's schema, by name: every property it requires is there.
-        let Some(reference) = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].as_str() else {
-            continue;
-        };
-        let name = reference.rsplit('/').next().unwrap();
-        let schema = &doc["components"]["schemas"][name];
-        for key in schema["required"].as_array().unwrap() {
-            assert!(body.get(key.as_str().unwrap()).is_some(), "{path}: {key} missing in {body}");
+        if let Some(reference) = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].as_str() {
+            validates(&doc, reference, &body);
+            checked += 1;
         }
     }
+    assert!(checked >= 5, "the listing routes' answers were checked: {checked}");
+    let wrong = json!({ "success": true, "clients": [{ "client_id": 5 }] });
+    assert!(!problems(&doc, "#/components/schemas/ClientsResponse", &wrong).is_empty(), "the check can fail");
+    // Errors and the answers of POST routes validate too.
+    let (_, e) = post(&sock, "/api/v1/sessions/stop", json!({ "session_id": "nope" })).await;
+    validates(&doc, "#/components/schemas/GenericError", &e);
+    let (_, ok) = post(&sock, "/api/v1/apps/delete", json!({ "id": "nope" })).await;
+    validates(&doc, "#/components/schemas/GenericSuccess", &ok);
+    c.https = host.https;
     // Sixteen subscribers at most: the seventeenth closes the first.
     let mut first = UnixStream::connect(&sock).await.unwrap();
     first.write_all(b"GET /api/v1/events HTTP/1.0\r\n\r\n").await.unwrap();

@@ -178,6 +178,16 @@ async fn route(
             let clients = ctx.clients.list().into_iter().map(|c| client_view(&c)).collect();
             respond(StatusCode::OK, &ClientsResponse { success: true, clients })
         }
+        (Method::POST, "/clients/settings") => {
+            match body::<ClientSettingsRequest>(req, StatusCode::BAD_REQUEST).await {
+                Ok(r) if find_client(ctx, &r.client_id).is_some() => ok(),
+                Ok(_) => fail(StatusCode::NOT_FOUND, "Client not found"),
+                Err(resp) => resp,
+            }
+        }
+        (Method::GET, "/profiles") => {
+            respond(StatusCode::OK, &ProfilesResponse { success: true, profiles: Vec::new() })
+        }
         (Method::POST, "/unpair/client") => match body::<UnpairRequest>(req, StatusCode::BAD_REQUEST).await {
             Ok(r) => unpair(ctx, &r.client_id).await,
             Err(resp) => resp,
@@ -216,6 +226,11 @@ async fn route(
             },
             Err(resp) => resp,
         },
+        (m, r)
+            if let Some((_, _, why)) = openapi::NOT_SERVED.iter().find(|(nm, p, _)| *nm == m.as_str() && *p == r) =>
+        {
+            fail(StatusCode::NOT_IMPLEMENTED, format!("wolf-rs does not serve {m} {path}: {why}"))
+        }
         (_, r) if openapi::ROUTES.iter().any(|(_, p)| *p == r) => {
             fail(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not served on {path}", req.method()))
         }
@@ -266,9 +281,7 @@ async fn delete_app(ctx: &HostContext, id: &str) -> Response<Body> {
 
 async fn add_session(ctx: &HostContext, r: SessionAddRequest) -> Response<Body> {
     let bad = |m: String| fail(StatusCode::INTERNAL_SERVER_ERROR, m);
-    let Some(client) = r.client_id.as_deref().and_then(|id| {
-        ctx.clients.list().into_iter().find(|c| c.fingerprint == id || wolf_client_id(&c.cert_pem) == id)
-    }) else {
+    let Some(client) = r.client_id.as_deref().and_then(|id| find_client(ctx, id)) else {
         return bad("Invalid client_id: a session belongs to a paired client (see /api/v1/clients)".into());
     };
     let Some(app) = r
@@ -338,6 +351,11 @@ fn session_view(ctx: &HostContext, s: &crate::sessions::Session) -> StreamSessio
     StreamSession::of(s, client_id)
 }
 
+/// The paired client a route names: Wolf's client id or the certificate fingerprint.
+fn find_client(ctx: &HostContext, id: &str) -> Option<crate::state::clients::PairedClient> {
+    ctx.clients.list().into_iter().find(|c| c.fingerprint == id || wolf_client_id(&c.cert_pem) == id)
+}
+
 /// The session a route names: Wolf's id (the client id) or wolf-rs's number.
 fn find_session(ctx: &HostContext, id: &str) -> Option<u32> {
     let sessions = ctx.sessions.list();
@@ -348,8 +366,8 @@ fn find_session(ctx: &HostContext, id: &str) -> Option<u32> {
 }
 
 async fn unpair(ctx: &HostContext, id: &str) -> Response<Body> {
-    let matches = |c: &crate::state::clients::PairedClient| c.fingerprint == id || wolf_client_id(&c.cert_pem) == id;
-    match ctx.clients.remove_where(matches).await {
+    let Some(found) = find_client(ctx, id) else { return fail(StatusCode::NOT_FOUND, "Client not found") };
+    match ctx.clients.remove_where(|c| c.fingerprint == found.fingerprint).await {
         Ok(gone) if gone.is_empty() => fail(StatusCode::NOT_FOUND, "Client not found"),
         Ok(gone) => {
             for c in gone {

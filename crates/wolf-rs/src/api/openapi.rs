@@ -8,19 +8,39 @@ use utoipa::OpenApi;
 use super::wire::*;
 
 /// Every route served: (method, path under `/api/v1`). A test asks each one.
-pub const ROUTES: [(&str, &str); 12] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/openapi-schema"),
     ("GET", "/events"),
     ("GET", "/apps"),
     ("POST", "/apps/add"),
     ("POST", "/apps/delete"),
     ("GET", "/clients"),
+    ("POST", "/clients/settings"),
+    ("GET", "/profiles"),
     ("POST", "/unpair/client"),
     ("GET", "/pair/pending"),
     ("POST", "/pair/client"),
     ("GET", "/sessions"),
     ("POST", "/sessions/add"),
     ("POST", "/sessions/stop"),
+];
+
+/// Wolf's routes wolf-rs does not serve (501 with why): (method, path under `/api/v1`, why).
+pub const NOT_SERVED: [(&str, &str, &str); 14] = [
+    ("POST", "/lobbies/create", "lobbies are not built yet"),
+    ("POST", "/lobbies/join", "lobbies are not built yet"),
+    ("POST", "/lobbies/leave", "lobbies are not built yet"),
+    ("POST", "/lobbies/stop", "lobbies are not built yet"),
+    ("GET", "/lobbies", "lobbies are not built yet"),
+    ("POST", "/profiles/add", "Wolf UI profiles have no use here: Moonlight's apps are /apps/add"),
+    ("POST", "/profiles/remove", "Wolf UI profiles have no use here: Moonlight's apps are /apps/delete"),
+    ("POST", "/sessions/start", "the stream starts when the client's RTSP PLAY arrives, with what it negotiated"),
+    ("POST", "/sessions/pause", "a client pauses by leaving; /sessions/stop ends a session"),
+    ("POST", "/sessions/input", "input comes from the session's own authenticated control channel only"),
+    ("POST", "/runners/start", "a session's app is started at launch (/apps/add, /sessions/add)"),
+    ("GET", "/utils/get-icon", "icons are served to clients at /appasset"),
+    ("GET", "/docker/images/inspect", "use the Docker engine's own API"),
+    ("POST", "/docker/images/pull", "use the Docker engine's own API (docker pull)"),
 ];
 
 #[derive(OpenApi)]
@@ -37,6 +57,8 @@ pub const ROUTES: [(&str, &str); 12] = [
         apps_add,
         apps_delete,
         clients,
+        clients_settings,
+        profiles,
         unpair,
         pair_pending,
         pair_client,
@@ -91,6 +113,20 @@ fn apps_delete() {}
 /// Paired clients. `settings` are Wolf's defaults: wolf-rs does not apply per-client settings.
 #[utoipa::path(get, path = "/api/v1/clients", responses((status = 200, body = ClientsResponse)))]
 fn clients() {}
+
+/// Accepted for Wolf's clients (400 for a body it cannot read, 404 for an unknown client, else
+/// success); wolf-rs applies no per-client settings (uid/gid, controller and mouse settings), so
+/// they are not kept.
+#[utoipa::path(post, path = "/api/v1/clients/settings", request_body = ClientSettingsRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 400, description = "Invalid request format", body = GenericError),
+    (status = 404, description = "Client not found", body = GenericError),
+))]
+fn clients_settings() {}
+
+/// Wolf UI's profiles: always none (Moonlight's apps are `/apps`).
+#[utoipa::path(get, path = "/api/v1/profiles", responses((status = 200, body = ProfilesResponse)))]
+fn profiles() {}
 
 /// Unpair a client (by Wolf's client id or its certificate fingerprint).
 #[utoipa::path(post, path = "/api/v1/unpair/client", request_body = UnpairRequest, responses(

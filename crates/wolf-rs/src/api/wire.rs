@@ -68,6 +68,25 @@ pub struct ClientsResponse {
     pub clients: Vec<Client>,
 }
 
+/// `clients/settings`: accepted for Wolf's clients; wolf-rs applies no per-client settings yet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientSettingsRequest {
+    pub client_id: String,
+    #[serde(default)]
+    pub app_state_folder: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProfilesResponse {
+    pub success: bool,
+    /// Always empty: wolf-rs has no Wolf UI profiles.
+    #[schema(value_type = Vec<Object>)]
+    pub profiles: Vec<serde_json::Value>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UnpairRequest {
     /// Wolf's client id, or the certificate fingerprint.
