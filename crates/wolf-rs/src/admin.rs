@@ -179,6 +179,18 @@ pub async fn call(
     path: &str,
     body: Option<String>,
 ) -> Result<Option<(StatusCode, String)>> {
+    call_socket(sock, "admin", method, path, body).await
+}
+
+/// One HTTP request to the host's unix socket `sock` (`what`: admin, api). `Ok(None)` when no
+/// host is listening.
+pub async fn call_socket(
+    sock: &Path,
+    what: &str,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<Option<(StatusCode, String)>> {
     let stream = match UnixStream::connect(sock).await {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
@@ -188,9 +200,9 @@ pub async fn call(
             return Err(Error::with_source(ErrorKind::Admin, format!("connecting to {}", sock.display()), e));
         }
     };
-    let exchange = crate::net::http1::request(stream, method, path, body, ErrorKind::Admin, "admin");
+    let exchange = crate::net::http1::request(stream, method, path, body, ErrorKind::Admin, what);
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| Error::new(ErrorKind::Admin, "the host did not answer on the admin socket within 10 s"))?
+        .map_err(|_| Error::new(ErrorKind::Admin, format!("the host did not answer on the {what} socket within 10 s")))?
         .map(Some)
 }

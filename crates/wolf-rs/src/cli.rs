@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`,
+//! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`, `apps`,
 //! `healthcheck`, `version`.
 
 use std::path::PathBuf;
@@ -56,6 +56,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ClientsAction,
     },
+    /// The apps clients see, through the running host's API (`/api/v1/apps`): config.toml's and
+    /// those added at run time.
+    Apps {
+        #[command(subcommand)]
+        action: AppsAction,
+    },
     /// Exit 0 only when the host's /health answers 200 within 2 s (for Docker HEALTHCHECK).
     Healthcheck {
         #[arg(long, env = "WOLF_HEALTH_URL", default_value = "http://127.0.0.1:47985/health")]
@@ -84,6 +90,40 @@ pub enum SessionsAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsAction {
+    /// List the apps.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an app (kept across restarts); a process app with --command, a container with --image.
+    Add {
+        #[arg(long)]
+        title: String,
+        /// Its id (default: a new UUID); an app added again under the same id is replaced.
+        #[arg(long)]
+        id: Option<String>,
+        /// The command line of a process app.
+        #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+        command: Option<String>,
+        /// The image of a container app.
+        #[arg(long)]
+        image: Option<String>,
+        /// NAME=VALUE for the app (repeatable).
+        #[arg(long)]
+        env: Vec<String>,
+        /// SRC:DST[:MODE] into the container (repeatable).
+        #[arg(long)]
+        mount: Vec<String>,
+        /// A virtual display and an audio sink per session.
+        #[arg(long)]
+        desktop: bool,
+    },
+    /// Remove an added app by its id.
+    Remove { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +166,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             exit::USAGE
         }
         Command::Clients { action } => clients_cmd(&paths, action).await,
+        Command::Apps { action } => apps_cmd(&paths, action).await,
         Command::Sessions { action: SessionsAction::List { json } } => sessions_list(&paths, json).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::Version => {
@@ -246,6 +287,111 @@ async fn config_check(paths: &Paths) -> u8 {
             exit::FAILURE
         }
     }
+}
+
+/// The API socket of the host of `paths`: config.toml's `[api] socket` (or WOLF_SOCKET_PATH), else
+/// the default in the state dir.
+async fn api_socket(paths: &Paths) -> PathBuf {
+    let path = paths.config.clone();
+    let api = tokio::task::spawn_blocking(move || Config::load(&path, &Env::from_process()).map(|c| c.api))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    crate::api::socket_path(&api, &paths.state_dir)
+}
+
+async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
+    use crate::api::wire::{App, AppsResponse, Runner};
+    let sock = api_socket(paths).await;
+    let (method, route, body) = match action {
+        AppsAction::List { json } => {
+            return match admin::call_socket(&sock, "api", Method::GET, "/api/v1/apps", None).await {
+                Ok(Some((s, body))) if s.is_success() && json => {
+                    println!("{body}");
+                    exit::OK
+                }
+                Ok(Some((s, body))) if s.is_success() => match serde_json::from_str::<AppsResponse>(&body) {
+                    Ok(r) => {
+                        for a in r.apps {
+                            let runner = match a.runner {
+                                Runner::Process { run_cmd } => format!("process: {run_cmd}"),
+                                Runner::Docker { image, .. } => format!("docker: {image}"),
+                            };
+                            println!("{:<38} {:<24} {runner}", a.id, a.title);
+                        }
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("unexpected answer from the host: {e}");
+                        exit::FAILURE
+                    }
+                },
+                Ok(Some((_, body))) => api_error(&body),
+                Ok(None) => api_not_running(&sock),
+                Err(e) => {
+                    eprintln!("{e}");
+                    exit::FAILURE
+                }
+            };
+        }
+        AppsAction::Add { title, id, command, image, env, mount, desktop } => {
+            let runner = match (command, image) {
+                (Some(run_cmd), _) => Runner::Process { run_cmd },
+                (None, Some(image)) => Runner::Docker {
+                    name: title.clone(),
+                    image,
+                    mounts: mount,
+                    env,
+                    devices: Vec::new(),
+                    ports: Vec::new(),
+                    base_create_json: None,
+                },
+                (None, None) => {
+                    eprintln!("wolf-rs apps add: give --command or --image");
+                    return exit::USAGE;
+                }
+            };
+            let app = App {
+                title,
+                id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                support_hdr: false,
+                icon_png_path: None,
+                h264_gst_pipeline: String::new(),
+                hevc_gst_pipeline: String::new(),
+                av1_gst_pipeline: String::new(),
+                render_node: String::new(),
+                opus_gst_pipeline: String::new(),
+                start_virtual_compositor: desktop,
+                start_audio_server: desktop,
+                runner,
+            };
+            println!("{}", app.id);
+            (Method::POST, "/api/v1/apps/add", serde_json::to_string(&app).unwrap_or_default())
+        }
+        AppsAction::Remove { id } => (Method::POST, "/api/v1/apps/delete", serde_json::json!({ "id": id }).to_string()),
+    };
+    match admin::call_socket(&sock, "api", method, route, Some(body)).await {
+        Ok(Some((s, _))) if s.is_success() => exit::OK,
+        Ok(Some((_, body))) => api_error(&body),
+        Ok(None) => api_not_running(&sock),
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// The API's `{"success": false, "error": ...}`, printed.
+fn api_error(body: &str) -> u8 {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    eprintln!("{}", v["error"].as_str().unwrap_or(body));
+    exit::FAILURE
+}
+
+fn api_not_running(sock: &std::path::Path) -> u8 {
+    eprintln!("no wolf-rs host answers on {} (is it running, with [api] enabled?)", sock.display());
+    exit::NOT_RUNNING
 }
 
 fn not_running(paths: &Paths) -> u8 {

@@ -414,3 +414,31 @@ async fn a_session_added_through_the_api_streams_to_its_client() {
     drop(c);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_command_lists_adds_and_removes_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let _owned = wolf_testkit::KillOwned::new(dir.path());
+    let mut host = wolf_testkit::host_process::spawn(dir.path(), ConfigBuilder::loopback().pin(PIN));
+    host.health_until("healthy").await;
+    let run = |host: &wolf_testkit::host_process::Proc, args: &[&str]| {
+        let o = host.cli(args);
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (code, out) = run(&host, &["apps", "add", "--title", "Tool", "--id", "tool-1", "--command", "sh -c 'sleep 1'"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&host, &["apps", "list"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("tool-1") && l.contains("Tool") && l.contains("process: sh -c")),
+        "{out}"
+    );
+    let (code, out) = run(&host, &["apps", "remove", "1"]);
+    assert_eq!(code, Some(1), "config.toml's app stays: {out}");
+    assert!(out.contains("comes from config.toml"), "{out}");
+    assert_eq!(run(&host, &["apps", "remove", "tool-1"]).0, Some(0));
+    assert!(!run(&host, &["apps", "list"]).1.contains("tool-1"));
+    host.kill9();
+    let (code, out) = run(&host, &["apps", "list"]);
+    assert_eq!(code, Some(4), "not running: {out}");
+}
