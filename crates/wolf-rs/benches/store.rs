@@ -17,6 +17,7 @@ fn record(id: u32) -> SessionRecord {
         runner: RunnerHandle::Process { pid: 4242, start_time: 123_456 },
         display: None,
         sink: None,
+        lobby: None,
         state: SessionState::Paused,
         surround_audio_info: 196_610,
         created_unix_ms: 1_700_000_000_000,

@@ -170,48 +170,50 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
     let sf = sessions_file.clone();
     let steps = beats.clone();
-    let (loaded, uuid, clients, net, apps, encoder, saved) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let config = cfg;
-        // Each blocking step is watched: one that hangs (a state file on a hung network mount)
-        // is named by the watchdog, which exits so the supervisor restarts the host.
-        let step = |name: &str| steps.register("startup", format!("startup:{name}"));
-        // Temp files of writes a crash interrupted, wherever state is written.
-        let mut dirs: Vec<PathBuf> =
-            [p.clients(), sf.clone()].iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
-        dirs.push(p.state_dir.clone());
-        dirs.sort();
-        dirs.dedup();
-        let s = step("temp-files");
-        for d in &dirs {
-            crate::state::atomic::remove_stale_temps(d);
-        }
-        drop(s);
-        let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
-        let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
-        let s = step("identity");
-        let loaded = identity::load_or_create(&key, &cert)?;
-        let uuid = identity::host_uuid(&config.uuid, &p.state_dir)?;
-        drop(s);
-        let s = step("paired-clients");
-        let clients = ClientStore::open(&p.clients())?;
-        drop(s);
-        let s = step("interfaces");
-        let net = iface::detect(&config.network.local_ip, &config.network.mac);
-        drop(s);
-        let s = step("apps");
-        let apps = crate::state::apps::AppCatalog::open(&p.apps(), &config.apps)?;
-        drop(s);
-        let s = step("encoder-probe");
-        let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
-        drop(s);
-        let s = step("sessions-file");
-        let saved = crate::sessions::store::load(&sf)?;
-        drop(s);
-        Ok((loaded, uuid, clients, net, apps, encoder, saved))
-    })
-    .await
-    .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
+    let (loaded, uuid, clients, net, apps, encoder, saved, saved_lobbies) =
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let config = cfg;
+            // Each blocking step is watched: one that hangs (a state file on a hung network mount)
+            // is named by the watchdog, which exits so the supervisor restarts the host.
+            let step = |name: &str| steps.register("startup", format!("startup:{name}"));
+            // Temp files of writes a crash interrupted, wherever state is written.
+            let mut dirs: Vec<PathBuf> =
+                [p.clients(), sf.clone()].iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+            dirs.push(p.state_dir.clone());
+            dirs.sort();
+            dirs.dedup();
+            let s = step("temp-files");
+            for d in &dirs {
+                crate::state::atomic::remove_stale_temps(d);
+            }
+            drop(s);
+            let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
+            let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
+            let s = step("identity");
+            let loaded = identity::load_or_create(&key, &cert)?;
+            let uuid = identity::host_uuid(&config.uuid, &p.state_dir)?;
+            drop(s);
+            let s = step("paired-clients");
+            let clients = ClientStore::open(&p.clients())?;
+            drop(s);
+            let s = step("interfaces");
+            let net = iface::detect(&config.network.local_ip, &config.network.mac);
+            drop(s);
+            let s = step("apps");
+            let apps = crate::state::apps::AppCatalog::open(&p.apps(), &config.apps)?;
+            drop(s);
+            let s = step("encoder-probe");
+            let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
+                .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
+            drop(s);
+            let s = step("sessions-file");
+            let saved = crate::sessions::store::load(&sf)?;
+            let saved_lobbies = crate::lobbies::load(&crate::lobbies::path(&p.state_dir))?;
+            drop(s);
+            Ok((loaded, uuid, clients, net, apps, encoder, saved, saved_lobbies))
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
     tracing::info!(encoder = encoder.h264.name, hevc = encoder.hevc.is_some(), "video encoder: {}", encoder.reason);
     health.set_encoder(encoder.h264.name, &encoder.reason);
@@ -312,15 +314,53 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         }
     })?;
     sessions.set_store(writer);
+    // Lobbies first: their parts are no orphans to the sessions' pass.
+    let reconcile_limit = Duration::from_millis(config.sessions.reconcile_timeout_ms);
+    let lobbies_adopted = tokio::time::timeout(reconcile_limit, crate::lobbies::reconcile(saved_lobbies, &runners))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!("lobby reconcile did not finish in time; starting with no lobbies");
+            Vec::new()
+        });
+    let lobby_parts: Vec<(u32, crate::runners::Parts)> =
+        lobbies_adopted.iter().map(|l| (l.number, l.parts())).collect();
     let reconciled = crate::sessions::reconcile::run(
         saved.records,
+        &lobby_parts,
         &runners,
         sweep_docker,
         Duration::from_millis(config.sessions.reconcile_timeout_ms),
     )
     .await;
     reconciled.export(&metrics);
-    sessions.restore(reconciled.adopted);
+    // A session keeps its lobby only if that lobby was adopted; each lobby's members are those.
+    let mut adopted_sessions = reconciled.adopted;
+    for s in &mut adopted_sessions {
+        if s.lobby.as_ref().is_some_and(|l| !lobbies_adopted.iter().any(|a| a.id == l.id)) {
+            s.lobby = None;
+        }
+    }
+    let lobbies_adopted: Vec<crate::lobbies::Lobby> = lobbies_adopted
+        .into_iter()
+        .map(|mut l| {
+            l.members = adopted_sessions
+                .iter()
+                .filter(|s| s.lobby.as_ref().is_some_and(|k| k.id == l.id))
+                .map(|s| s.id)
+                .collect();
+            l
+        })
+        .collect();
+    sessions.restore(adopted_sessions);
+    let lobbies = Arc::new(crate::lobbies::Lobbies::new(
+        crate::lobbies::path(&paths.state_dir),
+        lobbies_adopted,
+        runners.clone(),
+        sessions.clone(),
+        streams_tx.clone(),
+        events.clone(),
+        inputs.clone(),
+    ));
     // A failed write is logged by the writer and shown in /health; the adopted sessions still run.
     let _ = sessions.flush().await;
     let shutdown = CancellationToken::new();
@@ -351,6 +391,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
         rtsp_ports: crate::rtsp::SessionPorts::new(config.ports.rtsp_sessions, health_addr.ip()),
         events,
+        lobbies: lobbies.clone(),
     });
     let server = GameStreamServer::new(ctx.clone(), listeners)?;
     let gate = server.gate.clone();
@@ -372,6 +413,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let streams = Streams {
         config: ctx.config.clone(),
         apps: ctx.apps.clone(),
+        carried: Default::default(),
         sessions: ctx.sessions.clone(),
         video: Port { socket: video_socket, pings: video_pings.clone() },
         audio: Port { socket: audio_socket, pings: audio_pings.clone() },
@@ -381,7 +423,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         keyframes,
         ender: ender.clone(),
     };
-    tracker.spawn(watch_apps(ender.clone(), shutdown.clone()));
+    tracker.spawn(watch_apps(ender.clone(), lobbies, shutdown.clone()));
     if config.sessions.idle_timeout_ms > 0 {
         tracker.spawn(stop_idle_sessions(
             ender,
@@ -460,7 +502,11 @@ async fn stop_idle_sessions(ender: Arc<crate::stream::SessionEnder>, idle: Durat
 }
 
 /// Ends sessions whose app exited or whose display or sink went away, and rotates app logs.
-async fn watch_apps(ender: Arc<crate::stream::SessionEnder>, shutdown: CancellationToken) {
+async fn watch_apps(
+    ender: Arc<crate::stream::SessionEnder>,
+    lobbies: Arc<crate::lobbies::Lobbies>,
+    shutdown: CancellationToken,
+) {
     use crate::commands::EndReason;
     use crate::runners::Lost;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -492,6 +538,7 @@ async fn watch_apps(ender: Arc<crate::stream::SessionEnder>, shutdown: Cancellat
             );
             ender.end(s.id, reason);
         }
+        lobbies.watch().await;
         if turns % 10 == 0 {
             let ids: Vec<u32> = running.iter().map(|s| s.id).collect();
             let p = ender.runners.process.clone();

@@ -83,6 +83,9 @@ pub enum StreamCommand {
     /// The session ended (/cancel, app exit) or its client left: stop and clean up; `done` is told
     /// once the stream threads are joined (a session's display outlives its capture).
     Stop { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
+    /// The session's sources changed (it joined or left a lobby): its running streams stop and
+    /// start again to the same client, numbering and encryption carried on.
+    Restart { session_id: u32 },
 }
 
 /// Keyframes asked for by clients (IDR requests on the control channel), by session id; the video

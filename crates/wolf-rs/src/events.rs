@@ -58,23 +58,69 @@ impl StreamSession {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A client began pairing and waits for its PIN (`GET /api/v1/pair/pending` lists it).
-    PairSignal { client_ip: String, host_ip: String },
+    PairSignal {
+        client_ip: String,
+        host_ip: String,
+    },
     /// A client finished pairing.
-    ClientPaired { client_id: String, name: String, client_ip: String },
+    ClientPaired {
+        client_id: String,
+        name: String,
+        client_ip: String,
+    },
     /// A client was unpaired.
-    ClientUnpaired { client_id: String, name: String },
+    ClientUnpaired {
+        client_id: String,
+        name: String,
+    },
     /// An app was added through the API (`id` as its adder gave it).
-    AppAdded { id: String, title: String },
+    AppAdded {
+        id: String,
+        title: String,
+    },
     /// An added app was removed.
-    AppRemoved { id: String, title: String },
+    AppRemoved {
+        id: String,
+        title: String,
+    },
     /// A session started (`/launch`).
     StreamSession(StreamSession),
     /// A launch failed: `reason` as in `wolf_session_creation_errors_total`.
-    SessionFailed { client_id: String, app_id: String, reason: String },
+    SessionFailed {
+        client_id: String,
+        app_id: String,
+        reason: String,
+    },
     /// A session ended (Wolf's stop event).
-    StopStreamEvent { session_id: String },
+    StopStreamEvent {
+        session_id: String,
+    },
     /// Why it ended: `reason` as in `wolf_sessions_ended_total` (`app_exited` when its app did).
-    SessionEnded { session_id: String, id: u32, reason: String },
+    SessionEnded {
+        session_id: String,
+        id: u32,
+        reason: String,
+    },
+    /// A lobby started (its PIN is not told).
+    CreateLobbyEvent {
+        id: String,
+        name: String,
+        profile_id: String,
+        multi_user: bool,
+        stop_when_everyone_leaves: bool,
+    },
+    /// A session (wolf-rs's number) joined a lobby.
+    JoinLobbyEvent {
+        lobby_id: String,
+        moonlight_session_id: u32,
+    },
+    LeaveLobbyEvent {
+        lobby_id: String,
+        moonlight_session_id: u32,
+    },
+    StopLobbyEvent {
+        lobby_id: String,
+    },
 }
 
 impl Event {
@@ -90,6 +136,10 @@ impl Event {
             Event::AppRemoved { .. } => "wolf_rs::events::AppRemoved",
             Event::SessionFailed { .. } => "wolf_rs::events::SessionFailed",
             Event::SessionEnded { .. } => "wolf_rs::events::SessionEnded",
+            Event::CreateLobbyEvent { .. } => "wolf::core::events::CreateLobbyEvent",
+            Event::JoinLobbyEvent { .. } => "wolf::core::events::JoinLobbyEvent",
+            Event::LeaveLobbyEvent { .. } => "wolf::core::events::LeaveLobbyEvent",
+            Event::StopLobbyEvent { .. } => "wolf::core::events::StopLobbyEvent",
         }
     }
 
@@ -111,6 +161,15 @@ impl Event {
             Event::SessionEnded { session_id, id, reason } => {
                 json!({ "session_id": session_id, "id": id, "reason": reason })
             }
+            Event::CreateLobbyEvent { id, name, profile_id, multi_user, stop_when_everyone_leaves } => json!({
+                "id": id, "name": name, "profile_id": profile_id, "multi_user": multi_user,
+                "stop_when_everyone_leaves": stop_when_everyone_leaves,
+            }),
+            Event::JoinLobbyEvent { lobby_id, moonlight_session_id }
+            | Event::LeaveLobbyEvent { lobby_id, moonlight_session_id } => {
+                json!({ "lobby_id": lobby_id, "moonlight_session_id": moonlight_session_id.to_string() })
+            }
+            Event::StopLobbyEvent { lobby_id } => json!({ "lobby_id": lobby_id }),
         }
     }
 

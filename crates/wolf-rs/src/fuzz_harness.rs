@@ -153,6 +153,7 @@ pub fn rtsp_session(data: &[u8]) {
         sink: None,
         ports: SessionPorts { rtsp: 48010, video: 47998, audio: 48000, control: 47999 },
         rtsp: RtspProgress { encrypted, ..RtspProgress::default() },
+        lobby: None,
     };
     let sessions = Sessions::default();
     sessions.restore(vec![session]);

@@ -13,6 +13,7 @@
 //! - `rtsp`       RTSP 48010: DESCRIBE, SETUP, ANNOUNCE, PLAY for a launched session
 //! - `control`    the ENet control channel 47999: connect data, control messages, termination
 //! - `input`      keyboard and mouse from the control channel into the session's display (XTEST)
+//! - `lobbies`    apps with their own display that sessions join and leave (Wolf's lobbies)
 //! - `commands`   what the planes ask of each other (streams, control) and keyframe requests
 //! - `stream`     per session video and audio sender threads, client addresses from pings
 //! - `media`      GStreamer: encoder probe, pipeline templates, the pipeline that feeds a sender
@@ -45,6 +46,7 @@ pub mod fuzz_harness;
 pub mod gamestream;
 pub mod health;
 pub mod input;
+pub mod lobbies;
 pub mod mdns;
 pub mod media;
 pub mod metrics;

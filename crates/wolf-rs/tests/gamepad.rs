@@ -35,6 +35,7 @@ fn session() -> Session {
         sink: None,
         ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
         rtsp: RtspProgress::default(),
+        lobby: None,
     }
 }
 

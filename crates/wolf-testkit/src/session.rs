@@ -169,6 +169,18 @@ pub async fn receive_video(
     limit: Duration,
 ) -> Result<BTreeMap<u32, (u8, Vec<u8>)>, String> {
     let sock = tokio::net::UdpSocket::bind((local, 0)).await.map_err(|e| e.to_string())?;
+    receive_video_on(&sock, to, payload, opener, frames, limit).await
+}
+
+/// As [`receive_video`], from a socket the caller keeps (a client whose stream goes on).
+pub async fn receive_video_on(
+    sock: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    payload: &str,
+    opener: &wolf_client::video::VideoOpener,
+    frames: usize,
+    limit: Duration,
+) -> Result<BTreeMap<u32, (u8, Vec<u8>)>, String> {
     let mut buf = vec![0u8; 4096];
     let mut out = BTreeMap::new();
     let mut current: Option<u32> = None;
@@ -178,7 +190,7 @@ pub async fn receive_video(
     let collect = async {
         while out.len() < frames {
             if last.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_millis(500)) {
-                ping(&sock, to, payload, seq).await;
+                ping(sock, to, payload, seq).await;
                 seq += 1;
                 last = Some(std::time::Instant::now());
             }

@@ -212,6 +212,33 @@ async fn route(
             let sessions = ctx.sessions.list().iter().map(|s| session_view(ctx, s)).collect();
             respond(StatusCode::OK, &SessionsResponse { success: true, sessions })
         }
+        (Method::GET, "/lobbies") => {
+            let lobbies = ctx.lobbies.list().iter().map(lobby_view).collect();
+            respond(StatusCode::OK, &LobbiesResponse { success: true, lobbies })
+        }
+        (Method::POST, "/lobbies/create") => match body::<LobbyCreateRequest>(req, server_error).await {
+            Ok(r) => create_lobby(ctx, r).await,
+            Err(resp) => resp,
+        },
+        (Method::POST, "/lobbies/join") => match body::<LobbyJoinRequest>(req, server_error).await {
+            Ok(r) => match find_session(ctx, &r.moonlight_session_id) {
+                Some(sid) => lobby_done(ctx.lobbies.join(&r.lobby_id, sid, r.pin.as_deref()).await),
+                None => lobby_done(Err(crate::lobbies::LobbyError::SessionNotFound)),
+            },
+            Err(resp) => resp,
+        },
+        (Method::POST, "/lobbies/leave") => match body::<LobbyLeaveRequest>(req, server_error).await {
+            Ok(r) => match find_session(ctx, &r.moonlight_session_id) {
+                Some(sid) => lobby_done(ctx.lobbies.leave(&r.lobby_id, sid).await),
+                // Wolf answers success for an unknown session or lobby.
+                None => ok(),
+            },
+            Err(resp) => resp,
+        },
+        (Method::POST, "/lobbies/stop") => match body::<LobbyStopRequest>(req, server_error).await {
+            Ok(r) => lobby_done(ctx.lobbies.stop(&r.lobby_id, r.pin.as_deref()).await),
+            Err(resp) => resp,
+        },
         (Method::POST, "/sessions/add") => match body::<SessionAddRequest>(req, server_error).await {
             Ok(r) => add_session(ctx, r).await,
             Err(resp) => resp,
@@ -331,6 +358,72 @@ async fn add_session(ctx: &HostContext, r: SessionAddRequest) -> Response<Body> 
         Err(crate::sessions::LaunchError::Runner { part, message }) => {
             bad(format!("The session's {part} did not start: {message}"))
         }
+    }
+}
+
+fn lobby_done(r: std::result::Result<(), crate::lobbies::LobbyError>) -> Response<Body> {
+    match r {
+        Ok(()) => ok(),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn lobby_view(l: &crate::lobbies::Lobby) -> LobbyView {
+    LobbyView {
+        id: l.id.clone(),
+        name: l.name.clone(),
+        icon_png_path: l.icon_png_path.clone(),
+        multi_user: l.multi_user,
+        started_by_profile_id: l.profile_id.clone(),
+        pin_required: l.pin.is_some(),
+        stop_when_everyone_leaves: l.stop_when_everyone_leaves,
+        runner: App::from(&l.app).runner,
+        connected_sessions: l.members.iter().map(u32::to_string).collect(),
+    }
+}
+
+async fn create_lobby(ctx: &HostContext, r: LobbyCreateRequest) -> Response<Body> {
+    let bad = |m: String| fail(StatusCode::INTERNAL_SERVER_ERROR, m);
+    let v = &r.video_settings;
+    let Some(mode) = wolf_protocol::launch::Mode::parse(&format!("{}x{}x{}", v.width, v.height, v.refresh_rate)) else {
+        return bad(format!("{}x{}x{} is not a video mode", v.width, v.height, v.refresh_rate));
+    };
+    let described = App {
+        title: r.name.clone(),
+        id: String::new(),
+        support_hdr: false,
+        icon_png_path: r.icon_png_path.clone(),
+        h264_gst_pipeline: String::new(),
+        hevc_gst_pipeline: String::new(),
+        av1_gst_pipeline: String::new(),
+        render_node: String::new(),
+        opus_gst_pipeline: String::new(),
+        start_virtual_compositor: true,
+        start_audio_server: true,
+        runner: r.runner,
+    };
+    let app = match described.to_config() {
+        Ok(a) => a,
+        Err(e) => return bad(format!("Invalid lobby: {e}")),
+    };
+    let new = crate::lobbies::NewLobby {
+        name: r.name,
+        profile_id: r.profile_id,
+        icon_png_path: r.icon_png_path,
+        multi_user: r.multi_user,
+        stop_when_everyone_leaves: r.stop_when_everyone_leaves,
+        pin: r.pin,
+        mode,
+        channels: match r.audio_settings.channel_count {
+            6 => 6,
+            8 => 8,
+            _ => 2,
+        },
+        app,
+    };
+    match ctx.lobbies.create(new).await {
+        Ok(lobby_id) => respond(StatusCode::OK, &LobbyCreateResponse { success: true, lobby_id }),
+        Err(e) => bad(e.to_string()),
     }
 }
 

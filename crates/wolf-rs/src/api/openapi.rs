@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use super::wire::*;
 
 /// Every route served: (method, path under `/api/v1`). A test asks each one.
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 19] = [
     ("GET", "/openapi-schema"),
     ("GET", "/events"),
     ("GET", "/apps"),
@@ -21,17 +21,17 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/pair/pending"),
     ("POST", "/pair/client"),
     ("GET", "/sessions"),
+    ("GET", "/lobbies"),
+    ("POST", "/lobbies/create"),
+    ("POST", "/lobbies/join"),
+    ("POST", "/lobbies/leave"),
+    ("POST", "/lobbies/stop"),
     ("POST", "/sessions/add"),
     ("POST", "/sessions/stop"),
 ];
 
 /// Wolf's routes wolf-rs does not serve (501 with why): (method, path under `/api/v1`, why).
-pub const NOT_SERVED: [(&str, &str, &str); 14] = [
-    ("POST", "/lobbies/create", "lobbies are not built yet"),
-    ("POST", "/lobbies/join", "lobbies are not built yet"),
-    ("POST", "/lobbies/leave", "lobbies are not built yet"),
-    ("POST", "/lobbies/stop", "lobbies are not built yet"),
-    ("GET", "/lobbies", "lobbies are not built yet"),
+pub const NOT_SERVED: [(&str, &str, &str); 9] = [
     ("POST", "/profiles/add", "Wolf UI profiles have no use here: Moonlight's apps are /apps/add"),
     ("POST", "/profiles/remove", "Wolf UI profiles have no use here: Moonlight's apps are /apps/delete"),
     ("POST", "/sessions/start", "the stream starts when the client's RTSP PLAY arrives, with what it negotiated"),
@@ -63,6 +63,11 @@ pub const NOT_SERVED: [(&str, &str, &str); 14] = [
         pair_pending,
         pair_client,
         sessions,
+        lobbies,
+        lobbies_create,
+        lobbies_join,
+        lobbies_leave,
+        lobbies_stop,
         sessions_add,
         sessions_stop
     ),
@@ -81,7 +86,8 @@ fn openapi_schema() {}
 
 /// Server-sent events: `event: <name>` and `data: <json>` per event, a `:keepalive` comment every
 /// 15 s. Wolf's names where Wolf has the event (`wolf::core::events::PairSignal`,
-/// `StreamSession`, `StopStreamEvent`); wolf-rs's own otherwise (`wolf_rs::events::ClientPaired`,
+/// `StreamSession`, `StopStreamEvent`, `CreateLobbyEvent`, `JoinLobbyEvent`, `LeaveLobbyEvent`,
+/// `StopLobbyEvent`); wolf-rs's own otherwise (`wolf_rs::events::ClientPaired`,
 /// `ClientUnpaired`, `SessionFailed`, `SessionEnded`). At most 16 subscribers: a newcomer closes
 /// the oldest. A subscriber that reads too slowly loses the oldest events
 /// (`wolf_api_events_dropped_total`).
@@ -151,6 +157,39 @@ fn pair_client() {}
 /// Running sessions.
 #[utoipa::path(get, path = "/api/v1/sessions", responses((status = 200, body = SessionsResponse)))]
 fn sessions() {}
+
+/// Lobbies: apps with their own display and sink that sessions join.
+#[utoipa::path(get, path = "/api/v1/lobbies", responses((status = 200, body = LobbiesResponse)))]
+fn lobbies() {}
+
+/// Start a lobby: its display at `video_settings`, its sink, its runner; answers once they run.
+#[utoipa::path(post, path = "/api/v1/lobbies/create", request_body = LobbyCreateRequest, responses(
+    (status = 200, body = LobbyCreateResponse),
+    (status = 500, description = "Invalid lobby, too many, or it did not start", body = GenericError),
+))]
+fn lobbies_create() {}
+
+/// A session joins: its client sees, hears and types into the lobby from now on, without
+/// reconnecting. The PIN must equal the lobby's (none for an open lobby).
+#[utoipa::path(post, path = "/api/v1/lobbies/join", request_body = LobbyJoinRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 500, description = "Invalid lobby ID, Invalid PIN, Lobby or session not found, Lobby is full", body = GenericError),
+))]
+fn lobbies_join() {}
+
+/// A session leaves: its own app again. Success for an unknown lobby or session, as in Wolf. The
+/// lobby stops when the last one leaves if it was created so.
+#[utoipa::path(post, path = "/api/v1/lobbies/leave", request_body = LobbyLeaveRequest, responses(
+    (status = 200, body = GenericSuccess),
+))]
+fn lobbies_leave() {}
+
+/// Stop a lobby (its sessions get their own apps back).
+#[utoipa::path(post, path = "/api/v1/lobbies/stop", request_body = LobbyStopRequest, responses(
+    (status = 200, body = GenericSuccess),
+    (status = 500, description = "Invalid lobby ID, Invalid PIN", body = GenericError),
+))]
+fn lobbies_stop() {}
 
 /// Start a session for a paired client, as if it had launched the app; it then connects with RTSP
 /// (plain, on the shared port) as after `/launch`.

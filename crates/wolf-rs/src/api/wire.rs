@@ -7,6 +7,102 @@ use utoipa::ToSchema;
 
 pub use crate::events::StreamSession;
 
+/// A lobby's display, as Wolf's clients send it. The render nodes and buffer caps are accepted
+/// and not used (wolf-rs's displays are X servers).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    pub refresh_rate: u32,
+    #[serde(default)]
+    pub wayland_render_node: String,
+    #[serde(default)]
+    pub runner_render_node: String,
+    #[serde(default)]
+    pub video_producer_buffer_caps: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AudioSettings {
+    pub channel_count: u8,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbyCreateRequest {
+    pub profile_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub icon_png_path: Option<String>,
+    pub multi_user: bool,
+    /// Digits a joiner must give; null: anyone may join.
+    #[serde(default)]
+    pub pin: Option<Vec<u8>>,
+    pub stop_when_everyone_leaves: bool,
+    pub video_settings: VideoSettings,
+    pub audio_settings: AudioSettings,
+    /// Accepted, not used.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub client_settings: Option<serde_json::Value>,
+    /// Accepted, not used: the lobby's app data lives under `<state dir>/apps/lobby-<profile_id>`.
+    #[serde(default)]
+    pub runner_state_folder: String,
+    pub runner: Runner,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbyCreateResponse {
+    pub success: bool,
+    pub lobby_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbyJoinRequest {
+    pub lobby_id: String,
+    /// The session: Wolf's id (its client's) or wolf-rs's number.
+    #[serde(deserialize_with = "string_or_number")]
+    #[schema(value_type = String)]
+    pub moonlight_session_id: String,
+    #[serde(default)]
+    pub pin: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbyLeaveRequest {
+    pub lobby_id: String,
+    #[serde(deserialize_with = "string_or_number")]
+    #[schema(value_type = String)]
+    pub moonlight_session_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbyStopRequest {
+    pub lobby_id: String,
+    #[serde(default)]
+    pub pin: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbyView {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_png_path: Option<String>,
+    pub multi_user: bool,
+    pub started_by_profile_id: String,
+    pub pin_required: bool,
+    pub stop_when_everyone_leaves: bool,
+    pub runner: Runner,
+    /// wolf-rs's numbers of the sessions in it.
+    pub connected_sessions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LobbiesResponse {
+    pub success: bool,
+    pub lobbies: Vec<LobbyView>,
+}
+
 /// `{"success": true}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GenericSuccess {

@@ -385,6 +385,11 @@ pub struct App {
     pub runner: Runner,
 }
 
+/// What `sink` on the PulseAudio `server` plays, as a GStreamer source.
+pub fn sink_monitor_source(server: &str, sink: &str) -> String {
+    format!("pulsesrc server=\"{server}\" device=\"{sink}.monitor\"")
+}
+
 /// The source a session's video is captured from when the app names none.
 pub const TEST_PATTERN_SOURCE: &str = "videotestsrc pattern=ball is-live=true";
 /// The source a session's audio is captured from when the app names none and has no sink.
@@ -432,7 +437,7 @@ impl App {
     /// The audio source of a session whose sink (when it has one) is `sink` on `server`.
     pub fn audio_source_for(&self, sink: Option<(&str, &str)>) -> String {
         match (self.audio_source.trim(), sink) {
-            ("", Some((server, sink))) => format!("pulsesrc server=\"{server}\" device=\"{sink}.monitor\""),
+            ("", Some((server, sink))) => sink_monitor_source(server, sink),
             ("", None) => TEST_TONE_SOURCE.to_owned(),
             (own, s) => {
                 let (server, sink) = s.unwrap_or(("", ""));

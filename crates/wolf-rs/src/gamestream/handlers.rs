@@ -588,6 +588,7 @@ pub async fn launch_session(ctx: &HostContext, r: LaunchRequest<'_>) -> Result<S
             control: ctx.control_port,
         },
         rtsp: RtspProgress { encrypted: r.encrypted, ..RtspProgress::default() },
+        lobby: None,
     };
     let launched = match ctx.sessions.launch(session).await {
         Ok(s) => start_app(ctx, s, r.app).await,

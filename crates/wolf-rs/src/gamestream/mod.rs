@@ -64,6 +64,7 @@ pub struct HostContext {
     pub rtsp_ports: Arc<crate::rtsp::SessionPorts>,
     /// What happened, for the API's event stream.
     pub events: Arc<crate::events::Events>,
+    pub lobbies: Arc<crate::lobbies::Lobbies>,
 }
 
 /// Bound listeners, before anything runs (so tests can bind port 0 and read the ports).

@@ -219,7 +219,7 @@ impl Inputs {
                 return;
             }
             _ => {
-                let display = self.sessions.by_id(session_id).and_then(|s| s.display).map(|d| d.name());
+                let display = self.sessions.by_id(session_id).and_then(|s| s.streamed_display().map(|d| d.name()));
                 if pointer && display.is_none() {
                     self.dropped("no_display");
                     return;

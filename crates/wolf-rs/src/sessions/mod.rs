@@ -36,6 +36,18 @@ pub struct Session {
     pub ports: SessionPorts,
     /// How far the RTSP negotiation got.
     pub rtsp: RtspProgress,
+    /// The lobby the session joined: its client sees and hears the lobby's display and sink, and
+    /// its input goes there.
+    pub lobby: Option<LobbyLink>,
+}
+
+/// A session's place in a lobby: the lobby's display and sink it streams instead of its own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LobbyLink {
+    pub id: String,
+    pub display: Option<crate::runners::display::DisplayHandle>,
+    pub sink: Option<crate::runners::audio::SinkHandle>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -67,6 +79,45 @@ impl Session {
         allowed
     }
 
+    /// A session with nothing but its id (what start-up keeps for a lobby's parts).
+    pub fn placeholder(id: u32) -> Session {
+        Session {
+            id,
+            client_fingerprint: String::new(),
+            client_ip: IpAddr::from([0, 0, 0, 0]),
+            app_id: 0,
+            mode: Mode { width: 0, height: 0, fps: 0 },
+            rikey: [0; 16],
+            rikeyid: 0,
+            surround_audio_info: 0,
+            created: SystemTime::UNIX_EPOCH,
+            updated: SystemTime::UNIX_EPOCH,
+            state: SessionState::Paused,
+            runner: RunnerHandle::None,
+            display: None,
+            sink: None,
+            ports: SessionPorts::default(),
+            rtsp: RtspProgress::default(),
+            lobby: None,
+        }
+    }
+
+    /// The display the session's client sees and types into: its lobby's, else its own.
+    pub fn streamed_display(&self) -> Option<&crate::runners::display::DisplayHandle> {
+        match &self.lobby {
+            Some(l) => l.display.as_ref(),
+            None => self.display.as_ref(),
+        }
+    }
+
+    /// The sink the session's client hears: its lobby's, else its own.
+    pub fn streamed_sink(&self) -> Option<&crate::runners::audio::SinkHandle> {
+        match &self.lobby {
+            Some(l) => l.sink.as_ref(),
+            None => self.sink.as_ref(),
+        }
+    }
+
     /// What runs for the session: app, display, sink.
     pub fn parts(&self) -> crate::runners::Parts {
         crate::runners::Parts { app: self.runner.clone(), display: self.display.clone(), sink: self.sink.clone() }
@@ -93,6 +144,7 @@ impl Session {
             runner: self.runner.clone(),
             display: self.display.clone(),
             sink: self.sink.clone(),
+            lobby: self.lobby.clone(),
             state: self.state,
             surround_audio_info: self.surround_audio_info,
             created_unix_ms: unix_ms(self.created),
@@ -120,6 +172,7 @@ impl Session {
             sink: r.sink.clone(),
             ports: r.ports,
             rtsp: RtspProgress::default(),
+            lobby: r.lobby.clone(),
         })
     }
 }
@@ -456,6 +509,7 @@ mod tests {
             sink: None,
             ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
             rtsp: RtspProgress::default(),
+            lobby: None,
         }
     }
 

@@ -23,7 +23,14 @@ impl Reconciled {
     }
 }
 
-pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: bool, limit: Duration) -> Reconciled {
+/// `lobbies`: the parts of adopted lobbies (by number), which are no orphans either.
+pub async fn run(
+    records: Vec<SessionRecord>,
+    lobbies: &[(u32, crate::runners::Parts)],
+    runners: &Runners,
+    sweep_docker: bool,
+    limit: Duration,
+) -> Reconciled {
     let total = records.len();
     let pass = async {
         let mut out = Reconciled::default();
@@ -57,10 +64,20 @@ pub async fn run(records: Vec<SessionRecord>, runners: &Runners, sweep_docker: b
                 }
             }
         }
-        out.orphans_removed = remove_orphan_processes(runners, &out.adopted).await;
-        out.orphans_removed += remove_orphan_sinks(runners, &out.adopted).await;
+        // The lobbies' parts are kept as a session's are.
+        let mut owned: Vec<Session> = out.adopted.clone();
+        for (number, parts) in lobbies {
+            owned.push(Session {
+                runner: parts.app.clone(),
+                display: parts.display.clone(),
+                sink: parts.sink.clone(),
+                ..Session::placeholder(*number)
+            });
+        }
+        out.orphans_removed = remove_orphan_processes(runners, &owned).await;
+        out.orphans_removed += remove_orphan_sinks(runners, &owned).await;
         if sweep_docker {
-            out.orphans_removed += remove_orphans(runners, &out.adopted).await;
+            out.orphans_removed += remove_orphans(runners, &owned).await;
         }
         out
     };

@@ -70,6 +70,8 @@ pub struct SessionRecord {
     pub display: Option<crate::runners::display::DisplayHandle>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<crate::runners::audio::SinkHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lobby: Option<super::LobbyLink>,
     pub state: SessionState,
     pub surround_audio_info: u32,
     pub created_unix_ms: u64,
@@ -196,6 +198,7 @@ mod tests {
             runner: RunnerHandle::Process { pid: 42, start_time: 7 },
             display: None,
             sink: None,
+            lobby: None,
             state: SessionState::Paused,
             surround_audio_info: 196_610,
             created_unix_ms: 1,

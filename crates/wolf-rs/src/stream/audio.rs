@@ -23,11 +23,15 @@ pub fn spawn(
 ) -> Result<JoinHandle<()>, MediaError> {
     let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
     let server = streams.ender.runners.audio.server();
-    let sink = session.sink.as_ref().map(|s| (server.as_str(), s.name.as_str()));
-    let source = streams
-        .apps
-        .get(session.app_id)
-        .map_or_else(|| crate::config::TEST_TONE_SOURCE.to_owned(), |a| a.audio_source_for(sink));
+    let sink = session.streamed_sink().map(|s| (server.as_str(), s.name.as_str()));
+    let source = match (&session.lobby, sink) {
+        // In a lobby: what the lobby plays.
+        (Some(_), Some((server, sink))) => crate::config::sink_monitor_source(server, sink),
+        _ => streams
+            .apps
+            .get(session.app_id)
+            .map_or_else(|| crate::config::TEST_TONE_SOURCE.to_owned(), |a| a.audio_source_for(sink)),
+    };
     // Only the layouts DESCRIBE offered; anything else is stereo.
     let channels = if SURROUND_CHANNELS.contains(&cfg.audio_channels) { cfg.audio_channels } else { 2 };
     let spec = AudioSpec {
@@ -43,19 +47,27 @@ pub fn spawn(
     };
     let text = media::render_audio(media::AUDIO_TEMPLATE, &spec)?;
     let encryption = (cfg.feature_flags & FEATURE_AUDIO_ENCRYPTION != 0).then_some((session.rikey, session.rikeyid));
-    let packetizer = AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
-        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let carried = super::lock_carried(&streams.carried).get_mut(&session.id).and_then(|c| c.audio.take());
+    let packetizer = match carried {
+        Some(p) => p,
+        None => AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?,
+    };
+    let carry = streams.carried.clone();
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
     let session_id = session.id;
     super::spawn_sender(streams, "audio", session.id, text, None, move |pipeline, metrics, beat| {
         tracing::info!(session = session_id, %addr, encrypted = encryption.is_some(), "audio stream started");
-        send_loop(pipeline, packetizer, &socket, addr, &cancel, metrics, beat)
+        let mut packetizer = packetizer;
+        let ended = send_loop(pipeline, &mut packetizer, &socket, addr, &cancel, metrics, beat);
+        super::lock_carried(&carry).entry(session_id).or_default().audio = Some(packetizer);
+        ended
     })
 }
 
 fn send_loop(
     pipeline: EncoderPipeline,
-    mut packetizer: AudioPacketizer,
+    packetizer: &mut AudioPacketizer,
     socket: &std::net::UdpSocket,
     addr: SocketAddr,
     cancel: &CancellationToken,

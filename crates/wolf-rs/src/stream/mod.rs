@@ -230,8 +230,20 @@ struct Running {
 }
 
 /// Starts and stops the streams of each session on command.
+/// What a session's streams hand to the next ones when they restart (a lobby joined or left):
+/// frame and sequence numbers and the encryption counters go on, so the client sees one stream and
+/// no nonce is used twice under its key. Dropped when the session's streams stop.
+#[derive(Default)]
+pub struct Carry {
+    pub video: Option<(wolf_protocol::video::Packetizer, Option<wolf_protocol::video::VideoSealer>)>,
+    pub audio: Option<wolf_protocol::audio::AudioPacketizer>,
+}
+
+pub type Carried = Arc<Mutex<HashMap<u32, Carry>>>;
+
 pub struct Streams {
     pub config: Arc<Config>,
+    pub carried: Carried,
     /// Where a session's app (and its sources) is looked up.
     pub apps: Arc<crate::state::apps::AppCatalog>,
     pub sessions: Arc<Sessions>,
@@ -242,6 +254,10 @@ pub struct Streams {
     pub beats: Arc<crate::watchdog::Heartbeats>,
     pub keyframes: Arc<KeyframeRequests>,
     pub ender: Arc<SessionEnder>,
+}
+
+pub(crate) fn lock_carried(c: &Carried) -> std::sync::MutexGuard<'_, HashMap<u32, Carry>> {
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
@@ -268,15 +284,17 @@ impl Streams {
             match cmd {
                 None => break,
                 Some(StreamCommand::Start { session_id }) => {
-                    if running.contains_key(&session_id) {
-                        continue;
+                    if !running.contains_key(&session_id) {
+                        this.start(session_id, &mut running, &shutdown, &tracker);
                     }
-                    let r = Arc::new(Mutex::new(Running { cancel: shutdown.child_token(), threads: Vec::new() }));
-                    running.insert(session_id, r.clone());
-                    let (v, a) = (this.clone(), this.clone());
-                    let (rv, ra) = (r.clone(), r);
-                    tracker.spawn(async move { v.start_video(session_id, rv).await });
-                    tracker.spawn(async move { a.start_audio(session_id, ra).await });
+                }
+                Some(StreamCommand::Restart { session_id }) => {
+                    // Only streams that run; the client's addresses are kept.
+                    if let Some(r) = running.remove(&session_id) {
+                        stop(r).await;
+                        tracing::info!(session = session_id, "streams restart with the session's new sources");
+                        this.start(session_id, &mut running, &shutdown, &tracker);
+                    }
                 }
                 Some(StreamCommand::Stop { session_id, done }) => {
                     if let Some(r) = running.remove(&session_id) {
@@ -285,6 +303,7 @@ impl Streams {
                         this.audio.pings.forget(session_id);
                         tracing::info!(session = session_id, "streams stopped");
                     }
+                    lock_carried(&this.carried).remove(&session_id);
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
@@ -294,6 +313,21 @@ impl Streams {
         for (_, r) in running.drain() {
             stop(r).await;
         }
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        session_id: u32,
+        running: &mut HashMap<u32, Arc<Mutex<Running>>>,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let r = Arc::new(Mutex::new(Running { cancel: shutdown.child_token(), threads: Vec::new() }));
+        running.insert(session_id, r.clone());
+        let (v, a) = (self.clone(), self.clone());
+        let (rv, ra) = (r.clone(), r);
+        tracker.spawn(async move { v.start_video(session_id, rv).await });
+        tracker.spawn(async move { a.start_audio(session_id, ra).await });
     }
 
     fn session(&self, session_id: u32) -> Option<Session> {

@@ -25,9 +25,13 @@ pub fn spawn(
     let config = &streams.config;
     let app = streams.apps.get(session.app_id);
     let app = app.as_deref();
-    // The session's display, captured in a child process, unless the app names its own source.
-    let capture = match (&session.display, app) {
-        (Some(d), Some(a)) if a.video_source.trim().is_empty() => Some(crate::runners::display::CaptureSpec {
+    // The session's display (its lobby's when it joined one), captured in a child process, unless
+    // the app names its own source.
+    let streamed = session.streamed_display();
+    let capture_it =
+        |a: Option<&crate::config::App>| session.lobby.is_some() || a.is_some_and(|a| a.video_source.trim().is_empty());
+    let capture = match streamed {
+        Some(d) if capture_it(app) => Some(crate::runners::display::CaptureSpec {
             process: streams.ender.runners.process.clone(),
             session_id: session.id,
             display: d.clone(),
@@ -36,7 +40,7 @@ pub fn spawn(
         }),
         _ => None,
     };
-    let display = session.display.as_ref().map(|d| d.name());
+    let display = streamed.map(|d| d.name());
     let source = match (&capture, app) {
         (Some(c), _) => c.source(),
         (None, Some(a)) => a.video_source_for(display.as_deref(), cfg.fps),
@@ -63,26 +67,39 @@ pub fn spawn(
         fec_percent: config.video.fec_percentage,
         min_parity: cfg.min_fec_packets,
     };
-    let packetizer = Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?;
-    // The client already took the 32-byte header off its packetSize; its other bits are not ours.
-    let sealer = (cfg.encryption & SS_ENC_VIDEO != 0)
-        .then(|| VideoSealer::new(&session.rikey))
-        .transpose()
-        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let carried = super::lock_carried(&streams.carried).get_mut(&session.id).and_then(|c| c.video.take());
+    let (packetizer, sealer) = match carried {
+        Some(c) => c,
+        None => (
+            Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?,
+            // The client already took the 32-byte header off its packetSize; its other bits are not ours.
+            (cfg.encryption & SS_ENC_VIDEO != 0)
+                .then(|| VideoSealer::new(&session.rikey))
+                .transpose()
+                .map_err(|e| MediaError::Pipeline(e.to_string()))?,
+        ),
+    };
+    let carry = streams.carried.clone();
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let keyframes = streams.keyframes.clone();
     let (id, encoder) = (session.id, candidate.name);
     super::spawn_sender(streams, "video", id, text, capture, move |pipeline, metrics, beat| {
         tracing::info!(session = id, %addr, encoder, encrypted = sealer.is_some(), "video stream started");
-        send_loop(pipeline, packetizer, sealer, hevc, &socket, addr, &cancel, metrics, beat, || keyframes.take(id))
+        let (mut packetizer, mut sealer) = (packetizer, sealer);
+        let ended =
+            send_loop(pipeline, &mut packetizer, &mut sealer, hevc, &socket, addr, &cancel, metrics, beat, || {
+                keyframes.take(id)
+            });
+        super::lock_carried(&carry).entry(id).or_default().video = Some((packetizer, sealer));
+        ended
     })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn send_loop(
     pipeline: EncoderPipeline,
-    mut packetizer: Packetizer,
-    mut sealer: Option<VideoSealer>,
+    packetizer: &mut Packetizer,
+    sealer: &mut Option<VideoSealer>,
     hevc: bool,
     socket: &std::net::UdpSocket,
     addr: SocketAddr,

@@ -1,0 +1,368 @@
+//! Lobbies (Wolf's): an app with its own display, audio sink and input that runs apart from any
+//! Moonlight session. A session joins one and its client then sees, hears and types into the
+//! lobby instead of its own app (its streams restart on the lobby's sources, numbering carried
+//! on, without the client reconnecting); it leaves and gets its own back. A lobby stops on request,
+//! when its app exits, or when the last session leaves if it was created so. Lobbies live in
+//! `lobbies.json` (versioned, atomic) and are adopted after a crash like sessions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{StreamCommand, StreamCommands};
+use crate::config::{App, AudioKind, DisplayKind};
+use crate::error::Result;
+use crate::events::{Event, Events};
+use crate::runners::audio::SinkHandle;
+use crate::runners::display::DisplayHandle;
+use crate::runners::{Parts, RunnerHandle, Runners};
+use crate::sessions::{LobbyLink, Mode, Sessions};
+use crate::state::versioned::{self, Loaded};
+
+pub const FILE_NAME: &str = "lobbies.json";
+pub const VERSION: u32 = 1;
+/// Lobbies at once.
+pub const MAX_LOBBIES: usize = 32;
+/// A lobby's number (what its display, sink, runtime folder and container are named by) starts
+/// here, far above any session's.
+pub const FIRST_NUMBER: u32 = 0x4000_0000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lobby {
+    /// A UUID.
+    pub id: String,
+    pub number: u32,
+    pub name: String,
+    pub profile_id: String,
+    pub icon_png_path: Option<String>,
+    pub multi_user: bool,
+    pub stop_when_everyone_leaves: bool,
+    /// Digits a joiner must give; `None`: anyone may join.
+    pub pin: Option<Vec<u8>>,
+    /// `WIDTHxHEIGHTxFPS` of its display.
+    pub mode: String,
+    pub channels: u8,
+    pub app: App,
+    pub runner: RunnerHandle,
+    pub display: Option<DisplayHandle>,
+    pub sink: Option<SinkHandle>,
+    /// Sessions in it.
+    pub members: Vec<u32>,
+}
+
+impl Lobby {
+    pub fn parts(&self) -> Parts {
+        Parts { app: self.runner.clone(), display: self.display.clone(), sink: self.sink.clone() }
+    }
+
+    fn link(&self) -> LobbyLink {
+        LobbyLink { id: self.id.clone(), display: self.display.clone(), sink: self.sink.clone() }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LobbiesFile {
+    version: u32,
+    lobbies: Vec<Lobby>,
+}
+
+/// What `create` needs.
+pub struct NewLobby {
+    pub name: String,
+    pub profile_id: String,
+    pub icon_png_path: Option<String>,
+    pub multi_user: bool,
+    pub stop_when_everyone_leaves: bool,
+    pub pin: Option<Vec<u8>>,
+    pub mode: Mode,
+    pub channels: u8,
+    /// Its runner (title, runner, env); the display and sink are the lobby's.
+    pub app: App,
+}
+
+/// Why a lobby call failed; the messages are Wolf's where Wolf has one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LobbyError {
+    InvalidLobby,
+    InvalidPin,
+    SessionNotFound,
+    Full,
+    TooMany,
+    /// Its display, sink or app did not start.
+    Start(String),
+    Store(String),
+}
+
+impl std::fmt::Display for LobbyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LobbyError::InvalidLobby => write!(f, "Invalid lobby ID"),
+            LobbyError::InvalidPin => write!(f, "Invalid PIN"),
+            LobbyError::SessionNotFound => write!(f, "Lobby or session not found"),
+            LobbyError::Full => write!(f, "Lobby is full"),
+            LobbyError::TooMany => write!(f, "{MAX_LOBBIES} lobbies exist already; stop one first"),
+            LobbyError::Start(e) => write!(f, "The lobby did not start: {e}"),
+            LobbyError::Store(e) => write!(f, "The lobby could not be saved: {e}"),
+        }
+    }
+}
+
+pub struct Lobbies {
+    path: PathBuf,
+    map: Mutex<BTreeMap<String, Lobby>>,
+    /// One change at a time (they start and stop processes and write the file).
+    changing: tokio::sync::Mutex<()>,
+    runners: Arc<Runners>,
+    sessions: Arc<Sessions>,
+    streams: StreamCommands,
+    events: Arc<Events>,
+    /// Re-aims a session's input at its new display.
+    inputs: Arc<crate::input::Inputs>,
+}
+
+/// Read `lobbies.json` (blocking; start-up). Corrupt: moved aside, no lobbies.
+pub fn load(path: &Path) -> Result<Vec<Lobby>> {
+    Ok(match versioned::read::<LobbiesFile>(path, VERSION, "lobbies")? {
+        Loaded::Read(f) => f.lobbies,
+        Loaded::Missing | Loaded::MovedAside(_) => Vec::new(),
+    })
+}
+
+impl Lobbies {
+    pub fn new(
+        path: PathBuf,
+        adopted: Vec<Lobby>,
+        runners: Arc<Runners>,
+        sessions: Arc<Sessions>,
+        streams: StreamCommands,
+        events: Arc<Events>,
+        inputs: Arc<crate::input::Inputs>,
+    ) -> Lobbies {
+        let map = adopted.into_iter().map(|l| (l.id.clone(), l)).collect();
+        Lobbies { path, map: Mutex::new(map), changing: Default::default(), runners, sessions, streams, events, inputs }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Lobby>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn list(&self) -> Vec<Lobby> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Lobby> {
+        self.lock().get(id).cloned()
+    }
+
+    async fn save(&self) -> std::result::Result<(), LobbyError> {
+        let file = LobbiesFile { version: VERSION, lobbies: self.list() };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| LobbyError::Store(e.to_string()))?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || crate::state::atomic::write_atomic(&path, &json, 0o600))
+            .await
+            .map_err(|e| LobbyError::Store(e.to_string()))?
+            .map_err(|e| LobbyError::Store(e.to_string()))
+    }
+
+    /// Start a lobby: its display at `mode`, its sink, its app. Returns its id.
+    pub async fn create(&self, new: NewLobby) -> std::result::Result<String, LobbyError> {
+        let _c = self.changing.lock().await;
+        let lobbies = self.list();
+        if lobbies.len() >= MAX_LOBBIES {
+            return Err(LobbyError::TooMany);
+        }
+        let number = (FIRST_NUMBER..).find(|n| !lobbies.iter().any(|l| l.number == *n)).unwrap_or(FIRST_NUMBER);
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut app = new.app;
+        app.display.kind = DisplayKind::Virtual;
+        app.display.width = new.mode.width;
+        app.display.height = new.mode.height;
+        app.audio.kind = AudioKind::Sink;
+        let home = format!("lobby-{}", new.profile_id.chars().filter(char::is_ascii_alphanumeric).collect::<String>());
+        let spec = crate::runners::LaunchSpec {
+            session_id: number,
+            app: &app,
+            mode: new.mode,
+            client: &home,
+            channels: new.channels,
+        };
+        let parts = self.runners.start_session(&spec).await.map_err(|f| LobbyError::Start(f.error.to_string()))?;
+        let lobby = Lobby {
+            id: id.clone(),
+            number,
+            name: new.name,
+            profile_id: new.profile_id,
+            icon_png_path: new.icon_png_path,
+            multi_user: new.multi_user,
+            stop_when_everyone_leaves: new.stop_when_everyone_leaves,
+            pin: new.pin,
+            mode: new.mode.to_string(),
+            channels: new.channels,
+            app,
+            runner: parts.app.clone(),
+            display: parts.display.clone(),
+            sink: parts.sink.clone(),
+            members: Vec::new(),
+        };
+        self.lock().insert(id.clone(), lobby.clone());
+        if let Err(e) = self.save().await {
+            self.lock().remove(&id);
+            let _ = self.runners.stop_session(number, &parts).await;
+            return Err(e);
+        }
+        tracing::info!(lobby = %id, name = %lobby.name, number, "lobby created");
+        self.events.publish(Event::CreateLobbyEvent {
+            id: id.clone(),
+            name: lobby.name,
+            profile_id: lobby.profile_id,
+            multi_user: lobby.multi_user,
+            stop_when_everyone_leaves: lobby.stop_when_everyone_leaves,
+        });
+        Ok(id)
+    }
+
+    /// Session `session_id` joins: its client sees the lobby from now on.
+    pub async fn join(&self, id: &str, session_id: u32, pin: Option<&[u8]>) -> std::result::Result<(), LobbyError> {
+        let _c = self.changing.lock().await;
+        let lobby = self.get(id).ok_or(LobbyError::InvalidLobby)?;
+        if lobby.pin.as_deref() != pin {
+            return Err(LobbyError::InvalidPin);
+        }
+        let session = self.sessions.by_id(session_id).ok_or(LobbyError::SessionNotFound)?;
+        if !lobby.multi_user && lobby.members.iter().any(|m| *m != session_id) {
+            return Err(LobbyError::Full);
+        }
+        if let Some(old) = session.lobby.as_ref().filter(|l| l.id != id) {
+            if let Some(l) = self.lock().get_mut(&old.id) {
+                l.members.retain(|m| *m != session_id);
+            }
+        }
+        let link = lobby.link();
+        let linked = self.sessions.update_by_id_saved(session_id, |s| s.lobby = Some(link)).await;
+        match linked {
+            Ok(Some(())) => {}
+            Ok(None) => return Err(LobbyError::SessionNotFound),
+            Err(e) => return Err(LobbyError::Store(e)),
+        }
+        if let Some(l) = self.lock().get_mut(id)
+            && !l.members.contains(&session_id)
+        {
+            l.members.push(session_id);
+        }
+        self.save().await?;
+        self.switched(session_id);
+        tracing::info!(lobby = %id, session = session_id, "session joined the lobby");
+        self.events.publish(Event::JoinLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: session_id });
+        Ok(())
+    }
+
+    /// Session `session_id` leaves: its own app again. Unknown ids change nothing (as in Wolf).
+    pub async fn leave(&self, id: &str, session_id: u32) -> std::result::Result<(), LobbyError> {
+        let _c = self.changing.lock().await;
+        self.leave_locked(id, session_id).await
+    }
+
+    async fn leave_locked(&self, id: &str, session_id: u32) -> std::result::Result<(), LobbyError> {
+        let was_member = self.lock().get_mut(id).is_some_and(|l| {
+            let before = l.members.len();
+            l.members.retain(|m| *m != session_id);
+            before != l.members.len()
+        });
+        let in_it = self.sessions.by_id(session_id).is_some_and(|s| s.lobby.as_ref().is_some_and(|l| l.id == id));
+        if in_it {
+            let _ = self.sessions.update_by_id_saved(session_id, |s| s.lobby = None).await;
+            self.switched(session_id);
+        }
+        if !(was_member || in_it) {
+            return Ok(());
+        }
+        tracing::info!(lobby = %id, session = session_id, "session left the lobby");
+        self.events.publish(Event::LeaveLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: session_id });
+        let empty = self.get(id).is_some_and(|l| l.stop_when_everyone_leaves && l.members.is_empty());
+        if empty {
+            self.stop_locked(id).await?;
+        } else {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Stop a lobby: its sessions get their own apps back, its app, sink and display stop.
+    pub async fn stop(&self, id: &str, pin: Option<&[u8]>) -> std::result::Result<(), LobbyError> {
+        let _c = self.changing.lock().await;
+        let lobby = self.get(id).ok_or(LobbyError::InvalidLobby)?;
+        if lobby.pin.as_deref() != pin {
+            return Err(LobbyError::InvalidPin);
+        }
+        self.stop_locked(id).await
+    }
+
+    async fn stop_locked(&self, id: &str) -> std::result::Result<(), LobbyError> {
+        let Some(lobby) = self.get(id) else { return Ok(()) };
+        for s in self.sessions.list().iter().filter(|s| s.lobby.as_ref().is_some_and(|l| l.id == id)) {
+            let _ = self.sessions.update_by_id_saved(s.id, |s| s.lobby = None).await;
+            self.switched(s.id);
+            self.events.publish(Event::LeaveLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: s.id });
+        }
+        // The sessions' streams are restarted off its display before it goes.
+        if let Err(e) = self.runners.stop_session(lobby.number, &lobby.parts()).await {
+            tracing::warn!(lobby = %id, error = %e, "stopping the lobby's app");
+        }
+        self.lock().remove(id);
+        self.save().await?;
+        tracing::info!(lobby = %id, "lobby stopped");
+        self.events.publish(Event::StopLobbyEvent { lobby_id: id.to_owned() });
+        Ok(())
+    }
+
+    /// The session's sources changed: its streams restart on them, its input follows.
+    fn switched(&self, session_id: u32) {
+        let _ = self.streams.send(StreamCommand::Restart { session_id });
+        self.inputs.close(session_id);
+    }
+
+    /// Once a second: sessions that ended leave their lobbies, and a lobby whose app, display or
+    /// sink is gone stops.
+    pub async fn watch(&self) {
+        for lobby in self.list() {
+            let gone: Vec<u32> = lobby.members.iter().copied().filter(|m| !self.sessions.contains_id(*m)).collect();
+            for m in gone {
+                let _ = self.leave(&lobby.id, m).await;
+            }
+            if let Some(lost) = self.runners.lost(lobby.number, &lobby.parts()).await {
+                tracing::info!(lobby = %lobby.id, ?lost, "a part of the lobby is gone: stopping it");
+                let _c = self.changing.lock().await;
+                let _ = self.stop_locked(&lobby.id).await;
+            }
+        }
+    }
+}
+
+/// Start-up: the saved lobbies whose parts all still run are adopted; the rest are stopped.
+pub async fn reconcile(saved: Vec<Lobby>, runners: &Runners) -> Vec<Lobby> {
+    let mut adopted = Vec::new();
+    for l in saved {
+        if runners.lost(l.number, &l.parts()).await.is_none() {
+            if let Some(d) = &l.display {
+                runners.displays.adopt(d);
+            }
+            tracing::info!(lobby = %l.id, name = %l.name, "saved lobby adopted: its app still runs");
+            adopted.push(l);
+        } else {
+            if let Err(e) = runners.stop_session(l.number, &l.parts()).await {
+                tracing::warn!(lobby = %l.id, error = %e, "cleaning up a saved lobby");
+            }
+            tracing::info!(lobby = %l.id, "saved lobby's app is gone: cleaned up");
+        }
+    }
+    adopted
+}
+
+/// The lobbies file's path in `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
