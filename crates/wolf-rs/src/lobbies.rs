@@ -319,6 +319,16 @@ impl Lobbies {
         Ok(())
     }
 
+    /// Stop every lobby (shutdown with `stop_apps_on_shutdown`).
+    pub async fn stop_all(&self) {
+        let _c = self.changing.lock().await;
+        for l in self.list() {
+            if let Err(e) = self.stop_locked(&l.id).await {
+                tracing::warn!(lobby = %l.id, error = %e, "stopping a lobby at shutdown");
+            }
+        }
+    }
+
     /// The session's sources changed: its streams restart on them, its input follows.
     fn switched(&self, session_id: u32) {
         let _ = self.streams.send(StreamCommand::Restart { session_id });
