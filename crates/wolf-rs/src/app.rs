@@ -454,7 +454,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
             actx.lobbies.stop_all().await;
         }
         // With no session or lobby left to adopt it, the audio server goes too.
-        if actx.sessions.list().iter().all(|s| s.sink.is_none()) && actx.lobbies.list().iter().all(|l| l.sink.is_none()) {
+        if actx.sessions.list().iter().all(|s| s.sink.is_none()) && actx.lobbies.list().iter().all(|l| l.sink.is_none())
+        {
             let (a, t) = (actx.runners.audio.clone(), actx.runners.stop_timeout);
             let _ = tokio::task::spawn_blocking(move || a.stop_server(t)).await;
         }

@@ -1,5 +1,5 @@
-//! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`, `apps`,
-//! `healthcheck`, `version`.
+//! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`,
+//! `apps`, `lobbies`, `healthcheck`, `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +61,11 @@ pub enum Command {
     Apps {
         #[command(subcommand)]
         action: AppsAction,
+    },
+    /// Lobbies (apps with their own display that sessions join), through the running host's API.
+    Lobbies {
+        #[command(subcommand)]
+        action: LobbiesAction,
     },
     /// Exit 0 only when the host's /health answers 200 within 2 s (for Docker HEALTHCHECK).
     Healthcheck {
@@ -127,6 +132,43 @@ pub enum AppsAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LobbiesAction {
+    /// List the lobbies.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a lobby; prints its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The command line of its app (a process).
+        #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+        command: Option<String>,
+        /// The image of its app (a container).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long, default_value = "1920x1080x60")]
+        mode: String,
+        /// Digits a joining session must give.
+        #[arg(long)]
+        pin: Option<String>,
+        /// Admit more than one session.
+        #[arg(long)]
+        multi_user: bool,
+        /// Stop when the last session leaves.
+        #[arg(long)]
+        stop_when_everyone_leaves: bool,
+    },
+    /// Stop a lobby.
+    Stop {
+        id: String,
+        #[arg(long)]
+        pin: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClientsAction {
     /// List paired clients.
     List {
@@ -167,6 +209,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Clients { action } => clients_cmd(&paths, action).await,
         Command::Apps { action } => apps_cmd(&paths, action).await,
+        Command::Lobbies { action } => lobbies_cmd(&paths, action).await,
         Command::Sessions { action: SessionsAction::List { json } } => sessions_list(&paths, json).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::Version => {
@@ -373,6 +416,97 @@ async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
     };
     match admin::call_socket(&sock, "api", method, route, Some(body)).await {
         Ok(Some((s, _))) if s.is_success() => exit::OK,
+        Ok(Some((_, body))) => api_error(&body),
+        Ok(None) => api_not_running(&sock),
+        Err(e) => {
+            eprintln!("{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// A PIN as the API takes it: its digits.
+fn pin_digits(pin: &str) -> Option<Vec<u8>> {
+    pin.chars().map(|c| c.to_digit(10).map(|d| d as u8)).collect()
+}
+
+async fn lobbies_cmd(paths: &Paths, action: LobbiesAction) -> u8 {
+    use serde_json::json;
+    let sock = api_socket(paths).await;
+    let (route, body) = match action {
+        LobbiesAction::List { json } => {
+            return match admin::call_socket(&sock, "api", Method::GET, "/api/v1/lobbies", None).await {
+                Ok(Some((s, body))) if s.is_success() && json => {
+                    println!("{body}");
+                    exit::OK
+                }
+                Ok(Some((s, body))) if s.is_success() => {
+                    match serde_json::from_str::<crate::api::wire::LobbiesResponse>(&body) {
+                        Ok(r) => {
+                            for l in r.lobbies {
+                                let pin = if l.pin_required { "pin" } else { "open" };
+                                let members = l.connected_sessions.join(",");
+                                println!("{:<38} {:<24} {pin:<5} sessions: [{members}]", l.id, l.name);
+                            }
+                            exit::OK
+                        }
+                        Err(e) => {
+                            eprintln!("unexpected answer from the host: {e}");
+                            exit::FAILURE
+                        }
+                    }
+                }
+                Ok(Some((_, body))) => api_error(&body),
+                Ok(None) => api_not_running(&sock),
+                Err(e) => {
+                    eprintln!("{e}");
+                    exit::FAILURE
+                }
+            };
+        }
+        LobbiesAction::Create { name, command, image, mode, pin, multi_user, stop_when_everyone_leaves } => {
+            let Some(m) = wolf_protocol::launch::Mode::parse(&mode) else {
+                eprintln!("wolf-rs lobbies create: --mode {mode:?} is not WIDTHxHEIGHTxFPS");
+                return exit::USAGE;
+            };
+            let pin = match pin.as_deref().map(pin_digits) {
+                Some(None) => {
+                    eprintln!("wolf-rs lobbies create: --pin takes digits");
+                    return exit::USAGE;
+                }
+                Some(Some(d)) => Some(d),
+                None => None,
+            };
+            let runner = match (command, image) {
+                (Some(run_cmd), _) => json!({ "type": "process", "run_cmd": run_cmd }),
+                (None, Some(image)) => json!({ "type": "docker", "name": name, "image": image, "mounts": [],
+                    "env": [], "devices": [], "ports": [] }),
+                (None, None) => {
+                    eprintln!("wolf-rs lobbies create: give --command or --image");
+                    return exit::USAGE;
+                }
+            };
+            let body = json!({
+                "profile_id": "cli", "name": name, "multi_user": multi_user, "pin": pin,
+                "stop_when_everyone_leaves": stop_when_everyone_leaves,
+                "video_settings": { "width": m.width, "height": m.height, "refresh_rate": m.fps },
+                "audio_settings": { "channel_count": 2 }, "runner": runner,
+            });
+            ("/api/v1/lobbies/create", body)
+        }
+        LobbiesAction::Stop { id, pin } => {
+            let pin = pin.as_deref().and_then(pin_digits);
+            ("/api/v1/lobbies/stop", json!({ "lobby_id": id, "pin": pin }))
+        }
+    };
+    match admin::call_socket(&sock, "api", Method::POST, route, Some(body.to_string())).await {
+        Ok(Some((s, body))) if s.is_success() => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(id) = v["lobby_id"].as_str() {
+                println!("{id}");
+            }
+            exit::OK
+        }
         Ok(Some((_, body))) => api_error(&body),
         Ok(None) => api_not_running(&sock),
         Err(e) => {

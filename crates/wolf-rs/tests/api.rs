@@ -416,7 +416,7 @@ async fn a_session_added_through_the_api_streams_to_its_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_apps_command_lists_adds_and_removes_through_the_api() {
+async fn the_apps_and_lobbies_commands_work_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let _owned = wolf_testkit::KillOwned::new(dir.path());
     let mut host = wolf_testkit::host_process::spawn(dir.path(), ConfigBuilder::loopback().pin(PIN));
@@ -438,6 +438,18 @@ async fn the_apps_command_lists_adds_and_removes_through_the_api() {
     assert!(out.contains("comes from config.toml"), "{out}");
     assert_eq!(run(&host, &["apps", "remove", "tool-1"]).0, Some(0));
     assert!(!run(&host, &["apps", "list"]).1.contains("tool-1"));
+
+    let create = ["lobbies", "create", "--name", "Shared", "--command", "sh -c 'exec sleep 600'"];
+    let (code, out) = run(&host, &[&create[..], &["--mode", "640x360x30", "--pin", "12"]].concat());
+    assert_eq!(code, Some(0), "{out}");
+    let id = out.trim().to_owned();
+    let (_, out) = run(&host, &["lobbies", "list"]);
+    assert!(out.lines().any(|l| l.starts_with(&id) && l.contains("Shared") && l.contains("pin")), "{out}");
+    let (code, out) = run(&host, &["lobbies", "stop", &id]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Invalid PIN"), "{out}");
+    assert_eq!(run(&host, &["lobbies", "stop", &id, "--pin", "12"]).0, Some(0));
+    assert!(!run(&host, &["lobbies", "list"]).1.contains(&id));
     host.kill9();
     let (code, out) = run(&host, &["apps", "list"]);
     assert_eq!(code, Some(4), "not running: {out}");
