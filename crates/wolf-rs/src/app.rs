@@ -75,6 +75,8 @@ pub struct Running {
     pub https_port: u16,
     pub rtsp_port: u16,
     pub health_port: u16,
+    /// The API's TCP address, when `[api] tcp` is set.
+    pub api_tcp: Option<std::net::SocketAddr>,
     pub ctx: Arc<HostContext>,
     pub gate: Arc<HandshakeGate>,
     pub health: Arc<Health>,
@@ -249,9 +251,10 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
     let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
     let api = match config.api.enabled {
-        true => Some(crate::api::ApiServer::bind(&crate::api::socket_path(&config.api, &paths.state_dir)).await?),
+        true => Some(crate::api::ApiServer::bind(&config.api, &paths.state_dir).await?),
         false => None,
     };
+    let api_tcp = api.as_ref().and_then(crate::api::ApiServer::tcp_addr);
     let inputs = Arc::new(crate::input::Inputs::new(sessions.clone(), metrics.clone()));
     let control = ControlChannel::spawn(
         control_socket,
@@ -481,6 +484,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         https_port,
         rtsp_port,
         health_port,
+        api_tcp,
         ctx,
         gate,
         health,

@@ -454,3 +454,44 @@ async fn the_apps_and_lobbies_commands_work_through_the_api() {
     let (code, out) = run(&host, &["apps", "list"]);
     assert_eq!(code, Some(4), "not running: {out}");
 }
+
+/// One raw HTTP/1.0 request on TCP: the whole answer.
+async fn tcp_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n{auth}\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text)).await.unwrap().unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_may_share_the_socket_and_tcp_needs_the_token() {
+    let gid = unsafe { libc::getgid() };
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| {
+        c.api.group = gid.to_string();
+        c.api.tcp = "0".into();
+    }))
+    .await;
+    let meta = std::fs::metadata(socket(&host)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
+    let addr = host.running().api_tcp.expect("the API listens on TCP");
+    assert!(addr.ip().is_loopback(), "a bare port is loopback's");
+    let token = std::fs::read_to_string(host.dir.path().join(wolf_rs::api::TOKEN_FILE)).unwrap();
+    let mode = std::fs::metadata(host.dir.path().join(wolf_rs::api::TOKEN_FILE)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for auth in [None, Some("Bearer nope".to_owned()), Some(format!("Basic {token}"))] {
+        let answer = tcp_get(addr, "/api/v1/apps", auth.as_deref()).await;
+        assert!(answer.starts_with("HTTP/1.0 401"), "{auth:?}: {answer}");
+    }
+    let answer = tcp_get(addr, "/api/v1/apps", Some(&format!("Bearer {token}"))).await;
+    assert!(answer.starts_with("HTTP/1.0 200") && answer.contains("Test pattern"), "{answer}");
+    // The socket needs none.
+    assert_eq!(get(&socket(&host), "/api/v1/apps").await.0, StatusCode::OK);
+    host.stop().await;
+
+    // A malformed address is a config error naming the key.
+    let issues = wolf_rs::config::Config::parse("[api]\ntcp = \"here\"\n", &Default::default()).unwrap_err();
+    assert!(issues.iter().any(|i| i.key == "api.tcp"), "{issues:?}");
+}

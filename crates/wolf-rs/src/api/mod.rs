@@ -59,12 +59,47 @@ pub fn socket_path(config: &crate::config::Api, state_dir: &Path) -> PathBuf {
 pub struct ApiServer {
     listener: UnixListener,
     path: PathBuf,
+    /// `[api] tcp`: its listener and the bearer token every request there must carry.
+    tcp: Option<(tokio::net::TcpListener, Arc<String>)>,
+}
+
+/// The TCP listener's token file in the state dir.
+pub const TOKEN_FILE: &str = "api_token";
+
+/// The bearer token for the TCP listener: read, or made (32 random bytes, hex, mode 0600).
+fn token(state_dir: &Path) -> Result<String> {
+    let path = state_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::with_source(ErrorKind::Store, format!("reading {}", path.display()), e)),
+    }
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::new(ErrorKind::Store, "no randomness for the API token"))?;
+    let t = hex::encode(bytes);
+    crate::state::atomic::write_atomic(&path, t.as_bytes(), 0o600)?;
+    Ok(t)
+}
+
+/// A group name or number as a gid.
+fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let name = std::ffi::CString::new(group).ok()?;
+    // SAFETY: getgrnam reads the NUL-terminated name; the record it returns is read at once, on
+    // the start-up path, before anything else could call it.
+    let g = unsafe { libc::getgrnam(name.as_ptr()) };
+    // SAFETY: non-null: a valid group record.
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
 impl ApiServer {
-    /// Bind the socket (its folder made if missing). A socket that answers means another host
-    /// serves it: an error; a stale one is replaced.
-    pub async fn bind(path: &Path) -> Result<ApiServer> {
+    /// Bind the socket (its folder made if missing; shared with `[api] group`), and `[api] tcp`.
+    /// A socket that answers means another host serves it: an error; a stale one is replaced.
+    pub async fn bind(config: &crate::config::Api, state_dir: &Path) -> Result<ApiServer> {
+        let path = &socket_path(config, state_dir);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).or_err(ErrorKind::Bind, || format!("creating {}", dir.display()))?;
         }
@@ -78,41 +113,130 @@ impl ApiServer {
             std::fs::remove_file(path).or_err(ErrorKind::Bind, || format!("removing stale {}", path.display()))?;
         }
         let listener = UnixListener::bind(path).or_err(ErrorKind::Bind, || format!("binding {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .or_err(ErrorKind::Bind, || format!("chmod 600 {}", path.display()))?;
-        Ok(ApiServer { listener, path: path.to_owned() })
+        let mode = if config.group.is_empty() {
+            0o600
+        } else {
+            let gid = group_id(&config.group)
+                .ok_or_else(|| Error::new(ErrorKind::Config, format!("api.group: no group {:?}", config.group)))?;
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .or_err(ErrorKind::Bind, || format!("giving {} to group {}", path.display(), config.group))?;
+            0o660
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .or_err(ErrorKind::Bind, || format!("chmod {mode:o} {}", path.display()))?;
+        let tcp = match config.tcp_addr().map_err(|e| Error::new(ErrorKind::Config, format!("api.tcp: {e}")))? {
+            None => None,
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .or_err(ErrorKind::Bind, || format!("binding the API on {addr}"))?;
+                tracing::info!(%addr, token_file = %state_dir.join(TOKEN_FILE).display(), "API on TCP too, with a bearer token");
+                Some((l, Arc::new(token(state_dir)?)))
+            }
+        };
+        Ok(ApiServer { listener, path: path.to_owned(), tcp })
     }
 
     pub async fn run(self, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let subscribers = Arc::new(Subscribers::default());
+        let shared = Arc::new(Shared {
+            ctx,
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            subscribers: Arc::new(Subscribers::default()),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
+        let tcp = self.tcp.map(|(l, token)| {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Some(permit) = s.permit().await else { break };
+                    let accepted = tokio::select! {
+                        _ = s.shutdown.cancelled() => break,
+                        a = l.accept() => a,
+                    };
+                    match accepted {
+                        Ok((stream, _)) => s.serve(stream, permit, Some(token.clone())),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            })
+        });
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => p,
-            };
-            let Ok(permit) = permit else { break };
+            let Some(permit) = shared.permit().await else { break };
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.listener.accept() => a,
             };
-            let Ok((stream, _)) = accepted else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let (ctx, subs, sd) = (ctx.clone(), subscribers.clone(), shutdown.clone());
-            tracker.spawn(async move {
-                let _permit = permit;
-                let svc = service_fn(move |req| {
-                    let (ctx, subs, sd) = (ctx.clone(), subs.clone(), sd.clone());
-                    async move { Ok::<_, Infallible>(route(&ctx, &subs, &sd, req).await) }
-                });
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT);
-                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
-            });
+            match accepted {
+                Ok((stream, _)) => shared.serve(stream, permit, None),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        if let Some(t) = tcp {
+            let _ = t.await;
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What both listeners serve with.
+struct Shared {
+    ctx: Arc<HostContext>,
+    permits: Arc<Semaphore>,
+    subscribers: Arc<Subscribers>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    /// A connection slot; `None` at shutdown.
+    async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            p = self.permits.clone().acquire_owned() => p.ok(),
+        }
+    }
+
+    /// One connection, one request; with `token`, only a request that carries it is answered.
+    fn serve<S>(self: &Arc<Self>, stream: S, permit: tokio::sync::OwnedSemaphorePermit, token: Option<Arc<String>>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let s = self.clone();
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (s, token) = (s.clone(), token.clone());
+                async move {
+                    if let Some(t) = token
+                        && !bearer_matches(&req, &t)
+                    {
+                        return Ok::<_, Infallible>(fail(
+                            StatusCode::UNAUTHORIZED,
+                            "This API port needs Authorization: Bearer <the token in the state dir's api_token>",
+                        ));
+                    }
+                    Ok::<_, Infallible>(route(&s.ctx, &s.subscribers, &s.shutdown, req).await)
+                }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT);
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+/// Does the request carry `Authorization: Bearer <token>`? Compared in constant time.
+fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
+    let given = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(given) = given.and_then(|v| v.strip_prefix("Bearer ")) else { return false };
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.trim().as_bytes(), token.as_bytes()).is_ok()
+}
+
+impl ApiServer {
+    /// The TCP listener's address, when `[api] tcp` is set.
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 }
 

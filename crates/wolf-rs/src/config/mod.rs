@@ -277,11 +277,30 @@ pub struct Api {
     pub enabled: bool,
     /// The socket (env `WOLF_SOCKET_PATH`, Wolf's name); empty: `<state dir>/wolf.sock`.
     pub socket: String,
+    /// A group (name or number) that may use the socket too (mode 0660); empty: only this user.
+    pub group: String,
+    /// Also serve the API on TCP here (`PORT` for loopback, or `ADDRESS:PORT`), each request with
+    /// `Authorization: Bearer <the token in <state dir>/api_token>`; empty: no TCP.
+    pub tcp: String,
 }
 
 impl Default for Api {
     fn default() -> Self {
-        Api { enabled: true, socket: String::new() }
+        Api { enabled: true, socket: String::new(), group: String::new(), tcp: String::new() }
+    }
+}
+
+impl Api {
+    /// `tcp` as an address: a bare port is loopback's. `None` when empty; an error when malformed.
+    pub fn tcp_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let t = self.tcp.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(port) = t.parse::<u16>() {
+            return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        t.parse().map(Some).map_err(|_| format!("{t:?} is not PORT or ADDRESS:PORT"))
     }
 }
 

@@ -395,6 +395,9 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
             format!("{:?} is not an IP address (e.g. \"0.0.0.0\" or \"::\")", cfg.bind_address),
         );
     }
+    if let Err(e) = cfg.api.tcp_addr() {
+        report("api.tcp".into(), e);
+    }
     let p = &cfg.ports;
     let ports = [
         ("ports.http", p.http),
