@@ -1,7 +1,6 @@
 //! The local admin socket (`<state dir>/admin.sock`, mode 0600): what `wolf-rs pair` and
 //! `wolf-rs clients` talk to. Never on the public ports.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::error::{Error, ErrorKind, Result};
 use crate::gamestream::HostContext;
 use crate::gamestream::handlers::submit_pin_admin;
 use crate::state::clients::{PairedClient, matches_selector};
@@ -64,20 +63,9 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Bind the socket. A live socket means another host uses this state dir: an error.
+    /// Bind the socket (mode 0600). A live socket means another host uses this state dir: an error.
     pub async fn bind(path: &Path) -> Result<AdminServer> {
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(Error::new(
-                    ErrorKind::Bind,
-                    format!("{} answers: another wolf-rs is running with this state directory", path.display()),
-                ));
-            }
-            std::fs::remove_file(path).or_err(ErrorKind::Bind, || format!("removing stale {}", path.display()))?;
-        }
-        let listener = UnixListener::bind(path).or_err(ErrorKind::Bind, || format!("binding {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .or_err(ErrorKind::Bind, || format!("chmod 600 {}", path.display()))?;
+        let listener = crate::net::unix::bind(path, 0o600).await?;
         Ok(AdminServer { listener, path: path.to_owned() })
     }
 

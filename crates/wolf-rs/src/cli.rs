@@ -349,34 +349,19 @@ async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
     let sock = api_socket(paths).await;
     let (method, route, body) = match action {
         AppsAction::List { json } => {
-            return match admin::call_socket(&sock, "api", Method::GET, "/api/v1/apps", None).await {
-                Ok(Some((s, body))) if s.is_success() && json => {
-                    println!("{body}");
-                    exit::OK
-                }
-                Ok(Some((s, body))) if s.is_success() => match serde_json::from_str::<AppsResponse>(&body) {
-                    Ok(r) => {
-                        for a in r.apps {
-                            let runner = match a.runner {
-                                Runner::Process { run_cmd } => format!("process: {run_cmd}"),
-                                Runner::Docker { image, .. } => format!("docker: {image}"),
-                            };
-                            println!("{:<38} {:<24} {runner}", a.id, a.title);
-                        }
-                        exit::OK
-                    }
-                    Err(e) => {
-                        eprintln!("unexpected answer from the host: {e}");
-                        exit::FAILURE
-                    }
-                },
-                Ok(Some((_, body))) => api_error(&body),
-                Ok(None) => api_not_running(&sock),
-                Err(e) => {
-                    eprintln!("{e}");
-                    exit::FAILURE
-                }
-            };
+            return api_list(&sock, "/api/v1/apps", json, |r: AppsResponse| {
+                r.apps
+                    .into_iter()
+                    .map(|a| {
+                        let runner = match a.runner {
+                            Runner::Process { run_cmd } => format!("process: {run_cmd}"),
+                            Runner::Docker { image, .. } => format!("docker: {image}"),
+                        };
+                        format!("{:<38} {:<24} {runner}", a.id, a.title)
+                    })
+                    .collect()
+            })
+            .await;
         }
         AppsAction::Add { title, id, command, image, env, mount, desktop } => {
             let runner = match (command, image) {
@@ -414,10 +399,36 @@ async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
         }
         AppsAction::Remove { id } => (Method::POST, "/api/v1/apps/delete", serde_json::json!({ "id": id }).to_string()),
     };
-    match admin::call_socket(&sock, "api", method, route, Some(body)).await {
-        Ok(Some((s, _))) if s.is_success() => exit::OK,
+    api_post(&sock, method, route, body).await.map_or_else(|code| code, |_| exit::OK)
+}
+
+/// GET `route` on the API and print the answer: as it came with `json`, else the lines `lines`
+/// makes of it.
+async fn api_list<T: serde::de::DeserializeOwned>(
+    sock: &std::path::Path,
+    route: &str,
+    json: bool,
+    lines: impl Fn(T) -> Vec<String>,
+) -> u8 {
+    match admin::call_socket(sock, "api", Method::GET, route, None).await {
+        Ok(Some((s, body))) if s.is_success() && json => {
+            println!("{body}");
+            exit::OK
+        }
+        Ok(Some((s, body))) if s.is_success() => match serde_json::from_str::<T>(&body) {
+            Ok(r) => {
+                for l in lines(r) {
+                    println!("{l}");
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("unexpected answer from the host: {e}");
+                exit::FAILURE
+            }
+        },
         Ok(Some((_, body))) => api_error(&body),
-        Ok(None) => api_not_running(&sock),
+        Ok(None) => api_not_running(sock),
         Err(e) => {
             eprintln!("{e}");
             exit::FAILURE
@@ -435,34 +446,16 @@ async fn lobbies_cmd(paths: &Paths, action: LobbiesAction) -> u8 {
     let sock = api_socket(paths).await;
     let (route, body) = match action {
         LobbiesAction::List { json } => {
-            return match admin::call_socket(&sock, "api", Method::GET, "/api/v1/lobbies", None).await {
-                Ok(Some((s, body))) if s.is_success() && json => {
-                    println!("{body}");
-                    exit::OK
-                }
-                Ok(Some((s, body))) if s.is_success() => {
-                    match serde_json::from_str::<crate::api::wire::LobbiesResponse>(&body) {
-                        Ok(r) => {
-                            for l in r.lobbies {
-                                let pin = if l.pin_required { "pin" } else { "open" };
-                                let members = l.connected_sessions.join(",");
-                                println!("{:<38} {:<24} {pin:<5} sessions: [{members}]", l.id, l.name);
-                            }
-                            exit::OK
-                        }
-                        Err(e) => {
-                            eprintln!("unexpected answer from the host: {e}");
-                            exit::FAILURE
-                        }
-                    }
-                }
-                Ok(Some((_, body))) => api_error(&body),
-                Ok(None) => api_not_running(&sock),
-                Err(e) => {
-                    eprintln!("{e}");
-                    exit::FAILURE
-                }
-            };
+            return api_list(&sock, "/api/v1/lobbies", json, |r: crate::api::wire::LobbiesResponse| {
+                r.lobbies
+                    .into_iter()
+                    .map(|l| {
+                        let pin = if l.pin_required { "pin" } else { "open" };
+                        format!("{:<38} {:<24} {pin:<5} sessions: [{}]", l.id, l.name, l.connected_sessions.join(","))
+                    })
+                    .collect()
+            })
+            .await;
         }
         LobbiesAction::Create { name, command, image, mode, pin, multi_user, stop_when_everyone_leaves } => {
             let Some(m) = wolf_protocol::launch::Mode::parse(&mode) else {
@@ -499,19 +492,31 @@ async fn lobbies_cmd(paths: &Paths, action: LobbiesAction) -> u8 {
             ("/api/v1/lobbies/stop", json!({ "lobby_id": id, "pin": pin }))
         }
     };
-    match admin::call_socket(&sock, "api", Method::POST, route, Some(body.to_string())).await {
-        Ok(Some((s, body))) if s.is_success() => {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if let Some(id) = v["lobby_id"].as_str() {
+    match api_post(&sock, Method::POST, route, body.to_string()).await {
+        Ok(answer) => {
+            if let Some(id) = answer["lobby_id"].as_str() {
                 println!("{id}");
             }
             exit::OK
         }
-        Ok(Some((_, body))) => api_error(&body),
-        Ok(None) => api_not_running(&sock),
+        Err(code) => code,
+    }
+}
+
+/// A request with a body to the API: its JSON answer, or the exit code after saying what failed.
+async fn api_post(
+    sock: &std::path::Path,
+    method: Method,
+    route: &str,
+    body: String,
+) -> std::result::Result<serde_json::Value, u8> {
+    match admin::call_socket(sock, "api", method, route, Some(body)).await {
+        Ok(Some((s, body))) if s.is_success() => Ok(serde_json::from_str(&body).unwrap_or_default()),
+        Ok(Some((_, body))) => Err(api_error(&body)),
+        Ok(None) => Err(api_not_running(sock)),
         Err(e) => {
             eprintln!("{e}");
-            exit::FAILURE
+            Err(exit::FAILURE)
         }
     }
 }

@@ -4,15 +4,13 @@
 //! stable. Each must return normally for any input; the asserts are invariants (round trips).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::SystemTime;
 
 use crate::config::{Config, Env};
 use crate::gamestream::handlers;
 use crate::net::limit::TrustedProxies;
 use crate::rtsp::{Addressed, HostInfo, answer};
-use crate::runners::RunnerHandle;
 use crate::sessions::store::{self, SessionPorts, SessionsFile};
-use crate::sessions::{Mode, RtspProgress, Session, SessionState, Sessions};
+use crate::sessions::{Mode, RtspProgress, Session, Sessions};
 use crate::state::clients::{self, ClientsFile};
 use crate::state::identity::Identity;
 use crate::state::versioned::{self, Parsed};
@@ -137,23 +135,15 @@ pub fn rtsp_session(data: &[u8]) {
         _ => (Addressed::Address(ip), false),
     };
     let session = Session {
-        id: 7,
         client_fingerprint: "fuzz".into(),
         client_ip: ip,
         app_id: 1,
         mode: Mode { width: 1280, height: 720, fps: 60 },
         rikey: [0x42; 16],
-        rikeyid: 0,
         surround_audio_info: 196_610,
-        created: SystemTime::UNIX_EPOCH,
-        updated: SystemTime::UNIX_EPOCH,
-        state: SessionState::Paused,
-        runner: RunnerHandle::None,
-        display: None,
-        sink: None,
         ports: SessionPorts { rtsp: 48010, video: 47998, audio: 48000, control: 47999 },
         rtsp: RtspProgress { encrypted, ..RtspProgress::default() },
-        lobby: None,
+        ..Session::placeholder(7)
     };
     let sessions = Sessions::default();
     sessions.restore(vec![session]);

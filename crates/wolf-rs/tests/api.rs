@@ -495,3 +495,42 @@ async fn a_group_may_share_the_socket_and_tcp_needs_the_token() {
     let issues = wolf_rs::config::Config::parse("[api]\ntcp = \"here\"\n", &Default::default()).unwrap_err();
     assert!(issues.iter().any(|i| i.key == "api.tcp"), "{issues:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_costs_a_bounded_buffer_and_loses_the_oldest() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let sock = socket(&host);
+    // Subscribed, never read: the socket's buffers fill, then the host's bounded queue.
+    let mut stalled = UnixStream::connect(&sock).await.unwrap();
+    stalled.write_all(b"GET /api/v1/events HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut reader = subscribe(&sock).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = host.running().ctx.events.clone();
+    let title = "x".repeat(200);
+    let metrics = host.running().ctx.metrics.clone();
+    let dropped = || metrics.api_events_dropped.with_label_values(&["slow_subscriber"]).get();
+    // Far more than any buffer holds, in bursts (the reader keeps up between them).
+    for burst in 0..200 {
+        for i in 0..200 {
+            events.publish(wolf_rs::events::Event::AppAdded { id: format!("{burst}-{i}"), title: title.clone() });
+        }
+        while reader.try_recv().is_ok() {}
+        tokio::task::yield_now().await;
+        if dropped() > 0 && burst > 20 {
+            break;
+        }
+    }
+    until("the stalled subscriber's losses are counted", || dropped() > 0).await;
+    // The host still answers, and a reader that keeps up still gets what comes next.
+    assert_eq!(get(&sock, "/api/v1/apps").await.0, StatusCode::OK);
+    events.publish(wolf_rs::events::Event::StopLobbyEvent { lobby_id: "last".into() });
+    loop {
+        let (name, data) = next(&mut reader).await;
+        if name == "wolf::core::events::StopLobbyEvent" {
+            assert_eq!(data["lobby_id"], "last");
+            break;
+        }
+    }
+    drop(stalled);
+    host.stop().await;
+}

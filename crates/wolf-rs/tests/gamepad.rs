@@ -7,35 +7,24 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use evdev::{AbsoluteAxisCode, Device, EventSummary, FFEffectData, FFEffectKind, FFReplay, FFTrigger, KeyCode};
 use wolf_protocol::input::{ControllerState, ControllerType, InputEvent, buttons, capabilities};
 use wolf_rs::input::{Inputs, PadChange};
-use wolf_rs::runners::RunnerHandle;
-use wolf_rs::sessions::{Mode, RtspProgress, Session, SessionPorts, SessionState, Sessions};
+use wolf_rs::sessions::{Mode, Session, SessionState, Sessions};
 
 const PAD: &str = "Microsoft X-Box One pad (wolf-rs)";
 
 fn session() -> Session {
     Session {
-        id: 1,
         client_fingerprint: "guest".into(),
         client_ip: [127, 0, 0, 1].into(),
         app_id: 1,
         mode: Mode { width: 1280, height: 720, fps: 60 },
         rikey: [7; 16],
-        rikeyid: 1,
-        surround_audio_info: 196_610,
-        created: SystemTime::now(),
-        updated: SystemTime::now(),
         state: SessionState::Streaming,
-        runner: RunnerHandle::None,
-        display: None,
-        sink: None,
-        ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
-        rtsp: RtspProgress::default(),
-        lobby: None,
+        ..Session::placeholder(1)
     }
 }
 

@@ -156,6 +156,7 @@ async fn keys_text_and_the_mouse_reach_the_app_in_order() {
     r.send(&sent);
     let got = r.lines(want.len()).await;
     assert_eq!(got, want, "the app saw exactly what the client sent, in order");
+    println!("what the app on the session's display saw ({} events):\n{}", got.len(), got.join("\n"));
 
     let m = r.host.running().ctx.metrics.render().unwrap();
     assert!(m.contains("wolf_input_events_total{kind=\"keyboard\"} 14"), "{m}");

@@ -28,7 +28,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,27 +103,15 @@ impl ApiServer {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).or_err(ErrorKind::Bind, || format!("creating {}", dir.display()))?;
         }
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(Error::new(
-                    ErrorKind::Bind,
-                    format!("{} answers: another host serves the API there", path.display()),
-                ));
-            }
-            std::fs::remove_file(path).or_err(ErrorKind::Bind, || format!("removing stale {}", path.display()))?;
-        }
-        let listener = UnixListener::bind(path).or_err(ErrorKind::Bind, || format!("binding {}", path.display()))?;
-        let mode = if config.group.is_empty() {
-            0o600
-        } else {
+        let listener = crate::net::unix::bind(path, 0o600).await?;
+        if !config.group.is_empty() {
             let gid = group_id(&config.group)
                 .ok_or_else(|| Error::new(ErrorKind::Config, format!("api.group: no group {:?}", config.group)))?;
             std::os::unix::fs::chown(path, None, Some(gid))
                 .or_err(ErrorKind::Bind, || format!("giving {} to group {}", path.display(), config.group))?;
-            0o660
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .or_err(ErrorKind::Bind, || format!("chmod {mode:o} {}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .or_err(ErrorKind::Bind, || format!("chmod 660 {}", path.display()))?;
+        }
         let tcp = match config.tcp_addr().map_err(|e| Error::new(ErrorKind::Config, format!("api.tcp: {e}")))? {
             None => None,
             Some(addr) => {

@@ -1,10 +1,11 @@
 //! Networking building blocks: TLS (verifier, handshake gate), connection limits, interface facts,
-//! the accept loop, and one HTTP/1.1 request for the CLI.
+//! the accept loop, the local unix sockets, and one HTTP/1.1 request for the CLI.
 
 pub mod http1;
 pub mod iface;
 pub mod limit;
 pub mod tls;
+pub mod unix;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -79,7 +79,8 @@ impl Session {
         allowed
     }
 
-    /// A session with nothing but its id (what start-up keeps for a lobby's parts).
+    /// A session with nothing but its id: what start-up keeps a lobby's parts as; tests and the
+    /// fuzz harness fill in the rest.
     pub fn placeholder(id: u32) -> Session {
         Session {
             id,
@@ -493,23 +494,14 @@ mod tests {
 
     fn session(fp: &str) -> Session {
         Session {
-            id: 0,
             client_fingerprint: fp.into(),
             client_ip: "10.0.0.1".parse().unwrap(),
             app_id: 1,
             mode: Mode { width: 1280, height: 720, fps: 60 },
-            rikey: [0; 16],
             rikeyid: 1,
-            surround_audio_info: 0,
-            created: SystemTime::now(),
-            updated: SystemTime::now(),
             state: SessionState::Launching,
-            runner: RunnerHandle::None,
-            display: None,
-            sink: None,
             ports: SessionPorts { rtsp: 1, video: 2, audio: 3, control: 4 },
-            rtsp: RtspProgress::default(),
-            lobby: None,
+            ..Session::placeholder(0)
         }
     }
 
