@@ -84,8 +84,9 @@ pub enum StreamCommand {
     /// once the stream threads are joined (a session's display outlives its capture).
     Stop { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
     /// The session's sources changed (it joined or left a lobby): its running streams stop and
-    /// start again to the same client, numbering and encryption carried on.
-    Restart { session_id: u32 },
+    /// start again to the same client, numbering and encryption carried on; `done` is told once
+    /// the old streams are joined (so the display they captured may go).
+    Restart { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
 }
 
 /// Keyframes asked for by clients (IDR requests on the control channel), by session id; the video

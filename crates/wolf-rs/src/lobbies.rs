@@ -254,9 +254,15 @@ impl Lobbies {
             l.members.push(session_id);
         }
         self.save().await?;
-        self.switched(session_id);
+        let _ = self.switched(session_id);
         tracing::info!(lobby = %id, session = session_id, "session joined the lobby");
         self.events.publish(Event::JoinLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: session_id });
+        // The lobby it came from may be empty now.
+        if let Some(old) = session.lobby.filter(|l| l.id != id)
+            && self.get(&old.id).is_some_and(|l| l.stop_when_everyone_leaves && l.members.is_empty())
+        {
+            self.stop_locked(&old.id).await?;
+        }
         Ok(())
     }
 
@@ -275,7 +281,8 @@ impl Lobbies {
         let in_it = self.sessions.by_id(session_id).is_some_and(|s| s.lobby.as_ref().is_some_and(|l| l.id == id));
         if in_it {
             let _ = self.sessions.update_by_id_saved(session_id, |s| s.lobby = None).await;
-            self.switched(session_id);
+            // Before the lobby can stop below, its display must be free of this session's streams.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.switched(session_id)).await;
         }
         if !(was_member || in_it) {
             return Ok(());
@@ -303,12 +310,17 @@ impl Lobbies {
 
     async fn stop_locked(&self, id: &str) -> std::result::Result<(), LobbyError> {
         let Some(lobby) = self.get(id) else { return Ok(()) };
+        let mut restarted = Vec::new();
         for s in self.sessions.list().iter().filter(|s| s.lobby.as_ref().is_some_and(|l| l.id == id)) {
             let _ = self.sessions.update_by_id_saved(s.id, |s| s.lobby = None).await;
-            self.switched(s.id);
+            restarted.push(self.switched(s.id));
             self.events.publish(Event::LeaveLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: s.id });
         }
-        // The sessions' streams are restarted off its display before it goes.
+        // Its display and sink go only once no stream captures them any more (bounded: a sender
+        // thread joins within its frame wait).
+        for done in restarted {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), done).await;
+        }
         if let Err(e) = self.runners.stop_session(lobby.number, &lobby.parts()).await {
             tracing::warn!(lobby = %id, error = %e, "stopping the lobby's app");
         }
@@ -329,10 +341,13 @@ impl Lobbies {
         }
     }
 
-    /// The session's sources changed: its streams restart on them, its input follows.
-    fn switched(&self, session_id: u32) {
-        let _ = self.streams.send(StreamCommand::Restart { session_id });
+    /// The session's sources changed: its streams restart on them, its input follows. The
+    /// receiver hears when the old streams are joined.
+    fn switched(&self, session_id: u32) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, joined) = tokio::sync::oneshot::channel();
+        let _ = self.streams.send(StreamCommand::Restart { session_id, done: Some(done) });
         self.inputs.close(session_id);
+        joined
     }
 
     /// Once a second: sessions that ended leave their lobbies, and a lobby whose app, display or

@@ -288,12 +288,15 @@ impl Streams {
                         this.start(session_id, &mut running, &shutdown, &tracker);
                     }
                 }
-                Some(StreamCommand::Restart { session_id }) => {
+                Some(StreamCommand::Restart { session_id, done }) => {
                     // Only streams that run; the client's addresses are kept.
                     if let Some(r) = running.remove(&session_id) {
                         stop(r).await;
                         tracing::info!(session = session_id, "streams restart with the session's new sources");
                         this.start(session_id, &mut running, &shutdown, &tracker);
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
                 Some(StreamCommand::Stop { session_id, done }) => {
