@@ -254,7 +254,8 @@ impl Lobbies {
             l.members.push(session_id);
         }
         self.save().await?;
-        let _ = self.switched(session_id);
+        // Answered once the session's old streams are joined and the new ones start.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.switched(session_id)).await;
         tracing::info!(lobby = %id, session = session_id, "session joined the lobby");
         self.events.publish(Event::JoinLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: session_id });
         // The lobby it came from may be empty now.
