@@ -136,9 +136,9 @@ async fn systemd_gets_ready_and_watchdog_notifications() {
     assert!(got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2, "{got:?}");
 }
 
-/// A start-up step that blocks (an app icon that is a FIFO here; a file on a hung network mount in
-/// life) is named by the watchdog, which exits so the supervisor restarts the host: never a host
-/// that stays alive, unready and silent.
+/// A start-up step that blocks (an app icon that is a FIFO here, read with the apps; a file on a
+/// hung network mount in life) is named by the watchdog, which exits so the supervisor restarts
+/// the host: never a host that stays alive, unready and silent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_up_step_that_blocks_is_named_and_exits() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +150,6 @@ async fn a_start_up_step_that_blocks_is_named_and_exits() {
     let status = host.exit_status(limit).await;
     assert_eq!(status.code(), Some(EXIT_CODE), "log:\n{}", host.log());
     let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
-    assert!(marker.contains("hung=startup:app-icons"), "{marker}");
-    assert!(host.log().contains("startup:app-icons"), "the log names the step:\n{}", host.log());
+    assert!(marker.contains("hung=startup:apps"), "{marker}");
+    assert!(host.log().contains("startup:apps"), "the log names the step:\n{}", host.log());
 }
