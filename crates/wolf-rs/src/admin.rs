@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::gamestream::HostContext;
-use crate::gamestream::handlers::submit_pin_admin;
+use crate::gamestream::Context as HostContext;
+
 use crate::state::clients::{PairedClient, matches_selector};
 
 pub const SOCKET_NAME: &str = "admin.sock";
@@ -110,7 +110,7 @@ fn err(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
 async fn route(ctx: &HostContext, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/pairings") => json(StatusCode::OK, &ctx.pairing.waiting()),
+        (Method::GET, "/pairings") => json(StatusCode::OK, &ctx.host.pairing.waiting()),
         (Method::POST, "/pairings/pin") => {
             let body = match Limited::new(req.into_body(), 4096).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -122,18 +122,18 @@ async fn route(ctx: &HostContext, req: Request<Incoming>) -> Response<Full<Bytes
                     return err(StatusCode::BAD_REQUEST, format!("expected {{\"pin\", \"secret\"?}}: {e}"));
                 }
             };
-            match submit_pin_admin(ctx, &r.pin, r.secret.as_deref()) {
+            match ctx.host.pairing.submit_pin(r.secret.as_deref(), r.pin.clone()) {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
-                Err(m) => err(StatusCode::CONFLICT, m),
+                Err(m) => err(StatusCode::CONFLICT, m.to_string()),
             }
         }
         (Method::GET, "/sessions") => {
             let list: Vec<crate::sessions::SessionRecord> =
-                ctx.sessions.list().iter().map(|s| s.record(ctx.sessions.last_activity(s.id))).collect();
+                ctx.host.sessions.list().iter().map(|s| s.record(ctx.host.sessions.last_activity(s.id))).collect();
             json(StatusCode::OK, &list)
         }
         (Method::GET, "/clients") => {
-            let list: Vec<ClientView> = ctx.clients.list().iter().map(ClientView::from).collect();
+            let list: Vec<ClientView> = ctx.host.clients.list().iter().map(ClientView::from).collect();
             json(StatusCode::OK, &list)
         }
         (Method::DELETE, p) if p.starts_with("/clients/") => {
@@ -142,7 +142,7 @@ async fn route(ctx: &HostContext, req: Request<Incoming>) -> Response<Full<Bytes
                 .next()
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default();
-            match ctx.clients.remove_where(|c| matches_selector(c, &selector)).await {
+            match ctx.host.clients.remove_where(|c| matches_selector(c, &selector)).await {
                 Ok(gone) if gone.is_empty() => {
                     err(StatusCode::NOT_FOUND, format!("no paired client matches {selector:?}"))
                 }

@@ -10,12 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminServer;
+use crate::commands::ControlCommand;
 use crate::config::{Config, ConfigError, Env, TEMPLATE};
 use crate::control::ControlChannel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::gamestream::pairing::PairingManager;
-use crate::gamestream::{GameStreamServer, HostContext, Listeners};
+use crate::gamestream::{Context, GameStreamServer, Listeners};
 use crate::health::{HealthServer, HealthState};
+use crate::host::pairing::PairingManager;
+use crate::host::{Host, Planes, Ports};
 use crate::metrics::Metrics;
 use crate::net::iface;
 use crate::net::tls::HandshakeGate;
@@ -24,7 +26,7 @@ use crate::state::clients::ClientStore;
 use crate::state::identity;
 use crate::status::{Health, Phase};
 use crate::stream::{PingTable, Port, Streams, read_pings};
-use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig, Watched};
+use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig, Watched as Watched_};
 
 /// How long connection tasks get to finish after shutdown is asked for.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -77,7 +79,9 @@ pub struct Running {
     pub health_port: u16,
     /// The API's TCP address, when `[api] tcp` is set.
     pub api_tcp: Option<std::net::SocketAddr>,
-    pub ctx: Arc<HostContext>,
+    pub host: Arc<Host>,
+    /// What the GameStream handlers read (identity, encoder, config).
+    pub gamestream: Arc<Context>,
     pub gate: Arc<HandshakeGate>,
     pub health: Arc<Health>,
     shutdown: CancellationToken,
@@ -104,15 +108,92 @@ impl Running {
     }
 }
 
-/// Everything up to accepting connections. Blocking steps run off the async workers.
+/// Everything up to accepting connections, step by step. Blocking steps run off the async workers.
 pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let started = Instant::now();
     match crate::net::limit::raise_nofile_limit() {
         Ok(n) => tracing::debug!(limit = n, "open-file limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let p = paths.clone();
-    let (config, marker, last_exit) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (config, marker, last_exit) = blocking(read_config(paths.clone(), env)).await?;
+    let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
+    let watched = watch_start_up(&config, marker, last_exit, &sessions_file)?;
+    let (steps, cfg, p, sf) = (watched.beats.clone(), config.clone(), paths.clone(), sessions_file.clone());
+    let loaded = blocking(move || load_state(&p, &cfg, &sf, &steps)).await?;
+    report(&config, &loaded, &watched.health);
+    let config = Arc::new(config);
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let ports = bound_ports(&listeners)?;
+    let planes = start_planes(&paths, &config, &watched, &loaded, &listeners, ports, &shutdown, &tracker)?;
+    let lobbies = adopt(&config, &paths, &watched, loaded.saved, loaded.saved_lobbies, &planes).await;
+    let host = Arc::new(Host {
+        sessions: watched.sessions.clone(),
+        apps: planes.apps.clone(),
+        clients: loaded.clients,
+        pairing: PairingManager::new((&config.pairing).into()),
+        lobbies,
+        runners: planes.runners.clone(),
+        events: planes.events.clone(),
+        metrics: watched.metrics.clone(),
+        ports,
+        planes: Planes {
+            streams: planes.streams_tx.clone(),
+            control: planes.control_tx.clone(),
+            rtsp_ports: planes.rtsp_ports.clone(),
+        },
+        shutdown: shutdown.clone(),
+    });
+    let gamestream = Arc::new(Context {
+        host: host.clone(),
+        config: config.clone(),
+        uuid: loaded.uuid,
+        net: loaded.net.clone(),
+        identity: loaded.identity,
+        encoder: loaded.encoder,
+        trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
+        beats: watched.beats.clone(),
+    });
+    let server = GameStreamServer::new(gamestream.clone(), listeners)?;
+    let gate = server.gate.clone();
+    let api = match config.api.enabled {
+        true => Some(crate::api::ApiServer::bind(&config.api, &paths.state_dir).await?),
+        false => None,
+    };
+    let api_tcp = api.as_ref().and_then(crate::api::ApiServer::tcp_addr);
+    let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
+    let mdns = advertise(&config, &loaded.net, ports.http);
+    let tasks = Tasks { server, api, admin, mdns, planes, health: watched.health.clone() };
+    let task = tokio::spawn(run(host.clone(), gamestream.clone(), tasks, shutdown.clone(), tracker, started));
+    watched.health.set_phase(Phase::Ready);
+    let ready_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(ready_ms, "wolf-rs ready in {ready_ms} ms");
+    Ok(Running {
+        http_port: ports.http,
+        https_port: ports.https,
+        rtsp_port: ports.rtsp,
+        health_port: watched.health_server.port,
+        api_tcp,
+        host,
+        gamestream,
+        gate,
+        health: watched.health,
+        shutdown,
+        task,
+        threads: (watched.health_server, watched.watchdog),
+    })
+}
+
+/// Run blocking start-up work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))?
+}
+
+/// The state directory, the config (the template written where there is none) and the watchdog's
+/// marker of the last run.
+fn read_config(p: Paths, env: Env) -> impl FnOnce() -> Result<(Config, CrashMarker, Option<String>)> {
+    move || {
         std::fs::create_dir_all(&p.state_dir)
             .or_err(ErrorKind::Io, || format!("creating the state directory {}", p.state_dir.display()))?;
         ensure_config(&p.config)?;
@@ -123,23 +204,47 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         let (marker, last_exit) = CrashMarker::open(&p.crash_marker())
             .or_err(ErrorKind::Io, || format!("opening the watchdog marker {}", p.crash_marker().display()))?;
         Ok((config, marker, last_exit))
-    })
-    .await
-    .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
+    }
+}
+
+/// What watches the host from its first moments: metrics, heartbeats, the health model and port,
+/// the watchdog, and the session table with its writer.
+struct Watched {
+    metrics: Arc<Metrics>,
+    beats: Arc<Heartbeats>,
+    health: Arc<Health>,
+    sessions: Arc<Sessions>,
+    health_server: HealthServer,
+    watchdog: Watchdog,
+}
+
+/// Health and the watchdog come first, so a slow start-up is visible and watched.
+fn watch_start_up(
+    config: &Config,
+    marker: CrashMarker,
+    last_exit: Option<String>,
+    sessions_file: &Path,
+) -> Result<Watched> {
     if let Some(line) = &last_exit {
         tracing::warn!(marker = %line, "the previous run was ended by the watchdog");
     }
-    // Health and the watchdog come first, so a slow start-up is visible and watched.
     let metrics = Metrics::new().map_err(|e| Error::new(ErrorKind::Config, format!("metrics registry: {e}")))?;
     metrics.last_exit_by_watchdog.set(i64::from(last_exit.is_some()));
     let beats = Heartbeats::new();
     let watchdog_cfg = WatchdogConfig::from(&config.watchdog);
     let health = Health::new(watchdog_cfg.warn_after, last_exit);
-    let sessions = Arc::new(Sessions::default());
-    let health_addr = SocketAddr::new(
-        config.bind_address.parse().map_err(|_| Error::new(ErrorKind::Config, "bind_address is not an IP address"))?,
-        config.health.port,
-    );
+    let (store_errors, store_health) = (metrics.session_store_errors.clone(), health.clone());
+    let writer = crate::sessions::store::Writer::spawn(sessions_file.to_path_buf(), move |written| match written {
+        Ok(()) => store_health.set_store(None),
+        Err(e) => {
+            store_errors.inc();
+            store_health.set_store(Some(e.to_string()));
+        }
+    })?;
+    let sessions = Arc::new(Sessions::with_store(writer));
+    let ip =
+        config.bind_address.parse().map_err(|_| Error::new(ErrorKind::Config, "bind_address is not an IP address"))?;
+    let health_addr = SocketAddr::new(ip, config.health.port);
     let health_server = HealthServer::start(
         health_addr,
         HealthState {
@@ -152,12 +257,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         },
     )
     .or_err(ErrorKind::Bind, || format!("binding the health port {health_addr}"))?;
-    let health_port = health_server.port;
-    tracing::info!(port = health_port, "health port ready (/health /livez /readyz /metrics)");
+    tracing::info!(port = health_server.port, "health port ready (/health /livez /readyz /metrics)");
     if config.debug.fault_injection {
         tracing::warn!("debug.fault_injection is on: POST /debug/hang on the health port can hang this host");
     }
-    let watchdog = Watchdog::spawn(Watched {
+    let watchdog = Watchdog::spawn(Watched_ {
         runtime: tokio::runtime::Handle::current(),
         cfg: watchdog_cfg,
         health: health.clone(),
@@ -166,57 +270,66 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         marker: Some(marker),
     })
     .or_err(ErrorKind::Io, || "starting the watchdog thread")?;
+    Ok(Watched { metrics, beats, health, sessions, health_server, watchdog })
+}
 
-    let p = paths.clone();
-    let cfg = config.clone();
-    let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
-    let sf = sessions_file.clone();
-    let steps = beats.clone();
-    let (loaded, uuid, clients, net, apps, encoder, saved, saved_lobbies) =
-        tokio::task::spawn_blocking(move || -> Result<_> {
-            let config = cfg;
-            // Each blocking step is watched: one that hangs (a state file on a hung network mount)
-            // is named by the watchdog, which exits so the supervisor restarts the host.
-            let step = |name: &str| steps.register("startup", format!("startup:{name}"));
-            // Temp files of writes a crash interrupted, wherever state is written.
-            let mut dirs: Vec<PathBuf> =
-                [p.clients(), sf.clone()].iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
-            dirs.push(p.state_dir.clone());
-            dirs.sort();
-            dirs.dedup();
-            let s = step("temp-files");
-            for d in &dirs {
-                crate::state::atomic::remove_stale_temps(d);
-            }
-            drop(s);
-            let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
-            let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
-            let s = step("identity");
-            let loaded = identity::load_or_create(&key, &cert)?;
-            let uuid = identity::host_uuid(&config.uuid, &p.state_dir)?;
-            drop(s);
-            let s = step("paired-clients");
-            let clients = ClientStore::open(&p.clients())?;
-            drop(s);
-            let s = step("interfaces");
-            let net = iface::detect(&config.network.local_ip, &config.network.mac);
-            drop(s);
-            let s = step("apps");
-            let apps = crate::state::apps::AppCatalog::open(&p.apps(), &config.apps)?;
-            drop(s);
-            let s = step("encoder-probe");
-            let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
-            drop(s);
-            let s = step("sessions-file");
-            let saved = crate::sessions::store::load(&sf)?;
-            let saved_lobbies = crate::lobbies::load(&crate::lobbies::path(&p.state_dir))?;
-            drop(s);
-            Ok((loaded, uuid, clients, net, apps, encoder, saved, saved_lobbies))
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Io, "start-up task failed", e))??;
-    tracing::info!(local_ip = %net.local_ip, mac = %net.mac, %uuid, clients = clients.list().len(), "host identity ready");
+/// What start-up reads from disk and the machine.
+struct Loaded {
+    identity: Arc<crate::state::identity::Identity>,
+    uuid: uuid::Uuid,
+    clients: Arc<ClientStore>,
+    net: iface::NetInfo,
+    apps: Arc<crate::state::apps::AppCatalog>,
+    encoder: crate::media::EncoderChoice,
+    saved: crate::sessions::store::LoadedSessions,
+    saved_lobbies: Vec<crate::lobbies::Lobby>,
+}
+
+/// Each blocking step is watched: one that hangs (a state file on a hung network mount) is named
+/// by the watchdog, which exits so the supervisor restarts the host.
+fn load_state(p: &Paths, config: &Config, sessions_file: &Path, beats: &Arc<Heartbeats>) -> Result<Loaded> {
+    let step = |name: &str| beats.register("startup", format!("startup:{name}"));
+    // Temp files of writes a crash interrupted, wherever state is written.
+    let mut dirs: Vec<PathBuf> =
+        [p.clients(), sessions_file.to_path_buf()].iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    dirs.push(p.state_dir.clone());
+    dirs.sort();
+    dirs.dedup();
+    let s = step("temp-files");
+    for d in &dirs {
+        crate::state::atomic::remove_stale_temps(d);
+    }
+    drop(s);
+    let key = resolve(&p.state_dir, &config.tls.key_file, "key.pem");
+    let cert = resolve(&p.state_dir, &config.tls.cert_file, "cert.pem");
+    let s = step("identity");
+    let identity = identity::load_or_create(&key, &cert)?.identity;
+    let uuid = identity::host_uuid(&config.uuid, &p.state_dir)?;
+    drop(s);
+    let s = step("paired-clients");
+    let clients = Arc::new(ClientStore::open(&p.clients())?);
+    drop(s);
+    let s = step("interfaces");
+    let net = iface::detect(&config.network.local_ip, &config.network.mac);
+    drop(s);
+    let s = step("apps");
+    let apps = Arc::new(crate::state::apps::AppCatalog::open(&p.apps(), &config.apps)?);
+    drop(s);
+    let s = step("encoder-probe");
+    let encoder = crate::media::probe(&config.video.encoder, config.video.software_hevc)
+        .map_err(|e| Error::new(ErrorKind::Config, format!("video encoder: {e}")))?;
+    drop(s);
+    let s = step("sessions-file");
+    let saved = crate::sessions::store::load(sessions_file)?;
+    let saved_lobbies = crate::lobbies::load(&crate::lobbies::path(&p.state_dir))?;
+    drop(s);
+    Ok(Loaded { identity, uuid, clients, net, apps, encoder, saved, saved_lobbies })
+}
+
+/// What start-up found, in the log and the health model.
+fn report(config: &Config, loaded: &Loaded, health: &Health) {
+    let (net, encoder) = (&loaded.net, &loaded.encoder);
+    tracing::info!(local_ip = %net.local_ip, mac = %net.mac, uuid = %loaded.uuid, clients = loaded.clients.list().len(), "host identity ready");
     tracing::info!(encoder = encoder.h264.name, hevc = encoder.hevc.is_some(), "video encoder: {}", encoder.reason);
     health.set_encoder(encoder.h264.name, &encoder.reason);
     let gamepads = crate::input::gamepads_state();
@@ -224,58 +337,144 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         tracing::warn!(gamepads = %gamepads, "virtual gamepads cannot be made here; keyboard and mouse still work");
     }
     health.set_gamepads(gamepads);
-
     if config.pairing.fixed_pin().is_some() {
         tracing::warn!(
             "a fixed pairing PIN is set: anyone who can reach port {} can pair (the protocol lets a fixed PIN be recovered from one exchange)",
             config.ports.http
         );
     }
-    let config = Arc::new(config);
-    let listeners = Listeners::bind(&config).await?;
-    let (http_port, https_port, rtsp_port) = listeners.ports()?;
-    let (video_port, audio_port, control_port) = listeners.stream_ports()?;
-    let control_socket = listeners.control.try_clone().or_err(ErrorKind::Bind, || "cloning the control socket")?;
-    // Each stream socket: one clone for the sender threads, one registered with tokio for pings.
-    let video_socket = listeners.video.try_clone().or_err(ErrorKind::Bind, || "cloning the video socket")?;
-    let audio_socket = listeners.audio.try_clone().or_err(ErrorKind::Bind, || "cloning the audio socket")?;
-    let video_pings_socket = Arc::new(
-        tokio::net::UdpSocket::from_std(listeners.video.try_clone().or_err(ErrorKind::Bind, || "video socket")?)
-            .or_err(ErrorKind::Bind, || "registering the video socket")?,
-    );
-    let audio_pings_socket = Arc::new(
-        tokio::net::UdpSocket::from_std(listeners.audio.try_clone().or_err(ErrorKind::Bind, || "audio socket")?)
-            .or_err(ErrorKind::Bind, || "registering the audio socket")?,
-    );
-    let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
-    let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
-    let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
-    let api = match config.api.enabled {
-        true => Some(crate::api::ApiServer::bind(&config.api, &paths.state_dir).await?),
-        false => None,
+}
+
+fn bound_ports(listeners: &Listeners) -> Result<Ports> {
+    let (http, https, rtsp) = listeners.ports()?;
+    let (video, audio, control) = listeners.stream_ports()?;
+    Ok(Ports { http, https, rtsp, video, audio, control })
+}
+
+/// The streaming planes, built and running: the control thread, the runners, input, the stream
+/// manager's inputs, RTSP.
+struct StreamPlanes {
+    apps: Arc<crate::state::apps::AppCatalog>,
+    runners: Arc<crate::runners::Runners>,
+    events: Arc<crate::events::Events>,
+    inputs: Arc<crate::input::Inputs>,
+    streams_tx: crate::commands::StreamCommands,
+    control_tx: std::sync::mpsc::Sender<ControlCommand>,
+    rtsp_ports: Arc<crate::rtsp::SessionPorts>,
+    control: ControlChannel,
+    streams: Streams,
+    streams_rx: tokio::sync::mpsc::UnboundedReceiver<crate::commands::StreamCommand>,
+    end_requests: crate::commands::EndRequests,
+    pings: [(Arc<tokio::net::UdpSocket>, Arc<PingTable>); 2],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_planes(
+    paths: &Paths,
+    config: &Arc<Config>,
+    w: &Watched,
+    loaded: &Loaded,
+    listeners: &Listeners,
+    ports: Ports,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<StreamPlanes> {
+    let clone = |s: &std::net::UdpSocket, what: &str| {
+        s.try_clone().or_err(ErrorKind::Bind, || format!("cloning the {what} socket"))
     };
-    let api_tcp = api.as_ref().and_then(crate::api::ApiServer::tcp_addr);
-    let inputs = Arc::new(crate::input::Inputs::new(sessions.clone(), metrics.clone()));
-    let control = ControlChannel::spawn(
-        control_socket,
-        sessions.clone(),
-        keyframes.clone(),
-        streams_tx.clone(),
-        metrics.clone(),
-        beats.clone(),
-        inputs.clone(),
-    )
-    .or_err(ErrorKind::Bind, || "starting the control channel")?;
+    let registered = |s: &std::net::UdpSocket, what: &str| -> Result<Arc<tokio::net::UdpSocket>> {
+        let s = tokio::net::UdpSocket::from_std(clone(s, what)?)
+            .or_err(ErrorKind::Bind, || format!("registering the {what} socket"))?;
+        Ok(Arc::new(s))
+    };
+    let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let (ends, end_requests) = crate::commands::Ends::channel();
+    let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
     let runners = Arc::new(crate::runners::Runners::new(
         &paths.state_dir,
         std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),
         &config.desktop,
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
-    let (rumble_to, s, r) = (control.commands.clone(), sessions.clone(), runners.clone());
-    inputs.set_hooks(crate::input::Hooks {
+    let inputs = Arc::new(crate::input::Inputs::new(
+        w.sessions.clone(),
+        w.metrics.clone(),
+        input_hooks(&control_tx, &w.sessions, &runners),
+    ));
+    let links = crate::control::Links {
+        sessions: w.sessions.clone(),
+        keyframes: keyframes.clone(),
+        streams: streams_tx.clone(),
+        metrics: w.metrics.clone(),
+        beats: w.beats.clone(),
+        inputs: inputs.clone(),
+    };
+    let control = ControlChannel::spawn(clone(&listeners.control, "control")?, control_rx, links)
+        .or_err(ErrorKind::Bind, || "starting the control channel")?;
+    let rtsp_host = crate::rtsp::HostInfo {
+        hevc: loaded.encoder.hevc.is_some(),
+        video_port: ports.video,
+        audio_port: ports.audio,
+        control_port: ports.control,
+        // Control V2 (AES-GCM control messages) and sealed video for clients that enable it.
+        encryption_supported: wolf_protocol::rtsp::SS_ENC_CONTROL_V2 | wolf_protocol::rtsp::SS_ENC_VIDEO,
+        trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
+    };
+    let bind_ip = config.bind_address.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let rtsp_ports = crate::rtsp::SessionPorts::new(
+        config.ports.rtsp_sessions,
+        bind_ip,
+        w.sessions.clone(),
+        rtsp_host,
+        streams_tx.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    );
+    let apps = loaded.apps.clone();
+    let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
+    let streams = Streams {
+        config: config.clone(),
+        apps: apps.clone(),
+        carried: Default::default(),
+        sessions: w.sessions.clone(),
+        video: Port { socket: clone(&listeners.video, "video")?, pings: video_pings.clone() },
+        audio: Port { socket: clone(&listeners.audio, "audio")?, pings: audio_pings.clone() },
+        encoder: loaded.encoder.clone(),
+        metrics: w.metrics.clone(),
+        beats: w.beats.clone(),
+        keyframes,
+        ends,
+        runners: runners.clone(),
+    };
+    let pings =
+        [(registered(&listeners.video, "video")?, video_pings), (registered(&listeners.audio, "audio")?, audio_pings)];
+    Ok(StreamPlanes {
+        apps,
+        runners,
+        events: Arc::new(crate::events::Events::default()),
+        inputs,
+        streams_tx,
+        control_tx,
+        rtsp_ports,
+        control,
+        streams,
+        streams_rx,
+        end_requests,
+        pings,
+    })
+}
+
+/// Where a session's pads report: rumble to its client, device nodes into its app's container.
+fn input_hooks(
+    control: &std::sync::mpsc::Sender<ControlCommand>,
+    sessions: &Arc<Sessions>,
+    runners: &Arc<crate::runners::Runners>,
+) -> crate::input::Hooks {
+    let (rumble_to, s, r) = (control.clone(), sessions.clone(), runners.clone());
+    crate::input::Hooks {
         rumble: Some(Arc::new(move |session_id, number, low, high| {
-            let _ = rumble_to.send(crate::commands::ControlCommand::Rumble { session_id, number, low, high });
+            let _ = rumble_to.send(ControlCommand::Rumble { session_id, number, low, high });
         })),
         // On the session's injector thread: the pad's nodes are in the container before its next event.
         pad_nodes: Some(Arc::new(move |session_id, change| {
@@ -288,268 +487,133 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
                 tracing::warn!(session = session_id, error = %e, "the app cannot see its pad");
             }
         })),
-    });
-    let apps = Arc::new(apps);
-    let sweep_docker = apps.list().iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
-        || saved.records.iter().any(|r| matches!(r.runner, crate::runners::RunnerHandle::Docker { .. }));
-    let clients = Arc::new(clients);
-    let events = Arc::new(crate::events::Events::default());
-    let ender = Arc::new(crate::stream::SessionEnder {
-        sessions: sessions.clone(),
-        control: control.commands.clone(),
-        streams: streams_tx.clone(),
-        runners: runners.clone(),
-        metrics: metrics.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        events: events.clone(),
-        clients: clients.clone(),
-    });
+    }
+}
+
+/// Adopt what a previous run left: lobbies first (their parts are no orphans to the sessions'
+/// pass), then the sessions whose parts all live; the table is on disk before the host serves.
+async fn adopt(
+    config: &Config,
+    paths: &Paths,
+    w: &Watched,
+    saved: crate::sessions::store::LoadedSessions,
+    saved_lobbies: Vec<crate::lobbies::Lobby>,
+    planes: &StreamPlanes,
+) -> Arc<crate::lobbies::Lobbies> {
     if let Some(aside) = &saved.moved_aside {
-        metrics.session_store_corrupt.inc();
+        w.metrics.session_store_corrupt.inc();
         tracing::error!(moved_to = %aside.display(), "the sessions file was corrupt; starting with no sessions");
     }
-    let (store_errors, store_health) = (metrics.session_store_errors.clone(), health.clone());
-    let writer = crate::sessions::store::Writer::spawn(sessions_file, move |written| match written {
-        Ok(()) => store_health.set_store(None),
-        Err(e) => {
-            store_errors.inc();
-            store_health.set_store(Some(e.to_string()));
-        }
-    })?;
-    sessions.set_store(writer);
-    // Lobbies first: their parts are no orphans to the sessions' pass.
-    let reconcile_limit = Duration::from_millis(config.sessions.reconcile_timeout_ms);
-    let lobbies_adopted = tokio::time::timeout(reconcile_limit, crate::lobbies::reconcile(saved_lobbies, &runners))
-        .await
-        .unwrap_or_else(|_| {
+    let runners = &planes.runners;
+    let sweep_docker = planes.apps.list().iter().any(|a| a.runner.kind == crate::config::RunnerKind::Docker)
+        || saved.records.iter().any(|r| matches!(r.runner, crate::runners::RunnerHandle::Docker { .. }));
+    let limit = Duration::from_millis(config.sessions.reconcile_timeout_ms);
+    let lobbies =
+        tokio::time::timeout(limit, crate::lobbies::reconcile(saved_lobbies, runners)).await.unwrap_or_else(|_| {
             tracing::error!("lobby reconcile did not finish in time; starting with no lobbies");
             Vec::new()
         });
-    let lobby_parts: Vec<(u32, crate::runners::Parts)> =
-        lobbies_adopted.iter().map(|l| (l.number, l.parts())).collect();
-    let reconciled = crate::sessions::reconcile::run(
-        saved.records,
-        &lobby_parts,
-        &runners,
-        sweep_docker,
-        Duration::from_millis(config.sessions.reconcile_timeout_ms),
-    )
-    .await;
-    reconciled.export(&metrics);
-    // A session keeps its lobby only if that lobby was adopted; each lobby's members are those.
-    let mut adopted_sessions = reconciled.adopted;
-    for s in &mut adopted_sessions {
-        if s.lobby.as_ref().is_some_and(|l| !lobbies_adopted.iter().any(|a| a.id == l.id)) {
-            s.lobby = None;
-        }
-    }
-    let lobbies_adopted: Vec<crate::lobbies::Lobby> = lobbies_adopted
-        .into_iter()
-        .map(|mut l| {
-            l.members = adopted_sessions
-                .iter()
-                .filter(|s| s.lobby.as_ref().is_some_and(|k| k.id == l.id))
-                .map(|s| s.id)
-                .collect();
-            l
-        })
-        .collect();
-    sessions.restore(adopted_sessions);
-    let lobbies = Arc::new(crate::lobbies::Lobbies::new(
-        crate::lobbies::path(&paths.state_dir),
-        lobbies_adopted,
-        runners.clone(),
-        sessions.clone(),
-        streams_tx.clone(),
-        events.clone(),
-        inputs.clone(),
-    ));
+    let lobby_parts: Vec<(u32, crate::runners::Parts)> = lobbies.iter().map(|l| (l.number, l.parts())).collect();
+    let reconciled = crate::sessions::reconcile::run(saved.records, &lobby_parts, runners, sweep_docker, limit).await;
+    reconciled.export(&w.metrics);
+    let (sessions, lobbies) = crate::lobbies::link_adopted(reconciled.adopted, lobbies);
+    w.sessions.restore(sessions);
     // A failed write is logged by the writer and shown in /health; the adopted sessions still run.
-    let _ = sessions.flush().await;
-    let shutdown = CancellationToken::new();
-    let ctx = Arc::new(HostContext {
-        config: config.clone(),
-        uuid,
-        net: net.clone(),
-        identity: loaded.identity,
-        clients,
-        pairing: PairingManager::new((&config.pairing).into()),
-        sessions,
-        apps,
-        hevc: encoder.hevc.is_some(),
-        gpu_type: encoder.h264.name.into(),
-        encoder,
-        http_port,
-        https_port,
-        rtsp_port,
-        video_port,
-        audio_port,
-        control_port,
-        ender: ender.clone(),
-        runners: runners.clone(),
-        shutdown: shutdown.clone(),
-        streams: streams_tx,
-        metrics: metrics.clone(),
-        beats: beats.clone(),
-        trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
-        rtsp_ports: crate::rtsp::SessionPorts::new(config.ports.rtsp_sessions, health_addr.ip()),
-        events,
-        lobbies: lobbies.clone(),
-    });
-    let server = GameStreamServer::new(ctx.clone(), listeners)?;
-    let gate = server.gate.clone();
-    let mdns = if config.mdns.enabled {
-        match crate::mdns::advertise(&config.hostname, net.local_ip.into(), http_port) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                tracing::warn!(error = %e, "mDNS advertisement failed; clients can still add the host by address");
-                None
-            }
-        }
-    } else {
-        None
-    };
-
-    let tracker = TaskTracker::new();
-    let (sd, tr, actx, h) = (shutdown.clone(), tracker.clone(), ctx.clone(), health.clone());
-    let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
-    let streams = Streams {
-        config: ctx.config.clone(),
-        apps: ctx.apps.clone(),
-        carried: Default::default(),
-        sessions: ctx.sessions.clone(),
-        video: Port { socket: video_socket, pings: video_pings.clone() },
-        audio: Port { socket: audio_socket, pings: audio_pings.clone() },
-        encoder: ctx.encoder.clone(),
-        metrics: metrics.clone(),
-        beats: beats.clone(),
-        keyframes,
-        ender: ender.clone(),
-    };
-    tracker.spawn(watch_apps(ender.clone(), lobbies, shutdown.clone()));
-    if config.sessions.idle_timeout_ms > 0 {
-        tracker.spawn(stop_idle_sessions(
-            ender,
-            Duration::from_millis(config.sessions.idle_timeout_ms),
-            shutdown.clone(),
-        ));
-    }
-    tracker.spawn(read_pings(video_pings_socket, ctx.sessions.clone(), video_pings, shutdown.clone()));
-    tracker.spawn(read_pings(audio_pings_socket, ctx.sessions.clone(), audio_pings, shutdown.clone()));
-    let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
-    let task = tokio::spawn(async move {
-        let admin_task = tokio::spawn(admin.run(actx.clone(), sd.clone(), tr.clone()));
-        let api_task = api.map(|api| tokio::spawn(api.run(actx.clone(), sd.clone(), tr.clone())));
-        server.run(sd.clone(), tr.clone(), started).await;
-        h.set_phase(Phase::Draining);
-        let _ = admin_task.await;
-        if let Some(t) = api_task {
-            let _ = t.await;
-        }
-        let _ = streams_task.await;
-        // The ENet thread disconnects its peers and is joined off the async workers.
-        let _ = tokio::task::spawn_blocking(move || drop(control)).await;
-        drop(mdns);
-        if actx.config.sessions.stop_apps_on_shutdown {
-            for s in actx.sessions.list() {
-                actx.ender.end_and_wait(s.id, crate::commands::EndReason::Shutdown).await;
-            }
-            actx.lobbies.stop_all().await;
-        }
-        // With no session or lobby left to adopt it, the audio server goes too.
-        if actx.sessions.list().iter().all(|s| s.sink.is_none()) && actx.lobbies.list().iter().all(|l| l.sink.is_none())
-        {
-            let (a, t) = (actx.runners.audio.clone(), actx.runners.stop_timeout);
-            let _ = tokio::task::spawn_blocking(move || a.stop_server(t)).await;
-        }
-        // Otherwise apps keep running to be adopted at the next start; the file must say so.
-        let s = actx.sessions.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush_blocking()).await {
-            tracing::error!(error = %e, "the sessions file could not be written at shutdown");
-        }
-        tr.close();
-        if tokio::time::timeout(DRAIN_GRACE, tr.wait()).await.is_err() {
-            tracing::warn!(left = tr.len(), "connections still open after the drain grace; closing them");
-        }
-        tracing::info!("host stopped");
-    });
-    health.set_phase(Phase::Ready);
-    tracing::info!(
-        ready_ms = started.elapsed().as_millis() as u64,
-        "wolf-rs ready in {} ms",
-        started.elapsed().as_millis()
-    );
-    Ok(Running {
-        http_port,
-        https_port,
-        rtsp_port,
-        health_port,
-        api_tcp,
-        ctx,
-        gate,
-        health,
-        shutdown,
-        task,
-        threads: (health_server, watchdog),
-    })
+    let _ = w.sessions.flush().await;
+    Arc::new(crate::lobbies::Lobbies::new(
+        crate::lobbies::path(&paths.state_dir),
+        lobbies,
+        runners.clone(),
+        w.sessions.clone(),
+        planes.streams_tx.clone(),
+        planes.events.clone(),
+        planes.inputs.clone(),
+    ))
 }
 
-/// Check for idle sessions a few times per timeout (at most every 5 s).
-async fn stop_idle_sessions(ender: Arc<crate::stream::SessionEnder>, idle: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                ender.stop_idle(idle);
-            }
+fn advertise(config: &Config, net: &iface::NetInfo, http_port: u16) -> Option<crate::mdns::Advertiser> {
+    if !config.mdns.enabled {
+        return None;
+    }
+    match crate::mdns::advertise(&config.hostname, net.local_ip.into(), http_port) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "mDNS advertisement failed; clients can still add the host by address");
+            None
         }
     }
 }
 
-/// Ends sessions whose app exited or whose display or sink went away, and rotates app logs.
-async fn watch_apps(
-    ender: Arc<crate::stream::SessionEnder>,
-    lobbies: Arc<crate::lobbies::Lobbies>,
+/// What runs until shutdown.
+struct Tasks {
+    server: GameStreamServer,
+    api: Option<crate::api::ApiServer>,
+    admin: AdminServer,
+    mdns: Option<crate::mdns::Advertiser>,
+    planes: StreamPlanes,
+    health: Arc<Health>,
+}
+
+/// Serve until shutdown, then drain: the servers stop, the streams and the control thread are
+/// joined, the sessions are ended or kept for the next run (the file says which).
+async fn run(
+    host: Arc<Host>,
+    gs: Arc<Context>,
+    t: Tasks,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
+    started: Instant,
 ) {
-    use crate::commands::EndReason;
-    use crate::runners::Lost;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut turns = 0u64;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    let Tasks { server, api, admin, mdns, planes, health } = t;
+    let config = gs.config.clone();
+    tracker.spawn(host.clone().watch_apps(shutdown.clone()));
+    if config.sessions.idle_timeout_ms > 0 {
+        tracker.spawn(
+            host.clone().stop_idle_sessions(Duration::from_millis(config.sessions.idle_timeout_ms), shutdown.clone()),
+        );
+    }
+    tracker.spawn(host.clone().serve_end_requests(planes.end_requests, shutdown.clone()));
+    for (socket, table) in planes.pings {
+        tracker.spawn(read_pings(socket, host.sessions.clone(), table, shutdown.clone()));
+    }
+    let streams_task = tokio::spawn(planes.streams.run(planes.streams_rx, shutdown.clone(), tracker.clone()));
+    let admin_task = tokio::spawn(admin.run(gs.clone(), shutdown.clone(), tracker.clone()));
+    let api_task = api.map(|api| tokio::spawn(api.run(host.clone(), shutdown.clone(), tracker.clone())));
+    server.run(shutdown.clone(), tracker.clone(), started).await;
+    health.set_phase(Phase::Draining);
+    let _ = admin_task.await;
+    if let Some(t) = api_task {
+        let _ = t.await;
+    }
+    let _ = streams_task.await;
+    // The ENet thread disconnects its peers and is joined off the async workers.
+    let control = planes.control;
+    let _ = tokio::task::spawn_blocking(move || drop(control)).await;
+    drop(mdns);
+    drain(&host, &config).await;
+    tracker.close();
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(left = tracker.len(), "connections still open after the drain grace; closing them");
+    }
+    tracing::info!("host stopped");
+}
+
+/// Sessions and lobbies end (with `stop_apps_on_shutdown`) or stay to be adopted; the audio server
+/// goes with the last sink; the sessions file says what is left.
+async fn drain(host: &Arc<Host>, config: &Config) {
+    if config.sessions.stop_apps_on_shutdown {
+        for s in host.sessions.list() {
+            host.end_and_wait(s.id, crate::commands::EndReason::Shutdown).await;
         }
-        turns += 1;
-        let running: Vec<_> = ender
-            .sessions
-            .list()
-            .into_iter()
-            .filter(|s| !s.parts().is_empty() && s.state != crate::sessions::SessionState::Stopping)
-            .collect();
-        for s in &running {
-            let reason = match ender.runners.lost(s.id, &s.parts()).await {
-                None => continue,
-                Some(Lost::App) => EndReason::AppExited,
-                Some(Lost::Display) => EndReason::DisplayLost,
-                Some(Lost::Audio) => EndReason::AudioLost,
-            };
-            tracing::info!(
-                session = s.id,
-                app = s.app_id,
-                reason = reason.as_str(),
-                "a part of the session is gone: ending it"
-            );
-            ender.end(s.id, reason);
-        }
-        lobbies.watch().await;
-        if turns % 10 == 0 {
-            let ids: Vec<u32> = running.iter().map(|s| s.id).collect();
-            let p = ender.runners.process.clone();
-            let _ = tokio::task::spawn_blocking(move || p.rotate_logs(&ids)).await;
-        }
+        host.lobbies.stop_all().await;
+    }
+    if host.sessions.list().iter().all(|s| s.sink.is_none()) && host.lobbies.list().iter().all(|l| l.sink.is_none()) {
+        let (a, t) = (host.runners.audio.clone(), host.runners.stop_timeout);
+        let _ = tokio::task::spawn_blocking(move || a.stop_server(t)).await;
+    }
+    let s = host.sessions.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush_blocking()).await {
+        tracing::error!(error = %e, "the sessions file could not be written at shutdown");
     }
 }
 
@@ -562,7 +626,7 @@ pub async fn serve(paths: Paths, env: Env) -> Result<()> {
         tracing::warn!(error = %e, "could not tell systemd the host is ready");
     }
     let token = running.shutdown_token();
-    let limit = Duration::from_millis(running.ctx.config.sessions.shutdown_timeout_ms);
+    let limit = Duration::from_millis(running.gamestream.config.sessions.shutdown_timeout_ms);
     let (signalled_tx, signalled) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         wait_for_signal().await;

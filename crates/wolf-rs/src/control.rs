@@ -76,34 +76,41 @@ struct PeerSession {
 }
 
 pub struct ControlChannel {
-    pub commands: mpsc::Sender<ControlCommand>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the control thread reads and where it hands what it gets.
+pub struct Links {
+    pub sessions: Arc<Sessions>,
+    pub keyframes: Arc<KeyframeRequests>,
+    pub streams: crate::commands::StreamCommands,
+    pub metrics: Arc<Metrics>,
+    pub beats: Arc<Heartbeats>,
+    pub inputs: Arc<crate::input::Inputs>,
+}
+
 impl ControlChannel {
+    /// `commands`: the receiving end of what the rest of the host asks (made first, so the
+    /// senders can be handed out before the thread runs).
     pub fn spawn(
         socket: UdpSocket,
-        sessions: Arc<Sessions>,
-        keyframes: Arc<KeyframeRequests>,
-        streams: crate::commands::StreamCommands,
-        metrics: Arc<Metrics>,
-        beats: Arc<Heartbeats>,
-        inputs: Arc<crate::input::Inputs>,
+        commands: mpsc::Receiver<ControlCommand>,
+        links: Links,
     ) -> std::io::Result<ControlChannel> {
+        let Links { sessions, keyframes, streams, metrics, beats, inputs } = links;
         let gate = ConnectGate { socket, sessions: sessions.clone(), metrics: metrics.clone() };
         let host =
             Host::new(gate, HostSettings { peer_limit: MAX_PEERS, channel_limit: CHANNELS, ..Default::default() })
                 .map_err(|e| std::io::Error::other(format!("ENet host: {e:?}")))?;
-        let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker { host, sessions, keyframes, streams, metrics, inputs, peers: HashMap::new() };
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("enet-control".into()).spawn(move || {
             let beat = beats.register("control", "control:enet");
-            worker.run(rx, s, &beat)
+            worker.run(commands, s, &beat)
         })?;
-        Ok(ControlChannel { commands: tx, stop, thread: Some(thread) })
+        Ok(ControlChannel { stop, thread: Some(thread) })
     }
 
     /// Stop the thread (disconnecting every peer) and join it. Blocking.

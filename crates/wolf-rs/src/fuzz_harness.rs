@@ -31,8 +31,9 @@ pub fn http_query(data: &[u8]) {
     }
     assert_eq!(handlers::parse_query(&again.finish()), q);
     let _ = handlers::waits_for_pin("/pair", &q);
-    let _ = handlers::rtsp_encrypted(&q);
-    if let Ok((key, _)) = handlers::rikey(&q) {
+    let _ = crate::host::launch::ResumeParams::from_query(&q);
+    if let Ok(p) = crate::host::launch::StreamParams::from_query(&q) {
+        let key = p.rikey;
         assert!(q.get("rikey").is_some_and(|k| k.eq_ignore_ascii_case(&hex::encode(key))));
     }
     if let Some(mode) = q.get("mode").and_then(|m| Mode::parse(m)) {

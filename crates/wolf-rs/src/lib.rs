@@ -7,6 +7,8 @@
 //! - `state`      identity (key, certificate, host uuid), paired clients, atomic versioned files
 //! - `net`        TLS (client-cert verifier, handshake gate), connection limits, interfaces, accept loop, HTTP/1.1
 //! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint, pairing
+//! - `host`       the one owner of each session's lifecycle (launch, resume, lobbies, end) that the
+//!   front-ends call; pairing in progress (`host::pairing`)
 //! - `sessions`   launched sessions, persisted in active_sessions.json; reconcile after a restart
 //! - `runners`    how a session's parts are started, watched and stopped: its virtual display
 //!   (`runners::display`, Xvfb), its sink (`runners::audio`, PulseAudio), its app (process, docker)
@@ -45,6 +47,7 @@ pub mod events;
 pub mod fuzz_harness;
 pub mod gamestream;
 pub mod health;
+pub mod host;
 pub mod input;
 pub mod lobbies;
 pub mod mdns;

@@ -388,6 +388,28 @@ pub async fn reconcile(saved: Vec<Lobby>, runners: &Runners) -> Vec<Lobby> {
     adopted
 }
 
+/// Start-up: a session keeps its lobby only if that lobby was adopted; each adopted lobby's members
+/// are the sessions that kept it.
+pub fn link_adopted(
+    mut sessions: Vec<crate::sessions::Session>,
+    lobbies: Vec<Lobby>,
+) -> (Vec<crate::sessions::Session>, Vec<Lobby>) {
+    for s in &mut sessions {
+        if s.lobby.as_ref().is_some_and(|l| !lobbies.iter().any(|a| a.id == l.id)) {
+            s.lobby = None;
+        }
+    }
+    let lobbies = lobbies
+        .into_iter()
+        .map(|mut l| {
+            l.members =
+                sessions.iter().filter(|s| s.lobby.as_ref().is_some_and(|k| k.id == l.id)).map(|s| s.id).collect();
+            l
+        })
+        .collect();
+    (sessions, lobbies)
+}
+
 /// The lobbies file's path in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)

@@ -328,12 +328,29 @@ pub struct SessionPorts {
     range: crate::config::PortRange,
     bind: IpAddr,
     open: std::sync::Mutex<std::collections::HashMap<u32, u16>>,
-    serving: std::sync::OnceLock<Arc<Serving>>,
+    serving: Arc<Serving>,
 }
 
 impl SessionPorts {
-    pub fn new(range: crate::config::PortRange, bind: IpAddr) -> Arc<SessionPorts> {
-        Arc::new(SessionPorts { range, bind, open: Default::default(), serving: Default::default() })
+    /// What serves RTSP, on the shared port ([`run`]) and on the sessions' own ports.
+    pub fn new(
+        range: crate::config::PortRange,
+        bind: IpAddr,
+        sessions: Arc<Sessions>,
+        host: HostInfo,
+        streams: crate::commands::StreamCommands,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<SessionPorts> {
+        let limit = ConnLimit::new(Budgets {
+            per_source: MAX_CONNECTIONS_PER_IP,
+            per_trusted_proxy: MAX_CONNECTIONS,
+            total: MAX_CONNECTIONS,
+            trusted: host.trusted.clone(),
+            idle_grace: crate::net::limit::IDLE_GRACE,
+        });
+        let serving = Arc::new(Serving { sessions, host, streams, limit, shutdown, tracker });
+        Arc::new(SessionPorts { range, bind, open: Default::default(), serving })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, u16>> {
@@ -347,7 +364,7 @@ impl SessionPorts {
     /// off, the RTSP server is not running, or no port of the range is free (the shared port then
     /// finds the session by its client's address, as before).
     pub fn port_for(self: &Arc<Self>, session_id: u32) -> Option<u16> {
-        let serving = self.serving.get()?.clone();
+        let serving = self.serving.clone();
         let mut open = self.lock();
         if let Some(p) = open.get(&session_id) {
             return Some(*p);
@@ -390,27 +407,10 @@ impl SessionPorts {
     }
 }
 
-/// Serve RTSP on the shared port (and, through `ports`, on the sessions' own ports) until
-/// `shutdown`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    listener: TcpListener,
-    beat: crate::watchdog::Heartbeat,
-    sessions: Arc<Sessions>,
-    streams: crate::commands::StreamCommands,
-    host: HostInfo,
-    ports: Arc<SessionPorts>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let limit = ConnLimit::new(Budgets {
-        per_source: MAX_CONNECTIONS_PER_IP,
-        per_trusted_proxy: MAX_CONNECTIONS,
-        total: MAX_CONNECTIONS,
-        trusted: host.trusted.clone(),
-        idle_grace: crate::net::limit::IDLE_GRACE,
-    });
-    let serving = Arc::new(Serving { sessions, host, streams, limit, shutdown: shutdown.clone(), tracker });
-    let _ = ports.serving.set(serving.clone());
+/// Serve RTSP on the shared port until shutdown (the sessions' own ports are opened through
+/// `ports`).
+pub async fn run(listener: TcpListener, beat: crate::watchdog::Heartbeat, ports: Arc<SessionPorts>) {
+    let serving = ports.serving.clone();
+    let shutdown = serving.shutdown.clone();
     accept_loop(listener, serving, None, Some(beat), shutdown).await;
 }

@@ -138,7 +138,7 @@ async fn a_pairing_a_launch_and_a_stop_through_wolfs_routes_and_events() {
     assert_eq!((name.as_str(), &stopped["session_id"]), ("wolf::core::events::StopStreamEvent", &json!(client_id)));
     let (name, ended) = next(&mut events).await;
     assert_eq!((name.as_str(), &ended["reason"]), ("wolf_rs::events::SessionEnded", &json!("cancelled")));
-    until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
+    until("the session is gone", || host.running().host.sessions.is_empty()).await;
 
     let settings = json!({ "client_id": client_id, "app_state_folder": null, "settings": { "run_uid": 1001 } });
     assert_eq!(post(&sock, "/api/v1/clients/settings", settings).await.0, StatusCode::OK);
@@ -339,10 +339,10 @@ async fn an_app_added_through_the_api_launches_survives_a_restart_and_goes_when_
     let number = applist_id(&c, "Added").await.expect("in /applist");
     let r = c.https_get(&c.launch_url(&number.to_string(), "1280x720x60", RIKEY_HEX)).await.unwrap();
     assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
-    let session = host.running().ctx.sessions.list().remove(0);
+    let session = host.running().host.sessions.list().remove(0);
     assert!(matches!(session.runner, wolf_rs::runners::RunnerHandle::Process { .. }), "{:?}", session.runner);
     assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
-    until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
+    until("the session is gone", || host.running().host.sessions.is_empty()).await;
 
     // A restart keeps it, under the same number.
     host.restart().await;
@@ -418,7 +418,7 @@ async fn a_session_added_through_the_api_streams_to_its_client() {
     assert!(frames.len() >= 3, "video arrives");
     let (s, _) = post(&sock, "/api/v1/sessions/stop", json!({ "session_id": client_id })).await;
     assert_eq!(s, StatusCode::OK);
-    until("the session is gone", || host.running().ctx.sessions.is_empty()).await;
+    until("the session is gone", || host.running().host.sessions.is_empty()).await;
     drop(c);
     host.stop().await;
 }
@@ -513,9 +513,9 @@ async fn a_subscriber_that_does_not_read_costs_a_bounded_buffer_and_loses_the_ol
     stalled.write_all(b"GET /api/v1/events HTTP/1.0\r\n\r\n").await.unwrap();
     let mut reader = subscribe(&sock).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let events = host.running().ctx.events.clone();
+    let events = host.running().host.events.clone();
     let title = "x".repeat(200);
-    let metrics = host.running().ctx.metrics.clone();
+    let metrics = host.running().host.metrics.clone();
     let dropped = || metrics.api_events_dropped.with_label_values(&["slow_subscriber"]).get();
     // Far more than any buffer holds, in bursts (the reader keeps up between them).
     for burst in 0..200 {

@@ -97,27 +97,27 @@ async fn cancel(host: &TestHost, c: &GameStreamClient) {
     assert_eq!(r.field("cancel").as_deref(), Some("1"), "{}", r.text());
     let fp = c.identity.cert.fingerprint_hex();
     for _ in 0..1000 {
-        if host.running().ctx.sessions.for_client(&fp).is_none() {
+        if host.running().host.sessions.for_client(&fp).is_none() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the session is still there: {:?}", host.running().ctx.sessions.for_client(&fp));
+    panic!("the session is still there: {:?}", host.running().host.sessions.for_client(&fp));
 }
 
 async fn wait_no_sessions(host: &TestHost) {
     for _ in 0..1000 {
-        if host.running().ctx.sessions.is_empty() {
+        if host.running().host.sessions.is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("sessions still there: {:?}", host.running().ctx.sessions.list());
+    panic!("sessions still there: {:?}", host.running().host.sessions.list());
 }
 
 /// Processes of this host by role.
 fn owned(host: &TestHost, role: Role) -> usize {
-    host.running().ctx.runners.process.owned().iter().filter(|p| p.role == role).count()
+    host.running().host.runners.process.owned().iter().filter(|p| p.role == role).count()
 }
 
 /// The X sockets left in `first..first+max`.
@@ -126,7 +126,7 @@ fn x_sockets(first: u32, max: u32) -> Vec<u32> {
 }
 
 fn sinks(host: &TestHost) -> Vec<String> {
-    let audio = host.running().ctx.runners.audio.clone();
+    let audio = host.running().host.runners.audio.clone();
     if !audio.answers() {
         return Vec::new();
     }
@@ -134,7 +134,7 @@ fn sinks(host: &TestHost) -> Vec<String> {
 }
 
 fn session_of(host: &TestHost, c: &GameStreamClient) -> wolf_rs::sessions::Session {
-    host.running().ctx.sessions.for_client(&c.identity.cert.fingerprint_hex()).expect("the client's session")
+    host.running().host.sessions.for_client(&c.identity.cert.fingerprint_hex()).expect("the client's session")
 }
 
 fn assert_picture(p: &Picture, (w, h): (u32, u32), colour: [u8; 3]) {
@@ -222,8 +222,8 @@ async fn two_hundred_launch_and_cancel_cycles_leave_no_display_sink_or_socket() 
     assert_eq!(owned(&host, Role::App), 0, "no app left");
     assert!(sinks(&host).is_empty(), "no sink left: {:?}", sinks(&host));
     assert!(x_sockets(first, max).is_empty(), "no X socket left");
-    assert_eq!(host.running().ctx.runners.displays.in_use(), 0);
-    let process = host.running().ctx.runners.process.clone();
+    assert_eq!(host.running().host.runners.displays.in_use(), 0);
+    let process = host.running().host.runners.process.clone();
     assert_eq!(process.owned().iter().filter(|p| p.role == Role::Audio).count(), 1, "one audio server for all");
     host.stop().await;
     assert!(process.owned().is_empty(), "a host stopped with no session leaves no process: {:?}", process.owned());
@@ -238,7 +238,7 @@ async fn launch_error(c: &GameStreamClient) -> (u16, String) {
 }
 
 fn failures(host: &TestHost, reason: &str) -> u64 {
-    host.running().ctx.metrics.session_creation_errors.with_label_values(&[reason]).get()
+    host.running().host.metrics.session_creation_errors.with_label_values(&[reason]).get()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +253,7 @@ async fn a_display_that_cannot_start_fails_the_launch_clearly_and_leaves_nothing
     assert_eq!(code, 500, "{message}");
     assert!(message.contains("virtual display") && message.contains("/nonexistent/Xvfb"), "{message}");
     assert_eq!(failures(&host, "display"), 1);
-    assert!(host.running().ctx.sessions.is_empty());
+    assert!(host.running().host.sessions.is_empty());
     assert_eq!(owned(&host, Role::App) + owned(&host, Role::Display), 0);
     host.stop().await;
 }
@@ -269,7 +269,7 @@ async fn display_numbers_run_out_with_a_clear_error() {
     assert_eq!(code, 500, "{message}");
     assert!(message.contains("no free display number"), "{message}");
     assert_eq!(failures(&host, "display"), 1);
-    assert_eq!(host.running().ctx.sessions.len(), 1, "the first session runs on");
+    assert_eq!(host.running().host.sessions.len(), 1, "the first session runs on");
     cancel(&host, &a).await;
     // Its number is free again.
     let lb = b.launch(APP, "320x240x30").await.unwrap();
@@ -287,7 +287,7 @@ async fn an_audio_server_that_cannot_start_fails_the_launch_and_stops_the_displa
     assert_eq!(code, 500, "{message}");
     assert!(message.contains("audio server did not start"), "{message}");
     assert_eq!(failures(&host, "audio"), 1);
-    assert!(host.running().ctx.sessions.is_empty());
+    assert!(host.running().host.sessions.is_empty());
     assert_eq!(owned(&host, Role::Display), 0, "the display started first is stopped again");
     assert!(x_sockets(first, max).is_empty());
     host.stop().await;
@@ -303,7 +303,7 @@ async fn a_display_that_dies_ends_its_session_with_a_counted_reason() {
     // SAFETY: kill(2) on the X server we started.
     unsafe { libc::kill(display.pid, libc::SIGKILL) };
     wait_no_sessions(&host).await;
-    let ended = host.running().ctx.metrics.sessions_ended.with_label_values(&["display_lost"]).get();
+    let ended = host.running().host.metrics.sessions_ended.with_label_values(&["display_lost"]).get();
     assert_eq!(ended, 1);
     assert_eq!(owned(&host, Role::App), 0, "the app went with its display");
     assert!(!display.socket().exists(), "the dead server's socket is cleaned up");

@@ -63,19 +63,19 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
     let sessions = Arc::new(Sessions::default());
     sessions.restore(vec![session()]);
     let metrics = wolf_rs::metrics::Metrics::new().unwrap();
-    let inputs = Inputs::new(sessions, metrics.clone());
     let (rumble_tx, rumble) = mpsc::channel();
     let rumble_tx = std::sync::Mutex::new(rumble_tx);
     let (nodes_tx, pad_nodes) = mpsc::channel();
     let nodes_tx = std::sync::Mutex::new(nodes_tx);
-    inputs.set_hooks(wolf_rs::input::Hooks {
+    let hooks = wolf_rs::input::Hooks {
         rumble: Some(Arc::new(move |session, number, low, high| {
             let _ = rumble_tx.lock().unwrap().send((session, number, low, high));
         })),
         pad_nodes: Some(Arc::new(move |session, change| {
             let _ = nodes_tx.lock().unwrap().send((session, change));
         })),
-    });
+    };
+    let inputs = Inputs::new(sessions, metrics.clone(), hooks);
 
     // Arrival, as a Sunshine-style client sends it, then the pad's state.
     inputs.submit(

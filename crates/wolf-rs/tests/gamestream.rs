@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wolf_client::{ClientIdentity, PairOutcome};
-use wolf_rs::gamestream::pairing::Source;
+use wolf_rs::host::pairing::Source;
 use wolf_testkit::{ConfigBuilder, PIN, TestHost};
 
 fn launch_query(c: &wolf_client::GameStreamClient) -> String {
@@ -44,7 +44,7 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     assert_eq!(info.field("appversion").as_deref(), Some("7.1.431.-1"));
     let codecs: u32 = info.field("ServerCodecModeSupport").unwrap().parse().unwrap();
     assert_eq!(codecs & 1, 1, "H.264 always");
-    let ctx = &host.running().ctx;
+    let ctx = &host.running().gamestream;
     assert_eq!(codecs & 0x100 != 0, ctx.encoder.hevc.is_some(), "HEVC only with an HEVC encoder");
     assert_eq!(info.field("gputype").as_deref(), Some(ctx.encoder.h264.name));
 
@@ -67,7 +67,7 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     assert_eq!(l.field("gamesession").as_deref(), Some("1"));
     let url = format!("rtspenc://127.0.0.1:{}", host.running().rtsp_port);
     assert_eq!(l.field("sessionUrl0"), Some(url));
-    assert_eq!(host.running().ctx.sessions.len(), 1);
+    assert_eq!(host.running().host.sessions.len(), 1);
 
     let busy = c.https_get(&c.url("/serverinfo", &[])).await.unwrap();
     assert_eq!(busy.field("state").as_deref(), Some("SUNSHINE_SERVER_BUSY"));
@@ -87,7 +87,7 @@ async fn fixed_pin_pairs_then_serverinfo_applist_launch_cancel() {
     let free = c.https_get(&c.url("/serverinfo", &[])).await.unwrap();
     assert_eq!(free.field("state").as_deref(), Some("SUNSHINE_SERVER_FREE"));
     assert_eq!(free.field("currentgame").as_deref(), Some("0"));
-    assert!(host.running().ctx.sessions.is_empty());
+    assert!(host.running().host.sessions.is_empty());
     let gone = c
         .https_get(&c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "7")]))
         .await
@@ -140,7 +140,7 @@ async fn wrong_pin_pairs_nothing_and_persists_nothing() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
     let mut c = host.client();
     assert_eq!(c.pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
-    assert!(host.running().ctx.clients.list().is_empty());
+    assert!(host.running().host.clients.list().is_empty());
     let on_disk = wolf_rs::state::clients::read_file(&host.paths().clients()).unwrap();
     assert!(on_disk.is_empty());
     let info = c.https_get(&c.url("/serverinfo", &[])).await.unwrap();
@@ -198,7 +198,7 @@ async fn unpaired_certificates_get_401_xml_on_every_https_endpoint() {
             assert!(r.text().contains("The client is not authorized. Certificate verification failed."));
         }
     }
-    assert!(host.running().ctx.sessions.is_empty());
+    assert!(host.running().host.sessions.is_empty());
     host.stop().await;
 }
 
@@ -229,7 +229,7 @@ async fn pairing_survives_restart_and_unpair_removes_it() {
     assert_eq!(stranger.pair("9999").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
     let r = stranger.http_get(&stranger.url("/unpair", &[])).await.unwrap();
     assert_eq!(r.xml_status(), Some(200));
-    assert_eq!(host.running().ctx.clients.list().len(), 1);
+    assert_eq!(host.running().host.clients.list().len(), 1);
     let info = c.https_get(&c.url("/serverinfo", &[])).await.unwrap();
     assert_eq!(info.field("PairStatus").as_deref(), Some("1"));
     host.stop().await;
@@ -286,7 +286,7 @@ async fn pin_wait_is_bounded_and_blocks_no_other_request() {
         PairOutcome::Refused { step: "getservercert", status: 408, .. } => {}
         other => panic!("expected a PIN timeout, got {other:?}"),
     }
-    assert!(host.running().ctx.pairing.waiting().is_empty());
+    assert!(host.running().host.pairing.waiting().is_empty());
     host.stop().await;
 }
 
@@ -299,7 +299,7 @@ async fn five_failures_from_one_ip_get_it_refused() {
         let r = c.http_get(&c.url("/pair", &[("clientchallenge", "00112233445566778899aabbccddeeff")])).await.unwrap();
         assert_eq!(r.xml_status(), Some(400));
     }
-    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(c.http.ip())), None);
+    assert_eq!(host.running().host.pairing.banned_for(&Source::addr(c.http.ip())), None);
     // Wrong PINs are.
     for _ in 0..5 {
         assert_eq!(c.pair("1111").await.unwrap(), PairOutcome::NotPaired { step: "clientpairingsecret" });
@@ -328,7 +328,7 @@ async fn behind_a_trusted_proxy_wrong_pins_refuse_the_certificate_not_the_addres
         PairOutcome::Refused { status: 429, message, .. } => assert!(message.contains("certificate"), "{message}"),
         other => panic!("expected the certificate's ban, got {other:?}"),
     }
-    let ctx = &host.running().ctx;
+    let ctx = &host.running().host;
     assert_eq!(ctx.pairing.banned_for(&Source::addr(guesser.http.ip())), None);
     let mut other = host.client();
     assert_eq!(other.pair(PIN).await.unwrap(), PairOutcome::Paired, "another user of the gateway pairs");
@@ -420,7 +420,7 @@ async fn pending_pairings_and_ids_are_bounded() {
     let mut c = host.client();
     let cert = hex::encode(c.identity.cert.pem.as_bytes());
     let salt = "00112233445566778899aabbccddeeff";
-    for n in 0..wolf_rs::gamestream::pairing::MAX_PENDING_PER_IP {
+    for n in 0..wolf_rs::host::pairing::MAX_PENDING_PER_IP {
         c.uniqueid = format!("client-{n}");
         let r = c
             .http_get(&c.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]))
@@ -501,7 +501,7 @@ async fn a_slow_request_body_is_cut_off() {
 async fn a_session_without_client_activity_is_stopped_after_the_idle_timeout() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| c.sessions.idle_timeout_ms = 1000)).await;
     let (c, _) = wolf_testkit::pair_and_launch(&host).await;
-    let sessions = host.running().ctx.sessions.clone();
+    let sessions = host.running().host.sessions.clone();
     let id = sessions.list()[0].id;
     // Activity (what control messages and UDP pings record) keeps it: 15 touches over 3 s.
     for _ in 0..15 {
@@ -541,8 +541,8 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), Ok(PairOutcome::Paired));
     }
-    assert_eq!(host.running().ctx.clients.list().len(), N);
-    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(host.http.ip())), None);
+    assert_eq!(host.running().host.clients.list().len(), N);
+    assert_eq!(host.running().host.pairing.banned_for(&Source::addr(host.http.ip())), None);
     host.stop().await;
 
     // PIN entry: one pairing waits for its PIN at a time, so `wolf-rs pair <PIN>` needs no secret.
@@ -572,8 +572,8 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), Ok(PairOutcome::Paired));
     }
-    assert_eq!(host.running().ctx.clients.list().len(), N);
-    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(host.http.ip())), None);
+    assert_eq!(host.running().host.clients.list().len(), N);
+    assert_eq!(host.running().host.pairing.banned_for(&Source::addr(host.http.ip())), None);
     host.stop().await;
 }
 
@@ -588,7 +588,7 @@ async fn a_flood_of_first_steps_from_many_addresses_does_not_block_pairing() {
     let salt = "00112233445566778899aabbccddeeff";
     for src in 2..18u8 {
         flood.local_ip = Some(std::net::IpAddr::from([127, 0, 0, src]));
-        for n in 0..wolf_rs::gamestream::pairing::MAX_PENDING_PER_IP {
+        for n in 0..wolf_rs::host::pairing::MAX_PENDING_PER_IP {
             flood.uniqueid = format!("flood-{n}");
             let q = flood.url("/pair", &[("phrase", "getservercert"), ("salt", salt), ("clientcert", &cert)]);
             assert_eq!(flood.http_get(&q).await.unwrap().xml_status(), Some(200));
@@ -596,7 +596,7 @@ async fn a_flood_of_first_steps_from_many_addresses_does_not_block_pairing() {
     }
     let mut c = host.client();
     assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired, "a real client pairs beside the flood");
-    assert_eq!(host.running().ctx.pairing.banned_for(&Source::addr(c.http.ip())), None);
+    assert_eq!(host.running().host.pairing.banned_for(&Source::addr(c.http.ip())), None);
     host.stop().await;
 }
 

@@ -15,7 +15,7 @@ async fn a_client_that_picks_hevc_gets_decodable_hevc() {
         panic!("x265enc is missing: scripts/deps.sh installs gstreamer1.0-plugins-bad");
     }
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| c.video.software_hevc = true)).await;
-    assert_eq!(host.running().ctx.encoder.hevc.map(|c| c.name), Some("x265"));
+    assert_eq!(host.running().gamestream.encoder.hevc.map(|c| c.name), Some("x265"));
     let sdp = wolf_testkit::STREAM_SDP.replace("bitStreamFormat:0", "bitStreamFormat:1");
     let ((c, video, _audio, ping, _), describe) = wolf_testkit::play_sdp(host.client(), &sdp).await;
     assert!(describe.contains("sprop-parameter-sets=AAAAAU"), "DESCRIBE offers HEVC: {describe}");

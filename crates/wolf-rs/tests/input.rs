@@ -158,7 +158,7 @@ async fn keys_text_and_the_mouse_reach_the_app_in_order() {
     assert_eq!(got, want, "the app saw exactly what the client sent, in order");
     println!("what the app on the session's display saw ({} events):\n{}", got.len(), got.join("\n"));
 
-    let m = r.host.running().ctx.metrics.render().unwrap();
+    let m = r.host.running().host.metrics.render().unwrap();
     assert!(m.contains("wolf_input_events_total{kind=\"keyboard\"} 14"), "{m}");
     assert!(m.contains("wolf_input_events_total{kind=\"text\"} 7"), "{m}");
     assert!(!m.contains("wolf_input_dropped_total{reason=\"queue_full\"} 1"), "nothing dropped: {m}");
@@ -206,17 +206,17 @@ async fn input_for_a_session_without_a_display_is_counted_and_dropped() {
         let gamepads = health["checks"]["gamepads"].as_str().unwrap_or_default().to_owned();
         assert!(gamepads.starts_with("unavailable: /dev/uinput is missing"), "{health}");
     }
-    let metrics = host.running().ctx.metrics.clone();
+    let metrics = host.running().host.metrics.clone();
     until("the drops are counted", || {
         metrics.input_dropped.with_label_values(&["no_display"]).get() == 2
             && metrics.input_dropped.with_label_values(&["malformed"]).get() == 1
     })
     .await;
     // Rumble a pad's app played goes to the client as the control channel's rumble message.
-    let session = host.running().ctx.sessions.for_client(&client.identity.cert.fingerprint_hex()).unwrap().id;
+    let session = host.running().host.sessions.for_client(&client.identity.cert.fingerprint_hex()).unwrap().id;
     let rumble =
         wolf_rs::commands::ControlCommand::Rumble { session_id: session, number: 0, low: 0x8000, high: 0x4000 };
-    host.running().ctx.ender.control.send(rumble).unwrap();
+    host.running().host.planes.control.send(rumble).unwrap();
     let got = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
@@ -252,7 +252,7 @@ async fn a_flood_of_input_never_stalls_the_control_thread_nor_loses_keys_or_posi
         (0..N).map(|i| InputEvent::MouseMove { dx: if i % 2 == 0 { 1 } else { -1 }, dy: 0 }).collect();
     flood.extend(tap(0x5A, 0));
     r.send(&flood);
-    let metrics = r.host.running().ctx.metrics.clone();
+    let metrics = r.host.running().host.metrics.clone();
     until("every move reached the host", || metrics.input_events.with_label_values(&["mouse_move"]).get() == N as u64)
         .await;
     let tail = [press(0x7a, 0), release(0x7a, 0)];

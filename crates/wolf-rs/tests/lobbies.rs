@@ -130,7 +130,7 @@ async fn a_session_joins_a_lobby_and_sees_it_then_its_own_desktop_again() {
     let before = own.iter().max().unwrap();
     assert!(in_lobby.iter().filter(|i| *i > before).count() >= 12, "frame numbers go on: {before} then {in_lobby:?}");
     let (_, listed) = call(&sock, Method::GET, "/api/v1/lobbies", None).await;
-    let number = host.running().ctx.sessions.list()[0].id;
+    let number = host.running().host.sessions.list()[0].id;
     assert_eq!(listed["lobbies"][0]["connected_sessions"], json!([number.to_string()]));
 
     // Leave: its own desktop again, on the same stream; join again.
@@ -160,10 +160,10 @@ async fn a_session_joins_a_lobby_and_sees_it_then_its_own_desktop_again() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(host.running().ctx.sessions.list()[0].lobby.is_none());
+    assert!(host.running().host.sessions.list()[0].lobby.is_none());
 
     // Stop: a wrong PIN is refused; then the lobby and its display are gone.
-    let lobby = host.running().ctx.lobbies.get(&lobby_id).unwrap();
+    let lobby = host.running().host.lobbies.get(&lobby_id).unwrap();
     let display_pid = lobby.display.as_ref().unwrap().pid;
     let (s, e) = call(&sock, Method::POST, "/api/v1/lobbies/stop", Some(json!({ "lobby_id": lobby_id }))).await;
     assert_eq!((s, &e["error"]), (StatusCode::INTERNAL_SERVER_ERROR, &json!("Invalid PIN")));
@@ -189,19 +189,19 @@ async fn an_open_lobby_that_everyone_left_stops_and_one_whose_app_exits_too() {
     body["multi_user"] = json!(false);
     let (_, created) = call(&sock, Method::POST, "/api/v1/lobbies/create", Some(body)).await;
     let lobby_id = created["lobby_id"].as_str().unwrap().to_owned();
-    let number = host.running().ctx.sessions.list()[0].id;
+    let number = host.running().host.sessions.list()[0].id;
     let join = json!({ "lobby_id": lobby_id, "moonlight_session_id": number, "pin": null });
     assert_eq!(call(&sock, Method::POST, "/api/v1/lobbies/join", Some(join)).await.0, StatusCode::OK);
     // The session ends (cancel): it leaves, the lobby is empty and stops.
     assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
-    until("the empty lobby stops", || host.running().ctx.lobbies.list().is_empty()).await;
+    until("the empty lobby stops", || host.running().host.lobbies.list().is_empty()).await;
 
     // A lobby whose app exits stops.
     let mut body = lobby_request(None);
     body["runner"] = json!({ "type": "process", "run_cmd": "sh -c 'sleep 1'" });
     let (s, _) = call(&sock, Method::POST, "/api/v1/lobbies/create", Some(body)).await;
     assert_eq!(s, StatusCode::OK);
-    until("a lobby whose app exited stops", || host.running().ctx.lobbies.list().is_empty()).await;
+    until("a lobby whose app exited stops", || host.running().host.lobbies.list().is_empty()).await;
     // Malformed: an impossible mode, a runner without a command.
     let mut body = lobby_request(None);
     body["video_settings"]["width"] = json!(0);

@@ -34,7 +34,7 @@ async fn the_moonlight_negotiation_runs_to_play() {
     assert!(r.body.contains("x-ss-general.encryptionSupported"), "{}", r.body);
     assert_eq!(
         r.body.contains("sprop-parameter-sets=AAAAAU"),
-        host.running().ctx.hevc,
+        host.running().gamestream.encoder.hevc.is_some(),
         "HEVC offered only with an encoder"
     );
 
@@ -75,7 +75,7 @@ async fn the_moonlight_negotiation_runs_to_play() {
     assert_eq!(rtsp.request("PLAY", "/", 10, &[("Session", "NOPE")], "").await.unwrap().code, 454);
     assert_eq!(rtsp.request("PLAY", "/", 11, &[("Session", &session)], "").await.unwrap().code, 200);
 
-    let s = host.running().ctx.sessions.list().pop().unwrap();
+    let s = host.running().host.sessions.list().pop().unwrap();
     let stream = s.rtsp.stream.clone().unwrap();
     assert_eq!((stream.width, stream.height, stream.fps, stream.packet_size), (1280, 720, 60, 1024));
     assert!(s.rtsp.playing);
@@ -157,7 +157,7 @@ async fn a_stranger_on_the_same_address_cannot_reach_an_encrypted_session() {
 
     let a = rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
     assert_eq!(a.code, 200);
-    let s = host.running().ctx.sessions.list().pop().unwrap();
+    let s = host.running().host.sessions.list().pop().unwrap();
     assert_eq!(a.header("X-SS-Ping-Payload"), Some(s.rtsp.ping_payload.as_str()));
     host.stop().await;
 }
@@ -205,7 +205,7 @@ async fn twenty_sessions_from_one_address_each_negotiate_their_own() {
     for t in tasks {
         negotiated.push(t.await.unwrap());
     }
-    let sessions = host.running().ctx.sessions.list();
+    let sessions = host.running().host.sessions.list();
     assert_eq!(sessions.len(), N);
     for (fingerprint, height, ping, connect_data) in &negotiated {
         let s = sessions.iter().find(|s| &s.client_fingerprint == fingerprint).expect("its session");

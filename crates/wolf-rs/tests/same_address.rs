@@ -119,12 +119,12 @@ async fn cancel_all(host: &TestHost, clients: &[Arc<GameStreamClient>]) {
         assert_eq!(r.field("cancel").as_deref(), Some("1"), "{}", r.text());
     }
     for _ in 0..500 {
-        if host.running().ctx.sessions.is_empty() {
+        if host.running().host.sessions.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(host.running().ctx.sessions.is_empty(), "every /cancel ended its own session");
+    assert!(host.running().host.sessions.is_empty(), "every /cancel ended its own session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ async fn twenty_sessions_launched_at_once_from_one_address_each_get_their_own_st
         assert!(failed.is_empty(), "round {round}: {failed:?}");
         cancel_all(&host, &clients).await;
     }
-    let ended = &host.running().ctx.metrics.sessions_ended;
+    let ended = &host.running().host.metrics.sessions_ended;
     assert_eq!(ended.with_label_values(&["cancelled"]).get(), 2 * SESSIONS as u64, "each ended once, as cancelled");
     host.stop().await;
 }
@@ -183,7 +183,7 @@ async fn twenty_sessions_from_one_address_alongside_a_handshake_storm_from_it() 
 /// The state of `c`'s session, if it has one.
 fn state(host: &TestHost, c: &GameStreamClient) -> Option<SessionState> {
     let fp = wolf_rs::gamestream::handlers::fingerprint(&c.identity.cert.der);
-    host.running().ctx.sessions.list().into_iter().find(|s| s.client_fingerprint == fp).map(|s| s.state)
+    host.running().host.sessions.list().into_iter().find(|s| s.client_fingerprint == fp).map(|s| s.state)
 }
 
 async fn wait_paused(host: &TestHost, c: &GameStreamClient) {
@@ -280,7 +280,7 @@ async fn control_is_bound_by_connect_data_not_by_address() {
     let wrong = EnetClient::connect_from(from(4), played.control, played.connect_data ^ 1, launched.rikey);
     let (seen, _) = events(wrong).await.unwrap();
     assert!(!seen.contains(&ControlEvent::Connected), "unknown connect data gets no connection: {seen:?}");
-    let counted = |kind: &str| host.running().ctx.metrics.control_messages.with_label_values(&[kind]).get();
+    let counted = |kind: &str| host.running().host.metrics.control_messages.with_label_values(&[kind]).get();
     assert_eq!(counted("refused"), 1, "only the second peer got as far as a refusal");
     assert!(counted("unknown_connect") >= 1);
     // The client's own channel is still up: it leaves when it chooses.
@@ -296,7 +296,7 @@ async fn control_is_bound_by_connect_data_not_by_address() {
 async fn plain_rtsp_clients_on_one_address_negotiate_on_their_own_ports() {
     let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
     let clients = paired(&host, 2).await;
-    let shared = host.running().ctx.rtsp_port;
+    let shared = host.running().host.ports.rtsp;
     let mut launched = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         let (w, h) = mode(i);
@@ -373,7 +373,7 @@ async fn a_flood_of_connects_naming_no_session_holds_no_peer_slot() {
     let (first, client) = first.await.unwrap();
     assert_eq!(first, Ok(ControlEvent::Connected), "the session's client connects beside the flood");
     assert_eq!(flood.join().unwrap(), 0, "no stranger's connect got through");
-    let dropped = host.running().ctx.metrics.control_messages.with_label_values(&["unknown_connect"]).get();
+    let dropped = host.running().host.metrics.control_messages.with_label_values(&["unknown_connect"]).get();
     assert!(dropped >= 200, "every stranger's connect was dropped at the socket: {dropped}");
     assert!(tokio::task::spawn_blocking(move || client.leave()).await.unwrap());
     host.stop().await;

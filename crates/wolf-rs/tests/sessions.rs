@@ -25,7 +25,7 @@ async fn a_launch_is_on_disk_before_its_answer_and_a_restart_adopts_it() {
     let id = on_disk[0].id;
 
     host.restart().await;
-    let sessions = host.running().ctx.sessions.list();
+    let sessions = host.running().host.sessions.list();
     assert_eq!(sessions.len(), 1, "adopted after the restart");
     assert_eq!(sessions[0].id, id);
     assert_eq!(sessions[0].state, SessionState::Paused);
@@ -35,7 +35,7 @@ async fn a_launch_is_on_disk_before_its_answer_and_a_restart_adopts_it() {
     let q = c.url("/resume", &[("rikey", "ffeeddccbbaa99887766554433221100"), ("rikeyid", "7")]);
     let r = c.https_get(&q).await.unwrap();
     assert_eq!(r.field("resume").as_deref(), Some("1"), "{}", r.text());
-    assert_eq!(host.running().ctx.sessions.list()[0].rikeyid, 7);
+    assert_eq!(host.running().host.sessions.list()[0].rikeyid, 7);
     // A new launch gets a new id (ids are not reused after a restart).
     let r = c.https_get("/cancel").await.unwrap();
     assert_eq!(r.field("cancel").as_deref(), Some("1"));
@@ -65,7 +65,7 @@ async fn a_session_dropped_at_start_is_gone_from_the_file_before_the_host_serves
     std::fs::write(&path, text.replace("\"paused\"", "\"launching\"")).unwrap();
     assert_eq!(saved(&host).len(), 1);
     host.restart().await;
-    assert!(host.running().ctx.sessions.is_empty(), "a half-launched session is not adopted");
+    assert!(host.running().host.sessions.is_empty(), "a half-launched session is not adopted");
     assert!(saved(&host).is_empty(), "the file follows the reconcile before the host serves");
     host.stop().await;
 }
@@ -81,8 +81,8 @@ async fn a_corrupt_file_is_moved_aside_and_the_host_starts_healthy() {
     let names: Vec<String> =
         std::fs::read_dir(host.dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.iter().any(|n| n.starts_with("active_sessions.json.corrupt-")), "{names:?}");
-    assert!(host.running().ctx.sessions.is_empty());
-    assert_eq!(host.running().ctx.metrics.session_store_corrupt.get(), 1);
+    assert!(host.running().host.sessions.is_empty());
+    assert_eq!(host.running().host.metrics.session_store_corrupt.get(), 1);
     let (c, _) = pair_and_launch(&host).await;
     assert_eq!(saved(&host).len(), 1, "a fresh file is written");
     drop(c);
@@ -111,7 +111,7 @@ async fn a_misshapen_file_is_moved_aside_and_stale_temps_are_removed() {
             .collect();
         assert!(names.iter().any(|n| n.starts_with("active_sessions.json.corrupt-")), "{text}: {names:?}");
         assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "{names:?}");
-        assert_eq!(host.running().ctx.metrics.session_store_corrupt.get(), 1);
+        assert_eq!(host.running().host.metrics.session_store_corrupt.get(), 1);
         host.stop().await;
     }
 }
@@ -161,8 +161,8 @@ async fn read_only_inside_namespace() {
     let r = c.https_get(&q).await.expect("an answer, not a reset");
     assert_eq!(r.xml_status(), Some(500), "{}", r.text());
     assert!(r.text().contains("could not save the session"), "{}", r.text());
-    assert!(host.running().ctx.sessions.is_empty(), "no half-made session is left");
-    let m = &host.running().ctx.metrics;
+    assert!(host.running().host.sessions.is_empty(), "no half-made session is left");
+    let m = &host.running().host.metrics;
     assert_eq!(m.session_creation_errors.with_label_values(&["store"]).get(), 1);
     assert!(m.session_store_errors.get() >= 1);
     // Still serving, and saying why launches fail.

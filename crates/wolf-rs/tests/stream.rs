@@ -122,19 +122,19 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
 
     // Control messages are the session's client activity.
     control.send(wolf_protocol::control::MSG_PING, &[4, 0, 0, 0, 0, 0, 0, 0]);
-    let id = host.running().ctx.sessions.list()[0].id;
+    let id = host.running().host.sessions.list()[0].id;
     for _ in 0..200 {
-        if host.running().ctx.sessions.last_activity(id).is_some() {
+        if host.running().host.sessions.last_activity(id).is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(host.running().ctx.sessions.last_activity(id).is_some(), "pings count as client activity");
+    assert!(host.running().host.sessions.last_activity(id).is_some(), "pings count as client activity");
 
     // Only the first frame and the one asked for are IDRs (the encoder's GOP is unbounded).
     // A frame lost on the host (counted) is followed by an IDR too; none is expected here.
     let idrs: Vec<u32> = frames.iter().filter(|(_, (k, _))| *k == 2).map(|(i, _)| *i).collect();
-    let drops = &host.running().ctx.metrics.video_frames_dropped;
+    let drops = &host.running().host.metrics.video_frames_dropped;
     let lost = ["handoff", "sender"].iter().map(|w| drops.with_label_values(&[w]).get()).sum::<u64>() as usize;
     assert!(idrs.len() >= 2 && idrs.len() <= 2 + lost, "IDR frames at {idrs:?}, {lost} frames lost on the host");
     assert!(idrs.iter().any(|i| *i > 150), "an IDR followed the request: {idrs:?}");
@@ -200,7 +200,7 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stream_threads(), 0, "no stream thread left after /cancel");
-    assert!(host.running().ctx.sessions.is_empty());
+    assert!(host.running().host.sessions.is_empty());
     host.stop().await;
 }
 
@@ -230,8 +230,8 @@ async fn a_pipeline_that_fails_ends_the_session_and_tells_the_client() {
         }
     }
     assert!(events.contains(&ControlEvent::Message(MSG_TERMINATION, vec![0x80, 0x0e, 0x94, 0x03])), "{events:?}");
-    assert!(host.running().ctx.sessions.is_empty(), "the failed session is gone");
-    let ended = &host.running().ctx.metrics.sessions_ended;
+    assert!(host.running().host.sessions.is_empty(), "the failed session is gone");
+    let ended = &host.running().host.metrics.sessions_ended;
     assert_eq!(ended.with_label_values(&["stream_failed"]).get(), 1, "ended once, for its reason");
     host.stop().await;
 }

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::events::{Event, wolf_client_id};
-use crate::gamestream::HostContext;
+use crate::host::Host;
 use wire::*;
 
 /// Connections served at once; the next waits in the listen backlog.
@@ -125,7 +125,7 @@ impl ApiServer {
         Ok(ApiServer { listener, path: path.to_owned(), tcp })
     }
 
-    pub async fn run(self, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
+    pub async fn run(self, ctx: Arc<Host>, shutdown: CancellationToken, tracker: TaskTracker) {
         let shared = Arc::new(Shared {
             ctx,
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
@@ -169,7 +169,7 @@ impl ApiServer {
 
 /// What both listeners serve with.
 struct Shared {
-    ctx: Arc<HostContext>,
+    ctx: Arc<Host>,
     permits: Arc<Semaphore>,
     subscribers: Arc<Subscribers>,
     shutdown: CancellationToken,
@@ -260,7 +260,7 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>, bad: StatusCode) -> s
 }
 
 async fn route(
-    ctx: &HostContext,
+    ctx: &Arc<Host>,
     subs: &Arc<Subscribers>,
     shutdown: &CancellationToken,
     req: Request<Incoming>,
@@ -314,9 +314,9 @@ async fn route(
             respond(StatusCode::OK, &PendingPairsResponse { success: true, requests })
         }
         (Method::POST, "/pair/client") => match body::<PairRequest>(req, server_error).await {
-            Ok(r) => match crate::gamestream::handlers::submit_pin_admin(ctx, &r.pin, Some(&r.pair_secret)) {
+            Ok(r) => match ctx.pairing.submit_pin(Some(&r.pair_secret), r.pin.clone()) {
                 Ok(()) => ok(),
-                Err(e) => fail(server_error, e),
+                Err(e) => fail(server_error, e.to_string()),
             },
             Err(resp) => resp,
         },
@@ -358,7 +358,7 @@ async fn route(
         (Method::POST, "/sessions/stop") => match body::<SessionIdRequest>(req, server_error).await {
             Ok(r) => match find_session(ctx, &r.session_id) {
                 Some(id) => {
-                    ctx.ender.end(id, crate::commands::EndReason::Cancelled);
+                    ctx.end(id, crate::commands::EndReason::Cancelled).await;
                     ok()
                 }
                 None => fail(server_error, "Invalid session_id"),
@@ -377,7 +377,7 @@ async fn route(
     }
 }
 
-async fn add_app(ctx: &HostContext, a: App) -> Response<Body> {
+async fn add_app(ctx: &Arc<Host>, a: App) -> Response<Body> {
     use crate::state::apps::{AddError, Refused};
     let app = match a.to_config() {
         Ok(app) => app,
@@ -399,13 +399,13 @@ async fn add_app(ctx: &HostContext, a: App) -> Response<Body> {
 }
 
 /// Wolf answers success for an id it does not know; so does this. The removed app's sessions end.
-async fn delete_app(ctx: &HostContext, id: &str) -> Response<Body> {
+async fn delete_app(ctx: &Arc<Host>, id: &str) -> Response<Body> {
     use crate::state::apps::AddError;
     match ctx.apps.remove(id).await {
         Ok(Some(app)) => {
             tracing::info!(app = %app.title, id, "app removed through the API");
             for s in ctx.sessions.list().iter().filter(|s| s.app_id == app.id) {
-                ctx.ender.end(s.id, crate::commands::EndReason::Cancelled);
+                ctx.end(s.id, crate::commands::EndReason::Cancelled).await;
             }
             ctx.events.publish(Event::AppRemoved { id: id.to_owned(), title: app.title.clone() });
             ok()
@@ -418,7 +418,8 @@ async fn delete_app(ctx: &HostContext, id: &str) -> Response<Body> {
     }
 }
 
-async fn add_session(ctx: &HostContext, r: SessionAddRequest) -> Response<Body> {
+async fn add_session(ctx: &Arc<Host>, r: SessionAddRequest) -> Response<Body> {
+    use crate::host::launch::{LaunchError, LaunchRequest, StreamParams, parse_rikey, surround_for_channels};
     let bad = |m: String| fail(StatusCode::INTERNAL_SERVER_ERROR, m);
     let Some(client) = r.client_id.as_deref().and_then(|id| find_client(ctx, id)) else {
         return bad("Invalid client_id: a session belongs to a paired client (see /api/v1/clients)".into());
@@ -433,43 +434,25 @@ async fn add_session(ctx: &HostContext, r: SessionAddRequest) -> Response<Body> 
     let Ok(client_ip) = r.client_ip.parse() else {
         return bad(format!("client_ip {:?} is not an address", r.client_ip));
     };
-    let Some(rikey) = hex::decode(&r.aes_key).ok().and_then(|k| <[u8; 16]>::try_from(k).ok()) else {
-        return bad("aes_key must be 32 hex digits".into());
-    };
-    let Some(rikeyid) = r.aes_iv.parse::<i32>().ok().or_else(|| r.aes_iv.parse::<u32>().ok().map(|u| u as i32)) else {
-        return bad("aes_iv must be a 32-bit decimal".into());
+    let (rikey, rikeyid) = match parse_rikey(Some(&r.aes_key), Some(&r.aes_iv)) {
+        Ok(k) => k,
+        Err(e) => return bad(format!("aes_key/aes_iv: {e}")),
     };
     let (w, h, fps) = (r.video_width, r.video_height, r.video_refresh_rate);
     let Some(mode) = wolf_protocol::launch::Mode::parse(&format!("{w}x{h}x{fps}")) else {
         return bad(format!("{w}x{h}x{fps} is not a video mode"));
     };
-    // surroundAudioInfo: the channel count, and the channel mask above it.
-    let surround = match r.audio_channel_count {
-        6 => (0x3F << 16) | 6,
-        8 => (0x63F << 16) | 8,
-        _ => (0x3 << 16) | 2,
-    };
-    let request = crate::gamestream::handlers::LaunchRequest {
-        client: &client,
-        client_ip,
-        app: &app,
-        mode,
-        rikey,
-        rikeyid,
-        surround,
-        encrypted: false,
-    };
-    match crate::gamestream::handlers::launch_session(ctx, request).await {
-        Ok(_) => {
-            respond(StatusCode::OK, &SessionAddResponse { success: true, session_id: wolf_client_id(&client.cert_pem) })
-        }
-        Err(crate::sessions::LaunchError::AlreadyRunning { app_id }) => {
+    let surround = surround_for_channels(u32::from(r.audio_channel_count));
+    let params = StreamParams { mode, rikey, rikeyid, surround, encrypted: false };
+    let session_id = wolf_client_id(&client.cert_pem);
+    match ctx.launch(LaunchRequest { client, client_ip, app_id: app.id, params }).await {
+        Ok(_) => respond(StatusCode::OK, &SessionAddResponse { success: true, session_id }),
+        Err(LaunchError::AlreadyRunning { app_id }) => {
             bad(format!("App {app_id} is already running for this client; stop that session first"))
         }
-        Err(crate::sessions::LaunchError::Store(e)) => bad(format!("The session could not be saved: {e}")),
-        Err(crate::sessions::LaunchError::Runner { part, message }) => {
-            bad(format!("The session's {part} did not start: {message}"))
-        }
+        Err(LaunchError::Store(e)) => bad(format!("The session could not be saved: {e}")),
+        Err(LaunchError::Runner { part, message }) => bad(format!("The session's {part} did not start: {message}")),
+        Err(e) => bad(format!("No session: {e}")),
     }
 }
 
@@ -494,7 +477,7 @@ fn lobby_view(l: &crate::lobbies::Lobby) -> LobbyView {
     }
 }
 
-async fn create_lobby(ctx: &HostContext, r: LobbyCreateRequest) -> Response<Body> {
+async fn create_lobby(ctx: &Arc<Host>, r: LobbyCreateRequest) -> Response<Body> {
     let bad = |m: String| fail(StatusCode::INTERNAL_SERVER_ERROR, m);
     let v = &r.video_settings;
     let Some(mode) = wolf_protocol::launch::Mode::parse(&format!("{}x{}x{}", v.width, v.height, v.refresh_rate)) else {
@@ -551,18 +534,18 @@ fn client_view(c: &crate::state::clients::PairedClient) -> Client {
     }
 }
 
-fn session_view(ctx: &HostContext, s: &crate::sessions::Session) -> StreamSession {
+fn session_view(ctx: &Arc<Host>, s: &crate::sessions::Session) -> StreamSession {
     let client_id = ctx.clients.get(&s.client_fingerprint).map(|c| wolf_client_id(&c.cert_pem)).unwrap_or_default();
     StreamSession::of(s, client_id)
 }
 
 /// The paired client a route names: Wolf's client id or the certificate fingerprint.
-fn find_client(ctx: &HostContext, id: &str) -> Option<crate::state::clients::PairedClient> {
+fn find_client(ctx: &Arc<Host>, id: &str) -> Option<crate::state::clients::PairedClient> {
     ctx.clients.list().into_iter().find(|c| c.fingerprint == id || wolf_client_id(&c.cert_pem) == id)
 }
 
 /// The session a route names: Wolf's id (the client id) or wolf-rs's number.
-fn find_session(ctx: &HostContext, id: &str) -> Option<u32> {
+fn find_session(ctx: &Arc<Host>, id: &str) -> Option<u32> {
     let sessions = ctx.sessions.list();
     let by_client = sessions
         .iter()
@@ -570,7 +553,7 @@ fn find_session(ctx: &HostContext, id: &str) -> Option<u32> {
     by_client.or_else(|| sessions.iter().find(|s| s.id.to_string() == id)).map(|s| s.id)
 }
 
-async fn unpair(ctx: &HostContext, id: &str) -> Response<Body> {
+async fn unpair(ctx: &Arc<Host>, id: &str) -> Response<Body> {
     let Some(found) = find_client(ctx, id) else { return fail(StatusCode::NOT_FOUND, "Client not found") };
     match ctx.clients.remove_where(|c| c.fingerprint == found.fingerprint).await {
         Ok(gone) if gone.is_empty() => fail(StatusCode::NOT_FOUND, "Client not found"),
@@ -609,7 +592,7 @@ impl Subscribers {
 
 /// `GET /api/v1/events`: `event: <name>\ndata: <json>\n\n` frames, and a `:keepalive` comment every
 /// 15 s. A subscriber that reads too slowly loses the oldest events (counted) and is never waited on.
-fn events(ctx: &HostContext, subs: &Arc<Subscribers>, shutdown: &CancellationToken) -> Response<Body> {
+fn events(ctx: &Arc<Host>, subs: &Arc<Subscribers>, shutdown: &CancellationToken) -> Response<Body> {
     let mut rx = ctx.events.subscribe();
     let token = subs.add();
     let (tx, frames) = mpsc::channel::<Bytes>(8);

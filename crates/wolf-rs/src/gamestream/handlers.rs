@@ -12,10 +12,9 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::HostContext;
-use super::pairing::{BeginError, PairingManager, Source, SubmitError};
-use crate::runners::RunnerHandle;
-use crate::sessions::{LaunchError, Mode, RtspProgress, Session, SessionPorts, SessionState};
+use super::Context;
+use crate::host::launch::{BadRequest, LaunchError, LaunchRequest, ResumeParams, StreamParams};
+use crate::host::pairing::{BeginError, PairingManager, Source};
 use crate::state::clients::PairedClient;
 use wolf_protocol::pairing::{CertInfo, PairError, PairingSession, is_valid_pin, sha256};
 use wolf_protocol::xml;
@@ -81,7 +80,7 @@ pub(crate) fn waits_for_pin(path: &str, q: &HashMap<String, String>) -> bool {
 
 /// Entry point for both ports. Every handler but pairing step 1 is bounded by request_timeout
 /// (reading a body included); step 1 is bounded by the PIN timeout.
-pub async fn handle(ctx: Arc<HostContext>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(ctx: Arc<Context>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let q = params(&req);
     let method = req.method().clone();
@@ -99,7 +98,7 @@ pub async fn handle(ctx: Arc<HostContext>, conn: Arc<Conn>, req: Request<Incomin
 }
 
 async fn route(
-    ctx: &Arc<HostContext>,
+    ctx: &Arc<Context>,
     conn: &Arc<Conn>,
     req: Request<Incoming>,
     q: &HashMap<String, String>,
@@ -115,7 +114,7 @@ async fn route(
         (None, &Method::GET, "/pin" | "/pin/") => respond(StatusCode::OK, "text/html; charset=utf-8", PIN_PAGE),
         (None, &Method::POST, "/pin" | "/pin/") => submit_pin(&ctx, req).await,
         (Some(fp), _, _) => {
-            let client = fp.as_deref().and_then(|f| ctx.clients.get(f));
+            let client = fp.as_deref().and_then(|f| ctx.host.clients.get(f));
             match client {
                 None => xml_ok(xml::unauthorized(&path)),
                 Some(client) => https(&ctx, &conn, &client, &method, &path, &q).await,
@@ -128,7 +127,7 @@ async fn route(
 }
 
 async fn https(
-    ctx: &HostContext,
+    ctx: &Context,
     conn: &Conn,
     client: &PairedClient,
     method: &Method,
@@ -146,7 +145,7 @@ async fn https(
         },
         "/unpair" => {
             let fp = client.fingerprint.clone();
-            match ctx.clients.remove_where(|c| c.fingerprint == fp).await {
+            match ctx.host.clients.remove_where(|c| c.fingerprint == fp).await {
                 Ok(_) => {
                     tracing::info!(client = %client.name, fingerprint = %fp, "client unpaired");
                     xml_ok(xml::ok(&[]))
@@ -158,22 +157,21 @@ async fn https(
             }
         }
         "/applist" => {
-            let apps = ctx.apps.list();
+            let apps = ctx.host.apps.list();
             xml_ok(xml::applist(apps.iter().map(|a| (a.title.as_str(), a.id))))
         }
         "/launch" => launch(ctx, conn, client, q, path).await,
         "/resume" => resume(ctx, conn, client, q, path).await,
         "/cancel" => {
-            if let Some(s) = ctx.sessions.for_client(&client.fingerprint)
-                && ctx.ender.end(s.id, crate::commands::EndReason::Cancelled).is_some()
-            {
+            // Answered once the end is on disk: a crash after this never brings the session back.
+            if let Some(s) = ctx.host.cancel_for_client(&client.fingerprint).await {
                 tracing::info!(session = s.id, app = s.app_id, client = %client.name, "session cancelled");
             }
             xml_ok(xml::ok(&[("cancel", "1")]))
         }
         "/appasset" => {
             let id = q.get("appid").and_then(|v| v.parse::<u32>().ok());
-            match id.and_then(|id| ctx.apps.icon(id)) {
+            match id.and_then(|id| ctx.host.apps.icon(id)) {
                 Some(png) => respond(StatusCode::OK, "image/png", png),
                 None => xml_err(404, path, "No such app; appid must be the ID of an app in /applist"),
             }
@@ -182,22 +180,22 @@ async fn https(
     }
 }
 
-fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> Response<Body> {
+fn serverinfo(ctx: &Context, conn: &Conn, client: Option<&PairedClient>) -> Response<Body> {
     let session = match client {
-        Some(c) => ctx.sessions.for_client(&c.fingerprint),
-        None => ctx.sessions.for_ip(conn.ip()),
+        Some(c) => ctx.host.sessions.for_client(&c.fingerprint),
+        None => ctx.host.sessions.for_ip(conn.ip()),
     };
     let uuid = ctx.uuid.to_string();
     let local_ip = ctx.net.local_ip.to_string();
     xml_ok(xml::serverinfo(&xml::ServerInfo {
         hostname: &ctx.config.hostname,
         uniqueid: &uuid,
-        https_port: ctx.https_port,
-        http_port: ctx.http_port,
-        hevc: ctx.hevc,
+        https_port: ctx.host.ports.https,
+        http_port: ctx.host.ports.http,
+        hevc: ctx.encoder.hevc.is_some(),
         mac: if client.is_some() { &ctx.net.mac } else { "00:00:00:00:00:00" },
         local_ip: &local_ip,
-        gpu_type: &ctx.gpu_type,
+        gpu_type: ctx.encoder.h264.name,
         paired: client.is_some(),
         current_game: session.as_ref().map_or(0, |s| s.app_id),
         busy: session.is_some(),
@@ -205,24 +203,24 @@ fn serverinfo(ctx: &HostContext, conn: &Conn, client: Option<&PairedClient>) -> 
 }
 
 /// A refused pairing step; it counts against `source` when there is one to blame.
-fn pair_error_reply(ctx: &HostContext, source: Option<&Source>, path: &str, e: &PairError) -> Response<Body> {
-    ctx.metrics.pairing("error");
+fn pair_error_reply(ctx: &Context, source: Option<&Source>, path: &str, e: &PairError) -> Response<Body> {
+    ctx.host.metrics.pairing("error");
     if let Some(source) = source
-        && ctx.pairing.record_failure(source)
+        && ctx.host.pairing.record_failure(source)
     {
-        tracing::warn!(%source, "too many failed pairings: refusing it for {} s", ctx.pairing.limits.ban.as_secs());
+        tracing::warn!(%source, "too many failed pairings: refusing it for {} s", ctx.host.pairing.limits.ban.as_secs());
     }
     tracing::info!(?source, error = %e, "pairing step refused");
     xml_err(400, path, &e.to_string())
 }
 
-fn banned_reply(ctx: &HostContext, source: &Source, path: &str) -> Option<Response<Body>> {
-    let left = ctx.pairing.banned_for(source)?;
-    ctx.metrics.pairing("banned");
+fn banned_reply(ctx: &Context, source: &Source, path: &str) -> Option<Response<Body>> {
+    let left = ctx.host.pairing.banned_for(source)?;
+    ctx.host.metrics.pairing("banned");
     Some(xml_err(429, path, &format!("Too many failed pairing attempts from this {source}; try again in {left} s")))
 }
 
-async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
+async fn pair(ctx: &Context, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
     let ip = conn.ip();
     let Some(uniqueid) = q.get("uniqueid").filter(|u| !u.is_empty()) else {
         return xml_err(400, path, "Missing uniqueid");
@@ -240,38 +238,40 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
     if q.get("phrase").map(String::as_str) == Some("getservercert") || q.contains_key("salt") {
         return pair_step1(ctx, conn, q, path, uniqueid, proxied).await;
     }
-    let source = ctx.pairing.source_of(&key);
+    let source = ctx.host.pairing.source_of(&key);
     let source = source.as_ref();
     // Not counted as a failed pairing: it guesses nothing, and under one address it may be another
     // client's late step (the count is for wrong PINs).
     let no_pairing = |step: &str| {
-        ctx.metrics.pairing("error");
+        ctx.host.metrics.pairing("error");
         xml_err(400, path, &format!("Out of order call to {step}: no pairing in progress for this client"))
     };
     if let Some(v) = q.get("clientchallenge") {
-        return match ctx.pairing.step(&key, |s| s.client_challenge(server, v)) {
+        return match ctx.host.pairing.step(&key, |s| s.client_challenge(server, v)) {
             None => no_pairing("clientchallenge"),
             Some(Err(e)) => pair_error_reply(ctx, source, path, &e),
             Some(Ok(resp)) => xml_ok(xml::ok(&[("paired", "1"), ("challengeresponse", &resp)])),
         };
     }
     if let Some(v) = q.get("serverchallengeresp") {
-        return match ctx.pairing.step(&key, |s| s.server_challenge_resp(server, v)) {
+        return match ctx.host.pairing.step(&key, |s| s.server_challenge_resp(server, v)) {
             None => no_pairing("serverchallengeresp"),
             Some(Err(e)) => pair_error_reply(ctx, source, path, &e),
             Some(Ok(secret)) => xml_ok(xml::ok(&[("pairingsecret", &secret), ("paired", "1")])),
         };
     }
     if let Some(v) = q.get("clientpairingsecret") {
-        let outcome =
-            ctx.pairing.with_session(&key, |s| (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false));
+        let outcome = ctx
+            .host
+            .pairing
+            .with_session(&key, |s| (s.client_pairing_secret(v).map(|ok| (ok, s.client.clone())), false));
         return match outcome {
             None => no_pairing("clientpairingsecret"),
             Some(Err(e)) => pair_error_reply(ctx, source, path, &e),
             Some(Ok((false, _))) => {
-                ctx.metrics.pairing("wrong_pin");
+                ctx.host.metrics.pairing("wrong_pin");
                 if let Some(source) = source {
-                    ctx.pairing.record_failure(source);
+                    ctx.host.pairing.record_failure(source);
                 }
                 tracing::warn!(%ip, %uniqueid, "pairing failed: wrong PIN or bad client signature");
                 xml_ok(xml::ok(&[("paired", "0")]))
@@ -287,7 +287,7 @@ async fn pair(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path:
 }
 
 async fn pair_step1(
-    ctx: &HostContext,
+    ctx: &Context,
     conn: &Conn,
     q: &HashMap<String, String>,
     path: &str,
@@ -326,48 +326,49 @@ async fn pair_step1(
     // Another pairing under this key (a gateway pairing many identities, all with Moonlight's one
     // uniqueid) goes first; this one waits its turn instead of overwriting it.
     let client_der = session.client.der.clone();
-    let turn = match ctx.pairing.take_turn(uniqueid, ip, &client_der, ctx.pairing.limits.pin_timeout).await {
+    let turn = match ctx.host.pairing.take_turn(uniqueid, ip, &client_der, ctx.host.pairing.limits.pin_timeout).await {
         Ok(t) => t,
         Err(_) => {
-            ctx.metrics.pairing("refused");
+            ctx.host.metrics.pairing("refused");
             return xml_err(503, path, "Another pairing from this client is still in progress; try again shortly");
         }
     };
-    let (rx, guard) = match ctx.pairing.begin(turn, source.clone(), device, session, secret.clone(), fixed.is_none()) {
-        Ok(x) => x,
-        Err(BeginError::TooManyFromIp) => {
-            ctx.metrics.pairing("refused");
-            return xml_err(503, path, "Too many pairings in progress from this address; finish or cancel one");
-        }
-        Err(BeginError::TooMany | BeginError::Busy) => {
-            ctx.metrics.pairing("refused");
-            return xml_err(503, path, "Too many pairings in progress; try again shortly");
-        }
-    };
+    let (rx, guard) =
+        match ctx.host.pairing.begin(turn, source.clone(), device, session, secret.clone(), fixed.is_none()) {
+            Ok(x) => x,
+            Err(BeginError::TooManyFromIp) => {
+                ctx.host.metrics.pairing("refused");
+                return xml_err(503, path, "Too many pairings in progress from this address; finish or cancel one");
+            }
+            Err(BeginError::TooMany | BeginError::Busy) => {
+                ctx.host.metrics.pairing("refused");
+                return xml_err(503, path, "Too many pairings in progress; try again shortly");
+            }
+        };
     if let Some(rx) = rx {
         tracing::warn!(
             %ip, device, "pairing waits for its PIN: open http://{}:{}/pin/#{secret} or run `wolf-rs pair <PIN>`",
-            ctx.net.local_ip, ctx.http_port
+            ctx.net.local_ip, ctx.host.ports.http
         );
-        ctx.events.publish(crate::events::Event::PairSignal {
+        ctx.host.events.publish(crate::events::Event::PairSignal {
             client_ip: ip.to_string(),
             host_ip: ctx.net.local_ip.to_string(),
         });
-        let pin = match tokio::time::timeout(ctx.pairing.limits.pin_timeout, rx).await {
+        let pin = match tokio::time::timeout(ctx.host.pairing.limits.pin_timeout, rx).await {
             Ok(Ok(pin)) => pin,
             Ok(Err(_)) => {
                 return xml_err(400, path, "The pairing was replaced or cancelled before the PIN arrived");
             }
             Err(_) => {
                 drop(guard);
-                ctx.metrics.pairing("timeout");
-                ctx.pairing.record_failure(&source);
-                let secs = ctx.pairing.limits.pin_timeout.as_secs();
+                ctx.host.metrics.pairing("timeout");
+                ctx.host.pairing.record_failure(&source);
+                let secs = ctx.host.pairing.limits.pin_timeout.as_secs();
                 tracing::warn!(%ip, device, "pairing discarded: no PIN within {secs} s");
                 return xml_err(408, path, &format!("No PIN was entered within {secs} s"));
             }
         };
-        match ctx.pairing.step(&key, |s| s.set_pin(&pin)) {
+        match ctx.host.pairing.step(&key, |s| s.set_pin(&pin)) {
             Some(Ok(())) => {}
             Some(Err(e)) => return pair_error_reply(ctx, Some(&source), path, &e),
             None => return xml_err(400, path, "The pairing was discarded before the PIN arrived"),
@@ -379,7 +380,7 @@ async fn pair_step1(
 }
 
 async fn finish_pairing(
-    ctx: &HostContext,
+    ctx: &Context,
     conn: &Conn,
     q: &HashMap<String, String>,
     path: &str,
@@ -396,11 +397,11 @@ async fn finish_pairing(
         paired_at: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     let (fp, name, pem) = (client.fingerprint.clone(), client.name.clone(), client.cert_pem.clone());
-    match ctx.clients.add(client).await {
+    match ctx.host.clients.add(client).await {
         Ok(()) => {
-            ctx.metrics.pairing("paired");
+            ctx.host.metrics.pairing("paired");
             tracing::info!(client = %name, fingerprint = %fp, ip = %conn.ip(), "client paired");
-            ctx.events.publish(crate::events::Event::ClientPaired {
+            ctx.host.events.publish(crate::events::Event::ClientPaired {
                 client_id: crate::events::wolf_client_id(&pem),
                 name,
                 client_ip: conn.ip().to_string(),
@@ -408,7 +409,7 @@ async fn finish_pairing(
             xml_ok(xml::ok(&[("paired", "1")]))
         }
         Err(e) => {
-            ctx.metrics.pairing("error");
+            ctx.host.metrics.pairing("error");
             tracing::error!(error = %e, "pairing succeeded but could not be saved");
             xml_err(500, path, "The pairing could not be saved on the host")
         }
@@ -418,11 +419,11 @@ async fn finish_pairing(
 /// Plain-HTTP `/unpair` carries no certificate, and every Moonlight client sends the same
 /// uniqueid (and calls it after any failed pairing), so it only ends this client's pending
 /// pairing. Paired clients are removed over HTTPS (their own certificate) or by the operator.
-fn unpair_http(ctx: &HostContext, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
+fn unpair_http(ctx: &Context, conn: &Conn, q: &HashMap<String, String>, path: &str) -> Response<Body> {
     let Some(uniqueid) = q.get("uniqueid").filter(|u| !u.is_empty()) else {
         return xml_err(400, path, "Missing uniqueid");
     };
-    if ctx.pairing.discard(&PairingManager::key(uniqueid, conn.ip())) {
+    if ctx.host.pairing.discard(&PairingManager::key(uniqueid, conn.ip())) {
         tracing::info!(ip = %conn.ip(), %uniqueid, "pending pairing discarded by /unpair");
     }
     xml_ok(xml::ok(&[]))
@@ -434,7 +435,7 @@ struct PinForm {
     secret: String,
 }
 
-async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body> {
+async fn submit_pin(ctx: &Context, req: Request<Incoming>) -> Response<Body> {
     let body = match Limited::new(req.into_body(), 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -453,51 +454,18 @@ async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body>
     if !is_valid_pin(&form.pin) {
         return text(StatusCode::BAD_REQUEST, "The PIN must be exactly 4 digits");
     }
-    match ctx.pairing.submit_pin(Some(&form.secret), form.pin) {
+    match ctx.host.pairing.submit_pin(Some(&form.secret), form.pin) {
         Ok(()) => text(StatusCode::OK, "PIN handed to the pairing: the client shows whether it matched"),
         Err(_) => text(StatusCode::NOT_FOUND, "No pairing is waiting for this link; start pairing on the client again"),
     }
 }
 
-/// `submit_pin` for the admin socket: no secret needed when exactly one pairing waits.
-pub fn submit_pin_admin(ctx: &HostContext, pin: &str, secret: Option<&str>) -> Result<(), String> {
-    if !is_valid_pin(pin) {
-        return Err("The PIN must be exactly 4 digits".into());
-    }
-    ctx.pairing.submit_pin(secret, pin.to_owned()).map_err(|e| match e {
-        SubmitError::UnknownSecret => "No pairing waits under that secret".to_owned(),
-        SubmitError::NoneWaiting => "No pairing is waiting for a PIN; start pairing on the client first".to_owned(),
-        SubmitError::Ambiguous(n) => {
-            format!("{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)")
-        }
-    })
-}
-
-pub(crate) fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {
-    let key = q.get("rikey").ok_or("Missing rikey")?;
-    let key: [u8; 16] =
-        hex::decode(key).ok().and_then(|k| k.try_into().ok()).ok_or("rikey must be 32 hex characters")?;
-    let id = q.get("rikeyid").ok_or("Missing rikeyid")?;
-    // Clients send it as a signed or unsigned 32-bit decimal.
-    let id = id
-        .parse::<i32>()
-        .or_else(|_| id.parse::<u32>().map(|u| u as i32))
-        .map_err(|_| "rikeyid must be a 32-bit integer")?;
-    Ok((key, id))
-}
-
-/// Does the client encrypt RTSP? Moonlight sends `corever=1` when it can, and then encrypts every
-/// RTSP message with the rikey if `sessionUrl0` says `rtspenc://`.
-pub(crate) fn rtsp_encrypted(q: &HashMap<String, String>) -> bool {
-    q.get("corever").and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v >= 1)
-}
-
 /// `sessionUrl0`: encrypted RTSP on the shared port (the key finds the session), plain RTSP on the
 /// session's own port when one is free (else the shared port, which finds it by address).
-fn session_url(ctx: &HostContext, conn: &Conn, session_id: u32, encrypted: bool) -> String {
+fn session_url(ctx: &Context, conn: &Conn, session_id: u32, encrypted: bool) -> String {
     let scheme = if encrypted { "rtspenc" } else { "rtsp" };
-    let port = if encrypted { None } else { ctx.rtsp_ports.port_for(session_id) };
-    let port = port.unwrap_or(ctx.rtsp_port);
+    let port = if encrypted { None } else { ctx.host.own_rtsp_port(session_id) };
+    let port = port.unwrap_or(ctx.host.ports.rtsp);
     match conn.local.ip().to_canonical() {
         IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}"),
         IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
@@ -505,197 +473,63 @@ fn session_url(ctx: &HostContext, conn: &Conn, session_id: u32, encrypted: bool)
 }
 
 async fn launch(
-    ctx: &HostContext,
+    ctx: &Context,
     conn: &Conn,
     client: &PairedClient,
     q: &HashMap<String, String>,
     path: &str,
 ) -> Response<Body> {
-    let failed = |reason: &str, code: u16, msg: &str| {
-        ctx.metrics.launch_failed(reason);
-        xml_err(code, path, msg)
+    let bad = |msg: &str| {
+        ctx.host.metrics.launch_failed("bad_request");
+        xml_err(400, path, msg)
     };
-    if ctx.shutdown.is_cancelled() {
-        return failed("draining", 503, "The host is shutting down; launch again once it is back");
-    }
     let Some(app_id) = q.get("appid").and_then(|v| v.parse::<u32>().ok()) else {
-        return failed("bad_request", 400, "Missing or malformed appid");
+        return bad(BadRequest::AppId.message());
     };
-    let Some(app) = ctx.apps.get(app_id) else {
-        return failed("unknown_app", 404, &format!("No app with ID {app_id}; see /applist"));
+    // An unknown app is named before the rest of the query is (clients show the 404 as such).
+    if ctx.host.apps.get(app_id).is_none() {
+        ctx.host.metrics.launch_failed(LaunchError::UnknownApp(app_id).reason());
+        return xml_err(404, path, &format!("No app with ID {app_id}; see /applist"));
+    }
+    let params = match StreamParams::from_query(q) {
+        Ok(p) => p,
+        Err(e) => return bad(e.message()),
     };
-    let Some(mode) = q.get("mode").and_then(|m| Mode::parse(m)) else {
-        return failed("bad_request", 400, "Missing or malformed mode; expected WIDTHxHEIGHTxFPS");
-    };
-    let (rikey, rikeyid) = match rikey(q) {
-        Ok(k) => k,
-        Err(msg) => return failed("bad_request", 400, msg),
-    };
-    let surround = q.get("surroundAudioInfo").and_then(|v| v.parse::<u32>().ok()).unwrap_or(196_610);
-    let encrypted = rtsp_encrypted(q);
-    let request = LaunchRequest { client, client_ip: conn.ip(), app: &app, mode, rikey, rikeyid, surround, encrypted };
-    match launch_session(ctx, request).await {
+    let request = LaunchRequest { client: client.clone(), client_ip: conn.ip(), app_id, params };
+    match ctx.host.launch(request).await {
         Ok(s) => {
-            let url = session_url(ctx, conn, s.id, encrypted);
+            let url = session_url(ctx, conn, s.id, params.encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
+        Err(LaunchError::Draining) => xml_err(503, path, "The host is shutting down; launch again once it is back"),
+        Err(LaunchError::UnknownApp(id)) => xml_err(404, path, &format!("No app with ID {id}; see /applist")),
         Err(LaunchError::Store(_)) => xml_err(
             500,
             path,
             "The host could not save the session (its state directory is not writable); see the host log",
         ),
         Err(LaunchError::Runner { message, .. }) => xml_err(500, path, &message),
+        Err(e @ LaunchError::EndedWhileStarting) => xml_err(500, path, &e.to_string()),
         Err(LaunchError::AlreadyRunning { app_id }) => {
             xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))
         }
     }
 }
 
-/// What a launch asks for, from `/launch` or the API's `sessions/add`.
-pub struct LaunchRequest<'a> {
-    pub client: &'a PairedClient,
-    pub client_ip: IpAddr,
-    pub app: &'a crate::config::App,
-    pub mode: Mode,
-    pub rikey: [u8; 16],
-    pub rikeyid: i32,
-    pub surround: u32,
-    /// The client encrypts RTSP (`corever` >= 1).
-    pub encrypted: bool,
-}
-
-/// A new session for the client, its app started and saved; counted, logged and announced.
-pub async fn launch_session(ctx: &HostContext, r: LaunchRequest<'_>) -> Result<Session, LaunchError> {
-    let session = Session {
-        id: 0,
-        client_fingerprint: r.client.fingerprint.clone(),
-        client_ip: r.client_ip,
-        app_id: r.app.id,
-        mode: r.mode,
-        rikey: r.rikey,
-        rikeyid: r.rikeyid,
-        surround_audio_info: r.surround,
-        created: SystemTime::now(),
-        updated: SystemTime::now(),
-        state: SessionState::Launching,
-        runner: RunnerHandle::None,
-        display: None,
-        sink: None,
-        ports: SessionPorts {
-            rtsp: ctx.rtsp_port,
-            video: ctx.video_port,
-            audio: ctx.audio_port,
-            control: ctx.control_port,
-        },
-        rtsp: RtspProgress { encrypted: r.encrypted, ..RtspProgress::default() },
-        lobby: None,
-    };
-    let launched = match ctx.sessions.launch(session).await {
-        Ok(s) => start_app(ctx, s, r.app).await,
-        Err(e) => Err(e),
-    };
-    let client_id = crate::events::wolf_client_id(&r.client.cert_pem);
-    match &launched {
-        Ok(s) => {
-            ctx.metrics.sessions_created.inc();
-            tracing::info!(session = s.id, app = %r.app.title, client = %r.client.name, mode = ?s.mode, "session launched");
-            ctx.events.publish(crate::events::Event::StreamSession(crate::events::StreamSession::of(s, client_id)));
-        }
-        Err(e) => {
-            ctx.metrics.launch_failed(e.reason());
-            match e {
-                LaunchError::Store(e) => tracing::error!(error = %e, "launch refused: the session could not be saved"),
-                LaunchError::Runner { part, message } => {
-                    tracing::error!(error = %message, part, app = %r.app.title, "launch failed: the session did not start")
-                }
-                LaunchError::AlreadyRunning { .. } => {}
-            }
-            ctx.events.publish(crate::events::Event::SessionFailed {
-                client_id,
-                app_id: r.app.id.to_string(),
-                reason: e.reason().to_owned(),
-            });
-        }
-    }
-    launched
-}
-
-/// Start the session's display, sink and app and save their handles; on failure the session is
-/// taken back out.
-async fn start_app(ctx: &HostContext, s: Session, app: &crate::config::App) -> Result<Session, LaunchError> {
-    let spec = crate::runners::LaunchSpec {
-        session_id: s.id,
-        app,
-        mode: s.mode,
-        client: &s.client_fingerprint,
-        channels: s.channels(),
-    };
-    let parts = match ctx.runners.start_session(&spec).await {
-        Ok(p) => p,
-        Err(f) => {
-            ctx.sessions.remove_by_id(s.id);
-            return Err(LaunchError::Runner { part: f.reason, message: f.error.to_string() });
-        }
-    };
-    let saved = ctx
-        .sessions
-        .update_by_id_saved(s.id, |s| {
-            s.runner = parts.app.clone();
-            s.display = parts.display.clone();
-            s.sink = parts.sink.clone();
-            s.enter(SessionState::Paused);
-            s.clone()
-        })
-        .await;
-    match saved {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => {
-            if let Err(stop) = ctx.runners.stop_session(s.id, &parts).await {
-                tracing::error!(error = %stop, "stopping the app of a session that ended while it started");
-            }
-            Err(LaunchError::Runner { part: "runner", message: "the session ended while its app started".into() })
-        }
-        Err(e) => {
-            // Not on disk: a crash now would leak the app, so stop it before refusing.
-            if let Err(stop) = ctx.runners.stop_session(s.id, &parts).await {
-                tracing::error!(error = %stop, "stopping an app whose session could not be saved");
-            }
-            ctx.sessions.remove_by_id(s.id);
-            Err(LaunchError::Store(e))
-        }
-    }
-}
-
 async fn resume(
-    ctx: &HostContext,
+    ctx: &Context,
     conn: &Conn,
     client: &PairedClient,
     q: &HashMap<String, String>,
     path: &str,
 ) -> Response<Body> {
-    let (rikey, rikeyid) = match rikey(q) {
-        Ok(k) => k,
-        Err(msg) => return xml_err(400, path, msg),
+    let params = match ResumeParams::from_query(q) {
+        Ok(p) => p,
+        Err(e) => return xml_err(400, path, e.message()),
     };
-    let encrypted = rtsp_encrypted(q);
-    let mode = q.get("mode").and_then(|m| Mode::parse(m));
-    // A display that follows the client's mode is set to the new one while nothing captures it.
-    let mut display = None;
-    if let (Some(s), Some(mode)) = (ctx.sessions.for_client(&client.fingerprint), mode)
-        && let Some(d) = &s.display
-        && mode != s.mode
-        && s.state == SessionState::Paused
-        && ctx.apps.get(s.app_id).is_some_and(|a| a.display.resize)
-    {
-        match ctx.runners.resize_display(d, mode).await {
-            Ok(resized) => display = Some(resized),
-            Err(e) => tracing::warn!(session = s.id, error = %e, "the display keeps its size; the stream is scaled"),
-        }
-    }
-    match ctx.sessions.resume(&client.fingerprint, rikey, rikeyid, encrypted, mode, display) {
+    match ctx.host.resume(client, params).await {
         Some(s) => {
-            tracing::info!(session = s.id, client = %client.name, mode = %s.mode, "session resumed");
-            let url = session_url(ctx, conn, s.id, encrypted);
+            let url = session_url(ctx, conn, s.id, params.encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("resume", "1")]))
         }
         None => xml_err(503, path, "No running app to resume; launch one"),

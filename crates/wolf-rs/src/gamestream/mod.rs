@@ -2,7 +2,6 @@
 //! task, serves one request with read and write timeouts, and closes.
 
 pub mod handlers;
-pub mod pairing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,53 +17,25 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::{ErrorKind, Result, ResultExt};
+use crate::host::Host;
 use crate::net::iface::NetInfo;
 use crate::net::limit::{Budgets, ConnLimit, ConnSlot, Stage, TrustedProxies};
 use crate::net::tls::{self, HandshakeGate};
-use crate::sessions::Sessions;
-use crate::state::clients::ClientStore;
 use crate::state::identity::Identity;
 use handlers::Conn;
-use pairing::PairingManager;
 
-/// Everything a request handler may read. Built once; shared by every connection task.
-pub struct HostContext {
+/// What the GameStream handlers read: the host they ask, and who this host is to a client.
+pub struct Context {
+    pub host: Arc<Host>,
     pub config: Arc<Config>,
     pub uuid: uuid::Uuid,
     pub net: NetInfo,
     pub identity: Arc<Identity>,
-    pub clients: Arc<ClientStore>,
-    pub pairing: PairingManager,
-    pub sessions: Arc<Sessions>,
-    /// The apps clients can launch (config.toml's and those added through the API), with icons.
-    pub apps: Arc<crate::state::apps::AppCatalog>,
-    pub hevc: bool,
-    /// Shown as `gputype`: the video encoder in use.
-    pub gpu_type: String,
-    /// The encoders picked at start-up.
+    /// The encoders picked at start-up (`serverinfo` tells HEVC and the `gputype` from them).
     pub encoder: crate::media::EncoderChoice,
-    pub http_port: u16,
-    pub https_port: u16,
-    pub rtsp_port: u16,
-    pub video_port: u16,
-    pub audio_port: u16,
-    pub control_port: u16,
-    /// Ends sessions: tells the client, stops the streams, removes the session.
-    pub ender: Arc<crate::stream::SessionEnder>,
-    pub runners: Arc<crate::runners::Runners>,
-    /// Fired on SIGTERM: new launches are refused while the host drains.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// Start and stop streams.
-    pub streams: crate::commands::StreamCommands,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub beats: Arc<crate::watchdog::Heartbeats>,
     /// `[pairing] trusted_proxies`, parsed.
     pub trusted: TrustedProxies,
-    /// Plain-RTSP sessions' own RTSP ports.
-    pub rtsp_ports: Arc<crate::rtsp::SessionPorts>,
-    /// What happened, for the API's event stream.
-    pub events: Arc<crate::events::Events>,
-    pub lobbies: Arc<crate::lobbies::Lobbies>,
+    pub beats: Arc<crate::watchdog::Heartbeats>,
 }
 
 /// Bound listeners, before anything runs (so tests can bind port 0 and read the ports).
@@ -123,16 +94,16 @@ impl Listeners {
 }
 
 pub struct GameStreamServer {
-    pub ctx: Arc<HostContext>,
+    pub ctx: Arc<Context>,
     pub gate: Arc<HandshakeGate>,
     listeners: Listeners,
     tls: Arc<ServerConfig>,
 }
 
 impl GameStreamServer {
-    pub fn new(ctx: Arc<HostContext>, listeners: Listeners) -> Result<GameStreamServer> {
+    pub fn new(ctx: Arc<Context>, listeners: Listeners) -> Result<GameStreamServer> {
         let tls = tls::server_config(&ctx.identity)?;
-        let gate = HandshakeGate::new((&ctx.config.tls).into(), ctx.metrics.gate.clone());
+        let gate = HandshakeGate::new((&ctx.config.tls).into(), ctx.host.metrics.gate.clone());
         Ok(GameStreamServer { ctx, gate, listeners, tls })
     }
 
@@ -144,24 +115,10 @@ impl GameStreamServer {
                 tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "{name} listener ready in {} ms", started.elapsed().as_millis());
             }
         }
-        let rtsp_host = crate::rtsp::HostInfo {
-            hevc: ctx.hevc,
-            video_port: ctx.video_port,
-            audio_port: ctx.audio_port,
-            control_port: ctx.control_port,
-            // Control V2 (AES-GCM control messages) and sealed video for clients that enable it.
-            encryption_supported: wolf_protocol::rtsp::SS_ENC_CONTROL_V2 | wolf_protocol::rtsp::SS_ENC_VIDEO,
-            trusted: ctx.trusted.clone(),
-        };
         let rtsp = crate::rtsp::run(
             listeners.rtsp,
             ctx.beats.register("accept", "accept:RTSP"),
-            ctx.sessions.clone(),
-            ctx.streams.clone(),
-            rtsp_host,
-            ctx.rtsp_ports.clone(),
-            shutdown.clone(),
-            tracker.clone(),
+            ctx.host.planes.rtsp_ports.clone(),
         );
         let http = accept_http(listeners.http, ctx.clone(), shutdown.clone(), tracker.clone());
         let https = accept_https(listeners.https, ctx, gate, tls, shutdown, tracker);
@@ -169,12 +126,12 @@ impl GameStreamServer {
     }
 }
 
-fn request_timeout(ctx: &HostContext) -> Duration {
+fn request_timeout(ctx: &Context) -> Duration {
     Duration::from_millis(ctx.config.http.request_timeout_ms)
 }
 
 /// One port's connection budgets (each of HTTP and HTTPS has its own).
-fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
+fn conn_limit(ctx: &Context) -> Arc<ConnLimit> {
     let h = &ctx.config.http;
     ConnLimit::new(Budgets {
         per_source: h.max_connections_per_ip,
@@ -185,7 +142,7 @@ fn conn_limit(ctx: &HostContext) -> Arc<ConnLimit> {
     })
 }
 
-async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: CancellationToken, tracker: TaskTracker) {
+async fn accept_http(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken, tracker: TaskTracker) {
     let limit = conn_limit(&ctx);
     let beat = ctx.beats.register("accept", "accept:HTTP");
     while let Some((stream, peer)) = crate::net::accept_next(&listener, &shutdown, "HTTP", Some(&beat)).await {
@@ -205,7 +162,7 @@ async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: Can
                 }
                 let conn = Arc::new(Conn { peer, local, tls: None });
                 let deadline =
-                    handlers::connection_deadline(request_timeout(&ctx), Some(ctx.pairing.limits.pin_timeout));
+                    handlers::connection_deadline(request_timeout(&ctx), Some(ctx.host.pairing.limits.pin_timeout));
                 serve_one(stream, ctx, conn, slot.clone(), deadline).await;
             };
             tokio::select! {
@@ -218,7 +175,7 @@ async fn accept_http(listener: TcpListener, ctx: Arc<HostContext>, shutdown: Can
 
 async fn accept_https(
     listener: TcpListener,
-    ctx: Arc<HostContext>,
+    ctx: Arc<Context>,
     gate: Arc<HandshakeGate>,
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
@@ -274,7 +231,7 @@ async fn accept_https(
 
 /// One request, then close. Slow headers are cut by hyper's header timeout; the whole exchange by
 /// `deadline`.
-async fn serve_one<IO>(io: IO, ctx: Arc<HostContext>, conn: Arc<Conn>, slot: Arc<ConnSlot>, deadline: Duration)
+async fn serve_one<IO>(io: IO, ctx: Arc<Context>, conn: Arc<Conn>, slot: Arc<ConnSlot>, deadline: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -179,18 +179,14 @@ pub struct Inputs {
     slots: Mutex<HashMap<u32, Slot>>,
     /// `/dev/uinput` can be used: controllers become virtual pads.
     gamepads: bool,
-    hooks: std::sync::OnceLock<Hooks>,
+    hooks: Hooks,
 }
 
 impl Inputs {
-    pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>) -> Inputs {
+    /// `hooks`: where pads' rumble and device nodes go (the control channel and the runners).
+    pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>, hooks: Hooks) -> Inputs {
         let gamepads = gamepads_state() == GAMEPADS_AVAILABLE;
-        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()), gamepads, hooks: std::sync::OnceLock::new() }
-    }
-
-    /// Where pads' rumble and device nodes go (the control channel and the runners, once they run).
-    pub fn set_hooks(&self, hooks: Hooks) {
-        let _ = self.hooks.set(hooks);
+        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()), gamepads, hooks }
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
@@ -225,7 +221,7 @@ impl Inputs {
                     return;
                 }
                 let has_display = display.is_some();
-                match spawn(session_id, display, self.metrics.clone(), self.hooks.get().cloned().unwrap_or_default()) {
+                match spawn(session_id, display, self.metrics.clone(), self.hooks.clone()) {
                     Ok(q) => {
                         slots.insert(session_id, Slot::Running(q.clone(), has_display));
                         (q, has_display)

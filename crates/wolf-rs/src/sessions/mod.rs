@@ -240,33 +240,29 @@ pub struct Sessions {
     /// Last message from each session's client (control-channel pings arrive every 100 ms, so this
     /// is kept apart from the copy-on-write session map).
     activity: std::sync::Mutex<std::collections::HashMap<u32, SystemTime>>,
-    /// Set once at start-up; without it (tests of parts) nothing is persisted.
-    store: std::sync::OnceLock<store::Writer>,
+    /// Where every change is persisted; without one (tests of parts) nothing is.
+    store: Option<store::Writer>,
 }
 
+/// A session that [`Sessions::begin_end`] ended in the table.
+#[derive(Debug)]
+pub struct Ending {
+    /// As it was before.
+    pub session: Session,
+    /// Nothing ran for it: it is out of the table already.
+    pub removed: bool,
+    /// Whether the change reached the file.
+    pub written: store::WriteResult,
+}
+
+/// Why a new session was not added to the table.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LaunchError {
+pub enum AddError {
     AlreadyRunning {
         app_id: u32,
     },
     /// The session could not be saved.
     Store(String),
-    /// A part of the session did not start: `part` is "display", "audio" or "runner".
-    Runner {
-        part: &'static str,
-        message: String,
-    },
-}
-
-impl LaunchError {
-    /// As counted in `wolf_session_creation_errors_total{reason}`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            LaunchError::AlreadyRunning { .. } => "already_running",
-            LaunchError::Store(_) => "store",
-            LaunchError::Runner { part, .. } => part,
-        }
-    }
 }
 
 impl Sessions {
@@ -277,9 +273,9 @@ impl Sessions {
         }
     }
 
-    /// Persist through `writer` from now on.
-    pub fn set_store(&self, writer: store::Writer) {
-        let _ = self.store.set(writer);
+    /// A table persisted through `writer`.
+    pub fn with_store(writer: store::Writer) -> Sessions {
+        Sessions { store: Some(writer), ..Sessions::default() }
     }
 
     fn records_of(&self, m: &BTreeMap<String, Session>) -> Vec<SessionRecord> {
@@ -300,7 +296,7 @@ impl Sessions {
         let mut next = guard.by_client.clone();
         let r = f(&mut next);
         let mut done = None;
-        if let Some(w) = self.store.get() {
+        if let Some(w) = &self.store {
             let after = self.records_of(&next);
             if wait || after != self.records_of(&guard.by_client) {
                 done = w.submit(after, wait);
@@ -337,7 +333,7 @@ impl Sessions {
 
     /// Write the current state now and wait for it (blocking; shutdown).
     pub fn flush_blocking(&self) -> store::WriteResult {
-        match self.store.get() {
+        match &self.store {
             Some(w) => w.flush_blocking(self.records_of(&self.snapshot().by_client)),
             None => Ok(()),
         }
@@ -381,10 +377,10 @@ impl Sessions {
 
     /// A new session for this client; the id is filled in here. Returns once the store has it
     /// on disk; if it cannot be written the session is taken back out and the error returned.
-    pub async fn launch(&self, mut s: Session) -> Result<Session, LaunchError> {
+    pub async fn launch(&self, mut s: Session) -> Result<Session, AddError> {
         let (r, done) = self.update_inner(true, |m| {
             if let Some(existing) = m.get(&s.client_fingerprint) {
-                return Err(LaunchError::AlreadyRunning { app_id: existing.app_id });
+                return Err(AddError::AlreadyRunning { app_id: existing.app_id });
             }
             s.id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             m.insert(s.client_fingerprint.clone(), s.clone());
@@ -395,7 +391,7 @@ impl Sessions {
             let written = done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()));
             if let Err(e) = written {
                 self.remove_by_id(s.id);
-                return Err(LaunchError::Store(e));
+                return Err(AddError::Store(e));
             }
         }
         Ok(s)
@@ -485,6 +481,45 @@ impl Sessions {
         self.forget_activity(id);
         let key = self.key_of(id)?;
         self.update(|m| if m.get(&key).is_some_and(|s| s.id == id) { m.remove(&key) } else { None })
+    }
+
+    /// End session `id` in the table: removed when nothing runs for it, else marked stopping (a
+    /// crash mid-stop finishes the stop at the next start). Returns once that is on disk; `None`
+    /// when the session is gone or already stopping (another end has it).
+    pub async fn begin_end(&self, id: u32) -> Option<Ending> {
+        let key = self.key_of(id)?;
+        let (r, done) = self.update_inner(true, |m| {
+            let s = m.get_mut(&key).filter(|s| s.id == id && s.state != SessionState::Stopping)?;
+            let before = s.clone();
+            if before.parts().is_empty() {
+                m.remove(&key);
+            } else {
+                s.enter(SessionState::Stopping);
+            }
+            Some(before)
+        });
+        let session = r?;
+        let written = match done {
+            Some(done) => done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into())),
+            None => Ok(()),
+        };
+        let removed = session.parts().is_empty();
+        if removed {
+            self.forget_activity(id);
+        }
+        Some(Ending { session, removed, written })
+    }
+
+    /// As `remove_by_id`, returning once the file no longer has the session.
+    pub async fn remove_by_id_saved(&self, id: u32) -> Result<Option<Session>, String> {
+        self.forget_activity(id);
+        let Some(key) = self.key_of(id) else { return Ok(None) };
+        let (r, done) =
+            self.update_inner(true, |m| if m.get(&key).is_some_and(|s| s.id == id) { m.remove(&key) } else { None });
+        if let Some(done) = done {
+            done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
+        }
+        Ok(r)
     }
 }
 

@@ -22,7 +22,7 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, MediaError> {
     let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
-    let server = streams.ender.runners.audio.server();
+    let server = streams.runners.audio.server();
     let sink = session.streamed_sink().map(|s| (server.as_str(), s.name.as_str()));
     let source = match (&session.lobby, sink) {
         // In a lobby: what the lobby plays.

@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands::{ControlCommand, EndReason, KeyframeRequests, StreamCommand};
+use crate::commands::{Ends, KeyframeRequests, StreamCommand};
 use crate::config::Config;
 use crate::media::pipeline::{EncoderPipeline, Ended, Handoff, Reporting};
 use crate::media::{EncoderChoice, MediaError};
-use crate::sessions::{Session, SessionState, Sessions};
+use crate::sessions::{Session, Sessions};
 
 /// How long a started stream waits for the client's first ping on a port.
 pub const PING_WAIT: Duration = Duration::from_secs(20);
@@ -109,114 +109,6 @@ async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &Cancellation
     }
 }
 
-/// The one way a session ends, whatever the reason ([`EndReason`]): the client is told why over the
-/// control channel, the streams are stopped (a stop is never lost), the app is stopped, the session
-/// is removed, and the reason is counted. Any thread or handler may call `end`, which never waits.
-pub struct SessionEnder {
-    pub sessions: Arc<Sessions>,
-    pub control: std::sync::mpsc::Sender<ControlCommand>,
-    pub streams: crate::commands::StreamCommands,
-    pub runners: Arc<crate::runners::Runners>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Stopping an app takes time: it runs here, whatever thread asked.
-    pub runtime: tokio::runtime::Handle,
-    pub events: Arc<crate::events::Events>,
-    /// To name a session by its client in events.
-    pub clients: Arc<crate::state::clients::ClientStore>,
-}
-
-impl SessionEnder {
-    /// End `session_id` for `reason`. A session with an app is marked stopping (saved, so a crash
-    /// mid-stop finishes the stop at the next start), its app stopped in the background, and then
-    /// removed. Ending a session already stopping changes nothing.
-    pub fn end(&self, session_id: u32, reason: EndReason) -> Option<Session> {
-        let (s, stop) = self.begin(session_id, reason)?;
-        if let Some(stop) = stop {
-            self.runtime.spawn(stop);
-        }
-        Some(s)
-    }
-
-    /// As `end`, returning once the app is stopped and the session removed (shutdown).
-    pub async fn end_and_wait(&self, session_id: u32, reason: EndReason) -> Option<Session> {
-        let (s, stop) = self.begin(session_id, reason)?;
-        if let Some(stop) = stop {
-            stop.await;
-        }
-        Some(s)
-    }
-
-    /// Everything that ends a session but stopping its app, which is returned to be run.
-    fn begin(
-        &self,
-        session_id: u32,
-        reason: EndReason,
-    ) -> Option<(Session, Option<impl std::future::Future<Output = ()> + Send + 'static>)> {
-        let s = self.sessions.by_id(session_id)?;
-        if s.state == SessionState::Stopping {
-            return Some((s, None));
-        }
-        tracing::info!(session = session_id, reason = reason.as_str(), "session ends");
-        self.metrics.sessions_ended.with_label_values(&[reason.as_str()]).inc();
-        let client_id = self
-            .clients
-            .get(&s.client_fingerprint)
-            .map(|c| crate::events::wolf_client_id(&c.cert_pem))
-            .unwrap_or_default();
-        self.events.publish(crate::events::Event::StopStreamEvent { session_id: client_id.clone() });
-        self.events.publish(crate::events::Event::SessionEnded {
-            session_id: client_id,
-            id: session_id,
-            reason: reason.as_str().to_owned(),
-        });
-        let _ = self.control.send(ControlCommand::Terminate { session_id, reason: reason.termination() });
-        let (done, streams_stopped) = tokio::sync::oneshot::channel();
-        if self.streams.send(StreamCommand::Stop { session_id, done: Some(done) }).is_err() {
-            // Only at shutdown, after the manager stopped every stream.
-            tracing::debug!(session = session_id, "the stream manager is gone");
-        }
-        let parts = s.parts();
-        if parts.is_empty() {
-            return self.sessions.remove_by_id(session_id).map(|s| (s, None));
-        }
-        self.sessions.update_by_id(session_id, |s| s.enter(SessionState::Stopping));
-        let (runners, sessions) = (self.runners.clone(), self.sessions.clone());
-        let stop = async move {
-            // The streams first: they capture the display and the sink (bounded: a sender thread
-            // joins within its frame wait; a manager gone at shutdown answers at once).
-            let _ = tokio::time::timeout(Duration::from_secs(10), streams_stopped).await;
-            if let Err(e) = runners.stop_session(session_id, &parts).await {
-                tracing::error!(session = session_id, error = %e, "stopping the app");
-            }
-            sessions.remove_by_id(session_id);
-            tracing::info!(session = session_id, "app stopped, session removed");
-        };
-        Some((s, Some(stop)))
-    }
-
-    /// A stream failed: the client sees an encoder error.
-    pub fn fail(&self, session_id: u32, why: &str) {
-        tracing::error!(session = session_id, why, "stream failed: ending the session");
-        self.end(session_id, EndReason::StreamFailed);
-    }
-
-    /// Stop sessions without client activity (control messages, UDP pings) for `idle`; a session
-    /// that never had any counts from its launch. Returns the ids stopped.
-    pub fn stop_idle(&self, idle: Duration) -> Vec<u32> {
-        let now = std::time::SystemTime::now();
-        let mut stopped = Vec::new();
-        for s in self.sessions.list() {
-            let last = self.sessions.last_activity(s.id).unwrap_or(s.created);
-            if s.state != SessionState::Stopping && now.duration_since(last).is_ok_and(|d| d > idle) {
-                tracing::info!(session = s.id, idle_s = idle.as_secs(), "no client activity: stopping the session");
-                self.end(s.id, EndReason::Idle);
-                stopped.push(s.id);
-            }
-        }
-        stopped
-    }
-}
-
 /// One UDP port's socket and what its pings taught us.
 pub struct Port {
     pub socket: UdpSocket,
@@ -253,7 +145,10 @@ pub struct Streams {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub beats: Arc<crate::watchdog::Heartbeats>,
     pub keyframes: Arc<KeyframeRequests>,
-    pub ender: Arc<SessionEnder>,
+    /// Where a failed stream asks for its session's end.
+    pub ends: Ends,
+    /// The display captures and the audio server the pipelines read.
+    pub runners: Arc<crate::runners::Runners>,
 }
 
 pub(crate) fn lock_carried(c: &Carried) -> std::sync::MutexGuard<'_, HashMap<u32, Carry>> {
@@ -349,7 +244,7 @@ impl Streams {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
                 self.metrics.pipeline_errors.inc();
-                self.ender.fail(session_id, &format!("video stream did not start: {e}"));
+                self.ends.fail(session_id, &format!("video stream did not start: {e}"));
             }
         }
     }
@@ -366,7 +261,7 @@ impl Streams {
             Ok(t) => lock(&slot).threads.push(t),
             Err(e) => {
                 self.metrics.pipeline_errors.inc();
-                self.ender.fail(session_id, &format!("audio stream did not start: {e}"));
+                self.ends.fail(session_id, &format!("audio stream did not start: {e}"));
             }
         }
     }
@@ -391,7 +286,7 @@ fn spawn_sender(
         video_drops: video.then(|| metrics.video_frames_dropped.clone()),
         heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", kind, id))),
     };
-    let (beats, ender) = (streams.beats.clone(), streams.ender.clone());
+    let (beats, ends) = (streams.beats.clone(), streams.ends.clone());
     std::thread::Builder::new()
         .name(format!("{kind}-{id}"))
         .spawn(move || {
@@ -403,7 +298,7 @@ fn spawn_sender(
                 Ok(c) => c,
                 Err(e) => {
                     metrics.pipeline_errors.inc();
-                    ender.fail(id, &format!("{kind} capture did not start: {e}"));
+                    ends.fail(id, &format!("{kind} capture did not start: {e}"));
                     return;
                 }
             };
@@ -411,14 +306,14 @@ fn spawn_sender(
                 Ok(p) => p,
                 Err(e) => {
                     metrics.pipeline_errors.inc();
-                    ender.fail(id, &format!("{kind} pipeline did not start: {e}"));
+                    ends.fail(id, &format!("{kind} pipeline did not start: {e}"));
                     return;
                 }
             };
             metrics.streams_started.inc();
             if let Ended::Error(e) = send(pipeline, &metrics, &beat) {
                 metrics.pipeline_errors.inc();
-                ender.fail(id, &format!("{kind} pipeline error: {e}"));
+                ends.fail(id, &format!("{kind} pipeline error: {e}"));
             }
         })
         .map_err(|e| MediaError::Pipeline(format!("spawning the {kind} thread: {e}")))

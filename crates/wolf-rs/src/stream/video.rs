@@ -32,11 +32,11 @@ pub fn spawn(
         |a: Option<&crate::config::App>| session.lobby.is_some() || a.is_some_and(|a| a.video_source.trim().is_empty());
     let capture = match streamed {
         Some(d) if capture_it(app) => Some(crate::runners::display::CaptureSpec {
-            process: streams.ender.runners.process.clone(),
+            process: streams.runners.process.clone(),
             session_id: session.id,
             display: d.clone(),
             fps: cfg.fps,
-            socket: streams.ender.runners.capture_socket(session.id),
+            socket: streams.runners.capture_socket(session.id),
         }),
         _ => None,
     };

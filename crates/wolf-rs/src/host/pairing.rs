@@ -111,9 +111,26 @@ pub enum BeginError {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SubmitError {
+    /// Not 4 digits.
+    Malformed,
     UnknownSecret,
     NoneWaiting,
     Ambiguous(usize),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Malformed => write!(f, "The PIN must be exactly 4 digits"),
+            SubmitError::UnknownSecret => write!(f, "No pairing waits under that secret"),
+            SubmitError::NoneWaiting => {
+                write!(f, "No pairing is waiting for a PIN; start pairing on the client first")
+            }
+            SubmitError::Ambiguous(n) => {
+                write!(f, "{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)")
+            }
+        }
+    }
 }
 
 pub struct PairingManager {
@@ -381,7 +398,11 @@ impl PairingManager {
     }
 
     /// Hand a PIN to the pairing waiting under `secret` (or the only one waiting, if `None`).
+    /// Hand `pin` to the pairing waiting under `secret`; without one, to the only pairing waiting.
     pub fn submit_pin(&self, secret: Option<&str>, pin: String) -> Result<(), SubmitError> {
+        if !wolf_protocol::pairing::is_valid_pin(&pin) {
+            return Err(SubmitError::Malformed);
+        }
         let mut pending = lock(&self.pending);
         let waiting: Vec<&mut Pending> = pending.values_mut().filter(|p| p.pin_tx.is_some()).collect();
         let target = match secret {

@@ -1,0 +1,118 @@
+//! The one way a session ends, whatever the reason ([`EndReason`]): the end is saved first, then
+//! counted and announced, the client is told why over the control channel, its streams are stopped
+//! and joined, it leaves its lobby, its app, sink and display stop, and it leaves the table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Host;
+use crate::commands::{ControlCommand, EndReason, EndRequests, StreamCommand};
+use crate::sessions::{Session, SessionState};
+
+/// How long an end waits for the session's stream threads to be joined (a sender thread joins
+/// within its frame wait; a stream manager gone at shutdown answers at once).
+const STREAMS_JOIN: Duration = Duration::from_secs(10);
+
+impl Host {
+    /// End `session_id` for `reason`. Returns once the end is on disk, so a crash from then on never
+    /// brings the session back; its parts stop in the background. Ending a session that is already
+    /// ending changes nothing (and returns `None`).
+    pub async fn end(self: &Arc<Self>, session_id: u32, reason: EndReason) -> Option<Session> {
+        let (s, stop) = self.begin(session_id, reason).await?;
+        tokio::spawn(stop);
+        Some(s)
+    }
+
+    /// As `end`, returning once the app is stopped and the session removed (shutdown).
+    pub async fn end_and_wait(self: &Arc<Self>, session_id: u32, reason: EndReason) -> Option<Session> {
+        let (s, stop) = self.begin(session_id, reason).await?;
+        stop.await;
+        Some(s)
+    }
+
+    /// The client's session ends (`/cancel`): `None` when it had none.
+    pub async fn cancel_for_client(self: &Arc<Self>, fingerprint: &str) -> Option<Session> {
+        let s = self.sessions.for_client(fingerprint)?;
+        self.end(s.id, EndReason::Cancelled).await
+    }
+
+    /// Everything that ends a session but stopping its parts, which is returned to be run.
+    async fn begin(
+        self: &Arc<Self>,
+        session_id: u32,
+        reason: EndReason,
+    ) -> Option<(Session, impl std::future::Future<Output = ()> + Send + 'static)> {
+        let ending = self.sessions.begin_end(session_id).await?;
+        if let Err(e) = &ending.written {
+            // The writer logged it and /health shows it; the client asked, so the end goes on.
+            tracing::warn!(session = session_id, error = %e, "the end of the session is not on disk");
+        }
+        let s = ending.session;
+        tracing::info!(session = session_id, reason = reason.as_str(), "session ends");
+        self.metrics.sessions_ended.with_label_values(&[reason.as_str()]).inc();
+        let client_id = self.wolf_client_id(&s.client_fingerprint);
+        self.events.publish(crate::events::Event::StopStreamEvent { session_id: client_id.clone() });
+        self.events.publish(crate::events::Event::SessionEnded {
+            session_id: client_id,
+            id: session_id,
+            reason: reason.as_str().to_owned(),
+        });
+        let _ = self.planes.control.send(ControlCommand::Terminate { session_id, reason: reason.termination() });
+        let (done, streams_stopped) = tokio::sync::oneshot::channel();
+        if self.planes.streams.send(StreamCommand::Stop { session_id, done: Some(done) }).is_err() {
+            // Only at shutdown, after the manager stopped every stream.
+            tracing::debug!(session = session_id, "the stream manager is gone");
+        }
+        let (host, parts, lobby, removed) = (self.clone(), s.parts(), s.lobby.clone(), ending.removed);
+        let stop = async move {
+            // The streams first: they capture the display and the sink.
+            let _ = tokio::time::timeout(STREAMS_JOIN, streams_stopped).await;
+            if let Some(l) = lobby
+                && let Err(e) = host.lobbies.leave(&l.id, session_id).await
+            {
+                tracing::warn!(session = session_id, lobby = %l.id, error = %e, "leaving the lobby at the end");
+            }
+            if !removed {
+                if let Err(e) = host.runners.stop_session(session_id, &parts).await {
+                    tracing::error!(session = session_id, error = %e, "stopping the app");
+                }
+                host.sessions.remove_by_id(session_id);
+                tracing::info!(session = session_id, "app stopped, session removed");
+            }
+        };
+        Some((s, stop))
+    }
+
+    /// End, as each arrives, the sessions that threads (a stream whose pipeline failed) ask to end.
+    pub async fn serve_end_requests(self: Arc<Self>, mut requests: EndRequests, shutdown: CancellationToken) {
+        loop {
+            let (id, reason) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = requests.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            self.end(id, reason).await;
+        }
+    }
+
+    /// Stop sessions without client activity (control messages, UDP pings) for `idle`; a session
+    /// that never had any counts from its launch. Returns the ids stopped.
+    pub async fn stop_idle(self: &Arc<Self>, idle: Duration) -> Vec<u32> {
+        let now = std::time::SystemTime::now();
+        let mut stopped = Vec::new();
+        for s in self.sessions.list() {
+            let last = self.sessions.last_activity(s.id).unwrap_or(s.created);
+            if s.state != SessionState::Stopping && now.duration_since(last).is_ok_and(|d| d > idle) {
+                tracing::info!(session = s.id, idle_s = idle.as_secs(), "no client activity: stopping the session");
+                if self.end(s.id, EndReason::Idle).await.is_some() {
+                    stopped.push(s.id);
+                }
+            }
+        }
+        stopped
+    }
+}
