@@ -1,4 +1,4 @@
-//! Builds the host in order (state, identity, listeners, admin, mDNS), runs it, and drains it on
+//! Builds the host in order (state, identity, listeners, API, mDNS), runs it, and drains it on
 //! shutdown.
 
 use std::net::SocketAddr;
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError, Env, TEMPLATE};
 use crate::control::ControlChannel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
@@ -249,7 +248,6 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     );
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
     let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
-    let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
     let api = match config.api.enabled {
         true => Some(crate::api::ApiServer::bind(&config.api, &paths.state_dir).await?),
         false => None,
@@ -438,11 +436,9 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     tracker.spawn(read_pings(audio_pings_socket, ctx.sessions.clone(), audio_pings, shutdown.clone()));
     let streams_task = tokio::spawn(streams.run(streams_rx, shutdown.clone(), tracker.clone()));
     let task = tokio::spawn(async move {
-        let admin_task = tokio::spawn(admin.run(actx.clone(), sd.clone(), tr.clone()));
         let api_task = api.map(|api| tokio::spawn(api.run(actx.clone(), sd.clone(), tr.clone())));
         server.run(sd.clone(), tr.clone(), started).await;
         h.set_phase(Phase::Draining);
-        let _ = admin_task.await;
         if let Some(t) = api_task {
             let _ = t.await;
         }

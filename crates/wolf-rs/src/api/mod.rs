@@ -309,20 +309,30 @@ async fn route(
                 .pairing
                 .waiting()
                 .into_iter()
-                .map(|w| PendingPair { pair_secret: w.secret, client_ip: w.ip, device_name: w.device_name })
+                .map(|w| PendingPair {
+                    pair_secret: w.secret,
+                    client_ip: w.ip,
+                    device_name: w.device_name,
+                    uniqueid: w.uniqueid,
+                    waiting_s: w.waiting_s,
+                })
                 .collect();
             respond(StatusCode::OK, &PendingPairsResponse { success: true, requests })
         }
         (Method::POST, "/pair/client") => match body::<PairRequest>(req, server_error).await {
-            Ok(r) => match crate::gamestream::handlers::submit_pin_admin(ctx, &r.pin, Some(&r.pair_secret)) {
+            Ok(r) => match ctx.pairing.submit_operator_pin(r.pair_secret.as_deref(), &r.pin) {
                 Ok(()) => ok(),
-                Err(e) => fail(server_error, e),
+                Err(e) => fail(server_error, e.to_string()),
             },
             Err(resp) => resp,
         },
         (Method::GET, "/sessions") => {
             let sessions = ctx.sessions.list().iter().map(|s| session_view(ctx, s)).collect();
             respond(StatusCode::OK, &SessionsResponse { success: true, sessions })
+        }
+        (Method::GET, "/sessions/records") => {
+            let sessions = ctx.sessions.list().iter().map(|s| s.record(ctx.sessions.last_activity(s.id))).collect();
+            respond(StatusCode::OK, &SessionRecordsResponse { success: true, sessions })
         }
         (Method::GET, "/lobbies") => {
             let lobbies = ctx.lobbies.list().iter().map(lobby_view).collect();
@@ -546,6 +556,7 @@ fn client_view(c: &crate::state::clients::PairedClient) -> Client {
         settings: ClientSettings::default(),
         name: c.name.clone(),
         fingerprint: c.fingerprint.clone(),
+        uniqueid: c.uniqueid.clone(),
         ip: c.ip.clone(),
         paired_at: c.paired_at,
     }

@@ -13,7 +13,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::HostContext;
-use super::pairing::{BeginError, PairingManager, Source, SubmitError};
+use super::pairing::{BeginError, PairingManager, Source};
 use crate::runners::RunnerHandle;
 use crate::sessions::{LaunchError, Mode, RtspProgress, Session, SessionPorts, SessionState};
 use crate::state::clients::PairedClient;
@@ -457,20 +457,6 @@ async fn submit_pin(ctx: &HostContext, req: Request<Incoming>) -> Response<Body>
         Ok(()) => text(StatusCode::OK, "PIN handed to the pairing: the client shows whether it matched"),
         Err(_) => text(StatusCode::NOT_FOUND, "No pairing is waiting for this link; start pairing on the client again"),
     }
-}
-
-/// `submit_pin` for the admin socket: no secret needed when exactly one pairing waits.
-pub fn submit_pin_admin(ctx: &HostContext, pin: &str, secret: Option<&str>) -> Result<(), String> {
-    if !is_valid_pin(pin) {
-        return Err("The PIN must be exactly 4 digits".into());
-    }
-    ctx.pairing.submit_pin(secret, pin.to_owned()).map_err(|e| match e {
-        SubmitError::UnknownSecret => "No pairing waits under that secret".to_owned(),
-        SubmitError::NoneWaiting => "No pairing is waiting for a PIN; start pairing on the client first".to_owned(),
-        SubmitError::Ambiguous(n) => {
-            format!("{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)")
-        }
-    })
 }
 
 pub(crate) fn rikey(q: &HashMap<String, String>) -> Result<([u8; 16], i32), &'static str> {

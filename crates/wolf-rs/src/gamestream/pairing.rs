@@ -1,5 +1,5 @@
 //! Pending pairings (keyed by `uniqueid@client_ip`), the PIN hand-off from the PIN page or the
-//! admin socket to the waiting step 1, and the failure ban (per address, or per client certificate
+//! API to the waiting step 1, and the failure ban (per address, or per client certificate
 //! behind a trusted proxy). Pairings under one key take
 //! turns: every Moonlight client sends the same `uniqueid`, so a gateway pairing many identities
 //! from one address would otherwise have them overwrite each other's steps.
@@ -114,6 +114,23 @@ pub enum SubmitError {
     UnknownSecret,
     NoneWaiting,
     Ambiguous(usize),
+    NotFourDigits,
+}
+
+/// What an operator (the API, `wolf-rs pair`) is told.
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::UnknownSecret => f.write_str("No pairing waits under that secret"),
+            SubmitError::NoneWaiting => {
+                f.write_str("No pairing is waiting for a PIN; start pairing on the client first")
+            }
+            SubmitError::Ambiguous(n) => {
+                write!(f, "{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)")
+            }
+            SubmitError::NotFourDigits => f.write_str("The PIN must be exactly 4 digits"),
+        }
+    }
 }
 
 pub struct PairingManager {
@@ -398,6 +415,15 @@ impl PairingManager {
         };
         let tx = target.pin_tx.take().ok_or(SubmitError::UnknownSecret)?;
         tx.send(pin).map_err(|_| SubmitError::UnknownSecret)
+    }
+
+    /// `submit_pin` for an operator (the API, `wolf-rs pair`): the PIN checked first; no secret
+    /// needed while exactly one pairing waits.
+    pub fn submit_operator_pin(&self, secret: Option<&str>, pin: &str) -> Result<(), SubmitError> {
+        if !wolf_protocol::pairing::is_valid_pin(pin) {
+            return Err(SubmitError::NotFourDigits);
+        }
+        self.submit_pin(secret, pin.to_owned())
     }
 
     pub fn waiting(&self) -> Vec<WaitingPairing> {
