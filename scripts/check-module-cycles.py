@@ -1,11 +1,22 @@
 #!/usr/bin/env python3
 """Fails when a module of a crate imports (through `crate::` or `super::` paths) a module that imports
 it back, directly or around a longer circle. Modules are the crate's top-level ones: `a::b` counts as
-`a`, and a module's own submodules may use each other. Usage: check-module-cycles.py CRATE_SRC..."""
+`a`, and a module's own submodules may use each other. With `--front-ends HOST_SRC` it also fails
+when a front-end module of the host crate (FRONT_ENDS) imports another front-end: they call the
+layers below, never each other. `--self-test` shows both checks can fail.
 
+Usage: check-module-cycles.py [--front-ends HOST_SRC] CRATE_SRC...
+       check-module-cycles.py --self-test"""
+
+import argparse
 import os
 import re
+import subprocess
 import sys
+import tempfile
+
+# The host crate's front-ends: what clients, platforms and operators talk to.
+FRONT_ENDS = ("gamestream", "api", "cli")
 
 
 def strip_comments(text):
@@ -43,7 +54,8 @@ def module_of(rel):
 
 
 def graph(src):
-    deps = {}
+    """{top module: {top modules it imports}}, and {(from, to): files that import}."""
+    deps, where = {}, {}
     for dirpath, _, files in os.walk(src):
         for f in files:
             if not f.endswith(".rs"):
@@ -65,7 +77,9 @@ def graph(src):
                     used.add(m.group(1))
             top = mod[0]
             deps.setdefault(top, set()).update(u for u in used if u != top)
-    return deps
+            for u in used - {top}:
+                where.setdefault((top, u), set()).add(os.path.relpath(path, src))
+    return deps, where
 
 
 def cycles(deps):
@@ -90,15 +104,82 @@ def cycles(deps):
     return found
 
 
+def front_end_imports(deps, where):
+    """(front-end, the front-end it imports, the files that do), sorted."""
+    return [
+        (f, g, sorted(where[(f, g)]))
+        for f in FRONT_ENDS
+        for g in sorted(deps.get(f, ()))
+        if g in FRONT_ENDS and g != f
+    ]
+
+
+def self_test():
+    """A tiny crate where `api` imports `gamestream` must fail the front-end rule, one without that
+    import must pass, and a circle must fail the circle check."""
+    me = os.path.abspath(__file__)
+
+    def run(files, *args):
+        with tempfile.TemporaryDirectory() as d:
+            for rel, text in files.items():
+                os.makedirs(os.path.dirname(os.path.join(d, rel)), exist_ok=True)
+                with open(os.path.join(d, rel), "w", encoding="utf-8") as f:
+                    f.write(text)
+            args = [a.replace("SRC", d) for a in args]
+            r = subprocess.run([sys.executable, me, *args], capture_output=True, text=True)
+            return r.returncode, r.stdout + r.stderr
+
+    base = {
+        "lib.rs": "pub mod api;\npub mod cli;\npub mod gamestream;\npub mod state;\n",
+        "gamestream/mod.rs": "pub mod handlers;\npub struct HostContext;\n",
+        "gamestream/handlers.rs": "use crate::state::Store;\n",
+        "state.rs": "pub struct Store;\n",
+        "cli.rs": "// crate::api::x in a comment is not an import\nuse crate::state::Store;\n",
+    }
+    bad = dict(base, **{"api/mod.rs": "use crate::{state, gamestream::HostContext};\n"})
+    good = dict(base, **{"api/mod.rs": "use crate::state::Store;\n"})
+    circle = dict(good, **{"state.rs": "use crate::api::Thing;\n"})
+    failures = []
+    rc, out = run(bad, "--front-ends", "SRC", "SRC")
+    if rc == 0 or "front-end api imports front-end gamestream (api/mod.rs)" not in out:
+        failures.append(f"api importing gamestream must fail (exit {rc}):\n{out}")
+    rc, out = run(good, "--front-ends", "SRC", "SRC")
+    if rc != 0:
+        failures.append(f"front-ends that import only lower layers must pass (exit {rc}):\n{out}")
+    rc, out = run(circle, "SRC")
+    if rc == 0 or "import circle: api -> state -> api" not in out:
+        failures.append(f"a circle must fail (exit {rc}):\n{out}")
+    for f in failures:
+        print(f"self-test: {f}")
+    if failures:
+        sys.exit(1)
+    print("self-test: the front-end rule and the circle check both fail where they should, and only there")
+
+
 def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--front-ends", metavar="HOST_SRC", help="also check the front-end rule on this crate")
+    p.add_argument("--self-test", action="store_true")
+    p.add_argument("srcs", nargs="*", metavar="CRATE_SRC")
+    args = p.parse_args()
+    if args.self_test:
+        self_test()
+        return
     bad = False
-    for src in sys.argv[1:]:
-        for c in cycles(graph(src)):
+    for src in args.srcs:
+        for c in cycles(graph(src)[0]):
             bad = True
             print(f"{src}: import circle: {' -> '.join(c)}")
+    if args.front_ends:
+        for f, g, files in front_end_imports(*graph(args.front_ends)):
+            bad = True
+            print(f"{args.front_ends}: front-end {f} imports front-end {g} ({', '.join(files)})")
     if bad:
         sys.exit(1)
-    print(f"no import circles between the modules of {', '.join(sys.argv[1:])}")
+    checked = f"no import circles between the modules of {', '.join(args.srcs)}"
+    if args.front_ends:
+        checked += f"; no front-end of {args.front_ends} imports another ({', '.join(FRONT_ENDS)})"
+    print(checked)
 
 
 main()

@@ -1,4 +1,4 @@
-//! Builds the host in order (state, identity, listeners, admin, mDNS), runs it, and drains it on
+//! Builds the host in order (state, identity, listeners, the host layer, API, mDNS), runs it, and drains it on
 //! shutdown.
 
 use std::net::SocketAddr;
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::AdminServer;
 use crate::commands::ControlCommand;
 use crate::config::{Config, ConfigError, Env, TEMPLATE};
 use crate::control::ControlChannel;
@@ -162,9 +161,8 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         false => None,
     };
     let api_tcp = api.as_ref().and_then(crate::api::ApiServer::tcp_addr);
-    let admin = AdminServer::bind(&crate::admin::socket_path(&paths.state_dir)).await?;
     let mdns = advertise(&config, &loaded.net, ports.http);
-    let tasks = Tasks { server, api, admin, mdns, planes, health: watched.health.clone() };
+    let tasks = Tasks { server, api, mdns, planes, health: watched.health.clone() };
     let task = tokio::spawn(run(host.clone(), gamestream.clone(), tasks, shutdown.clone(), tracker, started));
     watched.health.set_phase(Phase::Ready);
     let ready_ms = started.elapsed().as_millis() as u64;
@@ -548,7 +546,6 @@ fn advertise(config: &Config, net: &iface::NetInfo, http_port: u16) -> Option<cr
 struct Tasks {
     server: GameStreamServer,
     api: Option<crate::api::ApiServer>,
-    admin: AdminServer,
     mdns: Option<crate::mdns::Advertiser>,
     planes: StreamPlanes,
     health: Arc<Health>,
@@ -564,7 +561,7 @@ async fn run(
     tracker: TaskTracker,
     started: Instant,
 ) {
-    let Tasks { server, api, admin, mdns, planes, health } = t;
+    let Tasks { server, api, mdns, planes, health } = t;
     let config = gs.config.clone();
     tracker.spawn(host.clone().watch_apps(shutdown.clone()));
     if config.sessions.idle_timeout_ms > 0 {
@@ -577,11 +574,9 @@ async fn run(
         tracker.spawn(read_pings(socket, host.sessions.clone(), table, shutdown.clone()));
     }
     let streams_task = tokio::spawn(planes.streams.run(planes.streams_rx, shutdown.clone(), tracker.clone()));
-    let admin_task = tokio::spawn(admin.run(gs.clone(), shutdown.clone(), tracker.clone()));
     let api_task = api.map(|api| tokio::spawn(api.run(host.clone(), shutdown.clone(), tracker.clone())));
     server.run(shutdown.clone(), tracker.clone(), started).await;
     health.set_phase(Phase::Draining);
-    let _ = admin_task.await;
     if let Some(t) = api_task {
         let _ = t.await;
     }

@@ -23,19 +23,24 @@
 //! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
 //! - `metrics`    every Prometheus metric, in one registry per host
 //! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
-//! - `admin`      the local admin socket used by `wolf-rs pair`, `clients` and `sessions`
-//! - `api`        Wolf's management API (`/api/v1`) on a unix socket, its OpenAPI document
+//! - `api`        Wolf's management API (`/api/v1`) on a unix socket, its OpenAPI document; the one
+//!   management socket (`wolf-rs pair`, `clients`, `sessions`, `apps`, `lobbies` use it too)
+//! - `api_wire`   the API's JSON bodies and answers, shared by the server (`api`) and the CLI
 //! - `events`     what happened (pairings, sessions), for the API's event stream
 //! - `mdns`       `_nvstream._tcp` advertisement
 //! - `app`        builds the components in order and runs them until shutdown
-//! - `cli`        the command line (`main.rs` only parses it and sets up logging and the runtime)
+//! - `cli`        the command line (`main.rs` only parses it and sets up logging and the runtime);
+//!   `cli::client` the requests it sends to the API socket
 //! - `fuzz_harness` (hidden) what the cargo-fuzz targets in `fuzz/` run on the host's own parsers;
 //!   `cargo test` replays the committed corpus through it
+//!
+//! Front-ends (`gamestream`, `api`, `cli`) parse, call `host`, and format; none imports another
+//! (`scripts/check-module-cycles.py --front-ends`).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod admin;
 pub mod api;
+pub mod api_wire;
 pub mod app;
 pub mod cli;
 pub mod commands;

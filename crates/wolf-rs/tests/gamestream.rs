@@ -9,6 +9,12 @@ use wolf_client::{ClientIdentity, PairOutcome};
 use wolf_rs::host::pairing::Source;
 use wolf_testkit::{ConfigBuilder, PIN, TestHost};
 
+/// One request to the host's API socket, as `wolf-rs pair` and `clients` send it: (status, body).
+async fn api(host: &TestHost, method: hyper::Method, path: &str, body: Option<&str>) -> (hyper::StatusCode, String) {
+    let sock = host.dir.path().join("wolf.sock");
+    wolf_rs::cli::client::call(&sock, method, path, body.map(str::to_owned)).await.unwrap().expect("the API answers")
+}
+
 fn launch_query(c: &wolf_client::GameStreamClient) -> String {
     c.url(
         "/launch",
@@ -101,15 +107,14 @@ async fn pin_typed_on_the_pin_page_while_step_one_waits() {
     let host = TestHost::start(ConfigBuilder::loopback()).await;
     let mut c = host.client();
     let pairing = tokio::spawn(async move { (c.pair("5678").await, c) });
-    // Find the waiting pairing's secret the way an operator would (the admin socket shows the
-    // PIN page link's secret).
-    let sock = wolf_rs::admin::socket_path(host.dir.path());
+    // Find the waiting pairing's secret the way an operator would (the API's pending pairings show
+    // the PIN page link's secret).
     let mut secret = None;
     for _ in 0..200 {
-        let (_, body) = wolf_rs::admin::call(&sock, hyper::Method::GET, "/pairings", None).await.unwrap().unwrap();
-        let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        if let Some(p) = list.first() {
-            secret = p["secret"].as_str().map(str::to_owned);
+        let (_, body) = api(&host, hyper::Method::GET, "/api/v1/pair/pending", None).await;
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(p) = listed["requests"].as_array().and_then(|l| l.first()) {
+            secret = p["pair_secret"].as_str().map(str::to_owned);
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -236,17 +241,14 @@ async fn pairing_survives_restart_and_unpair_removes_it() {
 }
 
 #[tokio::test]
-async fn admin_socket_removes_clients_and_submits_pins() {
+async fn api_socket_removes_clients_and_submits_pins() {
     let host = TestHost::start(ConfigBuilder::loopback()).await;
-    let sock = wolf_rs::admin::socket_path(host.dir.path());
     let mut c = host.client();
     let pairing = tokio::spawn(async move { (c.pair("2468").await, c) });
     // `wolf-rs pair 2468`: no secret needed while exactly one pairing waits.
     let mut submitted = false;
     for _ in 0..200 {
-        let body = r#"{"pin":"2468"}"#.to_owned();
-        let (status, _) =
-            wolf_rs::admin::call(&sock, hyper::Method::POST, "/pairings/pin", Some(body)).await.unwrap().unwrap();
+        let (status, _) = api(&host, hyper::Method::POST, "/api/v1/pair/client", Some(r#"{"pin":"2468"}"#)).await;
         if status.is_success() {
             submitted = true;
             break;
@@ -257,16 +259,27 @@ async fn admin_socket_removes_clients_and_submits_pins() {
     let (outcome, c) = pairing.await.unwrap();
     assert_eq!(outcome.unwrap(), PairOutcome::Paired);
     let fp = c.identity.cert.fingerprint_hex();
-    let (status, body) = wolf_rs::admin::call(&sock, hyper::Method::GET, "/clients", None).await.unwrap().unwrap();
+    let (status, body) = api(&host, hyper::Method::GET, "/api/v1/clients", None).await;
     assert!(status.is_success() && body.contains(&fp));
-    let (status, _) = wolf_rs::admin::call(&sock, hyper::Method::DELETE, &format!("/clients/{}", &fp[..12]), None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.is_success());
+    // `wolf-rs clients remove <prefix>` picks the client by its fingerprint's first characters.
+    let remove = |selector: String| {
+        let dir = host.dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_wolf-rs"))
+                .arg("--state-dir")
+                .arg(dir)
+                .args(["clients", "remove", &selector])
+                .output()
+                .unwrap()
+        })
+    };
+    let o = remove(fp[..12].to_owned()).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(c.https_get(&c.url("/serverinfo", &[])).await.unwrap().xml_status(), Some(401));
+    let o = remove("deadbeefdeadbeef".to_owned()).await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let (status, _) =
-        wolf_rs::admin::call(&sock, hyper::Method::DELETE, "/clients/deadbeefdeadbeef", None).await.unwrap().unwrap();
+        api(&host, hyper::Method::POST, "/api/v1/unpair/client", Some(r#"{"client_id":"deadbeefdeadbeef"}"#)).await;
     assert_eq!(status.as_u16(), 404);
     host.stop().await;
 }
@@ -547,7 +560,6 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
 
     // PIN entry: one pairing waits for its PIN at a time, so `wolf-rs pair <PIN>` needs no secret.
     let host = TestHost::start(ConfigBuilder::loopback()).await;
-    let sock = wolf_rs::admin::socket_path(host.dir.path());
     let mut tasks = Vec::new();
     for _ in 0..N {
         let mut c = host.client();
@@ -558,9 +570,7 @@ async fn concurrent_pairings_with_one_uniqueid_from_one_address_all_pair() {
         if given == N {
             break;
         }
-        let body = r#"{"pin":"2468"}"#.to_owned();
-        let (status, text) =
-            wolf_rs::admin::call(&sock, hyper::Method::POST, "/pairings/pin", Some(body)).await.unwrap().unwrap();
+        let (status, text) = api(&host, hyper::Method::POST, "/api/v1/pair/client", Some(r#"{"pin":"2468"}"#)).await;
         if status.is_success() {
             given += 1;
         } else {

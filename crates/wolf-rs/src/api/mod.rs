@@ -1,13 +1,12 @@
 //! Wolf's management API, `/api/v1`, over HTTP on a unix socket (`[api] socket`, env
 //! `WOLF_SOCKET_PATH`; default `<state dir>/wolf.sock`, mode 0600): what platforms that drive Wolf
-//! call, with Wolf's routes, JSON (`wire`) and status codes, so their clients work unchanged.
+//! call, with Wolf's routes, JSON (`api_wire`) and status codes, so their clients work unchanged.
 //! Never on a network port. Its own bounded connection count, body size and read timeouts, so it
 //! answers while the GameStream ports are busy; the event stream (`GET /api/v1/events`, SSE)
 //! has a bounded number of subscribers (the oldest is closed for a newcomer) each behind a
 //! bounded buffer (`events`). `GET /api/v1/openapi-schema` is generated from the code (`openapi`).
 
 pub mod openapi;
-pub mod wire;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -33,10 +32,10 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api_wire::*;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::events::{Event, wolf_client_id};
 use crate::host::Host;
-use wire::*;
 
 /// Connections served at once; the next waits in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -50,11 +49,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 type Body = BoxBody<Bytes, Infallible>;
-
-/// The socket path: `[api] socket`, else `<state dir>/wolf.sock`.
-pub fn socket_path(config: &crate::config::Api, state_dir: &Path) -> PathBuf {
-    if config.socket.is_empty() { state_dir.join("wolf.sock") } else { PathBuf::from(&config.socket) }
-}
 
 pub struct ApiServer {
     listener: UnixListener,
@@ -99,7 +93,7 @@ impl ApiServer {
     /// Bind the socket (its folder made if missing; shared with `[api] group`), and `[api] tcp`.
     /// A socket that answers means another host serves it: an error; a stale one is replaced.
     pub async fn bind(config: &crate::config::Api, state_dir: &Path) -> Result<ApiServer> {
-        let path = &socket_path(config, state_dir);
+        let path = &config.socket_path(state_dir);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).or_err(ErrorKind::Bind, || format!("creating {}", dir.display()))?;
         }
@@ -309,12 +303,18 @@ async fn route(
                 .pairing
                 .waiting()
                 .into_iter()
-                .map(|w| PendingPair { pair_secret: w.secret, client_ip: w.ip, device_name: w.device_name })
+                .map(|w| PendingPair {
+                    pair_secret: w.secret,
+                    client_ip: w.ip,
+                    device_name: w.device_name,
+                    uniqueid: w.uniqueid,
+                    waiting_s: w.waiting_s,
+                })
                 .collect();
             respond(StatusCode::OK, &PendingPairsResponse { success: true, requests })
         }
         (Method::POST, "/pair/client") => match body::<PairRequest>(req, server_error).await {
-            Ok(r) => match ctx.pairing.submit_pin(Some(&r.pair_secret), r.pin.clone()) {
+            Ok(r) => match ctx.pairing.submit_operator_pin(r.pair_secret.as_deref(), &r.pin) {
                 Ok(()) => ok(),
                 Err(e) => fail(server_error, e.to_string()),
             },
@@ -323,6 +323,10 @@ async fn route(
         (Method::GET, "/sessions") => {
             let sessions = ctx.sessions.list().iter().map(|s| session_view(ctx, s)).collect();
             respond(StatusCode::OK, &SessionsResponse { success: true, sessions })
+        }
+        (Method::GET, "/sessions/records") => {
+            let sessions = ctx.sessions.list().iter().map(|s| s.record(ctx.sessions.last_activity(s.id))).collect();
+            respond(StatusCode::OK, &SessionRecordsResponse { success: true, sessions })
         }
         (Method::GET, "/lobbies") => {
             let lobbies = ctx.lobbies.list().iter().map(lobby_view).collect();
@@ -529,6 +533,7 @@ fn client_view(c: &crate::state::clients::PairedClient) -> Client {
         settings: ClientSettings::default(),
         name: c.name.clone(),
         fingerprint: c.fingerprint.clone(),
+        uniqueid: c.uniqueid.clone(),
         ip: c.ip.clone(),
         paired_at: c.paired_at,
     }

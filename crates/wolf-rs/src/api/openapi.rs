@@ -1,14 +1,14 @@
-//! The API's OpenAPI 3.1 document, generated from the `wire` types (utoipa), served at
+//! The API's OpenAPI 3.1 document, generated from the `api_wire` types (utoipa), served at
 //! `GET /api/v1/openapi-schema`. The functions here only carry each route's description.
 // The described functions are never called.
 #![allow(dead_code)]
 
 use utoipa::OpenApi;
 
-use super::wire::*;
+use crate::api_wire::*;
 
 /// Every route served: (method, path under `/api/v1`). A test asks each one.
-pub const ROUTES: [(&str, &str); 19] = [
+pub const ROUTES: [(&str, &str); 20] = [
     ("GET", "/openapi-schema"),
     ("GET", "/events"),
     ("GET", "/apps"),
@@ -21,6 +21,7 @@ pub const ROUTES: [(&str, &str); 19] = [
     ("GET", "/pair/pending"),
     ("POST", "/pair/client"),
     ("GET", "/sessions"),
+    ("GET", "/sessions/records"),
     ("GET", "/lobbies"),
     ("POST", "/lobbies/create"),
     ("POST", "/lobbies/join"),
@@ -63,6 +64,7 @@ pub const NOT_SERVED: [(&str, &str, &str); 9] = [
         pair_pending,
         pair_client,
         sessions,
+        sessions_records,
         lobbies,
         lobbies_create,
         lobbies_join,
@@ -142,12 +144,13 @@ fn profiles() {}
 ))]
 fn unpair() {}
 
-/// Pairings that wait for their PIN.
+/// Pairings that wait for their PIN (wolf-rs adds each one's `uniqueid` and `waiting_s`).
 #[utoipa::path(get, path = "/api/v1/pair/pending", responses((status = 200, body = PendingPairsResponse)))]
 fn pair_pending() {}
 
 /// Give a waiting pairing its PIN. Success means the PIN was handed over; whether it was the right
-/// one the client's pairing finds out.
+/// one the client's pairing finds out. wolf-rs: `pair_secret` may be left out while exactly one
+/// pairing waits.
 #[utoipa::path(post, path = "/api/v1/pair/client", request_body = PairRequest, responses(
     (status = 200, body = GenericSuccess),
     (status = 500, description = "No such pairing, or not 4 digits", body = GenericError),
@@ -157,6 +160,11 @@ fn pair_client() {}
 /// Running sessions.
 #[utoipa::path(get, path = "/api/v1/sessions", responses((status = 200, body = SessionsResponse)))]
 fn sessions() {}
+
+/// wolf-rs's own: each session as the host keeps it (as in `active_sessions.json`: runner handle,
+/// ports, display, sink, lobby, timestamps, last activity); what `wolf-rs sessions list` shows.
+#[utoipa::path(get, path = "/api/v1/sessions/records", responses((status = 200, body = SessionRecordsResponse)))]
+fn sessions_records() {}
 
 /// Lobbies: apps with their own display and sink that sessions join.
 #[utoipa::path(get, path = "/api/v1/lobbies", responses((status = 200, body = LobbiesResponse)))]

@@ -291,6 +291,11 @@ impl Default for Api {
 }
 
 impl Api {
+    /// The socket path: `socket`, else `<state dir>/wolf.sock`.
+    pub fn socket_path(&self, state_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.socket.is_empty() { state_dir.join("wolf.sock") } else { std::path::PathBuf::from(&self.socket) }
+    }
+
     /// `tcp` as an address: a bare port is loopback's. `None` when empty; an error when malformed.
     pub fn tcp_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
         let t = self.tcp.trim();

@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_launch_query_is_parsed_once_with_each_fault_named() {
-        let q = |s: &str| crate::gamestream::handlers::parse_query(s);
+        let q = |s: &str| -> HashMap<String, String> { form_urlencoded::parse(s.as_bytes()).into_owned().collect() };
         let p = StreamParams::from_query(&q(
             "mode=1280x720x60&rikey=000102030405060708090a0b0c0d0e0f&rikeyid=-1&corever=1&surroundAudioInfo=393222",
         ))

@@ -1,5 +1,5 @@
 //! Pending pairings (keyed by `uniqueid@client_ip`), the PIN hand-off from the PIN page or the
-//! admin socket to the waiting step 1, and the failure ban (per address, or per client certificate
+//! API to the waiting step 1, and the failure ban (per address, or per client certificate
 //! behind a trusted proxy). Pairings under one key take
 //! turns: every Moonlight client sends the same `uniqueid`, so a gateway pairing many identities
 //! from one address would otherwise have them overwrite each other's steps.
@@ -111,24 +111,24 @@ pub enum BeginError {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SubmitError {
-    /// Not 4 digits.
-    Malformed,
     UnknownSecret,
     NoneWaiting,
     Ambiguous(usize),
+    NotFourDigits,
 }
 
+/// What an operator (the API, `wolf-rs pair`) is told.
 impl std::fmt::Display for SubmitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SubmitError::Malformed => write!(f, "The PIN must be exactly 4 digits"),
-            SubmitError::UnknownSecret => write!(f, "No pairing waits under that secret"),
+            SubmitError::UnknownSecret => f.write_str("No pairing waits under that secret"),
             SubmitError::NoneWaiting => {
-                write!(f, "No pairing is waiting for a PIN; start pairing on the client first")
+                f.write_str("No pairing is waiting for a PIN; start pairing on the client first")
             }
             SubmitError::Ambiguous(n) => {
                 write!(f, "{n} pairings are waiting; pass --secret (see the log or `wolf-rs pair --list`)")
             }
+            SubmitError::NotFourDigits => f.write_str("The PIN must be exactly 4 digits"),
         }
     }
 }
@@ -400,9 +400,6 @@ impl PairingManager {
     /// Hand a PIN to the pairing waiting under `secret` (or the only one waiting, if `None`).
     /// Hand `pin` to the pairing waiting under `secret`; without one, to the only pairing waiting.
     pub fn submit_pin(&self, secret: Option<&str>, pin: String) -> Result<(), SubmitError> {
-        if !wolf_protocol::pairing::is_valid_pin(&pin) {
-            return Err(SubmitError::Malformed);
-        }
         let mut pending = lock(&self.pending);
         let waiting: Vec<&mut Pending> = pending.values_mut().filter(|p| p.pin_tx.is_some()).collect();
         let target = match secret {
@@ -419,6 +416,15 @@ impl PairingManager {
         };
         let tx = target.pin_tx.take().ok_or(SubmitError::UnknownSecret)?;
         tx.send(pin).map_err(|_| SubmitError::UnknownSecret)
+    }
+
+    /// `submit_pin` for an operator (the API, `wolf-rs pair`): the PIN checked first; no secret
+    /// needed while exactly one pairing waits.
+    pub fn submit_operator_pin(&self, secret: Option<&str>, pin: &str) -> Result<(), SubmitError> {
+        if !wolf_protocol::pairing::is_valid_pin(pin) {
+            return Err(SubmitError::NotFourDigits);
+        }
+        self.submit_pin(secret, pin.to_owned())
     }
 
     pub fn waiting(&self) -> Vec<WaitingPairing> {

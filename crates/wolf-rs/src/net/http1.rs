@@ -1,5 +1,5 @@
 //! One HTTP/1.1 request and its whole answer over any stream: what the CLI sends to the running
-//! host (the admin unix socket, the health port for `healthcheck`).
+//! host (the API unix socket, the health port for `healthcheck`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::error::{ErrorKind, Result, ResultExt};
 
 /// Send `method path` with an optional JSON `body` over `io`; (status, body as text). Errors carry
-/// `kind` and name the peer as `what` ("admin", "health").
+/// `kind` and name the peer as `what` ("api", "health").
 pub async fn request<IO>(
     io: IO,
     method: Method,

@@ -1,4 +1,4 @@
-//! The host's local sockets (admin, API): bound once per state dir.
+//! The host's local socket (the API): bound once per state dir.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

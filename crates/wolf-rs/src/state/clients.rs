@@ -127,8 +127,13 @@ impl ClientStore {
 
 /// Does `selector` (a fingerprint prefix of at least 8 hex chars, or an exact name) pick `c`?
 pub fn matches_selector(c: &PairedClient, selector: &str) -> bool {
+    selector_matches(&c.fingerprint, &c.name, selector)
+}
+
+/// `matches_selector` on a client's fingerprint and name (as the API lists them).
+pub fn selector_matches(fingerprint: &str, name: &str, selector: &str) -> bool {
     let s = selector.to_ascii_lowercase();
-    (s.len() >= 8 && c.fingerprint.starts_with(&s)) || c.name == selector
+    (s.len() >= 8 && fingerprint.starts_with(&s)) || name == selector
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The JSON of Wolf's `/api/v1`, field for field as Wolf's clients send and read it. Fields of
+//! The JSON of Wolf's `/api/v1` (served by `api`, read by `cli`), field for field as Wolf's clients send and read it. Fields of
 //! Wolf's that mean nothing here are written with a neutral value and accepted and ignored on
 //! input; the OpenAPI document (generated from these types) says which.
 
@@ -143,7 +143,7 @@ impl Default for ClientSettings {
     }
 }
 
-/// A paired client. The last four fields are wolf-rs's own.
+/// A paired client. The last five fields are wolf-rs's own.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Client {
     /// Wolf's id: a hash of the client's certificate (the same a Wolf host gives it).
@@ -153,6 +153,9 @@ pub struct Client {
     pub settings: ClientSettings,
     pub name: String,
     pub fingerprint: String,
+    /// The `uniqueid` the client paired with.
+    #[serde(default)]
+    pub uniqueid: String,
     pub ip: String,
     /// Unix seconds.
     pub paired_at: u64,
@@ -196,6 +199,12 @@ pub struct PendingPair {
     pub client_ip: String,
     /// wolf-rs: the name the client gave.
     pub device_name: String,
+    /// wolf-rs: the `uniqueid` it gave.
+    #[serde(default)]
+    pub uniqueid: String,
+    /// wolf-rs: seconds it has waited.
+    #[serde(default)]
+    pub waiting_s: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -206,7 +215,9 @@ pub struct PendingPairsResponse {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PairRequest {
-    pub pair_secret: String,
+    /// Which waiting pairing. wolf-rs: may be left out while exactly one waits.
+    #[serde(default)]
+    pub pair_secret: Option<String>,
     /// The 4 digits the client shows.
     pub pin: String,
 }
@@ -215,6 +226,16 @@ pub struct PairRequest {
 pub struct SessionsResponse {
     pub success: bool,
     pub sessions: Vec<StreamSession>,
+}
+
+/// wolf-rs's own (`GET /sessions/records`): each session as the host keeps it, for
+/// `wolf-rs sessions list`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionRecordsResponse {
+    pub success: bool,
+    /// As in `active_sessions.json`, with the last activity.
+    #[schema(value_type = Vec<Object>)]
+    pub sessions: Vec<crate::sessions::SessionRecord>,
 }
 
 /// `sessions/add`: a session for a paired client, as if it had launched the app (it then connects

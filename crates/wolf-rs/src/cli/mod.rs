@@ -1,16 +1,17 @@
 //! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`,
 //! `apps`, `lobbies`, `healthcheck`, `version`.
 
-use std::path::PathBuf;
+pub mod client;
+mod manage;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hyper::Method;
 
-use crate::admin::{self, ClientView, PinRequest};
 use crate::app::{self, Paths};
 use crate::config::{Config, ConfigError, Env};
-use crate::state::clients::{self, matches_selector};
 
 #[derive(Debug, Parser)]
 #[command(name = "wolf-rs", version, about = "A GameStream host for Moonlight clients")]
@@ -90,7 +91,7 @@ pub enum ConfigAction {
 
 #[derive(Debug, Subcommand)]
 pub enum SessionsAction {
-    /// List the sessions (through the admin socket of the running host).
+    /// List the sessions (through the API socket of the running host).
     List {
         #[arg(long)]
         json: bool,
@@ -201,16 +202,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Config { action: ConfigAction::Check } => config_check(&paths).await,
         Command::Config { action: ConfigAction::ImportWolf { path } } => import_wolf(&paths, path).await,
-        Command::Pair { list: true, .. } => pair_list(&paths).await,
-        Command::Pair { pin: Some(pin), secret, .. } => pair(&paths, pin, secret).await,
+        Command::Pair { list: true, .. } => manage::pair_list(&paths).await,
+        Command::Pair { pin: Some(pin), secret, .. } => manage::pair(&paths, pin, secret).await,
         Command::Pair { .. } => {
             eprintln!("wolf-rs pair: give the PIN (wolf-rs pair 1234) or --list");
             exit::USAGE
         }
-        Command::Clients { action } => clients_cmd(&paths, action).await,
+        Command::Clients { action } => manage::clients_cmd(&paths, action).await,
         Command::Apps { action } => apps_cmd(&paths, action).await,
         Command::Lobbies { action } => lobbies_cmd(&paths, action).await,
-        Command::Sessions { action: SessionsAction::List { json } } => sessions_list(&paths, json).await,
+        Command::Sessions { action: SessionsAction::List { json } } => manage::sessions_list(&paths, json).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::Version => {
             println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
@@ -267,8 +268,11 @@ async fn get_plain(url: &str) -> Result<(u16, String), String> {
 }
 
 async fn import_wolf(paths: &Paths, wolf: PathBuf) -> u8 {
-    let sock = admin::socket_path(&paths.state_dir);
-    if let Ok(Some(_)) = admin::call(&sock, Method::GET, "/clients", None).await {
+    // A host that runs would keep its own paired clients and overwrite the import. With the API
+    // off there is no socket to ask.
+    if let Some(sock) = api_socket(paths).await
+        && let Ok(Some(_)) = client::call(&sock, Method::GET, "/api/v1/clients", None).await
+    {
         eprintln!("wolf-rs config import-wolf: a host runs with {}; stop it first", paths.state_dir.display());
         return exit::FAILURE;
     }
@@ -333,20 +337,29 @@ async fn config_check(paths: &Paths) -> u8 {
 }
 
 /// The API socket of the host of `paths`: config.toml's `[api] socket` (or WOLF_SOCKET_PATH), else
-/// the default in the state dir.
-async fn api_socket(paths: &Paths) -> PathBuf {
+/// the default in the state dir; `None` when the config turns the API off.
+async fn api_socket(paths: &Paths) -> Option<PathBuf> {
     let path = paths.config.clone();
     let api = tokio::task::spawn_blocking(move || Config::load(&path, &Env::from_process()).map(|c| c.api))
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    crate::api::socket_path(&api, &paths.state_dir)
+    api.enabled.then(|| api.socket_path(&paths.state_dir))
+}
+
+/// What a command that needs the running host says when the config turns the API off.
+fn api_off(command: &str) -> u8 {
+    eprintln!(
+        "wolf-rs {command} talks to the running host through its API socket, and the config turns \
+         the API off ([api] enabled = false)"
+    );
+    exit::CONFIG
 }
 
 async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
-    use crate::api::wire::{App, AppsResponse, Runner};
-    let sock = api_socket(paths).await;
+    use crate::api_wire::{App, AppsResponse, Runner};
+    let Some(sock) = api_socket(paths).await else { return api_off("apps") };
     let (method, route, body) = match action {
         AppsAction::List { json } => {
             return api_list(&sock, "/api/v1/apps", json, |r: AppsResponse| {
@@ -405,12 +418,12 @@ async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
 /// GET `route` on the API and print the answer: as it came with `json`, else the lines `lines`
 /// makes of it.
 async fn api_list<T: serde::de::DeserializeOwned>(
-    sock: &std::path::Path,
+    sock: &Path,
     route: &str,
     json: bool,
     lines: impl Fn(T) -> Vec<String>,
 ) -> u8 {
-    match admin::call_socket(sock, "api", Method::GET, route, None).await {
+    match client::call(sock, Method::GET, route, None).await {
         Ok(Some((s, body))) if s.is_success() && json => {
             println!("{body}");
             exit::OK
@@ -443,10 +456,10 @@ fn pin_digits(pin: &str) -> Option<Vec<u8>> {
 
 async fn lobbies_cmd(paths: &Paths, action: LobbiesAction) -> u8 {
     use serde_json::json;
-    let sock = api_socket(paths).await;
+    let Some(sock) = api_socket(paths).await else { return api_off("lobbies") };
     let (route, body) = match action {
         LobbiesAction::List { json } => {
-            return api_list(&sock, "/api/v1/lobbies", json, |r: crate::api::wire::LobbiesResponse| {
+            return api_list(&sock, "/api/v1/lobbies", json, |r: crate::api_wire::LobbiesResponse| {
                 r.lobbies
                     .into_iter()
                     .map(|l| {
@@ -505,12 +518,12 @@ async fn lobbies_cmd(paths: &Paths, action: LobbiesAction) -> u8 {
 
 /// A request with a body to the API: its JSON answer, or the exit code after saying what failed.
 async fn api_post(
-    sock: &std::path::Path,
+    sock: &Path,
     method: Method,
     route: &str,
     body: String,
 ) -> std::result::Result<serde_json::Value, u8> {
-    match admin::call_socket(sock, "api", method, route, Some(body)).await {
+    match client::call(sock, method, route, Some(body)).await {
         Ok(Some((s, body))) if s.is_success() => Ok(serde_json::from_str(&body).unwrap_or_default()),
         Ok(Some((_, body))) => Err(api_error(&body)),
         Ok(None) => Err(api_not_running(sock)),
@@ -528,208 +541,7 @@ fn api_error(body: &str) -> u8 {
     exit::FAILURE
 }
 
-fn api_not_running(sock: &std::path::Path) -> u8 {
+fn api_not_running(sock: &Path) -> u8 {
     eprintln!("no wolf-rs host answers on {} (is it running, with [api] enabled?)", sock.display());
     exit::NOT_RUNNING
-}
-
-fn not_running(paths: &Paths) -> u8 {
-    eprintln!(
-        "no wolf-rs host is running with state directory {} (no {})",
-        paths.state_dir.display(),
-        admin::socket_path(&paths.state_dir).display()
-    );
-    exit::NOT_RUNNING
-}
-
-async fn pair(paths: &Paths, pin: String, secret: Option<String>) -> u8 {
-    let body = serde_json::to_string(&PinRequest { pin, secret }).unwrap_or_default();
-    match admin::call(&admin::socket_path(&paths.state_dir), Method::POST, "/pairings/pin", Some(body)).await {
-        Ok(None) => not_running(paths),
-        Ok(Some((s, _))) if s.is_success() => {
-            println!("PIN handed to the pairing: the client shows whether it matched");
-            exit::OK
-        }
-        Ok(Some((_, body))) => {
-            eprintln!("{}", error_text(&body));
-            exit::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            exit::FAILURE
-        }
-    }
-}
-
-fn error_text(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| body.to_owned())
-}
-
-async fn pair_list(paths: &Paths) -> u8 {
-    match admin::call(&admin::socket_path(&paths.state_dir), Method::GET, "/pairings", None).await {
-        Ok(None) => not_running(paths),
-        Ok(Some((_, body))) => {
-            println!("{body}");
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            exit::FAILURE
-        }
-    }
-}
-
-async fn sessions_list(paths: &Paths, as_json: bool) -> u8 {
-    match admin::call(&admin::socket_path(&paths.state_dir), Method::GET, "/sessions", None).await {
-        Ok(None) => not_running(paths),
-        Ok(Some((_, body))) => match serde_json::from_str::<Vec<crate::sessions::SessionRecord>>(&body) {
-            Ok(list) if as_json => {
-                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
-                exit::OK
-            }
-            Ok(list) => {
-                if list.is_empty() {
-                    println!("no sessions");
-                }
-                for s in list {
-                    let runner = match &s.runner {
-                        crate::runners::RunnerHandle::None => "none".to_owned(),
-                        crate::runners::RunnerHandle::Process { pid, .. } => format!("pid {pid}"),
-                        crate::runners::RunnerHandle::Docker { container_id } => {
-                            format!("container {}", container_id.get(..12).unwrap_or(container_id))
-                        }
-                    };
-                    println!(
-                        "{:<6} {:<10} app={:<4} {:<14} client={} {} runner={runner}",
-                        s.id,
-                        s.state.as_str(),
-                        s.app_id,
-                        s.mode,
-                        s.client_ip,
-                        s.client_fingerprint.get(..16).unwrap_or(&s.client_fingerprint),
-                    );
-                }
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("unexpected answer from the host: {e}");
-                exit::FAILURE
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            exit::FAILURE
-        }
-    }
-}
-
-fn print_clients(list: &[ClientView], as_json: bool) {
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
-        return;
-    }
-    if list.is_empty() {
-        println!("no paired clients");
-    }
-    for c in list {
-        println!("{}  {:<24} {:<16} paired_at={}", &c.fingerprint, c.name, c.ip, c.paired_at);
-    }
-}
-
-async fn clients_cmd(paths: &Paths, action: ClientsAction) -> u8 {
-    let sock = admin::socket_path(&paths.state_dir);
-    match action {
-        ClientsAction::List { json } => match admin::call(&sock, Method::GET, "/clients", None).await {
-            Ok(Some((_, body))) => match serde_json::from_str::<Vec<ClientView>>(&body) {
-                Ok(list) => {
-                    print_clients(&list, json);
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("unexpected answer from the host: {e}");
-                    exit::FAILURE
-                }
-            },
-            // No host running: read the file directly.
-            Ok(None) => {
-                let path = paths.clients();
-                match tokio::task::spawn_blocking(move || clients::read_file(&path)).await {
-                    Ok(Ok(list)) => {
-                        print_clients(&list.iter().map(ClientView::from).collect::<Vec<_>>(), json);
-                        exit::OK
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("{e}");
-                        exit::FAILURE
-                    }
-                    Err(e) => {
-                        eprintln!("{e}");
-                        exit::FAILURE
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                exit::FAILURE
-            }
-        },
-        ClientsAction::Remove { selector } => {
-            let encoded: String = form_urlencoded::byte_serialize(selector.as_bytes()).collect();
-            match admin::call(&sock, Method::DELETE, &format!("/clients/{encoded}"), None).await {
-                Ok(Some((s, body))) if s.is_success() => {
-                    let gone: Vec<ClientView> = serde_json::from_str(&body).unwrap_or_default();
-                    for c in gone {
-                        println!("removed {} ({})", c.name, c.fingerprint);
-                    }
-                    exit::OK
-                }
-                Ok(Some((_, body))) => {
-                    eprintln!("{}", error_text(&body));
-                    exit::FAILURE
-                }
-                Ok(None) => remove_offline(paths, selector).await,
-                Err(e) => {
-                    eprintln!("{e}");
-                    exit::FAILURE
-                }
-            }
-        }
-    }
-}
-
-/// No host running: edit the file directly (atomically).
-async fn remove_offline(paths: &Paths, selector: String) -> u8 {
-    let path = paths.clients();
-    let result = tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<ClientView>> {
-        let list = clients::read_file(&path)?;
-        let (gone, kept): (Vec<_>, Vec<_>) = list.into_iter().partition(|c| matches_selector(c, &selector));
-        if !gone.is_empty() {
-            clients::write_file(&path, &kept)?;
-        }
-        Ok(gone.iter().map(ClientView::from).collect())
-    })
-    .await;
-    match result {
-        Ok(Ok(gone)) if gone.is_empty() => {
-            eprintln!("no paired client matches");
-            exit::FAILURE
-        }
-        Ok(Ok(gone)) => {
-            for c in gone {
-                println!("removed {} ({})", c.name, c.fingerprint);
-            }
-            exit::OK
-        }
-        Ok(Err(e)) => {
-            eprintln!("{e}");
-            exit::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            exit::FAILURE
-        }
-    }
 }
