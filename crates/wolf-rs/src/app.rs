@@ -21,10 +21,11 @@ use crate::metrics::Metrics;
 use crate::net::iface;
 use crate::net::tls::HandshakeGate;
 use crate::sessions::Sessions;
+use crate::sessions::live::Channel;
 use crate::state::clients::ClientStore;
 use crate::state::identity;
 use crate::status::{Health, Phase};
-use crate::stream::{PingTable, Port, Streams, read_pings};
+use crate::stream::{Port, Streams, read_pings};
 use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig, Watched as Watched_};
 
 /// How long connection tasks get to finish after shutdown is asked for.
@@ -363,7 +364,7 @@ struct StreamPlanes {
     streams: Streams,
     streams_rx: tokio::sync::mpsc::UnboundedReceiver<crate::commands::StreamCommand>,
     end_requests: crate::commands::EndRequests,
-    pings: [(Arc<tokio::net::UdpSocket>, Arc<PingTable>); 2],
+    pings: [(Arc<tokio::net::UdpSocket>, Channel); 2],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -388,7 +389,6 @@ fn start_planes(
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     let (ends, end_requests) = crate::commands::Ends::channel();
-    let keyframes = Arc::new(crate::commands::KeyframeRequests::default());
     let runners = Arc::new(crate::runners::Runners::new(
         &paths.state_dir,
         std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),
@@ -402,7 +402,6 @@ fn start_planes(
     ));
     let links = crate::control::Links {
         sessions: w.sessions.clone(),
-        keyframes: keyframes.clone(),
         streams: streams_tx.clone(),
         metrics: w.metrics.clone(),
         beats: w.beats.clone(),
@@ -430,23 +429,23 @@ fn start_planes(
         tracker.clone(),
     );
     let apps = loaded.apps.clone();
-    let (video_pings, audio_pings) = (Arc::new(PingTable::default()), Arc::new(PingTable::default()));
     let streams = Streams {
         config: config.clone(),
         apps: apps.clone(),
         carried: Default::default(),
         sessions: w.sessions.clone(),
-        video: Port { socket: clone(&listeners.video, "video")?, pings: video_pings.clone() },
-        audio: Port { socket: clone(&listeners.audio, "audio")?, pings: audio_pings.clone() },
+        video: Port { socket: clone(&listeners.video, "video")? },
+        audio: Port { socket: clone(&listeners.audio, "audio")? },
         encoder: loaded.encoder.clone(),
         metrics: w.metrics.clone(),
         beats: w.beats.clone(),
-        keyframes,
         ends,
         runners: runners.clone(),
     };
-    let pings =
-        [(registered(&listeners.video, "video")?, video_pings), (registered(&listeners.audio, "audio")?, audio_pings)];
+    let pings = [
+        (registered(&listeners.video, "video")?, Channel::Video),
+        (registered(&listeners.audio, "audio")?, Channel::Audio),
+    ];
     Ok(StreamPlanes {
         apps,
         runners,
@@ -514,8 +513,7 @@ async fn adopt(
     let lobby_parts: Vec<(u32, crate::runners::Parts)> = lobbies.iter().map(|l| (l.number, l.parts())).collect();
     let reconciled = crate::sessions::reconcile::run(saved.records, &lobby_parts, runners, sweep_docker, limit).await;
     reconciled.export(&w.metrics);
-    let (sessions, lobbies) = crate::lobbies::link_adopted(reconciled.adopted, lobbies);
-    w.sessions.restore(sessions);
+    w.sessions.restore(crate::lobbies::link_adopted(reconciled.adopted, &lobbies));
     // A failed write is logged by the writer and shown in /health; the adopted sessions still run.
     let _ = w.sessions.flush().await;
     Arc::new(crate::lobbies::Lobbies::new(
@@ -570,8 +568,8 @@ async fn run(
         );
     }
     tracker.spawn(host.clone().serve_end_requests(planes.end_requests, shutdown.clone()));
-    for (socket, table) in planes.pings {
-        tracker.spawn(read_pings(socket, host.sessions.clone(), table, shutdown.clone()));
+    for (socket, channel) in planes.pings {
+        tracker.spawn(read_pings(socket, channel, host.sessions.clone(), shutdown.clone()));
     }
     let streams_task = tokio::spawn(planes.streams.run(planes.streams_rx, shutdown.clone(), tracker.clone()));
     let api_task = api.map(|api| tokio::spawn(api.run(host.clone(), shutdown.clone(), tracker.clone())));

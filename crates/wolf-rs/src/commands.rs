@@ -1,8 +1,6 @@
 //! The commands the planes send each other (RTSP and HTTPS to the streams, streams and sessions to
-//! the control thread) and the keyframe requests control hands to video: a leaf, so the planes that
+//! the control thread, threads to the host): a leaf, so the planes that
 //! exchange them need not import each other.
-
-use std::sync::Mutex;
 
 /// Why a session ended: each maps to the termination code its client is sent, here and nowhere
 /// else, and is counted in `wolf_sessions_ended_total{reason}`.
@@ -114,28 +112,4 @@ pub enum StreamCommand {
     /// start again to the same client, numbering and encryption carried on; `done` is told once
     /// the old streams are joined (so the display they captured may go).
     Restart { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
-}
-
-/// Keyframes asked for by clients (IDR requests on the control channel), by session id; the video
-/// sender thread takes them each turn.
-#[derive(Debug, Default)]
-pub struct KeyframeRequests {
-    pending: Mutex<std::collections::HashSet<u32>>,
-}
-
-impl KeyframeRequests {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
-        match self.pending.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    pub fn request(&self, session_id: u32) {
-        self.lock().insert(session_id);
-    }
-
-    pub fn take(&self, session_id: u32) -> bool {
-        self.lock().remove(&session_id)
-    }
 }

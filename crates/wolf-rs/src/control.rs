@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rusty_enet::{Event, Host, HostSettings, MTU_MAX, Packet, PacketReceived, PeerID, SocketOptions};
 
-use crate::commands::{ControlCommand, KeyframeRequests, StreamCommand};
+use crate::commands::{ControlCommand, StreamCommand};
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::watchdog::{Heartbeat, Heartbeats};
@@ -83,7 +83,6 @@ pub struct ControlChannel {
 /// What the control thread reads and where it hands what it gets.
 pub struct Links {
     pub sessions: Arc<Sessions>,
-    pub keyframes: Arc<KeyframeRequests>,
     pub streams: crate::commands::StreamCommands,
     pub metrics: Arc<Metrics>,
     pub beats: Arc<Heartbeats>,
@@ -98,13 +97,13 @@ impl ControlChannel {
         commands: mpsc::Receiver<ControlCommand>,
         links: Links,
     ) -> std::io::Result<ControlChannel> {
-        let Links { sessions, keyframes, streams, metrics, beats, inputs } = links;
+        let Links { sessions, streams, metrics, beats, inputs } = links;
         let gate = ConnectGate { socket, sessions: sessions.clone(), metrics: metrics.clone() };
         let host =
             Host::new(gate, HostSettings { peer_limit: MAX_PEERS, channel_limit: CHANNELS, ..Default::default() })
                 .map_err(|e| std::io::Error::other(format!("ENet host: {e:?}")))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker { host, sessions, keyframes, streams, metrics, inputs, peers: HashMap::new() };
+        let worker = Worker { host, sessions, streams, metrics, inputs, peers: HashMap::new() };
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("enet-control".into()).spawn(move || {
             let beat = beats.register("control", "control:enet");
@@ -131,7 +130,6 @@ impl Drop for ControlChannel {
 struct Worker {
     host: Host<ConnectGate>,
     sessions: Arc<Sessions>,
-    keyframes: Arc<KeyframeRequests>,
     streams: crate::commands::StreamCommands,
     metrics: Arc<Metrics>,
     inputs: Arc<crate::input::Inputs>,
@@ -271,11 +269,16 @@ impl Worker {
                 return;
             }
         };
-        self.sessions.touch(p.session_id);
+        let live = self.sessions.live(p.session_id);
+        if let Some(l) = &live {
+            l.touch();
+        }
         match msg.msg_type {
             control::MSG_IDR_REQUEST | control::MSG_RFI => {
                 self.count("idr_request");
-                self.keyframes.request(p.session_id);
+                if let Some(l) = &live {
+                    l.request_keyframe();
+                }
             }
             control::MSG_PING => self.count("ping"),
             control::MSG_LOSS_STATS | control::MSG_FEC_STATUS => self.count("loss_stats"),

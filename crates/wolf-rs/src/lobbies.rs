@@ -49,8 +49,10 @@ pub struct Lobby {
     pub runner: RunnerHandle,
     pub display: Option<DisplayHandle>,
     pub sink: Option<SinkHandle>,
-    /// Sessions in it.
-    pub members: Vec<u32>,
+    /// Files written before membership was kept only with the sessions listed it here; read and
+    /// ignored.
+    #[serde(default, rename = "members", skip_serializing)]
+    pub legacy_members: serde::de::IgnoredAny,
 }
 
 impl Lobby {
@@ -206,7 +208,7 @@ impl Lobbies {
             runner: parts.app.clone(),
             display: parts.display.clone(),
             sink: parts.sink.clone(),
-            members: Vec::new(),
+            legacy_members: serde::de::IgnoredAny,
         };
         self.lock().insert(id.clone(), lobby.clone());
         if let Err(e) = self.save().await {
@@ -233,13 +235,8 @@ impl Lobbies {
             return Err(LobbyError::InvalidPin);
         }
         let session = self.sessions.by_id(session_id).ok_or(LobbyError::SessionNotFound)?;
-        if !lobby.multi_user && lobby.members.iter().any(|m| *m != session_id) {
+        if !lobby.multi_user && self.members(id).iter().any(|m| *m != session_id) {
             return Err(LobbyError::Full);
-        }
-        if let Some(old) = session.lobby.as_ref().filter(|l| l.id != id) {
-            if let Some(l) = self.lock().get_mut(&old.id) {
-                l.members.retain(|m| *m != session_id);
-            }
         }
         let link = lobby.link();
         let linked = self.sessions.update_by_id_saved(session_id, |s| s.lobby = Some(link)).await;
@@ -248,11 +245,6 @@ impl Lobbies {
             Ok(None) => return Err(LobbyError::SessionNotFound),
             Err(e) => return Err(LobbyError::Store(e)),
         }
-        if let Some(l) = self.lock().get_mut(id)
-            && !l.members.contains(&session_id)
-        {
-            l.members.push(session_id);
-        }
         self.save().await?;
         // Answered once the session's old streams are joined and the new ones start.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.switched(session_id)).await;
@@ -260,7 +252,7 @@ impl Lobbies {
         self.events.publish(Event::JoinLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: session_id });
         // The lobby it came from may be empty now.
         if let Some(old) = session.lobby.filter(|l| l.id != id)
-            && self.get(&old.id).is_some_and(|l| l.stop_when_everyone_leaves && l.members.is_empty())
+            && self.empties(&old.id)
         {
             self.stop_locked(&old.id).await?;
         }
@@ -274,29 +266,47 @@ impl Lobbies {
     }
 
     async fn leave_locked(&self, id: &str, session_id: u32) -> std::result::Result<(), LobbyError> {
-        let was_member = self.lock().get_mut(id).is_some_and(|l| {
-            let before = l.members.len();
-            l.members.retain(|m| *m != session_id);
-            before != l.members.len()
-        });
         let in_it = self.sessions.by_id(session_id).is_some_and(|s| s.lobby.as_ref().is_some_and(|l| l.id == id));
-        if in_it {
-            let _ = self.sessions.update_by_id_saved(session_id, |s| s.lobby = None).await;
-            // Before the lobby can stop below, its display must be free of this session's streams.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.switched(session_id)).await;
-        }
-        if !(was_member || in_it) {
+        if !in_it {
             return Ok(());
         }
+        let _ = self.sessions.update_by_id_saved(session_id, |s| s.lobby = None).await;
+        // Before the lobby can stop below, its display must be free of this session's streams.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.switched(session_id)).await;
+        self.left(id, session_id).await
+    }
+
+    /// A member of lobby `id` that nothing runs for ended (it left the table with its end):
+    /// the lobby hears of it as a leave.
+    pub async fn member_ended(&self, id: &str, session_id: u32) -> std::result::Result<(), LobbyError> {
+        let _c = self.changing.lock().await;
+        if self.get(id).is_none() {
+            return Ok(());
+        }
+        self.left(id, session_id).await
+    }
+
+    /// Session `session_id` is out of lobby `id`: announced, and the lobby stops if it was to stop
+    /// when everyone left.
+    async fn left(&self, id: &str, session_id: u32) -> std::result::Result<(), LobbyError> {
         tracing::info!(lobby = %id, session = session_id, "session left the lobby");
         self.events.publish(Event::LeaveLobbyEvent { lobby_id: id.to_owned(), moonlight_session_id: session_id });
-        let empty = self.get(id).is_some_and(|l| l.stop_when_everyone_leaves && l.members.is_empty());
-        if empty {
+        if self.empties(id) {
             self.stop_locked(id).await?;
         } else {
             self.save().await?;
         }
         Ok(())
+    }
+
+    /// The sessions in lobby `id`: membership is kept only with the sessions (their link).
+    pub fn members(&self, id: &str) -> Vec<u32> {
+        self.sessions.list().iter().filter(|s| s.lobby.as_ref().is_some_and(|l| l.id == id)).map(|s| s.id).collect()
+    }
+
+    /// Lobby `id` has no member left and is to stop so.
+    fn empties(&self, id: &str) -> bool {
+        self.get(id).is_some_and(|l| l.stop_when_everyone_leaves) && self.members(id).is_empty()
     }
 
     /// Stop a lobby: its sessions get their own apps back, its app, sink and display stop.
@@ -351,14 +361,10 @@ impl Lobbies {
         joined
     }
 
-    /// Once a second: sessions that ended leave their lobbies, and a lobby whose app, display or
-    /// sink is gone stops.
+    /// Once a second: a lobby whose app, display or sink is gone stops (sessions that end leave
+    /// their lobby as they end).
     pub async fn watch(&self) {
         for lobby in self.list() {
-            let gone: Vec<u32> = lobby.members.iter().copied().filter(|m| !self.sessions.contains_id(*m)).collect();
-            for m in gone {
-                let _ = self.leave(&lobby.id, m).await;
-            }
             if let Some(lost) = self.runners.lost(lobby.number, &lobby.parts()).await {
                 tracing::info!(lobby = %lobby.id, ?lost, "a part of the lobby is gone: stopping it");
                 let _c = self.changing.lock().await;
@@ -388,26 +394,14 @@ pub async fn reconcile(saved: Vec<Lobby>, runners: &Runners) -> Vec<Lobby> {
     adopted
 }
 
-/// Start-up: a session keeps its lobby only if that lobby was adopted; each adopted lobby's members
-/// are the sessions that kept it.
-pub fn link_adopted(
-    mut sessions: Vec<crate::sessions::Session>,
-    lobbies: Vec<Lobby>,
-) -> (Vec<crate::sessions::Session>, Vec<Lobby>) {
+/// Start-up: a session keeps its lobby only if that lobby was adopted.
+pub fn link_adopted(mut sessions: Vec<crate::sessions::Session>, lobbies: &[Lobby]) -> Vec<crate::sessions::Session> {
     for s in &mut sessions {
         if s.lobby.as_ref().is_some_and(|l| !lobbies.iter().any(|a| a.id == l.id)) {
             s.lobby = None;
         }
     }
-    let lobbies = lobbies
-        .into_iter()
-        .map(|mut l| {
-            l.members =
-                sessions.iter().filter(|s| s.lobby.as_ref().is_some_and(|k| k.id == l.id)).map(|s| s.id).collect();
-            l
-        })
-        .collect();
-    (sessions, lobbies)
+    sessions
 }
 
 /// The lobbies file's path in `state_dir`.

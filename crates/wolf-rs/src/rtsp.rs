@@ -318,16 +318,12 @@ async fn accept_loop(
     }
 }
 
-/// How often a session's own port checks that its session still exists.
-const OWN_PORT_CHECK: Duration = Duration::from_secs(1);
-
 /// Ports of their own for sessions whose client speaks plain RTSP: `sessionUrl0` names the port,
 /// clients since 2020 connect to it, and it serves only its session, so two plain-RTSP clients on
 /// one address are never confused. Each closes once its session is gone.
 pub struct SessionPorts {
     range: crate::config::PortRange,
     bind: IpAddr,
-    open: std::sync::Mutex<std::collections::HashMap<u32, u16>>,
     serving: Arc<Serving>,
 }
 
@@ -350,27 +346,20 @@ impl SessionPorts {
             idle_grace: crate::net::limit::IDLE_GRACE,
         });
         let serving = Arc::new(Serving { sessions, host, streams, limit, shutdown, tracker });
-        Arc::new(SessionPorts { range, bind, open: Default::default(), serving })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, u16>> {
-        match self.open.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        Arc::new(SessionPorts { range, bind, serving })
     }
 
     /// The session's own RTSP port, opened now if it has none; `None` when ports of their own are
-    /// off, the RTSP server is not running, or no port of the range is free (the shared port then
-    /// finds the session by its client's address, as before).
-    pub fn port_for(self: &Arc<Self>, session_id: u32) -> Option<u16> {
-        let serving = self.serving.clone();
-        let mut open = self.lock();
-        if let Some(p) = open.get(&session_id) {
-            return Some(*p);
-        }
-        let in_use: std::collections::HashSet<u16> = open.values().copied().collect();
-        let listener = self.range.ports().filter(|p| *p == 0 || !in_use.contains(p)).find_map(|p| {
+    /// off, the session is gone, or no port of the range is free (the shared port then finds the
+    /// session by its client's address, as before). The port closes when the session ends.
+    pub fn port_for(&self, session_id: u32) -> Option<u16> {
+        let live = self.serving.sessions.live(session_id)?;
+        live.rtsp_port_or(|| self.open(session_id, &live))
+    }
+
+    fn open(&self, session_id: u32, live: &Arc<crate::sessions::live::Live>) -> Option<u16> {
+        // A port another session holds does not bind: the next one is tried.
+        let listener = self.range.ports().find_map(|p| {
             let std = std::net::TcpListener::bind(SocketAddr::new(self.bind, p)).ok()?;
             std.set_nonblocking(true).ok()?;
             TcpListener::from_std(std).ok()
@@ -383,23 +372,17 @@ impl SessionPorts {
             return None;
         };
         let port = listener.local_addr().ok()?.port();
-        open.insert(session_id, port);
-        let (ports, stop) = (self.clone(), serving.shutdown.child_token());
-        let sessions = serving.sessions.clone();
+        let serving = &self.serving;
+        let stop = serving.shutdown.child_token();
         serving.tracker.spawn(accept_loop(listener, serving.clone(), Some(session_id), None, stop.clone()));
+        let live = live.clone();
         serving.tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(OWN_PORT_CHECK) => {
-                        if !sessions.contains_id(session_id) {
-                            break;
-                        }
-                    }
-                }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = live.ended().cancelled() => {}
             }
             stop.cancel();
-            ports.lock().remove(&session_id);
+            live.rtsp_port_closed();
             tracing::debug!(session = session_id, port, "session's own RTSP port closed");
         });
         tracing::info!(session = session_id, port, "plain-RTSP session gets its own RTSP port");

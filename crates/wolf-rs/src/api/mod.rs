@@ -329,7 +329,7 @@ async fn route(
             respond(StatusCode::OK, &SessionRecordsResponse { success: true, sessions })
         }
         (Method::GET, "/lobbies") => {
-            let lobbies = ctx.lobbies.list().iter().map(lobby_view).collect();
+            let lobbies = ctx.lobbies.list().iter().map(|l| lobby_view(l, &ctx.lobbies.members(&l.id))).collect();
             respond(StatusCode::OK, &LobbiesResponse { success: true, lobbies })
         }
         (Method::POST, "/lobbies/create") => match body::<LobbyCreateRequest>(req, server_error).await {
@@ -467,7 +467,7 @@ fn lobby_done(r: std::result::Result<(), crate::lobbies::LobbyError>) -> Respons
     }
 }
 
-fn lobby_view(l: &crate::lobbies::Lobby) -> LobbyView {
+fn lobby_view(l: &crate::lobbies::Lobby, members: &[u32]) -> LobbyView {
     LobbyView {
         id: l.id.clone(),
         name: l.name.clone(),
@@ -477,7 +477,7 @@ fn lobby_view(l: &crate::lobbies::Lobby) -> LobbyView {
         pin_required: l.pin.is_some(),
         stop_when_everyone_leaves: l.stop_when_everyone_leaves,
         runner: App::from(&l.app).runner,
-        connected_sessions: l.members.iter().map(u32::to_string).collect(),
+        connected_sessions: members.iter().map(u32::to_string).collect(),
     }
 }
 

@@ -69,9 +69,12 @@ impl Host {
         let stop = async move {
             // The streams first: they capture the display and the sink.
             let _ = tokio::time::timeout(STREAMS_JOIN, streams_stopped).await;
-            if let Some(l) = lobby
-                && let Err(e) = host.lobbies.leave(&l.id, session_id).await
-            {
+            let left = match &lobby {
+                Some(l) if removed => Some(host.lobbies.member_ended(&l.id, session_id).await),
+                Some(l) => Some(host.lobbies.leave(&l.id, session_id).await),
+                None => None,
+            };
+            if let (Some(l), Some(Err(e))) = (&lobby, left) {
                 tracing::warn!(session = session_id, lobby = %l.id, error = %e, "leaving the lobby at the end");
             }
             if !removed {

@@ -1,6 +1,7 @@
 //! Launched sessions, one per paired client certificate. Readers get snapshots; every change is
 //! handed to the store's writer thread in order, so `active_sessions.json` follows the map.
 
+pub mod live;
 pub mod reconcile;
 pub mod store;
 
@@ -211,18 +212,27 @@ struct Table {
     by_ping: HashMap<String, u32>,
     /// ENet connect data → session id, once SETUP handed it out.
     by_connect: HashMap<u32, u32>,
+    /// What each session has while it lives, carried from table to table while it is in one.
+    live: HashMap<u32, Arc<live::Live>>,
 }
 
 impl Table {
-    fn new(by_client: BTreeMap<String, Session>) -> Table {
+    /// The table after a change; a session no longer in it has ended (its `Live` is told).
+    fn new(by_client: BTreeMap<String, Session>, before: &Table) -> Table {
         let mut t = Table { by_client, ..Table::default() };
         for (fp, s) in &t.by_client {
+            t.live.insert(s.id, before.live.get(&s.id).cloned().unwrap_or_default());
             t.by_id.insert(s.id, fp.clone());
             if !s.rtsp.ping_payload.is_empty() {
                 t.by_ping.insert(s.rtsp.ping_payload.clone(), s.id);
             }
             if s.rtsp.setup_control {
                 t.by_connect.insert(s.rtsp.connect_data, s.id);
+            }
+        }
+        for (id, l) in &before.live {
+            if !t.live.contains_key(id) {
+                l.end();
             }
         }
         t
@@ -237,9 +247,6 @@ impl Table {
 pub struct Sessions {
     by_client: RwLock<Arc<Table>>,
     next_id: AtomicU32,
-    /// Last message from each session's client (control-channel pings arrive every 100 ms, so this
-    /// is kept apart from the copy-on-write session map).
-    activity: std::sync::Mutex<std::collections::HashMap<u32, SystemTime>>,
     /// Where every change is persisted; without one (tests of parts) nothing is.
     store: Option<store::Writer>,
 }
@@ -278,8 +285,10 @@ impl Sessions {
         Sessions { store: Some(writer), ..Sessions::default() }
     }
 
-    fn records_of(&self, m: &BTreeMap<String, Session>) -> Vec<SessionRecord> {
-        m.values().map(|s| s.record(self.last_activity(s.id))).collect()
+    /// The records to persist: `t`'s sessions in `m` (called under the table's lock, so activity
+    /// is read from `t`, never through a new snapshot).
+    fn records_of(m: &BTreeMap<String, Session>, t: &Table) -> Vec<SessionRecord> {
+        m.values().map(|s| s.record(t.live.get(&s.id).and_then(|l| l.last_activity()))).collect()
     }
 
     /// Change the map; a change to what is persisted is queued for the writer while the lock is
@@ -297,12 +306,13 @@ impl Sessions {
         let r = f(&mut next);
         let mut done = None;
         if let Some(w) = &self.store {
-            let after = self.records_of(&next);
-            if wait || after != self.records_of(&guard.by_client) {
+            let after = Self::records_of(&next, &guard);
+            if wait || after != Self::records_of(&guard.by_client, &guard) {
                 done = w.submit(after, wait);
             }
         }
-        *guard = Arc::new(Table::new(next));
+        let table = Table::new(next, &guard);
+        *guard = Arc::new(table);
         (r, done)
     }
 
@@ -334,7 +344,10 @@ impl Sessions {
     /// Write the current state now and wait for it (blocking; shutdown).
     pub fn flush_blocking(&self) -> store::WriteResult {
         match &self.store {
-            Some(w) => w.flush_blocking(self.records_of(&self.snapshot().by_client)),
+            Some(w) => {
+                let t = self.snapshot();
+                w.flush_blocking(Self::records_of(&t.by_client, &t))
+            }
             None => Ok(()),
         }
     }
@@ -460,25 +473,31 @@ impl Sessions {
         Ok(r)
     }
 
-    /// The client of session `id` was heard from.
+    /// What session `id` has while it lives.
+    pub fn live(&self, id: u32) -> Option<Arc<live::Live>> {
+        self.snapshot().live.get(&id).cloned()
+    }
+
+    /// The live part of the session whose client pings with `payload`.
+    pub fn live_by_ping_payload(&self, payload: &[u8]) -> Option<(u32, Arc<live::Live>)> {
+        let t = self.snapshot();
+        let id = *t.by_ping.get(std::str::from_utf8(payload).ok()?)?;
+        Some((id, t.live.get(&id)?.clone()))
+    }
+
+    /// The client of session `id` was heard from. (Control-channel pings arrive every 100 ms: the
+    /// time is kept in the session's `Live`, apart from the copy-on-write table.)
     pub fn touch(&self, id: u32) {
-        if let Ok(mut a) = self.activity.lock() {
-            a.insert(id, SystemTime::now());
+        if let Some(l) = self.snapshot().live.get(&id) {
+            l.touch();
         }
     }
 
     pub fn last_activity(&self, id: u32) -> Option<SystemTime> {
-        self.activity.lock().ok()?.get(&id).copied()
-    }
-
-    fn forget_activity(&self, id: u32) {
-        if let Ok(mut a) = self.activity.lock() {
-            a.remove(&id);
-        }
+        self.snapshot().live.get(&id)?.last_activity()
     }
 
     pub fn remove_by_id(&self, id: u32) -> Option<Session> {
-        self.forget_activity(id);
         let key = self.key_of(id)?;
         self.update(|m| if m.get(&key).is_some_and(|s| s.id == id) { m.remove(&key) } else { None })
     }
@@ -488,9 +507,13 @@ impl Sessions {
     /// when the session is gone or already stopping (another end has it).
     pub async fn begin_end(&self, id: u32) -> Option<Ending> {
         let key = self.key_of(id)?;
+        let live = self.live(id);
         let (r, done) = self.update_inner(true, |m| {
             let s = m.get_mut(&key).filter(|s| s.id == id && s.state != SessionState::Stopping)?;
             let before = s.clone();
+            if let Some(l) = live.as_ref() {
+                l.end();
+            }
             if before.parts().is_empty() {
                 m.remove(&key);
             } else {
@@ -504,15 +527,11 @@ impl Sessions {
             None => Ok(()),
         };
         let removed = session.parts().is_empty();
-        if removed {
-            self.forget_activity(id);
-        }
         Some(Ending { session, removed, written })
     }
 
     /// As `remove_by_id`, returning once the file no longer has the session.
     pub async fn remove_by_id_saved(&self, id: u32) -> Result<Option<Session>, String> {
-        self.forget_activity(id);
         let Some(key) = self.key_of(id) else { return Ok(None) };
         let (r, done) =
             self.update_inner(true, |m| if m.get(&key).is_some_and(|s| s.id == id) { m.remove(&key) } else { None });
@@ -563,6 +582,41 @@ mod tests {
         assert_ne!(a2.id, a.id);
         assert_eq!(sessions.update_by_id(a.id, |_| ()), None);
         assert!(sessions.update_by_id(a2.id, |_| ()).is_some());
+    }
+
+    #[tokio::test]
+    async fn ending_a_session_releases_what_it_has_once() {
+        let sessions = Sessions::default();
+        let mut with_app = session("a");
+        with_app.runner = RunnerHandle::Process { pid: 1, start_time: 1 };
+        let a = sessions.launch(with_app).await.unwrap();
+        let b = sessions.launch(session("b")).await.unwrap();
+        let (la, lb) = (sessions.live(a.id).unwrap(), sessions.live(b.id).unwrap());
+        let addr: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for l in [&la, &lb] {
+            assert!(l.set_addr(live::Channel::Video, addr) && !l.set_addr(live::Channel::Video, addr));
+            l.request_keyframe();
+            l.touch();
+            assert_eq!(l.rtsp_port_or(|| Some(4242)), Some(4242));
+        }
+        assert!(sessions.last_activity(a.id).is_some());
+        // A session whose app runs is marked stopping; what it had is released now.
+        let ending = sessions.begin_end(a.id).await.unwrap();
+        assert!(!ending.removed && ending.written.is_ok());
+        assert!(la.ended().is_cancelled());
+        assert_eq!(la.addr(live::Channel::Video), None, "its client's addresses are forgotten");
+        assert!(!la.take_keyframe(), "no keyframe is asked for an ended session");
+        assert_eq!(la.rtsp_port_or(|| Some(1)), Some(4242), "no new RTSP port once ended (the old one closes)");
+        assert!(sessions.begin_end(a.id).await.is_none(), "a second end is a no-op");
+        // A session with nothing running leaves the table at once, its Live told.
+        assert!(sessions.begin_end(b.id).await.unwrap().removed);
+        assert!(lb.ended().is_cancelled() && sessions.by_id(b.id).is_none() && sessions.live(b.id).is_none());
+        assert!(sessions.begin_end(b.id).await.is_none());
+        // The other session is untouched until it leaves the table.
+        let c = sessions.launch(session("c")).await.unwrap();
+        let lc = sessions.live(c.id).unwrap();
+        sessions.remove_by_id(c.id);
+        assert!(lc.ended().is_cancelled(), "leaving the table any way ends it");
     }
 
     #[test]

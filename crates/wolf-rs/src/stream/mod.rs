@@ -13,41 +13,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands::{Ends, KeyframeRequests, StreamCommand};
+use crate::commands::{Ends, StreamCommand};
 use crate::config::Config;
 use crate::media::pipeline::{EncoderPipeline, Ended, Handoff, Reporting};
 use crate::media::{EncoderChoice, MediaError};
+use crate::sessions::live::{Channel, Live};
 use crate::sessions::{Session, Sessions};
 
 /// How long a started stream waits for the client's first ping on a port.
 pub const PING_WAIT: Duration = Duration::from_secs(20);
-
-/// Client addresses learned from pings on one port, by session id.
-#[derive(Debug, Default)]
-pub struct PingTable {
-    addrs: Mutex<HashMap<u32, SocketAddr>>,
-}
-
-impl PingTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, SocketAddr>> {
-        match self.addrs.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    pub fn set(&self, session_id: u32, addr: SocketAddr) {
-        self.lock().insert(session_id, addr);
-    }
-
-    pub fn get(&self, session_id: u32) -> Option<SocketAddr> {
-        self.lock().get(&session_id).copied()
-    }
-
-    pub fn forget(&self, session_id: u32) {
-        self.lock().remove(&session_id);
-    }
-}
 
 /// A ping's payload: the 16-byte `X-SS-Ping-Payload` of a 20-byte SS_PING. A bare `PING` (clients
 /// that were given no payload) has none, so it can never be tied to a session.
@@ -63,8 +37,8 @@ pub fn ping_payload(datagram: &[u8]) -> Option<&[u8]> {
 /// stream goes where it asks, whatever address it pings from, and nowhere a stranger asks.
 pub async fn read_pings(
     socket: Arc<tokio::net::UdpSocket>,
+    channel: Channel,
     sessions: Arc<Sessions>,
-    pings: Arc<PingTable>,
     shutdown: CancellationToken,
 ) {
     let mut buf = [0u8; 64];
@@ -77,24 +51,29 @@ pub async fn read_pings(
         let Some(payload) = ping_payload(&buf[..n]) else {
             continue;
         };
-        if let Some(id) = sessions.by_ping_payload(payload)
-            && pings.get(id) != Some(from)
+        if let Some((id, live)) = sessions.live_by_ping_payload(payload)
+            && live.set_addr(channel, from)
         {
-            tracing::debug!(session = id, %from, "ping: client address learned");
-            pings.set(id, from);
+            tracing::debug!(session = id, ?channel, %from, "ping: client address learned");
         }
     }
 }
 
 /// Wait (bounded) until the client's address on a port is known.
-async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &CancellationToken) -> Option<SocketAddr> {
+async fn wait_for_ping(
+    live: &Live,
+    channel: Channel,
+    session_id: u32,
+    cancel: &CancellationToken,
+) -> Option<SocketAddr> {
     let found = tokio::time::timeout(PING_WAIT, async {
         loop {
-            if let Some(a) = pings.get(session_id) {
+            if let Some(a) = live.addr(channel) {
                 return Some(a);
             }
             tokio::select! {
                 _ = cancel.cancelled() => return None,
+                _ = live.ended().cancelled() => return None,
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
@@ -109,10 +88,9 @@ async fn wait_for_ping(pings: &PingTable, session_id: u32, cancel: &Cancellation
     }
 }
 
-/// One UDP port's socket and what its pings taught us.
+/// One UDP port's socket (the client's address on it is in the session's `Live`).
 pub struct Port {
     pub socket: UdpSocket,
-    pub pings: Arc<PingTable>,
 }
 
 #[derive(Default)]
@@ -144,7 +122,6 @@ pub struct Streams {
     pub encoder: EncoderChoice,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub beats: Arc<crate::watchdog::Heartbeats>,
-    pub keyframes: Arc<KeyframeRequests>,
     /// Where a failed stream asks for its session's end.
     pub ends: Ends,
     /// The display captures and the audio server the pipelines read.
@@ -197,8 +174,9 @@ impl Streams {
                 Some(StreamCommand::Stop { session_id, done }) => {
                     if let Some(r) = running.remove(&session_id) {
                         stop(r).await;
-                        this.video.pings.forget(session_id);
-                        this.audio.pings.forget(session_id);
+                        if let Some(l) = this.sessions.live(session_id) {
+                            l.forget_client();
+                        }
                         tracing::info!(session = session_id, "streams stopped");
                     }
                     lock_carried(&this.carried).remove(&session_id);
@@ -234,7 +212,8 @@ impl Streams {
 
     async fn start_video(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
         let cancel = lock(&slot).cancel.clone();
-        let Some(addr) = wait_for_ping(&self.video.pings, session_id, &cancel).await else {
+        let Some(live) = self.sessions.live(session_id) else { return };
+        let Some(addr) = wait_for_ping(&live, Channel::Video, session_id, &cancel).await else {
             return;
         };
         let Some(session) = self.session(session_id) else {
@@ -251,7 +230,8 @@ impl Streams {
 
     async fn start_audio(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
         let cancel = lock(&slot).cancel.clone();
-        let Some(addr) = wait_for_ping(&self.audio.pings, session_id, &cancel).await else {
+        let Some(live) = self.sessions.live(session_id) else { return };
+        let Some(addr) = wait_for_ping(&live, Channel::Audio, session_id, &cancel).await else {
             return;
         };
         let Some(session) = self.session(session_id) else {

@@ -81,14 +81,14 @@ pub fn spawn(
     };
     let carry = streams.carried.clone();
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
-    let keyframes = streams.keyframes.clone();
+    let live = streams.sessions.live(session.id);
     let (id, encoder) = (session.id, candidate.name);
     super::spawn_sender(streams, "video", id, text, capture, move |pipeline, metrics, beat| {
         tracing::info!(session = id, %addr, encoder, encrypted = sealer.is_some(), "video stream started");
         let (mut packetizer, mut sealer) = (packetizer, sealer);
         let ended =
             send_loop(pipeline, &mut packetizer, &mut sealer, hevc, &socket, addr, &cancel, metrics, beat, || {
-                keyframes.take(id)
+                live.as_ref().is_some_and(|l| l.take_keyframe())
             });
         super::lock_carried(&carry).entry(id).or_default().video = Some((packetizer, sealer));
         ended
