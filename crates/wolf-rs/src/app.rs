@@ -432,7 +432,6 @@ fn start_planes(
     let streams = Streams {
         config: config.clone(),
         apps: apps.clone(),
-        carried: Default::default(),
         sessions: w.sessions.clone(),
         video: Port { socket: clone(&listeners.video, "video")? },
         audio: Port { socket: clone(&listeners.audio, "audio")? },

@@ -1,6 +1,7 @@
 //! What one session has while it lives, in one value the session table makes with the session
 //! and lets go of at its end: where its client's streams go (learned from pings), its pending
-//! keyframe request, when its client was last heard from, its own RTSP port, and the token that
+//! keyframe request, when its client was last heard from, its own RTSP port, what its streams
+//! carry into a restart, and the token that
 //! everything serving only this session waits on. Its end fires the token once, in one place
 //! (`Sessions::begin_end`, or the session leaving the table), so nothing polls for it.
 
@@ -18,7 +19,16 @@ pub enum Channel {
     Audio,
 }
 
-#[derive(Debug, Default)]
+/// What a session's streams hand to the next ones when they restart (a lobby joined or left):
+/// frame and sequence numbers and the encryption counters go on, so the client sees one stream and
+/// no nonce is used twice under its key. Forgotten when the session's streams stop.
+#[derive(Default)]
+pub struct Carry {
+    pub video: Option<(wolf_protocol::video::Packetizer, Option<wolf_protocol::video::VideoSealer>)>,
+    pub audio: Option<wolf_protocol::audio::AudioPacketizer>,
+}
+
+#[derive(Default)]
 pub struct Live {
     ended: CancellationToken,
     video_addr: Mutex<Option<SocketAddr>>,
@@ -26,6 +36,7 @@ pub struct Live {
     keyframe: AtomicBool,
     activity: Mutex<Option<SystemTime>>,
     rtsp_port: Mutex<Option<u16>>,
+    carry: Mutex<Carry>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +78,12 @@ impl Live {
         *lock(&self.video_addr) = None;
         *lock(&self.audio_addr) = None;
         self.keyframe.store(false, Ordering::Relaxed);
+        *lock(&self.carry) = Carry::default();
+    }
+
+    /// What the session's last streams left for the next ones.
+    pub fn carry(&self) -> std::sync::MutexGuard<'_, Carry> {
+        lock(&self.carry)
     }
 
     /// The client asked for a keyframe (IDR request on the control channel).

@@ -47,20 +47,22 @@ pub fn spawn(
     };
     let text = media::render_audio(media::AUDIO_TEMPLATE, &spec)?;
     let encryption = (cfg.feature_flags & FEATURE_AUDIO_ENCRYPTION != 0).then_some((session.rikey, session.rikeyid));
-    let carried = super::lock_carried(&streams.carried).get_mut(&session.id).and_then(|c| c.audio.take());
+    let live = streams.sessions.live(session.id);
+    let carried = live.as_ref().and_then(|l| l.carry().audio.take());
     let packetizer = match carried {
         Some(p) => p,
         None => AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
             .map_err(|e| MediaError::Pipeline(e.to_string()))?,
     };
-    let carry = streams.carried.clone();
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
     let session_id = session.id;
     super::spawn_sender(streams, "audio", session.id, text, None, move |pipeline, metrics, beat| {
         tracing::info!(session = session_id, %addr, encrypted = encryption.is_some(), "audio stream started");
         let mut packetizer = packetizer;
         let ended = send_loop(pipeline, &mut packetizer, &socket, addr, &cancel, metrics, beat);
-        super::lock_carried(&carry).entry(session_id).or_default().audio = Some(packetizer);
+        if let Some(l) = &live {
+            l.carry().audio = Some(packetizer);
+        }
         ended
     })
 }

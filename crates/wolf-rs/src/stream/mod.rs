@@ -100,20 +100,8 @@ struct Running {
 }
 
 /// Starts and stops the streams of each session on command.
-/// What a session's streams hand to the next ones when they restart (a lobby joined or left):
-/// frame and sequence numbers and the encryption counters go on, so the client sees one stream and
-/// no nonce is used twice under its key. Dropped when the session's streams stop.
-#[derive(Default)]
-pub struct Carry {
-    pub video: Option<(wolf_protocol::video::Packetizer, Option<wolf_protocol::video::VideoSealer>)>,
-    pub audio: Option<wolf_protocol::audio::AudioPacketizer>,
-}
-
-pub type Carried = Arc<Mutex<HashMap<u32, Carry>>>;
-
 pub struct Streams {
     pub config: Arc<Config>,
-    pub carried: Carried,
     /// Where a session's app (and its sources) is looked up.
     pub apps: Arc<crate::state::apps::AppCatalog>,
     pub sessions: Arc<Sessions>,
@@ -126,10 +114,6 @@ pub struct Streams {
     pub ends: Ends,
     /// The display captures and the audio server the pipelines read.
     pub runners: Arc<crate::runners::Runners>,
-}
-
-pub(crate) fn lock_carried(c: &Carried) -> std::sync::MutexGuard<'_, HashMap<u32, Carry>> {
-    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
@@ -179,7 +163,6 @@ impl Streams {
                         }
                         tracing::info!(session = session_id, "streams stopped");
                     }
-                    lock_carried(&this.carried).remove(&session_id);
                     if let Some(done) = done {
                         let _ = done.send(());
                     }

@@ -67,7 +67,8 @@ pub fn spawn(
         fec_percent: config.video.fec_percentage,
         min_parity: cfg.min_fec_packets,
     };
-    let carried = super::lock_carried(&streams.carried).get_mut(&session.id).and_then(|c| c.video.take());
+    let live = streams.sessions.live(session.id);
+    let carried = live.as_ref().and_then(|l| l.carry().video.take());
     let (packetizer, sealer) = match carried {
         Some(c) => c,
         None => (
@@ -79,7 +80,6 @@ pub fn spawn(
                 .map_err(|e| MediaError::Pipeline(e.to_string()))?,
         ),
     };
-    let carry = streams.carried.clone();
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let live = streams.sessions.live(session.id);
     let (id, encoder) = (session.id, candidate.name);
@@ -90,7 +90,9 @@ pub fn spawn(
             send_loop(pipeline, &mut packetizer, &mut sealer, hevc, &socket, addr, &cancel, metrics, beat, || {
                 live.as_ref().is_some_and(|l| l.take_keyframe())
             });
-        super::lock_carried(&carry).entry(id).or_default().video = Some((packetizer, sealer));
+        if let Some(l) = &live {
+            l.carry().video = Some((packetizer, sealer));
+        }
         ended
     })
 }
