@@ -634,7 +634,7 @@ async fn start_app(ctx: &HostContext, s: Session, app: &crate::config::App) -> R
         Ok(p) => p,
         Err(f) => {
             ctx.sessions.remove_by_id(s.id);
-            return Err(LaunchError::Runner { part: f.reason, message: f.error.to_string() });
+            return Err(LaunchError::Runner { part: f.part.as_str(), message: f.error.to_string() });
         }
     };
     let saved = ctx
