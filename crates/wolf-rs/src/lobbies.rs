@@ -246,7 +246,7 @@ impl Lobbies {
         match linked {
             Ok(Some(())) => {}
             Ok(None) => return Err(LobbyError::SessionNotFound),
-            Err(e) => return Err(LobbyError::Store(e)),
+            Err(e) => return Err(LobbyError::Store(e.to_string())),
         }
         if let Some(l) = self.lock().get_mut(id)
             && !l.members.contains(&session_id)

@@ -244,13 +244,13 @@ pub struct Sessions {
     store: std::sync::OnceLock<store::Writer>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LaunchError {
     AlreadyRunning {
         app_id: u32,
     },
     /// The session could not be saved.
-    Store(String),
+    Store(store::WriteError),
     /// A part of the session did not start: `part` is "display", "audio" or "runner".
     Runner {
         part: &'static str,
@@ -330,7 +330,7 @@ impl Sessions {
     pub async fn flush(&self) -> store::WriteResult {
         let ((), done) = self.update_inner(true, |_| ());
         match done {
-            Some(done) => done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into())),
+            Some(done) => done.await.unwrap_or(Err(store::WriteError::Gone)),
             None => Ok(()),
         }
     }
@@ -392,7 +392,7 @@ impl Sessions {
         });
         let s = r?;
         if let Some(done) = done {
-            let written = done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()));
+            let written = done.await.unwrap_or(Err(store::WriteError::Gone));
             if let Err(e) = written {
                 self.remove_by_id(s.id);
                 return Err(LaunchError::Store(e));
@@ -455,11 +455,15 @@ impl Sessions {
     }
 
     /// As `update_by_id`, returning once the change is on disk.
-    pub async fn update_by_id_saved<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Result<Option<R>, String> {
+    pub async fn update_by_id_saved<R>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Result<Option<R>, store::WriteError> {
         let Some(key) = self.key_of(id) else { return Ok(None) };
         let (r, done) = self.update_inner(true, |m| m.get_mut(&key).filter(|s| s.id == id).map(f));
         if let Some(done) = done {
-            done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
+            done.await.unwrap_or(Err(store::WriteError::Gone))?;
         }
         Ok(r)
     }
