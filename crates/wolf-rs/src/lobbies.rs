@@ -243,7 +243,7 @@ impl Lobbies {
         match linked {
             Ok(Some(())) => {}
             Ok(None) => return Err(LobbyError::SessionNotFound),
-            Err(e) => return Err(LobbyError::Store(e)),
+            Err(e) => return Err(LobbyError::Store(e.to_string())),
         }
         self.save().await?;
         // Answered once the session's old streams are joined and the new ones start.

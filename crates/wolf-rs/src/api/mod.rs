@@ -455,7 +455,9 @@ async fn add_session(ctx: &Arc<Host>, r: SessionAddRequest) -> Response<Body> {
             bad(format!("App {app_id} is already running for this client; stop that session first"))
         }
         Err(LaunchError::Store(e)) => bad(format!("The session could not be saved: {e}")),
-        Err(LaunchError::Runner { part, message }) => bad(format!("The session's {part} did not start: {message}")),
+        Err(LaunchError::Runner { part, source }) => {
+            bad(format!("The session's {} did not start: {source}", part.as_str()))
+        }
         Err(e) => bad(format!("No session: {e}")),
     }
 }

@@ -508,7 +508,7 @@ async fn launch(
             path,
             "The host could not save the session (its state directory is not writable); see the host log",
         ),
-        Err(LaunchError::Runner { message, .. }) => xml_err(500, path, &message),
+        Err(LaunchError::Runner { source, .. }) => xml_err(500, path, &source.to_string()),
         Err(e @ LaunchError::EndedWhileStarting) => xml_err(500, path, &e.to_string()),
         Err(LaunchError::AlreadyRunning { app_id }) => {
             xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::Host;
-use crate::runners::RunnerHandle;
+use crate::runners::{Part, RunnerHandle};
 use crate::sessions::{Mode, RtspProgress, Session, SessionPorts, SessionState};
 use crate::state::clients::PairedClient;
 
@@ -107,10 +107,14 @@ pub enum LaunchError {
     AlreadyRunning { app_id: u32 },
     /// The session could not be saved.
     #[error("the session could not be saved: {0}")]
-    Store(String),
+    Store(#[source] crate::sessions::store::WriteError),
     /// A part of the session did not start.
-    #[error("the session's {part} did not start: {message}")]
-    Runner { part: &'static str, message: String },
+    #[error("the session's {} did not start: {source}", part.as_str())]
+    Runner {
+        part: Part,
+        #[source]
+        source: crate::runners::RunnerError,
+    },
     /// The session ended while its app started.
     #[error("the session ended while its app started")]
     EndedWhileStarting,
@@ -133,8 +137,8 @@ impl LaunchError {
             LaunchError::UnknownApp(_) => "unknown_app",
             LaunchError::AlreadyRunning { .. } => "already_running",
             LaunchError::Store(_) => "store",
-            LaunchError::Runner { part, .. } => part,
-            LaunchError::EndedWhileStarting => "runner",
+            LaunchError::Runner { part, .. } => part.as_str(),
+            LaunchError::EndedWhileStarting => Part::Runner.as_str(),
         }
     }
 }
@@ -157,8 +161,8 @@ impl Host {
                     LaunchError::Store(e) => {
                         tracing::error!(error = %e, "launch refused: the session could not be saved")
                     }
-                    LaunchError::Runner { part, message } => {
-                        tracing::error!(error = %message, part, app = r.app_id, "launch failed: the session did not start")
+                    LaunchError::Runner { part, source } => {
+                        tracing::error!(error = %source, part = part.as_str(), app = r.app_id, "launch failed: the session did not start")
                     }
                     _ => {}
                 }
@@ -222,7 +226,7 @@ impl Host {
             Ok(p) => p,
             Err(f) => {
                 self.sessions.remove_by_id(s.id);
-                return Err(LaunchError::Runner { part: f.reason, message: f.error.to_string() });
+                return Err(LaunchError::Runner { part: f.part, source: f.error });
             }
         };
         let saved = self

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::RunnerError;
-use super::process::{ProcessRunner, Role, run_bounded};
+use super::process::{HelperError, ProcessRunner, Role, StartError, run_bounded};
 use crate::config::Desktop;
 
 /// How long one `pactl` call may take.
@@ -21,6 +20,27 @@ const PACTL_LIMIT: Duration = Duration::from_secs(5);
 const READY_WITHIN: Duration = Duration::from_secs(10);
 /// Every sink the host makes is named with this, then the session id.
 pub const SINK_PREFIX: &str = "wolf_rs_session_";
+
+/// Why the audio server or a sink could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("creating {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Private { path: PathBuf, source: std::io::Error },
+    #[error("the audio socket path {} is too long for a unix socket; use a shorter state dir", path.display())]
+    SocketPathTooLong { path: PathBuf },
+    #[error("the audio server did not start: {0}")]
+    ServerStart(#[source] StartError),
+    #[error("the audio server did not start (see {}); is PulseAudio installed?", log.display())]
+    ServerNotReady { log: PathBuf },
+    #[error("creating the sink {sink}: {source}")]
+    CreateSink { sink: String, source: HelperError },
+    #[error("listing the audio server's modules: {0}")]
+    ListModules(#[source] HelperError),
+    #[error("removing the sink {sink}: {source}")]
+    RemoveSink { sink: String, source: HelperError },
+}
 
 /// A session's sink, as persisted with the session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +97,7 @@ impl Pulse {
         format!("unix:{}", self.socket().display())
     }
 
-    fn pactl(&self, args: &[&str]) -> Result<String, String> {
+    fn pactl(&self, args: &[&str]) -> Result<String, HelperError> {
         let mut c = Command::new("pactl");
         c.arg(format!("--server={}", self.server())).args(args).env("HOME", &self.dir);
         run_bounded(&mut c, PACTL_LIMIT)
@@ -89,7 +109,7 @@ impl Pulse {
     }
 
     /// Make sure the server runs: adopt one that answers on our socket, else start it.
-    pub fn ensure(&self) -> Result<(), RunnerError> {
+    pub fn ensure(&self) -> Result<(), AudioError> {
         let _one = self.starting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.answers() {
             return Ok(());
@@ -101,16 +121,13 @@ impl Pulse {
         }
         let run = self.dir.join("run");
         for d in [&self.dir, &run, &self.socket_dir()] {
-            std::fs::create_dir_all(d).map_err(|e| RunnerError::Audio(format!("creating {}: {e}", d.display())))?;
+            std::fs::create_dir_all(d).map_err(|source| AudioError::CreateDir { path: d.clone(), source })?;
             set_private(d)?;
         }
         let _ = std::fs::remove_file(self.socket());
         let socket = self.socket();
         if socket.as_os_str().len() >= 100 {
-            return Err(RunnerError::Audio(format!(
-                "the audio socket path {} is too long for a unix socket; use a shorter state dir",
-                socket.display()
-            )));
+            return Err(AudioError::SocketPathTooLong { path: socket });
         }
         let mut command = self.command.clone();
         command.extend(
@@ -131,18 +148,13 @@ impl Pulse {
             ("XDG_RUNTIME_DIR".to_owned(), run.display().to_string()),
         ]);
         let log = self.process.log_dir().join("pulseaudio.log");
-        let (pid, start_time) = self
-            .process
-            .spawn(Role::Audio, 0, &command, &env, &log)
-            .map_err(|e| RunnerError::Audio(format!("the audio server did not start: {e}")))?;
+        let (pid, start_time) =
+            self.process.spawn(Role::Audio, 0, &command, &env, &log).map_err(AudioError::ServerStart)?;
         let deadline = Instant::now() + READY_WITHIN;
         while !self.answers() {
             if !self.process.alive(pid, start_time) || Instant::now() > deadline {
                 let _ = self.process.stop(pid, start_time, Duration::from_secs(2));
-                return Err(RunnerError::Audio(format!(
-                    "the audio server did not start (see {}); is PulseAudio installed?",
-                    log.display()
-                )));
+                return Err(AudioError::ServerNotReady { log });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -151,7 +163,7 @@ impl Pulse {
     }
 
     /// A null sink for `session_id` with `channels` channels at 48 kHz.
-    pub fn create_sink(&self, session_id: u32, channels: u8) -> Result<SinkHandle, RunnerError> {
+    pub fn create_sink(&self, session_id: u32, channels: u8) -> Result<SinkHandle, AudioError> {
         self.ensure()?;
         let h = SinkHandle { name: format!("{SINK_PREFIX}{session_id}"), channels };
         // A sink of the same name left by an earlier host run goes first.
@@ -164,16 +176,14 @@ impl Pulse {
             &format!("channels={channels}"),
             &format!("channel_map={}", channel_map(channels)),
         ];
-        self.pactl(&args).map_err(|e| RunnerError::Audio(format!("creating the sink {}: {e}", h.name)))?;
+        self.pactl(&args).map_err(|source| AudioError::CreateSink { sink: h.name.clone(), source })?;
         tracing::info!(session = session_id, sink = %h.name, channels, "audio sink created");
         Ok(h)
     }
 
     /// The host's sinks: (module index, sink name).
-    pub fn sinks(&self) -> Result<Vec<(u32, String)>, RunnerError> {
-        let list = self
-            .pactl(&["list", "short", "modules"])
-            .map_err(|e| RunnerError::Audio(format!("listing the audio server's modules: {e}")))?;
+    pub fn sinks(&self) -> Result<Vec<(u32, String)>, AudioError> {
+        let list = self.pactl(&["list", "short", "modules"]).map_err(AudioError::ListModules)?;
         Ok(parse_sink_modules(&list))
     }
 
@@ -187,14 +197,14 @@ impl Pulse {
     }
 
     /// Unload the sink's module; a sink (or server) already gone is fine.
-    pub fn remove_sink(&self, h: &SinkHandle) -> Result<(), RunnerError> {
+    pub fn remove_sink(&self, h: &SinkHandle) -> Result<(), AudioError> {
         if !self.socket().exists() {
             return Ok(());
         }
         for (module, name) in self.sinks()? {
             if name == h.name {
                 self.pactl(&["unload-module", &module.to_string()])
-                    .map_err(|e| RunnerError::Audio(format!("removing the sink {name}: {e}")))?;
+                    .map_err(|source| AudioError::RemoveSink { sink: name.clone(), source })?;
                 tracing::info!(sink = %name, "audio sink removed");
             }
         }
@@ -211,10 +221,10 @@ impl Pulse {
     }
 }
 
-fn set_private(dir: &Path) -> Result<(), RunnerError> {
+fn set_private(dir: &Path) -> Result<(), AudioError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| RunnerError::Audio(format!("{}: {e}", dir.display())))
+        .map_err(|source| AudioError::Private { path: dir.to_owned(), source })
 }
 
 /// The host's null sinks in `pactl list short modules` output: `INDEX\tNAME\tARGUMENTS\t...`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::RunnerError;
-use super::process::{ProcessRunner, Role};
+use super::process::{HelperError, ProcessRunner, Role, StartError, StopError};
 use crate::config::{AppDisplay, Desktop};
 use wolf_protocol::launch::Mode;
 
@@ -23,6 +23,36 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// Numbers tried before giving up when others take them between our check and the server's start.
 const START_ATTEMPTS: usize = 8;
+
+/// Why a virtual display (or a capture of it) did not start, resize or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    #[error("no free display number in :{first} to :{last} ([desktop] first_display, max_displays)")]
+    NoFreeNumber { first: u32, last: u32 },
+    #[error("no display number could be taken in {0} attempts")]
+    NumbersTaken(usize),
+    #[error("the X server did not start: {0}")]
+    ServerStart(#[source] StartError),
+    #[error("{why}; see {}", log.display())]
+    NotReady { why: NotReady, log: PathBuf },
+    #[error("resizing {display} to {mode}: {source}")]
+    Resize { display: String, mode: String, source: HelperError },
+    #[error("{0}")]
+    Stop(#[source] StopError),
+    #[error("{}: {source}", path.display())]
+    CaptureDir { path: PathBuf, source: std::io::Error },
+    #[error("the capture of {display} did not start; see {}", log.display())]
+    CaptureNotReady { display: String, log: PathBuf },
+}
+
+/// Why a started X server is not taken as ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the X server for {0} exited at start")]
+    Exited(String),
+    #[error("the X server for {display} did not accept connections within {within:?}")]
+    NoConnection { display: String, within: Duration },
+}
 
 /// A session's running X server, as persisted with the session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +152,7 @@ impl Displays {
 
     /// Start an X server for `session_id` at `mode` (or the app's fixed size) and wait until it
     /// accepts connections (blocking).
-    pub fn start(&self, session_id: u32, spec: &AppDisplay, mode: Mode) -> Result<DisplayHandle, RunnerError> {
+    pub fn start(&self, session_id: u32, spec: &AppDisplay, mode: Mode) -> Result<DisplayHandle, DisplayError> {
         let (width, height) = match (spec.width, spec.height) {
             _ if spec.resize => (spec.max_width, spec.max_height),
             (0, _) | (_, 0) => (mode.width, mode.height),
@@ -131,11 +161,8 @@ impl Displays {
         let log = self.process.log_dir().join(format!("session-{session_id}-display.log"));
         for _ in 0..START_ATTEMPTS {
             let Some(number) = self.reserve() else {
-                return Err(RunnerError::Display(format!(
-                    "no free display number in :{} to :{} ([desktop] first_display, max_displays)",
-                    self.first,
-                    self.first.saturating_add(self.count).saturating_sub(1)
-                )));
+                let last = self.first.saturating_add(self.count).saturating_sub(1);
+                return Err(DisplayError::NoFreeNumber { first: self.first, last });
             };
             let command: Vec<String> = spec
                 .command
@@ -155,7 +182,7 @@ impl Displays {
                     if taken(number) {
                         continue;
                     }
-                    return Err(RunnerError::Display(format!("the X server did not start: {e}")));
+                    return Err(DisplayError::ServerStart(e));
                 }
             };
             let h = DisplayHandle { number, pid, start_time, width, height };
@@ -164,7 +191,7 @@ impl Displays {
                     tracing::info!(session = session_id, display = %h.name(), width, height, pid, "virtual display started");
                     return Ok(h);
                 }
-                Err(e) => {
+                Err(why) => {
                     let _ = self.process.stop(pid, start_time, Duration::from_secs(2));
                     self.release(number);
                     // Another X server took the number between our check and its start: next one.
@@ -172,27 +199,24 @@ impl Displays {
                         tracing::debug!(display = number, "display number taken meanwhile; trying the next");
                         continue;
                     }
-                    return Err(RunnerError::Display(format!("{e}; see {}", log.display())));
+                    return Err(DisplayError::NotReady { why, log });
                 }
             }
         }
-        Err(RunnerError::Display(format!("no display number could be taken in {START_ATTEMPTS} attempts")))
+        Err(DisplayError::NumbersTaken(START_ATTEMPTS))
     }
 
-    fn wait_ready(&self, h: &DisplayHandle) -> Result<(), String> {
+    fn wait_ready(&self, h: &DisplayHandle) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if !self.process.alive(h.pid, h.start_time) {
-                return Err(format!("the X server for {} exited at start", h.name()));
+                return Err(NotReady::Exited(h.name()));
             }
             if std::os::unix::net::UnixStream::connect(h.socket()).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "the X server for {} did not accept connections within {READY_WITHIN:?}",
-                    h.name()
-                ));
+                return Err(NotReady::NoConnection { display: h.name(), within: READY_WITHIN });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -200,7 +224,7 @@ impl Displays {
 
     /// Set the screen of a display started with `resize` to `mode` (RandR: a mode of that size is
     /// added when the server lacks one). Returns the handle with its new size (blocking).
-    pub fn resize(&self, h: &DisplayHandle, mode: Mode) -> Result<DisplayHandle, RunnerError> {
+    pub fn resize(&self, h: &DisplayHandle, mode: Mode) -> Result<DisplayHandle, DisplayError> {
         let (w, ht) = (mode.width, mode.height);
         let name = format!("{w}x{ht}");
         let xrandr = |args: &[&str]| {
@@ -217,8 +241,11 @@ impl Displays {
         // Both fail harmlessly when the mode is there already.
         let _ = xrandr(&newmode);
         let _ = xrandr(&["--addmode", "screen", &name]);
-        xrandr(&["--output", "screen", "--mode", &name])
-            .map_err(|e| RunnerError::Display(format!("resizing {} to {name}: {e}", h.name())))?;
+        xrandr(&["--output", "screen", "--mode", &name]).map_err(|source| DisplayError::Resize {
+            display: h.name(),
+            mode: name.clone(),
+            source,
+        })?;
         tracing::info!(display = %h.name(), mode = %name, "virtual display resized");
         Ok(DisplayHandle { width: w, height: ht, ..h.clone() })
     }
@@ -230,7 +257,7 @@ impl Displays {
     }
 
     /// Stop the X server and remove what it leaves behind when killed (socket, lock) (blocking).
-    pub fn stop(&self, h: &DisplayHandle, timeout: Duration) -> Result<(), RunnerError> {
+    pub fn stop(&self, h: &DisplayHandle, timeout: Duration) -> Result<(), DisplayError> {
         let (pid, start) = h.process();
         let stopped = self.process.stop(pid, start, timeout);
         if stopped.is_ok() {
@@ -242,7 +269,7 @@ impl Displays {
             self.release(h.number);
             tracing::info!(display = %h.name(), "virtual display stopped");
         }
-        stopped.map_err(|e| RunnerError::Display(e.to_string()))
+        stopped.map_err(DisplayError::Stop)
     }
 }
 
@@ -286,7 +313,7 @@ impl Capture {
         let d = &spec.display;
         let _ = std::fs::remove_file(&spec.socket);
         if let Some(dir) = spec.socket.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| RunnerError::Display(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|source| DisplayError::CaptureDir { path: dir.to_owned(), source })?;
         }
         let frame = u64::from(d.width) * u64::from(d.height) * 4;
         // Room for a few frames; the host takes them as they come.
@@ -321,11 +348,7 @@ impl Capture {
         let deadline = Instant::now() + READY_WITHIN;
         while !c.socket.exists() {
             if !c.process.alive(pid, start_time) || Instant::now() > deadline {
-                return Err(RunnerError::Display(format!(
-                    "the capture of {} did not start; see {}",
-                    d.name(),
-                    log.display()
-                )));
+                return Err(DisplayError::CaptureNotReady { display: d.name(), log }.into());
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -29,18 +29,57 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Linux input devices (evdev, joydev): the character major the kernel gives them.
 pub const INPUT_MAJOR: u32 = 13;
 
+/// The Docker Engine call that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Connect,
+    Negotiate,
+    Create,
+    Start,
+    List,
+    Inspect(String),
+    Remove(String),
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Call::Connect => write!(f, "connecting to the Docker engine"),
+            Call::Negotiate => write!(f, "negotiating the API version"),
+            Call::Create => write!(f, "creating the container"),
+            Call::Start => write!(f, "starting the container"),
+            Call::List => write!(f, "listing containers"),
+            Call::Inspect(id) => write!(f, "inspecting {id}"),
+            Call::Remove(id) => write!(f, "removing {id}"),
+        }
+    }
+}
+
+/// How a Docker Engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(transparent)]
+    Engine(#[from] bollard::errors::Error),
+    #[error("no answer from the Docker engine in {0:?}")]
+    NoAnswer(Duration),
+}
+
+fn failed(call: Call, e: impl Into<DockerError>) -> RunnerError {
+    RunnerError::Docker { call, source: e.into() }
+}
+
 pub struct DockerRunner {
     client: OnceCell<Docker>,
 }
 
 async fn bounded<T>(
-    what: &str,
+    call: Call,
     f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
 ) -> Result<T, RunnerError> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RunnerError::Docker(format!("{what}: {e}"))),
-        Err(_) => Err(RunnerError::Docker(format!("{what}: no answer from the Docker engine in {CALL_TIMEOUT:?}"))),
+        Ok(Err(e)) => Err(failed(call, e)),
+        Err(_) => Err(failed(call, DockerError::NoAnswer(CALL_TIMEOUT))),
     }
 }
 
@@ -64,9 +103,8 @@ impl DockerRunner {
     async fn client(&self) -> Result<&Docker, RunnerError> {
         self.client
             .get_or_try_init(|| async {
-                let d = Docker::connect_with_local_defaults()
-                    .map_err(|e| RunnerError::Docker(format!("connecting to the Docker engine: {e}")))?;
-                bounded("negotiating the API version", d.negotiate_version()).await
+                let d = Docker::connect_with_local_defaults().map_err(|e| failed(Call::Connect, e))?;
+                bounded(Call::Negotiate, d.negotiate_version()).await
             })
             .await
     }
@@ -111,9 +149,9 @@ impl DockerRunner {
         };
         let name = format!("wolf-rs-session-{session_id}-{}", crate::metrics::unix_ms());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = bounded("creating the container", d.create_container(Some(options), body)).await?;
+        let created = bounded(Call::Create, d.create_container(Some(options), body)).await?;
         let id = created.id;
-        if let Err(e) = bounded("starting the container", d.start_container(&id, None::<StartContainerOptions>)).await {
+        if let Err(e) = bounded(Call::Start, d.start_container(&id, None::<StartContainerOptions>)).await {
             let _ = self.remove(&id).await;
             return Err(e);
         }
@@ -133,8 +171,8 @@ impl DockerRunner {
                 Ok(running && label.as_deref() == Some(session_id.to_string().as_str()))
             }
             Ok(Err(e)) if not_found(&e) => Ok(false),
-            Ok(Err(e)) => Err(RunnerError::Docker(format!("inspecting {container_id}: {e}"))),
-            Err(_) => Err(RunnerError::Docker(format!("inspecting {container_id}: no answer in {CALL_TIMEOUT:?}"))),
+            Ok(Err(e)) => Err(failed(Call::Inspect(container_id.to_owned()), e)),
+            Err(_) => Err(failed(Call::Inspect(container_id.to_owned()), DockerError::NoAnswer(CALL_TIMEOUT))),
         }
     }
 
@@ -162,8 +200,8 @@ impl DockerRunner {
             Ok(Err(e)) if not_found(&e) => Ok(()),
             // 409: removal already in progress.
             Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })) => Ok(()),
-            Ok(Err(e)) => Err(RunnerError::Docker(format!("removing {container_id}: {e}"))),
-            Err(_) => Err(RunnerError::Docker(format!("removing {container_id}: no answer in {CALL_TIMEOUT:?}"))),
+            Ok(Err(e)) => Err(failed(Call::Remove(container_id.to_owned()), e)),
+            Err(_) => Err(failed(Call::Remove(container_id.to_owned()), DockerError::NoAnswer(CALL_TIMEOUT))),
         }
     }
 
@@ -172,7 +210,7 @@ impl DockerRunner {
         let d = self.client().await?;
         let filters = HashMap::from([("label", vec![LABEL])]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let list = bounded("listing containers", d.list_containers(Some(options))).await?;
+        let list = bounded(Call::List, d.list_containers(Some(options))).await?;
         Ok(list
             .into_iter()
             .filter_map(|c| {

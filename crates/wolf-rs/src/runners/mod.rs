@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{App, AudioKind, DisplayKind, RunnerKind};
 use audio::{Pulse, SinkHandle};
 use display::{DisplayHandle, Displays};
+use process::StartError;
 use wolf_protocol::launch::Mode;
 
 /// What identifies a running app across host restarts.
@@ -36,20 +37,21 @@ pub enum RunnerHandle {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("app runner config: {0}")]
-    Config(String),
     #[error("the app could not be started: {0}")]
-    Start(String),
+    Start(#[from] process::StartError),
     #[error("the app could not be stopped: {0}")]
-    Stop(String),
-    #[error("docker: {0}")]
-    Docker(String),
+    Stop(#[from] process::StopError),
+    #[error("docker: {call}: {source}")]
+    Docker { call: docker::Call, source: docker::DockerError },
     #[error("virtual display: {0}")]
-    Display(String),
+    Display(#[from] display::DisplayError),
     #[error("session audio: {0}")]
-    Audio(String),
+    Audio(#[from] audio::AudioError),
+    /// The blocking-pool task of a runner step panicked or was cancelled.
+    #[error("runner task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// What a session runs: its app, and the display and sink the app renders and plays into.
@@ -86,10 +88,29 @@ pub struct LaunchSpec<'a> {
     pub channels: u8,
 }
 
-/// A launch that failed, with the part that failed (`wolf_session_creation_errors_total{reason}`).
+/// The part of a session whose start failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Display,
+    Audio,
+    Runner,
+}
+
+impl Part {
+    /// Its label in `wolf_session_creation_errors_total{reason}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Display => "display",
+            Part::Audio => "audio",
+            Part::Runner => "runner",
+        }
+    }
+}
+
+/// A launch that failed, with the part that failed.
 #[derive(Debug)]
 pub struct LaunchFailure {
-    pub reason: &'static str,
+    pub part: Part,
     pub error: RunnerError,
 }
 
@@ -99,11 +120,10 @@ const CONTAINER_RUNTIME_DIR: &str = "/run/wolf-rs";
 /// The home folder in Wolf's app images.
 const CONTAINER_HOME: &str = "/home/retro";
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RunnerError> + Send + 'static,
-    err: fn(String) -> RunnerError,
+async fn blocking<T: Send + 'static, E: Into<RunnerError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, RunnerError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| err(format!("runner task: {e}")))?
+    tokio::task::spawn_blocking(f).await?.map_err(Into::into)
 }
 
 /// Every runner of the host. Blocking process work runs on the blocking pool.
@@ -175,7 +195,7 @@ impl Runners {
     /// stopped again and the failing part named.
     pub async fn start_session(&self, spec: &LaunchSpec<'_>) -> Result<Parts, LaunchFailure> {
         let mut parts = Parts::default();
-        let fail = |reason, error| LaunchFailure { reason, error };
+        let fail = |part, error| LaunchFailure { part, error };
         let (id, mode) = (spec.session_id, spec.mode);
         if spec.app.display.kind == DisplayKind::Virtual {
             let (d, display) = (self.displays.clone(), spec.app.display.clone());
@@ -188,18 +208,18 @@ impl Runners {
                     let _ = d.stop(&h, Duration::from_secs(2));
                 })
             };
-            match blocking(start, RunnerError::Display).await {
+            match blocking(start).await {
                 Ok(h) => parts.display = Some(h),
-                Err(e) => return Err(fail("display", e)),
+                Err(e) => return Err(fail(Part::Display, e)),
             }
         }
         if spec.app.audio.kind == AudioKind::Sink {
             let (a, channels) = (self.audio.clone(), spec.channels);
-            match blocking(move || a.create_sink(id, channels), RunnerError::Audio).await {
+            match blocking(move || a.create_sink(id, channels)).await {
                 Ok(h) => parts.sink = Some(h),
                 Err(e) => {
                     self.unwind(id, &parts).await;
-                    return Err(fail("audio", e));
+                    return Err(fail(Part::Audio, e));
                 }
             }
         }
@@ -207,7 +227,7 @@ impl Runners {
             Ok(h) => parts.app = h,
             Err(e) => {
                 self.unwind(id, &parts).await;
-                return Err(fail("runner", e));
+                return Err(fail(Part::Runner, e));
             }
         }
         Ok(parts)
@@ -234,7 +254,7 @@ impl Runners {
         let runtime = self.runtime_dir(spec.session_id);
         let home = self.app_home(spec.client, spec.app.id);
         for dir in [&runtime, &home] {
-            std::fs::create_dir_all(dir).map_err(|e| RunnerError::Start(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|source| StartError::CreateDir { path: dir.clone(), source })?;
         }
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700));
@@ -277,14 +297,14 @@ impl Runners {
                 let (mut env, _) = self.session_env(spec, parts, false)?;
                 env.extend(r.env.clone());
                 let (p, cmd) = (self.process.clone(), r.command.clone());
-                blocking(move || p.start(session_id, &cmd, &env), RunnerError::Start).await
+                blocking(move || p.start(session_id, &cmd, &env)).await
             }
             RunnerKind::Docker => {
                 let (mut env, mut mounts) = self.session_env(spec, parts, true)?;
                 // Empty until a pad arrives (`device_nodes`); removed with the runtime dir.
                 let input = self.input_dir(session_id);
                 std::fs::create_dir_all(&input)
-                    .map_err(|e| RunnerError::Start(format!("creating {}: {e}", input.display())))?;
+                    .map_err(|source| StartError::CreateDir { path: input.clone(), source })?;
                 mounts.push(format!("{}:/dev/input", input.display()));
                 env.extend(r.env.clone());
                 mounts.extend(r.mounts.iter().cloned());
@@ -296,7 +316,7 @@ impl Runners {
     /// A display that follows the client's mode, set to `mode` (`/resume` with another mode).
     pub async fn resize_display(&self, display: &DisplayHandle, mode: Mode) -> Result<DisplayHandle, RunnerError> {
         let (d, h) = (self.displays.clone(), display.clone());
-        blocking(move || d.resize(&h, mode), RunnerError::Display).await
+        blocking(move || d.resize(&h, mode)).await
     }
 
     /// Stop the app, then the sink, then the display; everything is tried, the first error returned.
@@ -304,13 +324,13 @@ impl Runners {
         let mut first = self.stop(&parts.app).await.err();
         if let Some(sink) = parts.sink.clone() {
             let a = self.audio.clone();
-            if let Err(e) = blocking(move || a.remove_sink(&sink), RunnerError::Audio).await {
+            if let Err(e) = blocking(move || a.remove_sink(&sink)).await {
                 first.get_or_insert(e);
             }
         }
         if let Some(display) = parts.display.clone() {
             let (d, t) = (self.displays.clone(), self.stop_timeout);
-            if let Err(e) = blocking(move || d.stop(&display, t), RunnerError::Display).await {
+            if let Err(e) = blocking(move || d.stop(&display, t)).await {
                 first.get_or_insert(e);
             }
         }
@@ -373,11 +393,11 @@ impl Runners {
         for n in nodes {
             let Some(name) = n.path.file_name() else { continue };
             let path = dir.join(name);
-            let failed = |e: std::io::Error| RunnerError::Start(format!("device node {}: {e}", path.display()));
+            let failed = |source| StartError::DeviceNode { path: path.clone(), source };
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(failed(e)),
+                Err(e) => return Err(failed(e).into()),
             }
             if present {
                 mknod_char(&path, n.major, n.minor).map_err(failed)?;
@@ -391,11 +411,47 @@ impl Runners {
             RunnerHandle::None => Ok(()),
             RunnerHandle::Process { pid, start_time } => {
                 let (p, pid, st, t) = (self.process.clone(), *pid, *start_time, self.stop_timeout);
-                tokio::task::spawn_blocking(move || p.stop(pid, st, t))
-                    .await
-                    .map_err(|e| RunnerError::Stop(format!("runner task: {e}")))?
+                blocking(move || p.stop(pid, st, t)).await
             }
             RunnerHandle::Docker { container_id } => self.docker.stop(container_id, self.stop_timeout).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_part_has_its_metric_label() {
+        let labels = [Part::Display, Part::Audio, Part::Runner].map(Part::as_str);
+        assert_eq!(labels, ["display", "audio", "runner"]);
+    }
+
+    /// The part that failed is the one a launch is counted under.
+    #[tokio::test]
+    async fn a_failed_start_names_its_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let desktop = crate::config::Desktop { first_display: 61_000, max_displays: 4, ..Default::default() };
+        let runners = Runners::new(dir.path(), dir.path().display().to_string(), &desktop, Duration::from_secs(1));
+        let mode = Mode { width: 320, height: 240, fps: 30 };
+        let mut app = App::default();
+        app.display.kind = DisplayKind::Virtual;
+        app.display.command = vec!["/nonexistent/Xvfb".into(), "{display}".into()];
+        fn spec(app: &App, mode: Mode) -> LaunchSpec<'_> {
+            LaunchSpec { session_id: 5, app, mode, client: "fp", channels: 2 }
+        }
+        let f = runners.start_session(&spec(&app, mode)).await.unwrap_err();
+        assert_eq!(f.part, Part::Display, "{}", f.error);
+        assert!(matches!(f.error, RunnerError::Display(display::DisplayError::ServerStart(_))), "{}", f.error);
+        let message = f.error.to_string();
+        assert!(message.contains("virtual display") && message.contains("/nonexistent/Xvfb"), "{message}");
+
+        app.display.kind = DisplayKind::None;
+        app.runner.kind = RunnerKind::Process;
+        app.runner.command = vec!["/nonexistent/app".into()];
+        let f = runners.start_session(&spec(&app, mode)).await.unwrap_err();
+        assert_eq!(f.part, Part::Runner, "{}", f.error);
+        assert!(matches!(f.error, RunnerError::Start(StartError::Spawn { .. })), "{}", f.error);
     }
 }

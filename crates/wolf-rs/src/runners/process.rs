@@ -6,11 +6,50 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{RunnerError, RunnerHandle};
+use super::RunnerHandle;
+
+/// Why a process did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("empty command")]
+    EmptyCommand,
+    #[error("creating {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("opening the log {}: {source}", path.display())]
+    OpenLog { path: PathBuf, source: std::io::Error },
+    #[error("log file: {0}")]
+    CloneLog(#[source] std::io::Error),
+    #[error("{program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{program} exited at once ({}); see {}", status.map(|s| s.to_string()).unwrap_or_default(), log.display())]
+    ExitedAtOnce { program: String, status: Option<ExitStatus>, log: PathBuf },
+    #[error("device node {}: {source}", path.display())]
+    DeviceNode { path: PathBuf, source: std::io::Error },
+}
+
+/// Why a process did not stop.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("process {pid} survived SIGKILL")]
+    SurvivedKill { pid: i32 },
+}
+
+/// Why a helper command (pactl, xrandr) did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// It could not be spawned or waited for.
+    #[error("{program}: {source}")]
+    Io { program: String, source: std::io::Error },
+    #[error("{program} did not finish within {} ms", limit.as_millis())]
+    TimedOut { program: String, limit: Duration },
+    /// It ran and failed; what it said on stderr.
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed { program: String, status: ExitStatus, stderr: String },
+}
 
 /// A session log beyond this is rotated to `<name>.1` (one old file kept).
 pub const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
@@ -126,7 +165,7 @@ impl ProcessRunner {
         session_id: u32,
         command: &[String],
         env: &BTreeMap<String, String>,
-    ) -> Result<RunnerHandle, RunnerError> {
+    ) -> Result<RunnerHandle, StartError> {
         let log = self.log_path(session_id);
         let (pid, start_time) = self.spawn(Role::App, session_id, command, env, &log)?;
         Ok(RunnerHandle::Process { pid, start_time })
@@ -142,18 +181,18 @@ impl ProcessRunner {
         command: &[String],
         env: &BTreeMap<String, String>,
         log: &Path,
-    ) -> Result<(i32, u64), RunnerError> {
-        let (program, args) = command.split_first().ok_or_else(|| RunnerError::Config("empty command".into()))?;
+    ) -> Result<(i32, u64), StartError> {
+        let (program, args) = command.split_first().ok_or(StartError::EmptyCommand)?;
         std::fs::create_dir_all(&self.log_dir)
-            .map_err(|e| RunnerError::Start(format!("creating {}: {e}", self.log_dir.display())))?;
+            .map_err(|source| StartError::CreateDir { path: self.log_dir.clone(), source })?;
         let log = log.to_owned();
         rotate(&log, LOG_MAX_BYTES);
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
-            .map_err(|e| RunnerError::Start(format!("opening the log {}: {e}", log.display())))?;
-        let err = out.try_clone().map_err(|e| RunnerError::Start(format!("log file: {e}")))?;
+            .map_err(|source| StartError::OpenLog { path: log.clone(), source })?;
+        let err = out.try_clone().map_err(StartError::CloneLog)?;
         let mut command = Command::new(program);
         if role == Role::Capture {
             // A capture lives as long as the stream thread that started it, and never outlives a
@@ -179,13 +218,13 @@ impl ProcessRunner {
             .stderr(err)
             .process_group(0)
             .spawn()
-            .map_err(|e| RunnerError::Start(format!("{program}: {e}")))?;
+            .map_err(|source| StartError::Spawn { program: program.clone(), source })?;
         let pid = child.id() as i32;
         let Some(start_time) = start_time(pid) else {
             // It already ended: reap it and say so.
             let mut child = child;
-            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-            return Err(RunnerError::Start(format!("{program} exited at once ({status}); see {}", log.display())));
+            let status = child.wait().ok();
+            return Err(StartError::ExitedAtOnce { program: program.clone(), status, log });
         };
         self.children().insert(pid, child);
         tracing::info!(session = session_id, pid, role = role.as_str(), program = %program, log = %log.display(), "process started");
@@ -207,7 +246,7 @@ impl ProcessRunner {
     }
 
     /// SIGTERM to the group, SIGKILL after `timeout` (blocking).
-    pub fn stop(&self, pid: i32, start: u64, timeout: Duration) -> Result<(), RunnerError> {
+    pub fn stop(&self, pid: i32, start: u64, timeout: Duration) -> Result<(), StopError> {
         if !self.alive(pid, start) {
             return Ok(());
         }
@@ -229,7 +268,7 @@ impl ProcessRunner {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(RunnerError::Stop(format!("process {pid} survived SIGKILL")))
+        Err(StopError::SurvivedKill { pid })
     }
 
     /// Rotate logs of running sessions that grew past the limit (blocking).
@@ -242,14 +281,10 @@ impl ProcessRunner {
 
 /// Run a short helper command (pactl, xrandr) to its end, killed after `limit` (blocking). Its
 /// stdout on success; on failure what it said on stderr.
-pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<String, String> {
-    let what = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{what}: {e}"))?;
+pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<String, HelperError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let io = |source| HelperError::Io { program: program.clone(), source };
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(io)?;
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -258,18 +293,18 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<String, Str
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{what} did not finish within {} ms", limit.as_millis()));
+                return Err(HelperError::TimedOut { program, limit });
             }
-            Err(e) => return Err(format!("{what}: {e}")),
+            Err(e) => return Err(io(e)),
         }
     }
     // Its output is small (a pipe's buffer holds it until it exits).
-    let out = child.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    let out = child.wait_with_output().map_err(io)?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
     if out.status.success() {
         Ok(text(&out.stdout))
     } else {
-        Err(format!("{what} failed ({}): {}", out.status, text(&out.stderr)))
+        Err(HelperError::Failed { program, status: out.status, stderr: text(&out.stderr) })
     }
 }
 
@@ -331,6 +366,22 @@ mod tests {
         assert_eq!(log.trim(), "hello 9");
         let e = r.start(10, &["/nonexistent/app".to_owned()], &BTreeMap::new()).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/app"), "{e}");
+    }
+
+    #[test]
+    fn a_helper_command_fails_by_kind() {
+        let limit = Duration::from_secs(5);
+        assert_eq!(run_bounded(Command::new("sh").args(["-c", "echo ok"]), limit).unwrap(), "ok");
+        let e = run_bounded(&mut Command::new("/nonexistent/pactl"), limit).unwrap_err();
+        assert!(matches!(&e, HelperError::Io { program, .. } if program == "/nonexistent/pactl"), "{e}");
+        let e = run_bounded(Command::new("sh").args(["-c", "echo no >&2; exit 3"]), limit).unwrap_err();
+        assert!(
+            matches!(&e, HelperError::Failed { status, stderr, .. } if status.code() == Some(3) && stderr == "no"),
+            "{e}"
+        );
+        let e = run_bounded(Command::new("sleep").arg("5"), Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, HelperError::TimedOut { .. }), "{e}");
+        assert_eq!(e.to_string(), "sleep did not finish within 50 ms");
     }
 
     #[test]

@@ -263,13 +263,13 @@ pub struct Ending {
 }
 
 /// Why a new session was not added to the table.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum AddError {
     AlreadyRunning {
         app_id: u32,
     },
     /// The session could not be saved.
-    Store(String),
+    Store(store::WriteError),
 }
 
 impl Sessions {
@@ -336,7 +336,7 @@ impl Sessions {
     pub async fn flush(&self) -> store::WriteResult {
         let ((), done) = self.update_inner(true, |_| ());
         match done {
-            Some(done) => done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into())),
+            Some(done) => done.await.unwrap_or(Err(store::WriteError::Gone)),
             None => Ok(()),
         }
     }
@@ -401,7 +401,7 @@ impl Sessions {
         });
         let s = r?;
         if let Some(done) = done {
-            let written = done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()));
+            let written = done.await.unwrap_or(Err(store::WriteError::Gone));
             if let Err(e) = written {
                 self.remove_by_id(s.id);
                 return Err(AddError::Store(e));
@@ -464,11 +464,15 @@ impl Sessions {
     }
 
     /// As `update_by_id`, returning once the change is on disk.
-    pub async fn update_by_id_saved<R>(&self, id: u32, f: impl FnOnce(&mut Session) -> R) -> Result<Option<R>, String> {
+    pub async fn update_by_id_saved<R>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Result<Option<R>, store::WriteError> {
         let Some(key) = self.key_of(id) else { return Ok(None) };
         let (r, done) = self.update_inner(true, |m| m.get_mut(&key).filter(|s| s.id == id).map(f));
         if let Some(done) = done {
-            done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
+            done.await.unwrap_or(Err(store::WriteError::Gone))?;
         }
         Ok(r)
     }
@@ -523,22 +527,11 @@ impl Sessions {
         });
         let session = r?;
         let written = match done {
-            Some(done) => done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into())),
+            Some(done) => done.await.unwrap_or_else(|_| Err(store::WriteError::Gone)),
             None => Ok(()),
         };
         let removed = session.parts().is_empty();
         Some(Ending { session, removed, written })
-    }
-
-    /// As `remove_by_id`, returning once the file no longer has the session.
-    pub async fn remove_by_id_saved(&self, id: u32) -> Result<Option<Session>, String> {
-        let Some(key) = self.key_of(id) else { return Ok(None) };
-        let (r, done) =
-            self.update_inner(true, |m| if m.get(&key).is_some_and(|s| s.id == id) { m.remove(&key) } else { None });
-        if let Some(done) = done {
-            done.await.unwrap_or_else(|_| Err("the session-store thread is gone".into()))?;
-        }
-        Ok(r)
     }
 }
 

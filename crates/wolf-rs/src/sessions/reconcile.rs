@@ -134,7 +134,7 @@ async fn remove_orphan_processes(runners: &Runners, adopted: &[Session]) -> usiz
                 let (d, t) = (runners.displays.clone(), runners.stop_timeout);
                 tokio::task::spawn_blocking(move || d.stop(&h, t))
                     .await
-                    .unwrap_or_else(|e| Err(crate::runners::RunnerError::Stop(e.to_string())))
+                    .map_or_else(|e| Err(e.into()), |r| r.map_err(Into::into))
             }
             _ => runners.stop(&handle).await,
         };

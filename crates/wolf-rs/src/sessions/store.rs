@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
@@ -110,8 +110,18 @@ pub fn write(path: &Path, records: &[SessionRecord]) -> Result<()> {
     crate::state::atomic::write_atomic(path, &json, 0o600)
 }
 
+/// Why a write the caller waited for is not on disk. Clone: one write's outcome answers every
+/// waiter it covers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Failed(Arc<Error>),
+    #[error("the session-store thread is gone")]
+    Gone,
+}
+
 /// A finished write: Ok, or why it failed.
-pub type WriteResult = std::result::Result<(), String>;
+pub type WriteResult = std::result::Result<(), WriteError>;
 
 struct Job {
     records: Vec<SessionRecord>,
@@ -142,7 +152,7 @@ impl Writer {
                     on_write(written.as_ref().map(|_| ()));
                     let result = written.map_err(|e| {
                         tracing::error!(file = %path.display(), error = %e, "could not write the sessions file");
-                        e.to_string()
+                        WriteError::Failed(Arc::new(e))
                     });
                     for j in jobs {
                         if let Some(done) = j.done {
@@ -176,8 +186,8 @@ impl Writer {
     /// Wait until everything queued so far is written (blocking).
     pub fn flush_blocking(&self, records: Vec<SessionRecord>) -> WriteResult {
         match self.submit(records, true) {
-            Some(rx) => rx.blocking_recv().unwrap_or_else(|_| Err("the session-store thread is gone".into())),
-            None => Err("the session-store thread is gone".into()),
+            Some(rx) => rx.blocking_recv().unwrap_or(Err(WriteError::Gone)),
+            None => Err(WriteError::Gone),
         }
     }
 }
@@ -226,11 +236,12 @@ mod tests {
         let w = Writer::spawn(p.clone(), |_| {}).unwrap();
         let a = w.submit(vec![record(1)], true).unwrap();
         let b = w.submit(vec![record(1), record(2)], true).unwrap();
-        assert_eq!(a.await.unwrap(), Ok(()));
-        assert_eq!(b.await.unwrap(), Ok(()));
+        assert!(a.await.unwrap().is_ok());
+        assert!(b.await.unwrap().is_ok());
         assert_eq!(load(&p).unwrap().records.len(), 2, "the newest snapshot is on disk");
         // A path that cannot be written: the waiter gets the error.
         let bad = Writer::spawn(dir.path().join(FILE_NAME).join("x"), |_| {}).unwrap();
-        assert!(bad.submit(vec![record(1)], true).unwrap().await.unwrap().is_err());
+        let e = bad.submit(vec![record(1)], true).unwrap().await.unwrap().unwrap_err();
+        assert!(matches!(&e, WriteError::Failed(e) if e.kind == ErrorKind::Io), "{e}");
     }
 }
