@@ -40,6 +40,17 @@ impl Rng {
     }
 }
 
+/// `CLIENTS` clients, each paired with the host.
+async fn pair_all(host: &Proc) -> Vec<GameStreamClient> {
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = host.client();
+        assert_eq!(c.pair(PIN).await.unwrap(), wolf_client::PairOutcome::Paired);
+        clients.push(c);
+    }
+    clients
+}
+
 fn fingerprint(c: &GameStreamClient) -> String {
     c.identity.cert.fingerprint_hex()
 }
@@ -49,12 +60,7 @@ async fn the_sessions_file_survives_a_hundred_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut host = spawn(dir.path(), ConfigBuilder::loopback().pin(PIN));
     host.health_until("healthy").await;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let mut c = host.client();
-        assert_eq!(c.pair(PIN).await.unwrap(), wolf_client::PairOutcome::Paired);
-        clients.push(c);
-    }
+    let mut clients = pair_all(&host).await;
     let fps: Vec<String> = clients.iter().map(fingerprint).collect();
     let mut known = [Known::None; CLIENTS];
     let mut running = [false; CLIENTS];
@@ -159,12 +165,7 @@ async fn a_session_cancelled_just_before_a_kill_9_never_comes_back() {
     let file = dir.path().join(FILE_NAME);
     let mut host = spawn(dir.path(), two_apps());
     host.health_until("healthy").await;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let mut c = host.client();
-        assert_eq!(c.pair(PIN).await.unwrap(), wolf_client::PairOutcome::Paired);
-        clients.push(c);
-    }
+    let clients = pair_all(&host).await;
     let fps: Vec<String> = clients.iter().map(fingerprint).collect();
     // Killed hosts are kept to the end: dropping one would kill the apps the next host adopts.
     let mut killed = Vec::new();
