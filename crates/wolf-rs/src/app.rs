@@ -331,11 +331,13 @@ fn report(config: &Config, loaded: &Loaded, health: &Health) {
     tracing::info!(local_ip = %net.local_ip, mac = %net.mac, uuid = %loaded.uuid, clients = loaded.clients.list().len(), "host identity ready");
     tracing::info!(encoder = encoder.h264.name, hevc = encoder.hevc.is_some(), "video encoder: {}", encoder.reason);
     health.set_encoder(encoder.h264.name, &encoder.reason);
-    let gamepads = crate::input::gamepads_state();
-    if gamepads.starts_with("unavailable") {
-        tracing::warn!(gamepads = %gamepads, "virtual gamepads cannot be made here; keyboard and mouse still work");
+    match crate::input::gamepads_state() {
+        Ok(()) => health.set_gamepads("available".to_owned()),
+        Err(why) => {
+            tracing::warn!(gamepads = %why, "virtual gamepads cannot be made here; keyboard and mouse still work");
+            health.set_gamepads(format!("unavailable: {why}"));
+        }
     }
-    health.set_gamepads(gamepads);
     if config.pairing.fixed_pin().is_some() {
         tracing::warn!(
             "a fixed pairing PIN is set: anyone who can reach port {} can pair (the protocol lets a fixed PIN be recovered from one exchange)",
@@ -350,13 +352,12 @@ fn bound_ports(listeners: &Listeners) -> Result<Ports> {
     Ok(Ports { http, https, rtsp, video, audio, control })
 }
 
-/// The streaming planes, built and running: the control thread, the runners, input, the stream
-/// manager's inputs, RTSP.
+/// The streaming planes, built and running: the control thread (with input), the runners, the
+/// stream manager's inputs, RTSP.
 struct StreamPlanes {
     apps: Arc<crate::state::apps::AppCatalog>,
     runners: Arc<crate::runners::Runners>,
     events: Arc<crate::events::Events>,
-    inputs: Arc<crate::input::Inputs>,
     streams_tx: crate::commands::StreamCommands,
     control_tx: std::sync::mpsc::Sender<ControlCommand>,
     rtsp_ports: Arc<crate::rtsp::SessionPorts>,
@@ -396,7 +397,6 @@ fn start_planes(
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
     let inputs = Arc::new(crate::input::Inputs::new(
-        w.sessions.clone(),
         w.metrics.clone(),
         input_hooks(&control_tx, &w.sessions, &runners),
     ));
@@ -405,7 +405,7 @@ fn start_planes(
         streams: streams_tx.clone(),
         metrics: w.metrics.clone(),
         beats: w.beats.clone(),
-        inputs: inputs.clone(),
+        inputs,
     };
     let control = ControlChannel::spawn(clone(&listeners.control, "control")?, control_rx, links)
         .or_err(ErrorKind::Bind, || "starting the control channel")?;
@@ -449,7 +449,6 @@ fn start_planes(
         apps,
         runners,
         events: Arc::new(crate::events::Events::default()),
-        inputs,
         streams_tx,
         control_tx,
         rtsp_ports,
@@ -522,7 +521,6 @@ async fn adopt(
         w.sessions.clone(),
         planes.streams_tx.clone(),
         planes.events.clone(),
-        planes.inputs.clone(),
     ))
 }
 

@@ -169,7 +169,8 @@ impl Worker {
 
     /// Seal `payload` as `msg_type` for the session's peer and send it reliably; its peer id.
     fn send_to(&mut self, session_id: u32, msg_type: u16, payload: &[u8]) -> Option<PeerID> {
-        let (&id, p) = self.peers.iter_mut().find(|(_, p)| p.session_id == session_id)?;
+        let id = PeerID(self.sessions.live(session_id)?.control_peer()?);
+        let p = self.peers.get_mut(&id)?;
         match control::seal(&p.rikey, p.seq, Direction::HostToClient, msg_type, payload) {
             Ok(msg) => {
                 p.seq = p.seq.wrapping_add(1);
@@ -197,7 +198,6 @@ impl Worker {
                 let payload = control::termination_payload(reason);
                 if let Some(id) = self.send_to(session_id, control::MSG_TERMINATION, &payload) {
                     self.host.peer_mut(id).disconnect_later(0);
-                    self.inputs.close(session_id);
                     tracing::info!(session = session_id, "termination sent to the client");
                 }
             }
@@ -211,8 +211,11 @@ impl Worker {
             rusty_enet::EventNoRef::Disconnect { peer, .. } => {
                 if let Some(p) = self.peers.remove(&peer) {
                     tracing::info!(session = p.session_id, "control channel closed: stopping the streams");
-                    // Nothing stays pressed after the client is gone.
-                    self.inputs.close(p.session_id);
+                    if let Some(live) = self.sessions.live(p.session_id) {
+                        live.set_control_peer(None);
+                        // Nothing stays pressed after the client is gone.
+                        live.close_input();
+                    }
                     // The app keeps running; the client may come back with /resume.
                     let _ = self.streams.send(StreamCommand::Stop { session_id: p.session_id, done: None });
                     self.sessions.update_by_id(p.session_id, |s| {
@@ -240,7 +243,11 @@ impl Worker {
             self.host.peer_mut(peer).disconnect_now(0);
             return;
         };
-        if self.peers.values().any(|p| p.session_id == s.id) {
+        let Some(live) = self.sessions.live(s.id) else {
+            self.host.peer_mut(peer).disconnect_now(0);
+            return;
+        };
+        if live.control_peer().is_some() {
             self.count("refused");
             tracing::warn!(session = s.id, ?from, "second control connect for a connected session: refused");
             self.host.peer_mut(peer).disconnect_now(0);
@@ -250,6 +257,12 @@ impl Worker {
         if !v2 {
             self.count("refused");
             tracing::warn!(session = s.id, "client did not negotiate encrypted control (CONTROL_V2): refused");
+            self.host.peer_mut(peer).disconnect_now(0);
+            return;
+        }
+        if !live.set_control_peer(Some(peer.0)) {
+            // It ended (or another peer won) meanwhile.
+            self.count("refused");
             self.host.peer_mut(peer).disconnect_now(0);
             return;
         }
@@ -285,7 +298,11 @@ impl Worker {
             control::MSG_INPUT => match wolf_protocol::input::decode(&msg.payload) {
                 Ok(event) => {
                     self.count("input");
-                    self.inputs.submit(p.session_id, event);
+                    if let Some(mut slot) = live.as_ref().and_then(|l| l.input()) {
+                        let sessions = &self.sessions;
+                        let display = || sessions.by_id(p.session_id).and_then(|s| s.streamed_display().map(|d| d.name()));
+                        self.inputs.submit(p.session_id, &mut slot, display, event);
+                    }
                 }
                 Err(e) => {
                     self.count("malformed");

@@ -122,8 +122,6 @@ pub struct Lobbies {
     sessions: Arc<Sessions>,
     streams: StreamCommands,
     events: Arc<Events>,
-    /// Re-aims a session's input at its new display.
-    inputs: Arc<crate::input::Inputs>,
 }
 
 /// Read `lobbies.json` (blocking; start-up). Corrupt: moved aside, no lobbies.
@@ -142,10 +140,9 @@ impl Lobbies {
         sessions: Arc<Sessions>,
         streams: StreamCommands,
         events: Arc<Events>,
-        inputs: Arc<crate::input::Inputs>,
     ) -> Lobbies {
         let map = adopted.into_iter().map(|l| (l.id.clone(), l)).collect();
-        Lobbies { path, map: Mutex::new(map), changing: Default::default(), runners, sessions, streams, events, inputs }
+        Lobbies { path, map: Mutex::new(map), changing: Default::default(), runners, sessions, streams, events }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Lobby>> {
@@ -357,7 +354,10 @@ impl Lobbies {
     fn switched(&self, session_id: u32) -> tokio::sync::oneshot::Receiver<()> {
         let (done, joined) = tokio::sync::oneshot::channel();
         let _ = self.streams.send(StreamCommand::Restart { session_id, done: Some(done) });
-        self.inputs.close(session_id);
+        // Its input follows: the next event makes an injector on the new display.
+        if let Some(live) = self.sessions.live(session_id) {
+            live.close_input();
+        }
         joined
     }
 

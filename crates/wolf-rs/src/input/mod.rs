@@ -14,7 +14,7 @@ pub mod gamepad;
 pub mod keymap;
 pub mod x11;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,6 @@ use wolf_protocol::input::{ControllerState, ControllerType, InputEvent};
 
 use crate::metrics::Metrics;
 use crate::runners::DeviceNode;
-use crate::sessions::Sessions;
 
 /// Events waiting for one session's injector at most.
 pub const QUEUE: usize = 1024;
@@ -142,11 +141,51 @@ fn evict(events: &mut VecDeque<InputEvent>) -> bool {
     }
 }
 
-enum Slot {
+/// One session's injector, held by the session (its `Live`): none until its first event.
+#[derive(Default)]
+pub struct Slot(SlotState);
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    None,
     /// The injector's queue, and whether it has a display (keyboard and mouse go nowhere without).
     Running(Arc<Queue>, bool),
     /// The display could not be reached at this time.
     Failed(Instant),
+}
+
+impl Slot {
+    /// The injector releases what is held and ends; the next event makes a new one.
+    pub fn close(&mut self) {
+        if let SlotState::Running(q, _) = std::mem::take(&mut self.0) {
+            q.close();
+        }
+    }
+
+    /// An injector is running.
+    pub fn is_running(&self) -> bool {
+        matches!(self.0, SlotState::Running(..))
+    }
+
+    /// A slot with a queue and no injector thread, and a look at whether it was closed.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (Slot, impl Fn() -> bool) {
+        let q = Arc::new(Queue::default());
+        let seen = q.clone();
+        (Slot(SlotState::Running(q, false)), move || seen.lock().closed)
+    }
+}
+
+/// Why an event was not injected (logged by the injector; the event is counted as dropped).
+#[derive(Debug, thiserror::Error)]
+enum NotInjected {
+    #[error("pad {number}: {source}")]
+    Pad { number: u8, source: std::io::Error },
+    #[error("making pad {number}: {source}")]
+    MakePad { number: u8, source: std::io::Error },
+    #[error(transparent)]
+    Display(#[from] x11::X11Error),
 }
 
 /// Where rumble goes: (session, the client's pad number, low motor, high motor).
@@ -174,9 +213,7 @@ pub struct Hooks {
 const FEEDBACK_EVERY: Duration = Duration::from_millis(10);
 
 pub struct Inputs {
-    sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
-    slots: Mutex<HashMap<u32, Slot>>,
     /// `/dev/uinput` can be used: controllers become virtual pads.
     gamepads: bool,
     hooks: Hooks,
@@ -184,21 +221,24 @@ pub struct Inputs {
 
 impl Inputs {
     /// `hooks`: where pads' rumble and device nodes go (the control channel and the runners).
-    pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>, hooks: Hooks) -> Inputs {
-        let gamepads = gamepads_state() == GAMEPADS_AVAILABLE;
-        Inputs { sessions, metrics, slots: Mutex::new(HashMap::new()), gamepads, hooks }
-    }
-
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
-        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub fn new(metrics: Arc<Metrics>, hooks: Hooks) -> Inputs {
+        let gamepads = gamepads_state().is_ok();
+        Inputs { metrics, gamepads, hooks }
     }
 
     pub fn dropped(&self, reason: &str) {
         self.metrics.input_dropped.with_label_values(&[reason]).inc();
     }
 
-    /// Hand `event` of `session_id` (from its authenticated control peer) to its injector.
-    pub fn submit(&self, session_id: u32, event: InputEvent) {
+    /// Hand `event` of `session_id` (from its authenticated control peer) to its injector in
+    /// `slot`, made first if it has none (on `display`, the session's X display when it has one).
+    pub fn submit(
+        &self,
+        session_id: u32,
+        slot: &mut Slot,
+        display: impl FnOnce() -> Option<String>,
+        event: InputEvent,
+    ) {
         self.metrics.input_events.with_label_values(&[event.kind()]).inc();
         let pointer = injectable(&event);
         let pad = matches!(event, InputEvent::Controller(_) | InputEvent::ControllerArrival { .. });
@@ -207,15 +247,14 @@ impl Inputs {
             self.dropped("unsupported");
             return;
         }
-        let mut slots = self.slots();
-        let (queue, has_display) = match slots.get(&session_id) {
-            Some(Slot::Running(q, d)) => (q.clone(), *d),
-            Some(Slot::Failed(at)) if at.elapsed() < RETRY_AFTER => {
+        let (queue, has_display) = match &slot.0 {
+            SlotState::Running(q, d) => (q.clone(), *d),
+            SlotState::Failed(at) if at.elapsed() < RETRY_AFTER => {
                 self.dropped("display_unavailable");
                 return;
             }
             _ => {
-                let display = self.sessions.by_id(session_id).and_then(|s| s.streamed_display().map(|d| d.name()));
+                let display = display();
                 if pointer && display.is_none() {
                     self.dropped("no_display");
                     return;
@@ -223,12 +262,12 @@ impl Inputs {
                 let has_display = display.is_some();
                 match spawn(session_id, display, self.metrics.clone(), self.hooks.clone()) {
                     Ok(q) => {
-                        slots.insert(session_id, Slot::Running(q.clone(), has_display));
+                        slot.0 = SlotState::Running(q.clone(), has_display);
                         (q, has_display)
                     }
                     Err(e) => {
                         tracing::warn!(session = session_id, error = %e, "input thread did not start");
-                        slots.insert(session_id, Slot::Failed(Instant::now()));
+                        slot.0 = SlotState::Failed(Instant::now());
                         self.dropped("display_unavailable");
                         return;
                     }
@@ -244,33 +283,28 @@ impl Inputs {
             Pushed::Evicted | Pushed::Refused => self.dropped("queue_full"),
             Pushed::Gone => {
                 // The injector ended: its display is gone or was never reachable.
-                slots.insert(session_id, Slot::Failed(Instant::now()));
+                slot.0 = SlotState::Failed(Instant::now());
                 self.dropped("display_unavailable");
             }
         }
     }
-
-    /// The session's client left or the session ended: its injector releases what is held and ends.
-    pub fn close(&self, session_id: u32) {
-        if let Some(Slot::Running(q, _)) = self.slots().remove(&session_id) {
-            q.close();
-        }
-    }
 }
 
-/// [`gamepads_state`] where pads can be made.
-pub const GAMEPADS_AVAILABLE: &str = "available";
+/// Why virtual gamepads cannot be made on this machine (keyboard and mouse work either way).
+#[derive(Debug, thiserror::Error)]
+pub enum NoGamepads {
+    #[error("/dev/uinput is missing (the kernel has no uinput module loaded)")]
+    NoUinput,
+    #[error("/dev/uinput: {0}")]
+    Unusable(std::io::Error),
+}
 
-/// Can virtual gamepads be made on this machine (`/dev/uinput` there and writable)? `unavailable:
-/// <why>` when not (keyboard and mouse work either way).
-pub fn gamepads_state() -> String {
-    const UINPUT: &str = "/dev/uinput";
-    match std::fs::OpenOptions::new().write(true).open(UINPUT) {
-        Ok(_) => GAMEPADS_AVAILABLE.to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            format!("unavailable: {UINPUT} is missing (the kernel has no uinput module loaded)")
-        }
-        Err(e) => format!("unavailable: {UINPUT}: {e}"),
+/// Can virtual gamepads be made on this machine (`/dev/uinput` there and writable)?
+pub fn gamepads_state() -> Result<(), NoGamepads> {
+    match std::fs::OpenOptions::new().write(true).open("/dev/uinput") {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NoGamepads::NoUinput),
+        Err(e) => Err(NoGamepads::Unusable(e)),
     }
 }
 
@@ -314,7 +348,7 @@ fn spawn(session_id: u32, screen: Option<String>, metrics: Arc<Metrics>, hooks: 
                     InputEvent::Controller(s) => pads.state(s),
                     InputEvent::ControllerArrival { number, kind, .. } => pads.arrival(*number, *kind),
                     other => match x.as_mut() {
-                        Some(x) => x.apply(other).map(drop).map_err(|e| e.to_string()),
+                        Some(x) => x.apply(other).map(drop).map_err(NotInjected::from),
                         None => Ok(()),
                     },
                 };
@@ -362,7 +396,7 @@ struct Pads {
 
 impl Pads {
     /// A controller's state: its pad is made if new (Xbox layout), removed when its bit is clear.
-    fn state(&mut self, s: &ControllerState) -> Result<(), String> {
+    fn state(&mut self, s: &ControllerState) -> Result<(), NotInjected> {
         if s.active_mask & (1 << s.number) == 0 {
             if self.remove(s.number) {
                 tracing::info!(pad = s.number, "input: controller left; its virtual pad removed");
@@ -373,18 +407,18 @@ impl Pads {
             self.arrival(s.number, ControllerType::Unknown)?;
         }
         match self.pads.get_mut(&s.number) {
-            Some(pad) => pad.apply(s).map_err(|e| format!("pad {}: {e}", s.number)),
+            Some(pad) => pad.apply(s).map_err(|source| NotInjected::Pad { number: s.number, source }),
             None => Ok(()),
         }
     }
 
     /// A controller arrived: a pad of its kind (made again if it had another).
-    fn arrival(&mut self, number: u8, kind: ControllerType) -> Result<(), String> {
+    fn arrival(&mut self, number: u8, kind: ControllerType) -> Result<(), NotInjected> {
         if self.pads.get(&number).is_some_and(|p| p.kind == kind || kind == ControllerType::Unknown) {
             return Ok(());
         }
         self.remove(number);
-        let mut pad = gamepad::Pad::create(number, kind).map_err(|e| format!("making pad {number}: {e}"))?;
+        let mut pad = gamepad::Pad::create(number, kind).map_err(|source| NotInjected::MakePad { number, source })?;
         let nodes = pad.nodes().unwrap_or_else(|e| {
             tracing::warn!(pad = number, error = %e, "input: the virtual pad's device nodes are not known");
             Vec::new()

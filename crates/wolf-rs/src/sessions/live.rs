@@ -1,13 +1,14 @@
 //! What one session has while it lives, in one value the session table makes with the session
-//! and lets go of at its end: where its client's streams go (learned from pings), its pending
-//! keyframe request, when its client was last heard from, its own RTSP port, what its streams
-//! carry into a restart, and the token that
-//! everything serving only this session waits on. Its end fires the token once, in one place
+//! and lets go of at its end: its running streams, where they go (learned from pings), its pending
+//! keyframe request, its control peer, its input injector, when its client was last heard from,
+//! its own RTSP port, what its streams carry into a restart, and the token that everything serving
+//! only this session waits on. Its end releases them once, in one place and in a fixed order
 //! (`Sessions::begin_end`, or the session leaving the table), so nothing polls for it.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
@@ -28,9 +29,39 @@ pub struct Carry {
     pub audio: Option<wolf_protocol::audio::AudioPacketizer>,
 }
 
+/// A session's running streams: the token that stops them and their sender threads, joined by
+/// whoever takes them (off the async workers). A restart makes a new one, so a late thread of the
+/// old streams never lands in the new.
+#[derive(Default)]
+pub struct StreamRun {
+    cancel: CancellationToken,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl StreamRun {
+    /// Cancelled when the streams stop or the session ends.
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// A sender thread started; a stream that stopped meanwhile still has it joined.
+    pub fn add(&self, thread: JoinHandle<()>) {
+        lock(&self.threads).push(thread);
+    }
+
+    /// Cancel the streams; the threads to join.
+    pub fn stop(&self) -> Vec<JoinHandle<()>> {
+        self.cancel.cancel();
+        std::mem::take(&mut *lock(&self.threads))
+    }
+}
+
 #[derive(Default)]
 pub struct Live {
     ended: CancellationToken,
+    streams: Mutex<Option<Arc<StreamRun>>>,
+    control_peer: Mutex<Option<usize>>,
+    input: Mutex<crate::input::Slot>,
     video_addr: Mutex<Option<SocketAddr>>,
     audio_addr: Mutex<Option<SocketAddr>>,
     keyframe: AtomicBool,
@@ -49,11 +80,62 @@ impl Live {
         &self.ended
     }
 
-    /// The session ends: everything waiting on it lets go, and what it knew of its client is
-    /// forgotten. A second call changes nothing.
+    /// The session ends, in this order: everything waiting on it lets go (its RTSP port closes),
+    /// its streams are cancelled (their threads are joined by the stream manager), its injector
+    /// releases what is held, and what it knew of its client is forgotten. A second call changes
+    /// nothing.
     pub fn end(&self) {
         self.ended.cancel();
+        if let Some(run) = lock(&self.streams).as_ref() {
+            run.cancel().cancel();
+        }
+        self.close_input();
         self.forget_client();
+    }
+
+    /// Streams start: a new run under `parent`, or `None` when they run already or the session
+    /// has ended.
+    pub fn start_streams(&self, parent: &CancellationToken) -> Option<Arc<StreamRun>> {
+        let mut run = lock(&self.streams);
+        if run.is_some() || self.ended.is_cancelled() {
+            return None;
+        }
+        let new = Arc::new(StreamRun { cancel: parent.child_token(), ..StreamRun::default() });
+        *run = Some(new.clone());
+        Some(new)
+    }
+
+    /// The running streams, taken to be stopped.
+    pub fn take_streams(&self) -> Option<Arc<StreamRun>> {
+        lock(&self.streams).take()
+    }
+
+    /// Its client's control peer (ENet's peer index), when connected.
+    pub fn control_peer(&self) -> Option<usize> {
+        *lock(&self.control_peer)
+    }
+
+    /// Its client's control peer connected (`Some`) or left; `false` when one is connected already
+    /// (the first keeps it) or the session has ended.
+    pub fn set_control_peer(&self, peer: Option<usize>) -> bool {
+        let mut p = lock(&self.control_peer);
+        if peer.is_some() && (p.is_some() || self.ended.is_cancelled()) {
+            return false;
+        }
+        *p = peer;
+        true
+    }
+
+    /// Its input injector, made by its first event; `None` once the session has ended.
+    pub fn input(&self) -> Option<std::sync::MutexGuard<'_, crate::input::Slot>> {
+        let slot = lock(&self.input);
+        (!self.ended.is_cancelled()).then_some(slot)
+    }
+
+    /// Its client left or its sources changed: the injector releases what is held and ends (the
+    /// next event makes a new one).
+    pub fn close_input(&self) {
+        lock(&self.input).close();
     }
 
     fn addr_slot(&self, channel: Channel) -> &Mutex<Option<SocketAddr>> {

@@ -482,6 +482,11 @@ impl Sessions {
         self.snapshot().live.get(&id).cloned()
     }
 
+    /// Every session's live part (the stream manager stops what still runs at shutdown).
+    pub fn lives(&self) -> Vec<(u32, Arc<live::Live>)> {
+        self.snapshot().live.iter().map(|(id, l)| (*id, l.clone())).collect()
+    }
+
     /// The live part of the session whose client pings with `payload`.
     pub fn live_by_ping_payload(&self, payload: &[u8]) -> Option<(u32, Arc<live::Live>)> {
         let t = self.snapshot();
@@ -586,11 +591,26 @@ mod tests {
         let b = sessions.launch(session("b")).await.unwrap();
         let (la, lb) = (sessions.live(a.id).unwrap(), sessions.live(b.id).unwrap());
         let addr: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let mut held = Vec::new();
         for l in [&la, &lb] {
             assert!(l.set_addr(live::Channel::Video, addr) && !l.set_addr(live::Channel::Video, addr));
             l.request_keyframe();
             l.touch();
             assert_eq!(l.rtsp_port_or(|| Some(4242)), Some(4242));
+            assert!(l.set_control_peer(Some(3)) && !l.set_control_peer(Some(4)), "the first peer keeps it");
+            let run = l.start_streams(&shutdown).unwrap();
+            assert!(l.start_streams(&shutdown).is_none(), "streams start once");
+            // A sender thread that runs until its streams are cancelled.
+            let token = run.cancel().clone();
+            run.add(std::thread::spawn(move || {
+                while !token.is_cancelled() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }));
+            let (slot, closed) = crate::input::Slot::for_test();
+            *l.input().unwrap() = slot;
+            held.push((run, closed));
         }
         assert!(sessions.last_activity(a.id).is_some());
         // A session whose app runs is marked stopping; what it had is released now.
@@ -600,10 +620,20 @@ mod tests {
         assert_eq!(la.addr(live::Channel::Video), None, "its client's addresses are forgotten");
         assert!(!la.take_keyframe(), "no keyframe is asked for an ended session");
         assert_eq!(la.rtsp_port_or(|| Some(1)), Some(4242), "no new RTSP port once ended (the old one closes)");
+        let (run_a, input_a_closed) = &held[0];
+        assert!(run_a.cancel().is_cancelled(), "its streams are stopped");
+        for t in la.take_streams().unwrap().stop() {
+            t.join().unwrap();
+        }
+        assert!(la.start_streams(&shutdown).is_none(), "no streams start for an ended session");
+        assert!(input_a_closed() && la.input().is_none(), "its injector closed, and no new one is made");
+        assert!(!la.set_control_peer(Some(5)), "no control peer binds to an ended session");
+        assert!(!held[1].0.cancel().is_cancelled() && !held[1].1(), "the other session's parts are untouched");
         assert!(sessions.begin_end(a.id).await.is_none(), "a second end is a no-op");
         // A session with nothing running leaves the table at once, its Live told.
         assert!(sessions.begin_end(b.id).await.unwrap().removed);
         assert!(lb.ended().is_cancelled() && sessions.by_id(b.id).is_none() && sessions.live(b.id).is_none());
+        assert!(held[1].0.cancel().is_cancelled() && held[1].1());
         assert!(sessions.begin_end(b.id).await.is_none());
         // The other session is untouched until it leaves the table.
         let c = sessions.launch(session("c")).await.unwrap();

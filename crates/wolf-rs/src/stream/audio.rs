@@ -56,7 +56,7 @@ pub fn spawn(
     };
     let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
     let session_id = session.id;
-    super::spawn_sender(streams, "audio", session.id, text, None, move |pipeline, metrics, beat| {
+    super::spawn_sender(streams, super::Kind::Audio, session.id, text, None, move |pipeline, metrics, beat| {
         tracing::info!(session = session_id, %addr, encrypted = encryption.is_some(), "audio stream started");
         let mut packetizer = packetizer;
         let ended = send_loop(pipeline, &mut packetizer, &socket, addr, &cancel, metrics, beat);

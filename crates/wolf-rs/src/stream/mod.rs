@@ -4,9 +4,8 @@
 pub mod audio;
 pub mod video;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use crate::commands::{Ends, StreamCommand};
 use crate::config::Config;
 use crate::media::pipeline::{EncoderPipeline, Ended, Handoff, Reporting};
 use crate::media::{EncoderChoice, MediaError};
-use crate::sessions::live::{Channel, Live};
-use crate::sessions::{Session, Sessions};
+use crate::sessions::live::{Channel, Live, StreamRun};
+use crate::sessions::Sessions;
 
 /// How long a started stream waits for the client's first ping on a port.
 pub const PING_WAIT: Duration = Duration::from_secs(20);
@@ -93,12 +92,6 @@ pub struct Port {
     pub socket: UdpSocket,
 }
 
-#[derive(Default)]
-struct Running {
-    cancel: CancellationToken,
-    threads: Vec<JoinHandle<()>>,
-}
-
 /// Starts and stops the streams of each session on command.
 pub struct Streams {
     pub config: Arc<Config>,
@@ -116,14 +109,8 @@ pub struct Streams {
     pub runners: Arc<crate::runners::Runners>,
 }
 
-fn lock(r: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
-    match r.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 impl Streams {
+    /// Serve stream commands; a session's running streams are held by its `Live`.
     pub async fn run(
         self,
         mut commands: tokio::sync::mpsc::UnboundedReceiver<StreamCommand>,
@@ -131,7 +118,6 @@ impl Streams {
         tracker: TaskTracker,
     ) {
         let this = Arc::new(self);
-        let mut running: HashMap<u32, Arc<Mutex<Running>>> = HashMap::new();
         loop {
             let cmd = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -139,28 +125,24 @@ impl Streams {
             };
             match cmd {
                 None => break,
-                Some(StreamCommand::Start { session_id }) => {
-                    if !running.contains_key(&session_id) {
-                        this.start(session_id, &mut running, &shutdown, &tracker);
-                    }
-                }
+                Some(StreamCommand::Start { session_id }) => this.start(session_id, &shutdown, &tracker),
                 Some(StreamCommand::Restart { session_id, done }) => {
                     // Only streams that run; the client's addresses are kept.
-                    if let Some(r) = running.remove(&session_id) {
-                        stop(r).await;
+                    if let Some(run) = this.sessions.live(session_id).and_then(|l| l.take_streams()) {
+                        stop(&run).await;
                         tracing::info!(session = session_id, "streams restart with the session's new sources");
-                        this.start(session_id, &mut running, &shutdown, &tracker);
+                        this.start(session_id, &shutdown, &tracker);
                     }
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
                 }
                 Some(StreamCommand::Stop { session_id, done }) => {
-                    if let Some(r) = running.remove(&session_id) {
-                        stop(r).await;
-                        if let Some(l) = this.sessions.live(session_id) {
-                            l.forget_client();
-                        }
+                    if let Some(live) = this.sessions.live(session_id)
+                        && let Some(run) = live.take_streams()
+                    {
+                        stop(&run).await;
+                        live.forget_client();
                         tracing::info!(session = session_id, "streams stopped");
                     }
                     if let Some(done) = done {
@@ -169,93 +151,103 @@ impl Streams {
                 }
             }
         }
-        for (_, r) in running.drain() {
-            stop(r).await;
-        }
-    }
-
-    fn start(
-        self: &Arc<Self>,
-        session_id: u32,
-        running: &mut HashMap<u32, Arc<Mutex<Running>>>,
-        shutdown: &CancellationToken,
-        tracker: &TaskTracker,
-    ) {
-        let r = Arc::new(Mutex::new(Running { cancel: shutdown.child_token(), threads: Vec::new() }));
-        running.insert(session_id, r.clone());
-        let (v, a) = (self.clone(), self.clone());
-        let (rv, ra) = (r.clone(), r);
-        tracker.spawn(async move { v.start_video(session_id, rv).await });
-        tracker.spawn(async move { a.start_audio(session_id, ra).await });
-    }
-
-    fn session(&self, session_id: u32) -> Option<Session> {
-        self.sessions.by_id(session_id)
-    }
-
-    async fn start_video(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
-        let cancel = lock(&slot).cancel.clone();
-        let Some(live) = self.sessions.live(session_id) else { return };
-        let Some(addr) = wait_for_ping(&live, Channel::Video, session_id, &cancel).await else {
-            return;
-        };
-        let Some(session) = self.session(session_id) else {
-            return;
-        };
-        match video::spawn(&self, &session, addr, cancel) {
-            Ok(t) => lock(&slot).threads.push(t),
-            Err(e) => {
-                self.metrics.pipeline_errors.inc();
-                self.ends.fail(session_id, &format!("video stream did not start: {e}"));
+        for (_, live) in this.sessions.lives() {
+            if let Some(run) = live.take_streams() {
+                stop(&run).await;
             }
         }
     }
 
-    async fn start_audio(self: Arc<Self>, session_id: u32, slot: Arc<Mutex<Running>>) {
-        let cancel = lock(&slot).cancel.clone();
+    /// Start the session's streams unless they run (or it has ended).
+    fn start(self: &Arc<Self>, session_id: u32, shutdown: &CancellationToken, tracker: &TaskTracker) {
+        let Some(run) = self.sessions.live(session_id).and_then(|l| l.start_streams(shutdown)) else {
+            return;
+        };
+        let (v, a) = (self.clone(), self.clone());
+        let (rv, ra) = (run.clone(), run);
+        tracker.spawn(async move { v.start_stream(Kind::Video, session_id, rv).await });
+        tracker.spawn(async move { a.start_stream(Kind::Audio, session_id, ra).await });
+    }
+
+    /// Once the client pings the stream's port, its sender thread.
+    async fn start_stream(self: Arc<Self>, kind: Kind, session_id: u32, run: Arc<StreamRun>) {
+        let cancel = run.cancel().clone();
         let Some(live) = self.sessions.live(session_id) else { return };
-        let Some(addr) = wait_for_ping(&live, Channel::Audio, session_id, &cancel).await else {
+        let Some(addr) = wait_for_ping(&live, kind.channel(), session_id, &cancel).await else {
             return;
         };
-        let Some(session) = self.session(session_id) else {
+        let Some(session) = self.sessions.by_id(session_id) else {
             return;
         };
-        match audio::spawn(&self, &session, addr, cancel) {
-            Ok(t) => lock(&slot).threads.push(t),
+        let started = match kind {
+            Kind::Video => video::spawn(&self, &session, addr, cancel),
+            Kind::Audio => audio::spawn(&self, &session, addr, cancel),
+        };
+        match started {
+            Ok(t) => run.add(t),
             Err(e) => {
                 self.metrics.pipeline_errors.inc();
-                self.ends.fail(session_id, &format!("audio stream did not start: {e}"));
+                self.ends.fail(session_id, &format!("{kind} stream did not start: {e}"));
             }
         }
     }
 }
 
-/// The sender thread of one stream (`kind`: "video" or "audio"), the same for both: it starts the
+/// One of a session's two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Video,
+    Audio,
+}
+
+impl Kind {
+    fn channel(self) -> Channel {
+        match self {
+            Kind::Video => Channel::Video,
+            Kind::Audio => Channel::Audio,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The sender thread of one stream, the same for both kinds: it starts the
 /// pipeline (frames counted, beats watched), runs `send` until the stream ends, and ends the session
 /// when the pipeline fails.
 fn spawn_sender(
     streams: &Streams,
-    kind: &'static str,
+    kind: Kind,
     id: u32,
     pipeline_text: String,
     capture: Option<crate::runners::display::CaptureSpec>,
     send: impl FnOnce(EncoderPipeline, &crate::metrics::Metrics, &crate::watchdog::Heartbeat) -> Ended + Send + 'static,
 ) -> Result<JoinHandle<()>, MediaError> {
     let metrics = streams.metrics.clone();
-    let video = kind == "video";
+    let video = kind == Kind::Video;
     let handoff = if video { Handoff::VIDEO } else { Handoff::DropNewest };
     let reporting = Reporting {
         frames: Some(metrics.encoder_frames.clone()),
         video_drops: video.then(|| metrics.video_frames_dropped.clone()),
-        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", kind, id))),
+        heartbeat: Some((streams.beats.clone(), crate::watchdog::thread_name("pipeline", kind.as_str(), id))),
     };
     let (beats, ends) = (streams.beats.clone(), streams.ends.clone());
     std::thread::Builder::new()
         .name(format!("{kind}-{id}"))
         .spawn(move || {
             // Every line this thread logs names its session.
-            let _span = tracing::info_span!("stream", session = id, kind).entered();
-            let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind, id));
+            let _span = tracing::info_span!("stream", session = id, kind = kind.as_str()).entered();
+            let beat = beats.register("stream", crate::watchdog::thread_name("stream", kind.as_str(), id));
             // Lives as long as the stream: dropped (the child stopped) when this thread ends.
             let _capture = match capture.map(crate::runners::display::Capture::start).transpose() {
                 Ok(c) => c,
@@ -283,12 +275,8 @@ fn spawn_sender(
 }
 
 /// Cancel and join, off the async workers.
-async fn stop(r: Arc<Mutex<Running>>) {
-    let threads = {
-        let mut g = lock(&r);
-        g.cancel.cancel();
-        std::mem::take(&mut g.threads)
-    };
+async fn stop(run: &StreamRun) {
+    let threads = run.stop();
     if !threads.is_empty() {
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {

@@ -83,7 +83,7 @@ pub fn spawn(
     let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
     let live = streams.sessions.live(session.id);
     let (id, encoder) = (session.id, candidate.name);
-    super::spawn_sender(streams, "video", id, text, capture, move |pipeline, metrics, beat| {
+    super::spawn_sender(streams, super::Kind::Video, id, text, capture, move |pipeline, metrics, beat| {
         tracing::info!(session = id, %addr, encoder, encrypted = sealer.is_some(), "video stream started");
         let (mut packetizer, mut sealer) = (packetizer, sealer);
         let ended =
