@@ -134,12 +134,11 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         clients: loaded.clients,
         pairing: PairingManager::new((&config.pairing).into()),
         lobbies,
-        runners: planes.runners.clone(),
         events: planes.events.clone(),
         metrics: watched.metrics.clone(),
         ports,
         planes: Planes {
-            streams: planes.streams_tx.clone(),
+            runners: planes.runners.clone(),
             control: planes.control_tx.clone(),
             rtsp_ports: planes.rtsp_ports.clone(),
         },
@@ -396,10 +395,8 @@ fn start_planes(
         &config.desktop,
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
-    let inputs = Arc::new(crate::input::Inputs::new(
-        w.metrics.clone(),
-        input_hooks(&control_tx, &w.sessions, &runners),
-    ));
+    let inputs =
+        Arc::new(crate::input::Inputs::new(w.metrics.clone(), input_hooks(&control_tx, &w.sessions, &runners)));
     let links = crate::control::Links {
         sessions: w.sessions.clone(),
         streams: streams_tx.clone(),
@@ -598,7 +595,7 @@ async fn drain(host: &Arc<Host>, config: &Config) {
         host.lobbies.stop_all().await;
     }
     if host.sessions.list().iter().all(|s| s.sink.is_none()) && host.lobbies.list().iter().all(|l| l.sink.is_none()) {
-        let (a, t) = (host.runners.audio.clone(), host.runners.stop_timeout);
+        let (a, t) = (host.planes.runners.audio.clone(), host.planes.runners.stop_timeout);
         let _ = tokio::task::spawn_blocking(move || a.stop_server(t)).await;
     }
     let s = host.sessions.clone();

@@ -90,8 +90,8 @@ impl Ends {
 /// What the rest of the host asks of the control thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlCommand {
-    /// Tell the session's client that the stream ended, then disconnect it.
-    Terminate { session_id: u32, reason: u32 },
+    /// Tell the session's client, on its control peer, that the stream ended; then disconnect it.
+    Terminate { session_id: u32, peer: usize, reason: u32 },
     /// Rumble the client's pad `number` (the app played force feedback on its virtual pad).
     Rumble { session_id: u32, number: u8, low: u16, high: u16 },
 }

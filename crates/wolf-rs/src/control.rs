@@ -167,21 +167,21 @@ impl Worker {
         self.host.flush();
     }
 
-    /// Seal `payload` as `msg_type` for the session's peer and send it reliably; its peer id.
-    fn send_to(&mut self, session_id: u32, msg_type: u16, payload: &[u8]) -> Option<PeerID> {
-        let id = PeerID(self.sessions.live(session_id)?.control_peer()?);
-        let p = self.peers.get_mut(&id)?;
+    /// Seal `payload` as `msg_type` for the session's peer `id` and send it reliably; false when
+    /// that peer is not the session's (any more).
+    fn send_to(&mut self, id: PeerID, session_id: u32, msg_type: u16, payload: &[u8]) -> bool {
+        let Some(p) = self.peers.get_mut(&id).filter(|p| p.session_id == session_id) else { return false };
         match control::seal(&p.rikey, p.seq, Direction::HostToClient, msg_type, payload) {
             Ok(msg) => {
                 p.seq = p.seq.wrapping_add(1);
                 if self.host.peer_mut(id).send(0, &Packet::reliable(msg.as_slice())).is_err() {
                     tracing::debug!(session = session_id, msg_type, "control message not queued");
                 }
-                Some(id)
+                true
             }
             Err(e) => {
                 tracing::warn!(session = session_id, msg_type, error = %e, "control message");
-                None
+                false
             }
         }
     }
@@ -190,14 +190,15 @@ impl Worker {
         match cmd {
             ControlCommand::Rumble { session_id, number, low, high } => {
                 let payload = wolf_protocol::input::rumble_payload(u16::from(number), low, high);
-                if self.send_to(session_id, wolf_protocol::input::MSG_RUMBLE, &payload).is_some() {
+                let Some(peer) = self.sessions.live(session_id).and_then(|l| l.control_peer()) else { return };
+                if self.send_to(PeerID(peer), session_id, wolf_protocol::input::MSG_RUMBLE, &payload) {
                     self.count("rumble");
                 }
             }
-            ControlCommand::Terminate { session_id, reason } => {
+            ControlCommand::Terminate { session_id, peer, reason } => {
                 let payload = control::termination_payload(reason);
-                if let Some(id) = self.send_to(session_id, control::MSG_TERMINATION, &payload) {
-                    self.host.peer_mut(id).disconnect_later(0);
+                if self.send_to(PeerID(peer), session_id, control::MSG_TERMINATION, &payload) {
+                    self.host.peer_mut(PeerID(peer)).disconnect_later(0);
                     tracing::info!(session = session_id, "termination sent to the client");
                 }
             }
@@ -300,7 +301,8 @@ impl Worker {
                     self.count("input");
                     if let Some(mut slot) = live.as_ref().and_then(|l| l.input()) {
                         let sessions = &self.sessions;
-                        let display = || sessions.by_id(p.session_id).and_then(|s| s.streamed_display().map(|d| d.name()));
+                        let display =
+                            || sessions.by_id(p.session_id).and_then(|s| s.streamed_display().map(|d| d.name()));
                         self.inputs.submit(p.session_id, &mut slot, display, event);
                     }
                 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::{StreamCommand, StreamCommands};
 use crate::config::{App, AudioKind, DisplayKind};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result, ResultExt};
 use crate::events::{Event, Events};
 use crate::runners::audio::SinkHandle;
 use crate::runners::display::DisplayHandle;
@@ -87,7 +87,7 @@ pub struct NewLobby {
 }
 
 /// Why a lobby call failed; the messages are Wolf's where Wolf has one.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LobbyError {
     InvalidLobby,
     InvalidPin,
@@ -95,8 +95,11 @@ pub enum LobbyError {
     Full,
     TooMany,
     /// Its display, sink or app did not start.
-    Start(String),
-    Store(String),
+    Start(crate::runners::LaunchFailure),
+    /// `lobbies.json` could not be written.
+    Store(crate::error::Error),
+    /// The session's lobby link could not be saved.
+    Link(crate::sessions::store::WriteError),
 }
 
 impl std::fmt::Display for LobbyError {
@@ -107,8 +110,9 @@ impl std::fmt::Display for LobbyError {
             LobbyError::SessionNotFound => write!(f, "Lobby or session not found"),
             LobbyError::Full => write!(f, "Lobby is full"),
             LobbyError::TooMany => write!(f, "{MAX_LOBBIES} lobbies exist already; stop one first"),
-            LobbyError::Start(e) => write!(f, "The lobby did not start: {e}"),
+            LobbyError::Start(e) => write!(f, "The lobby did not start: {}", e.error),
             LobbyError::Store(e) => write!(f, "The lobby could not be saved: {e}"),
+            LobbyError::Link(e) => write!(f, "The lobby could not be saved: {e}"),
         }
     }
 }
@@ -159,12 +163,15 @@ impl Lobbies {
 
     async fn save(&self) -> std::result::Result<(), LobbyError> {
         let file = LobbiesFile { version: VERSION, lobbies: self.list() };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| LobbyError::Store(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&file)
+            .or_err(ErrorKind::Store, || "encoding lobbies.json")
+            .map_err(LobbyError::Store)?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || crate::state::atomic::write_atomic(&path, &json, 0o600))
             .await
-            .map_err(|e| LobbyError::Store(e.to_string()))?
-            .map_err(|e| LobbyError::Store(e.to_string()))
+            .or_err(ErrorKind::Store, || "the lobbies.json writer")
+            .and_then(|written| written)
+            .map_err(LobbyError::Store)
     }
 
     /// Start a lobby: its display at `mode`, its sink, its app. Returns its id.
@@ -189,7 +196,7 @@ impl Lobbies {
             client: &home,
             channels: new.channels,
         };
-        let parts = self.runners.start_session(&spec).await.map_err(|f| LobbyError::Start(f.error.to_string()))?;
+        let parts = self.runners.start_session(&spec).await.map_err(LobbyError::Start)?;
         let lobby = Lobby {
             id: id.clone(),
             number,
@@ -240,7 +247,7 @@ impl Lobbies {
         match linked {
             Ok(Some(())) => {}
             Ok(None) => return Err(LobbyError::SessionNotFound),
-            Err(e) => return Err(LobbyError::Store(e.to_string())),
+            Err(e) => return Err(LobbyError::Link(e)),
         }
         self.save().await?;
         // Answered once the session's old streams are joined and the new ones start.

@@ -117,7 +117,7 @@ async fn wait_no_sessions(host: &TestHost) {
 
 /// Processes of this host by role.
 fn owned(host: &TestHost, role: Role) -> usize {
-    host.running().host.runners.process.owned().iter().filter(|p| p.role == role).count()
+    host.running().host.planes.runners.process.owned().iter().filter(|p| p.role == role).count()
 }
 
 /// The X sockets left in `first..first+max`.
@@ -126,7 +126,7 @@ fn x_sockets(first: u32, max: u32) -> Vec<u32> {
 }
 
 fn sinks(host: &TestHost) -> Vec<String> {
-    let audio = host.running().host.runners.audio.clone();
+    let audio = host.running().host.planes.runners.audio.clone();
     if !audio.answers() {
         return Vec::new();
     }
@@ -222,8 +222,8 @@ async fn two_hundred_launch_and_cancel_cycles_leave_no_display_sink_or_socket() 
     assert_eq!(owned(&host, Role::App), 0, "no app left");
     assert!(sinks(&host).is_empty(), "no sink left: {:?}", sinks(&host));
     assert!(x_sockets(first, max).is_empty(), "no X socket left");
-    assert_eq!(host.running().host.runners.displays.in_use(), 0);
-    let process = host.running().host.runners.process.clone();
+    assert_eq!(host.running().host.planes.runners.displays.in_use(), 0);
+    let process = host.running().host.planes.runners.process.clone();
     assert_eq!(process.owned().iter().filter(|p| p.role == Role::Audio).count(), 1, "one audio server for all");
     host.stop().await;
     assert!(process.owned().is_empty(), "a host stopped with no session leaves no process: {:?}", process.owned());

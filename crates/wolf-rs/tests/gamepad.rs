@@ -81,14 +81,12 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
     let submit = |event| inputs.submit(1, &mut live.input().unwrap(), || None, event);
 
     // Arrival, as a Sunshine-style client sends it, then the pad's state.
-    submit(
-        InputEvent::ControllerArrival {
-            number: 0,
-            kind: ControllerType::Xbox,
-            capabilities: capabilities::RUMBLE | capabilities::ANALOG_TRIGGERS,
-            supported_buttons: 0xF7FF,
-        },
-    );
+    submit(InputEvent::ControllerArrival {
+        number: 0,
+        kind: ControllerType::Xbox,
+        capabilities: capabilities::RUMBLE | capabilities::ANALOG_TRIGGERS,
+        supported_buttons: 0xF7FF,
+    });
     let node = find(PAD).expect("the virtual pad appears");
     // Its device nodes are told (an app in a container gets them made there): the event node, with
     // the number the kernel gave it.
@@ -152,14 +150,12 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
     game.join().unwrap();
 
     // A second controller the client calls PlayStation is a pad of that kind, beside the first.
-    submit(
-        InputEvent::ControllerArrival {
-            number: 1,
-            kind: ControllerType::PlayStation,
-            capabilities: capabilities::RUMBLE,
-            supported_buttons: 0xF7FF,
-        },
-    );
+    submit(InputEvent::ControllerArrival {
+        number: 1,
+        kind: ControllerType::PlayStation,
+        capabilities: capabilities::RUMBLE,
+        supported_buttons: 0xF7FF,
+    });
     let ps = find("Sony Interactive Entertainment Wireless Controller (wolf-rs)").expect("a PlayStation pad");
     let ps = Device::open(&ps).unwrap();
     assert_eq!((ps.input_id().vendor(), ps.input_id().product()), (0x054c, 0x0ce6));

@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Host;
-use crate::commands::{ControlCommand, EndReason, EndRequests, StreamCommand};
+use crate::commands::{ControlCommand, EndReason, EndRequests};
 use crate::sessions::{Session, SessionState};
 
 /// How long an end waits for the session's stream threads to be joined (a sender thread joins
-/// within its frame wait; a stream manager gone at shutdown answers at once).
+/// within its frame wait).
 const STREAMS_JOIN: Duration = Duration::from_secs(10);
 
 impl Host {
@@ -59,16 +59,21 @@ impl Host {
             id: session_id,
             reason: reason.as_str().to_owned(),
         });
-        let _ = self.planes.control.send(ControlCommand::Terminate { session_id, reason: reason.termination() });
-        let (done, streams_stopped) = tokio::sync::oneshot::channel();
-        if self.planes.streams.send(StreamCommand::Stop { session_id, done: Some(done) }).is_err() {
-            // Only at shutdown, after the manager stopped every stream.
-            tracing::debug!(session = session_id, "the stream manager is gone");
+        if let Some(peer) = ending.live.as_ref().and_then(|l| l.control_peer()) {
+            let terminate = ControlCommand::Terminate { session_id, peer, reason: reason.termination() };
+            let _ = self.planes.control.send(terminate);
         }
+        // Its streams were cancelled with its end; they are joined here, whether or not the
+        // session is still in the table.
+        let streams = ending.live.as_ref().and_then(|l| l.take_streams());
         let (host, parts, lobby, removed) = (self.clone(), s.parts(), s.lobby.clone(), ending.removed);
         let stop = async move {
             // The streams first: they capture the display and the sink.
-            let _ = tokio::time::timeout(STREAMS_JOIN, streams_stopped).await;
+            if let Some(run) = streams
+                && tokio::time::timeout(STREAMS_JOIN, crate::stream::stop(&run)).await.is_err()
+            {
+                tracing::warn!(session = session_id, "stream threads not joined in time");
+            }
             let left = match &lobby {
                 Some(l) if removed => Some(host.lobbies.member_ended(&l.id, session_id).await),
                 Some(l) => Some(host.lobbies.leave(&l.id, session_id).await),
@@ -78,7 +83,7 @@ impl Host {
                 tracing::warn!(session = session_id, lobby = %l.id, error = %e, "leaving the lobby at the end");
             }
             if !removed {
-                if let Err(e) = host.runners.stop_session(session_id, &parts).await {
+                if let Err(e) = host.planes.runners.stop_session(session_id, &parts).await {
                     tracing::error!(session = session_id, error = %e, "stopping the app");
                 }
                 host.sessions.remove_by_id(session_id);

@@ -222,7 +222,7 @@ impl Host {
             client: &s.client_fingerprint,
             channels: s.channels(),
         };
-        let parts = match self.runners.start_session(&spec).await {
+        let parts = match self.planes.runners.start_session(&spec).await {
             Ok(p) => p,
             Err(f) => {
                 self.sessions.remove_by_id(s.id);
@@ -242,14 +242,14 @@ impl Host {
         match saved {
             Ok(Some(s)) => Ok(s),
             Ok(None) => {
-                if let Err(stop) = self.runners.stop_session(s.id, &parts).await {
+                if let Err(stop) = self.planes.runners.stop_session(s.id, &parts).await {
                     tracing::error!(error = %stop, "stopping the app of a session that ended while it started");
                 }
                 Err(LaunchError::EndedWhileStarting)
             }
             Err(e) => {
                 // Not on disk: a crash now would leak the app, so stop it before refusing.
-                if let Err(stop) = self.runners.stop_session(s.id, &parts).await {
+                if let Err(stop) = self.planes.runners.stop_session(s.id, &parts).await {
                     tracing::error!(error = %stop, "stopping an app whose session could not be saved");
                 }
                 self.sessions.remove_by_id(s.id);
@@ -268,7 +268,7 @@ impl Host {
             && s.state == SessionState::Paused
             && self.apps.get(s.app_id).is_some_and(|a| a.display.resize)
         {
-            match self.runners.resize_display(d, mode).await {
+            match self.planes.runners.resize_display(d, mode).await {
                 Ok(resized) => display = Some(resized),
                 Err(e) => {
                     tracing::warn!(session = s.id, error = %e, "the display keeps its size; the stream is scaled")

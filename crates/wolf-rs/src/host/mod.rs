@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{ControlCommand, StreamCommands};
+use crate::commands::ControlCommand;
 use crate::events::Events;
 use crate::lobbies::{Lobbies, LobbyError};
 use crate::metrics::Metrics;
@@ -34,10 +34,10 @@ pub struct Ports {
     pub control: u16,
 }
 
-/// Where the host's commands to the streaming planes go.
+/// The streaming planes the host drives.
 pub struct Planes {
-    /// Start, restart and stop a session's streams.
-    pub streams: StreamCommands,
+    /// Each session's app, display and sink.
+    pub runners: Arc<Runners>,
     /// Termination and rumble to a session's client.
     pub control: std::sync::mpsc::Sender<ControlCommand>,
     /// Plain-RTSP sessions' own RTSP ports.
@@ -52,7 +52,6 @@ pub struct Host {
     pub clients: Arc<ClientStore>,
     pub pairing: PairingManager,
     pub lobbies: Arc<Lobbies>,
-    pub runners: Arc<Runners>,
     /// What happened, for the API's event stream.
     pub events: Arc<Events>,
     pub metrics: Arc<Metrics>,

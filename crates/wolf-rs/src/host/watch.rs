@@ -30,7 +30,7 @@ impl Host {
                 .filter(|s| !s.parts().is_empty() && s.state != SessionState::Stopping)
                 .collect();
             for s in &running {
-                let reason = match self.runners.lost(s.id, &s.parts()).await {
+                let reason = match self.planes.runners.lost(s.id, &s.parts()).await {
                     None => continue,
                     Some(Lost::App) => EndReason::AppExited,
                     Some(Lost::Display) => EndReason::DisplayLost,
@@ -47,7 +47,7 @@ impl Host {
             self.lobbies.watch().await;
             if turns % 10 == 0 {
                 let ids: Vec<u32> = running.iter().map(|s| s.id).collect();
-                let p = self.runners.process.clone();
+                let p = self.planes.runners.process.clone();
                 let _ = tokio::task::spawn_blocking(move || p.rotate_logs(&ids)).await;
             }
         }

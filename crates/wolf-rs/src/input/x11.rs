@@ -15,16 +15,18 @@ use super::keymap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum X11Error {
-    #[error("connecting to {display}: {why}")]
-    Connect { display: String, why: String },
+    #[error("connecting to {display}: {source}")]
+    Connect { display: String, source: x11rb::errors::ConnectError },
+    #[error("connecting to {display}: {source}")]
+    Query { display: String, source: x11rb::errors::ConnectionError },
+    #[error("connecting to {display}: no screen {screen}")]
+    NoScreen { display: String, screen: usize },
     #[error("the X server of {0} has no XTEST extension")]
     NoXtest(String),
     #[error("X request: {0}")]
-    Request(String),
-}
-
-fn request(e: impl std::fmt::Display) -> X11Error {
-    X11Error::Request(e.to_string())
+    Request(#[from] x11rb::errors::ConnectionError),
+    #[error("X request: {0}")]
+    Reply(#[from] x11rb::errors::ReplyError),
 }
 
 const SHIFT_L: u32 = 0xffe1;
@@ -50,16 +52,17 @@ pub struct XInjector {
 impl XInjector {
     /// Connect to `display` (`:N`) (blocking).
     pub fn connect(display: &str) -> Result<XInjector, X11Error> {
-        let fail = |why: String| X11Error::Connect { display: display.to_owned(), why };
-        let (conn, screen) = x11rb::connect(Some(display)).map_err(|e| fail(e.to_string()))?;
+        let display_name = || display.to_owned();
+        let (conn, screen) =
+            x11rb::connect(Some(display)).map_err(|source| X11Error::Connect { display: display_name(), source })?;
         if conn
             .extension_information(x11rb::protocol::xtest::X11_EXTENSION_NAME)
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|source| X11Error::Query { display: display_name(), source })?
             .is_none()
         {
             return Err(X11Error::NoXtest(display.to_owned()));
         }
-        let s = conn.setup().roots.get(screen).ok_or_else(|| fail(format!("no screen {screen}")))?;
+        let s = conn.setup().roots.get(screen).ok_or_else(|| X11Error::NoScreen { display: display_name(), screen })?;
         let (root, width, height) = (s.root, s.width_in_pixels, s.height_in_pixels);
         let (min_keycode, max_keycode) = (conn.setup().min_keycode, conn.setup().max_keycode);
         let mut x = XInjector {
@@ -79,14 +82,13 @@ impl XInjector {
         x.load_map(max_keycode)?;
         // Clients repeat held keys themselves; the server's own repeat would double them.
         let no_repeat = xproto::ChangeKeyboardControlAux::new().auto_repeat_mode(xproto::AutoRepeatMode::OFF);
-        x.conn.change_keyboard_control(&no_repeat).map_err(request)?;
+        x.conn.change_keyboard_control(&no_repeat)?;
         Ok(x)
     }
 
     fn load_map(&mut self, max_keycode: u8) -> Result<(), X11Error> {
         let count = max_keycode - self.min_keycode + 1;
-        let reply =
-            self.conn.get_keyboard_mapping(self.min_keycode, count).map_err(request)?.reply().map_err(request)?;
+        let reply = self.conn.get_keyboard_mapping(self.min_keycode, count)?.reply()?;
         self.per_keycode = reply.keysyms_per_keycode.max(1);
         self.map = reply.keysyms;
         let per = usize::from(self.per_keycode);
@@ -129,7 +131,7 @@ impl XInjector {
         if per > 1 {
             syms[1] = keysym;
         }
-        self.conn.change_keyboard_mapping(1, code, self.per_keycode, &syms).map_err(request)?;
+        self.conn.change_keyboard_mapping(1, code, self.per_keycode, &syms)?;
         let at = usize::from(code - self.min_keycode) * per;
         self.map[at..at + per].copy_from_slice(&syms);
         Ok(Some(code))
@@ -143,7 +145,7 @@ impl XInjector {
     }
 
     fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> Result<(), X11Error> {
-        self.conn.xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.root, x, y, 0).map_err(request)?;
+        self.conn.xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.root, x, y, 0)?;
         Ok(())
     }
 
@@ -257,13 +259,13 @@ impl XInjector {
             self.fake(xproto::BUTTON_RELEASE_EVENT, b, 0, 0)?;
         }
         // A round trip: the server has handled the releases before this connection closes.
-        self.conn.get_input_focus().map_err(request)?.reply().map_err(request)?;
+        self.conn.get_input_focus()?.reply()?;
         self.flush()
     }
 
     /// Send what is queued; drop errors the server reported (requests are unchecked).
     pub fn flush(&self) -> Result<(), X11Error> {
-        self.conn.flush().map_err(request)?;
+        self.conn.flush()?;
         while let Ok(Some(_)) = self.conn.poll_for_event() {}
         Ok(())
     }

@@ -5,24 +5,64 @@ pub mod pipeline;
 
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     #[error("GStreamer could not be initialised: {0}")]
-    Init(String),
+    Init(#[source] gstreamer::glib::Error),
+    #[error(
+        "no H.264 encoder could be created (tried the base element {0} is missing); install gstreamer1.0-plugins-ugly (x264enc) or -bad (openh264enc)"
+    )]
+    NoBaseElement(&'static str),
     #[error(
         "no H.264 encoder could be created (tried {0}); install gstreamer1.0-plugins-ugly (x264enc) or -bad (openh264enc)"
     )]
-    NoEncoder(String),
+    NoEncoder(Tried),
     #[error("the configured encoder {0:?} cannot be created on this machine")]
     ForcedUnavailable(String),
-    #[error("pipeline template {0}: {1}")]
-    Template(String, String),
+    #[error("pipeline template {}: {source}", .path.display())]
+    TemplateRead { path: std::path::PathBuf, source: std::io::Error },
+    #[error("pipeline template template: unknown placeholder {0}")]
+    UnknownPlaceholder(String),
+    #[error("pipeline: spawning the {what} thread: {source}")]
+    Spawn { what: &'static str, source: std::io::Error },
+    #[error("pipeline: the pipeline did not start in time")]
+    StartTimeout,
+    #[error("pipeline: parse: {0}")]
+    Parse(#[source] gstreamer::glib::Error),
+    #[error("pipeline: the description is not a pipeline")]
+    NotAPipeline,
+    #[error("pipeline: no appsink named \"sink\"")]
+    NoAppsink,
+    #[error("pipeline: cannot start: {0}")]
+    CannotStart(#[source] gstreamer::StateChangeError),
+    #[error("pipeline: pipeline has no bus")]
+    NoBus,
+    #[error("pipeline: no ANNOUNCE for this session")]
+    NoAnnounce,
     #[error("pipeline: {0}")]
-    Pipeline(String),
+    Video(#[from] wolf_protocol::video::VideoError),
+    #[error("pipeline: {0}")]
+    Audio(#[from] wolf_protocol::audio::AudioError),
+    #[error("pipeline: {what} socket: {source}")]
+    Socket { what: &'static str, source: std::io::Error },
+}
+
+/// The encoders tried and the element each lacked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tried(pub Vec<(&'static str, &'static str)>);
+
+impl std::fmt::Display for Tried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (candidate, missing)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{candidate}: no {missing}")?;
+        }
+        Ok(())
+    }
 }
 
 pub fn init() -> Result<(), MediaError> {
-    gstreamer::init().map_err(|e| MediaError::Init(e.to_string()))
+    gstreamer::init().map_err(MediaError::Init)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +148,10 @@ pub const HEVC_CANDIDATES: [Candidate; 3] = [
 /// Elements every video pipeline needs besides the encoder.
 const COMMON_ELEMENTS: [&str; 6] = ["videoconvert", "videoscale", "videorate", "h264parse", "appsink", "videotestsrc"];
 
-/// Can every element of `names` be created here?
-fn creatable(names: &[&str]) -> Result<(), String> {
+/// Can every element of `names` be created here? The first that cannot, when not.
+fn creatable(names: &[&'static str]) -> Result<(), &'static str> {
     for n in names {
-        gstreamer::ElementFactory::make(n).build().map_err(|_| (*n).to_owned())?;
+        gstreamer::ElementFactory::make(n).build().map_err(|_| *n)?;
     }
     Ok(())
 }
@@ -131,9 +171,9 @@ pub struct EncoderChoice {
 pub fn probe(forced: &str, software_hevc: bool) -> Result<EncoderChoice, MediaError> {
     init()?;
     if let Err(missing) = creatable(&COMMON_ELEMENTS) {
-        return Err(MediaError::NoEncoder(format!("the base element {missing} is missing")));
+        return Err(MediaError::NoBaseElement(missing));
     }
-    let mut notes = Vec::new();
+    let mut notes = Tried::default();
     let mut h264 = None;
     for c in H264_CANDIDATES.iter().filter(|c| forced == "auto" || c.name == forced) {
         match creatable(c.elements) {
@@ -141,12 +181,12 @@ pub fn probe(forced: &str, software_hevc: bool) -> Result<EncoderChoice, MediaEr
                 h264 = Some(*c);
                 break;
             }
-            Err(missing) => notes.push(format!("{}: no {missing}", c.name)),
+            Err(missing) => notes.0.push((c.name, missing)),
         }
     }
     let Some(h264) = h264 else {
         return Err(if forced == "auto" {
-            MediaError::NoEncoder(notes.join(", "))
+            MediaError::NoEncoder(notes)
         } else {
             MediaError::ForcedUnavailable(forced.to_owned())
         });
@@ -160,8 +200,8 @@ pub fn probe(forced: &str, software_hevc: bool) -> Result<EncoderChoice, MediaEr
     if forced != "auto" {
         reason.push_str(" (forced by [video] encoder)");
     }
-    if !notes.is_empty() {
-        reason.push_str(&format!("; skipped {}", notes.join(", ")));
+    if !notes.0.is_empty() {
+        reason.push_str(&format!("; skipped {}", notes));
     }
     match hevc {
         Some(c) => reason.push_str(&format!("; HEVC with {}", c.name)),
@@ -214,7 +254,7 @@ pub fn render_audio(template: &str, spec: &AudioSpec) -> Result<String, MediaErr
 fn check_placeholders(out: String) -> Result<String, MediaError> {
     if let Some(start) = out.find('{') {
         let name: String = out[start..].chars().take_while(|c| *c != '}').chain(std::iter::once('}')).collect();
-        return Err(MediaError::Template("template".into(), format!("unknown placeholder {name}")));
+        return Err(MediaError::UnknownPlaceholder(name));
     }
     Ok(out)
 }
@@ -259,7 +299,7 @@ impl Candidate {
 pub fn template(c: &Candidate, dir: Option<&Path>) -> Result<String, MediaError> {
     match dir {
         Some(d) if d.join(c.template_file).exists() => std::fs::read_to_string(d.join(c.template_file))
-            .map_err(|e| MediaError::Template(d.join(c.template_file).display().to_string(), e.to_string())),
+            .map_err(|source| MediaError::TemplateRead { path: d.join(c.template_file), source }),
         _ => Ok(c.builtin.to_owned()),
     }
 }

@@ -52,7 +52,20 @@ enum Control {
 pub enum Ended {
     Stopped,
     Eos,
-    Error(String),
+    Error(Fault),
+}
+
+/// Why a pipeline failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// It never ran (its starter was told why).
+    #[error("the pipeline did not start")]
+    NotStarted,
+    #[error("the pipeline thread panicked")]
+    Panicked,
+    /// An element posted an error.
+    #[error("{element}: {error}")]
+    Element { element: String, error: gst::glib::Error },
 }
 
 /// Counters the pipeline updates.
@@ -275,7 +288,7 @@ impl EncoderPipeline {
                 let beat = reporting.heartbeat.map(|(beats, name)| beats.register("pipeline", name));
                 run(description, ctl_rx, producer, ack_tx, beat.as_ref())
             })
-            .map_err(|e| MediaError::Pipeline(format!("spawning the pipeline thread: {e}")))?;
+            .map_err(|source| MediaError::Spawn { what: "pipeline", source })?;
         match ack_rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(())) => Ok(EncoderPipeline {
                 ctl: ctl_tx,
@@ -292,7 +305,7 @@ impl EncoderPipeline {
             Err(_) => {
                 queue.close();
                 let _ = ctl_tx.send(Control::Stop);
-                Err(MediaError::Pipeline("the pipeline did not start in time".into()))
+                Err(MediaError::StartTimeout)
             }
         }
     }
@@ -350,7 +363,7 @@ impl EncoderPipeline {
         let _ = self.ctl.send(Control::Stop);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(e)) => e,
-            Some(Err(_)) => Ended::Error("the pipeline thread panicked".into()),
+            Some(Err(_)) => Ended::Error(Fault::Panicked),
             None => Ended::Stopped,
         }
     }
@@ -403,14 +416,10 @@ impl Producer {
 }
 
 fn build(description: &str, producer: Producer) -> Result<gst::Pipeline, MediaError> {
-    let element = gst::parse::launch(description).map_err(|e| MediaError::Pipeline(format!("parse: {e}")))?;
-    let pipeline = element
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| MediaError::Pipeline("the description is not a pipeline".into()))?;
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-        .ok_or_else(|| MediaError::Pipeline("no appsink named \"sink\"".into()))?;
+    let element = gst::parse::launch(description).map_err(MediaError::Parse)?;
+    let pipeline = element.downcast::<gst::Pipeline>().map_err(|_| MediaError::NotAPipeline)?;
+    let sink =
+        pipeline.by_name("sink").and_then(|s| s.downcast::<gst_app::AppSink>().ok()).ok_or(MediaError::NoAppsink)?;
     if matches!(producer.handoff, Handoff::Backpressure { .. }) {
         hold_back_encoded_frames(&pipeline, &sink, &producer.drops);
     }
@@ -437,7 +446,7 @@ fn build(description: &str, producer: Producer) -> Result<gst::Pipeline, MediaEr
             })
             .build(),
     );
-    pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Pipeline(format!("cannot start: {e}")))?;
+    pipeline.set_state(gst::State::Playing).map_err(MediaError::CannotStart)?;
     Ok(pipeline)
 }
 
@@ -496,15 +505,16 @@ fn run_pipeline(
     let pipeline = match build(description, producer) {
         Ok(p) => p,
         Err(e) => {
-            let _ = ack.send(Err(e.clone()));
-            return Ended::Error(e.to_string());
+            // The starter reports why.
+            let _ = ack.send(Err(e));
+            return Ended::Error(Fault::NotStarted);
         }
     };
     let Some(bus) = pipeline.bus() else {
         queue.close();
         let _ = pipeline.set_state(gst::State::Null);
-        let _ = ack.send(Err(MediaError::Pipeline("pipeline has no bus".into())));
-        return Ended::Error("no bus".into());
+        let _ = ack.send(Err(MediaError::NoBus));
+        return Ended::Error(Fault::NotStarted);
     };
     let _ = ack.send(Ok(()));
     let ended = 'outer: loop {
@@ -524,8 +534,8 @@ fn run_pipeline(
         while let Some(msg) = bus.pop() {
             match msg.view() {
                 gst::MessageView::Error(e) => {
-                    let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-                    break 'outer Ended::Error(format!("{src}: {}", e.error()));
+                    let element = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                    break 'outer Ended::Error(Fault::Element { element, error: e.error() });
                 }
                 gst::MessageView::Eos(_) => break 'outer Ended::Eos,
                 _ => {}

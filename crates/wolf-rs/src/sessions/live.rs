@@ -205,3 +205,15 @@ impl Live {
         *lock(&self.rtsp_port) = None;
     }
 }
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("ended", &self.ended.is_cancelled())
+            .field("video_addr", &self.addr(Channel::Video))
+            .field("audio_addr", &self.addr(Channel::Audio))
+            .field("control_peer", &self.control_peer())
+            .field("rtsp_port", &self.rtsp_port())
+            .finish_non_exhaustive()
+    }
+}

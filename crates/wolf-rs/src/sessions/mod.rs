@@ -260,6 +260,8 @@ pub struct Ending {
     pub removed: bool,
     /// Whether the change reached the file.
     pub written: store::WriteResult,
+    /// What it had (ended now), when it had any.
+    pub live: Option<Arc<live::Live>>,
 }
 
 /// Why a new session was not added to the table.
@@ -536,7 +538,7 @@ impl Sessions {
             None => Ok(()),
         };
         let removed = session.parts().is_empty();
-        Some(Ending { session, removed, written })
+        Some(Ending { session, removed, written, live })
     }
 }
 

@@ -43,7 +43,6 @@ pub enum Refused {
     /// The app comes from config.toml: change it there.
     FromConfig,
     Full,
-    Invalid(String),
 }
 
 #[derive(Clone)]

@@ -69,23 +69,36 @@ pub fn read<T: DeserializeOwned>(path: &Path, version: u32, what: &str) -> Resul
 pub enum Parsed<T> {
     Read(T),
     /// Why it is corrupt (it is moved aside).
-    Corrupt(String),
+    Corrupt(Corrupt),
     /// The version it has: another wolf-rs wrote it, it is refused.
     OtherVersion(u64),
+}
+
+/// Why a state file is corrupt.
+#[derive(Debug, thiserror::Error)]
+pub enum Corrupt {
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error(transparent)]
+    Json(serde_json::Error),
+    #[error("no numeric \"version\"")]
+    NoVersion,
+    #[error("version {version} but not its shape: {source}")]
+    Shape { version: u32, source: serde_json::Error },
 }
 
 /// The file's contents as `T` of `version`: pure, so the policy can be tested (and fuzzed)
 /// without files.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Parsed<T> {
     let Ok(text) = std::str::from_utf8(bytes) else {
-        return Parsed::Corrupt("not UTF-8 text".into());
+        return Parsed::Corrupt(Corrupt::NotUtf8);
     };
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Parsed::Corrupt(e.to_string()),
+        Err(e) => return Parsed::Corrupt(Corrupt::Json(e)),
     };
     let Some(found) = value.get("version").and_then(serde_json::Value::as_u64) else {
-        return Parsed::Corrupt("no numeric \"version\"".into());
+        return Parsed::Corrupt(Corrupt::NoVersion);
     };
     if found != u64::from(version) {
         return Parsed::OtherVersion(found);
@@ -93,16 +106,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Parsed<T> {
     match serde_json::from_value(value) {
         Ok(v) => Parsed::Read(v),
         // Our version, but not our shape: as corrupt as any.
-        Err(e) => Parsed::Corrupt(format!("version {version} but not its shape: {e}")),
+        Err(source) => Parsed::Corrupt(Corrupt::Shape { version, source }),
     }
 }
 
-fn move_aside<T>(path: &Path, what: &str, why: &str) -> Result<Loaded<T>> {
+fn move_aside<T>(path: &Path, what: &str, why: &Corrupt) -> Result<Loaded<T>> {
     let aside = aside_name(path);
     std::fs::rename(path, &aside)
         .or_err(ErrorKind::Store, || format!("{} is corrupt ({why}) and could not be moved aside", path.display()))?;
     tracing::error!(
-        file = %path.display(), moved_to = %aside.display(), error = why,
+        file = %path.display(), moved_to = %aside.display(), error = %why,
         "{what} file is corrupt: moved aside, starting without it"
     );
     Ok(Loaded::MovedAside(aside))

@@ -21,7 +21,7 @@ pub fn spawn(
     addr: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, MediaError> {
-    let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let cfg = session.rtsp.stream.clone().ok_or(MediaError::NoAnnounce)?;
     let server = streams.runners.audio.server();
     let sink = session.streamed_sink().map(|s| (server.as_str(), s.name.as_str()));
     let source = match (&session.lobby, sink) {
@@ -51,10 +51,9 @@ pub fn spawn(
     let carried = live.as_ref().and_then(|l| l.carry().audio.take());
     let packetizer = match carried {
         Some(p) => p,
-        None => AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)
-            .map_err(|e| MediaError::Pipeline(e.to_string()))?,
+        None => AudioPacketizer::new(spec.packet_ms, 0x5747_4f4c ^ session.id, encryption)?,
     };
-    let socket = streams.audio.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("audio socket: {e}")))?;
+    let socket = streams.audio.socket.try_clone().map_err(|source| MediaError::Socket { what: "audio", source })?;
     let session_id = session.id;
     super::spawn_sender(streams, super::Kind::Audio, session.id, text, None, move |pipeline, metrics, beat| {
         tracing::info!(session = session_id, %addr, encrypted = encryption.is_some(), "audio stream started");

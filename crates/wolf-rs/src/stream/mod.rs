@@ -16,8 +16,8 @@ use crate::commands::{Ends, StreamCommand};
 use crate::config::Config;
 use crate::media::pipeline::{EncoderPipeline, Ended, Handoff, Reporting};
 use crate::media::{EncoderChoice, MediaError};
-use crate::sessions::live::{Channel, Live, StreamRun};
 use crate::sessions::Sessions;
+use crate::sessions::live::{Channel, Live, StreamRun};
 
 /// How long a started stream waits for the client's first ping on a port.
 pub const PING_WAIT: Duration = Duration::from_secs(20);
@@ -271,11 +271,11 @@ fn spawn_sender(
                 ends.fail(id, &format!("{kind} pipeline error: {e}"));
             }
         })
-        .map_err(|e| MediaError::Pipeline(format!("spawning the {kind} thread: {e}")))
+        .map_err(|source| MediaError::Spawn { what: kind.as_str(), source })
 }
 
 /// Cancel and join, off the async workers.
-async fn stop(run: &StreamRun) {
+pub async fn stop(run: &StreamRun) {
     let threads = run.stop();
     if !threads.is_empty() {
         let _ = tokio::task::spawn_blocking(move || {

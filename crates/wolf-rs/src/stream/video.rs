@@ -21,7 +21,7 @@ pub fn spawn(
     addr: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, MediaError> {
-    let cfg = session.rtsp.stream.clone().ok_or(MediaError::Pipeline("no ANNOUNCE for this session".into()))?;
+    let cfg = session.rtsp.stream.clone().ok_or(MediaError::NoAnnounce)?;
     let config = &streams.config;
     let app = streams.apps.get(session.app_id);
     let app = app.as_deref();
@@ -72,15 +72,12 @@ pub fn spawn(
     let (packetizer, sealer) = match carried {
         Some(c) => c,
         None => (
-            Packetizer::new(params).map_err(|e| MediaError::Pipeline(e.to_string()))?,
+            Packetizer::new(params)?,
             // The client already took the 32-byte header off its packetSize; its other bits are not ours.
-            (cfg.encryption & SS_ENC_VIDEO != 0)
-                .then(|| VideoSealer::new(&session.rikey))
-                .transpose()
-                .map_err(|e| MediaError::Pipeline(e.to_string()))?,
+            (cfg.encryption & SS_ENC_VIDEO != 0).then(|| VideoSealer::new(&session.rikey)).transpose()?,
         ),
     };
-    let socket = streams.video.socket.try_clone().map_err(|e| MediaError::Pipeline(format!("video socket: {e}")))?;
+    let socket = streams.video.socket.try_clone().map_err(|source| MediaError::Socket { what: "video", source })?;
     let live = streams.sessions.live(session.id);
     let (id, encoder) = (session.id, candidate.name);
     super::spawn_sender(streams, super::Kind::Video, id, text, capture, move |pipeline, metrics, beat| {
