@@ -17,6 +17,7 @@ use crate::gamestream::{Context, GameStreamServer, Listeners};
 use crate::health::{HealthServer, HealthState};
 use crate::host::pairing::PairingManager;
 use crate::host::{Host, Planes, Ports};
+use crate::lifecycle::{Entry, Lifecycle};
 use crate::metrics::Metrics;
 use crate::net::iface;
 use crate::net::tls::HandshakeGate;
@@ -84,6 +85,8 @@ pub struct Running {
     pub gamestream: Arc<Context>,
     pub gate: Arc<HandshakeGate>,
     pub health: Arc<Health>,
+    /// `events.log`: what this control plane and its sessions did.
+    pub lifecycle: Lifecycle,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// Threads outside the runtime, stopped after the drain.
@@ -116,6 +119,24 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let (config, marker, last_exit) = blocking(read_config(paths.clone(), env)).await?;
+    let lifecycle = open_lifecycle(&paths, last_exit.clone()).await;
+    match start_with(paths, config, marker, last_exit, lifecycle.clone(), started).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            exited(&lifecycle, e.exit_code()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_with(
+    paths: Paths,
+    config: Config,
+    marker: CrashMarker,
+    last_exit: Option<String>,
+    lifecycle: Lifecycle,
+    started: Instant,
+) -> Result<Running> {
     let sessions_file = resolve(&paths.state_dir, &config.sessions.file, crate::sessions::store::FILE_NAME);
     let watched = watch_start_up(&config, marker, last_exit, &sessions_file)?;
     let (steps, cfg, p, sf) = (watched.beats.clone(), config.clone(), paths.clone(), sessions_file.clone());
@@ -127,7 +148,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     let tracker = TaskTracker::new();
     let ports = bound_ports(&listeners)?;
     let planes = start_planes(&paths, &config, &watched, &loaded, &listeners, ports, &shutdown, &tracker)?;
-    let lobbies = adopt(&config, &paths, &watched, loaded.saved, loaded.saved_lobbies, &planes).await;
+    let lobbies = adopt(&config, &paths, &watched, loaded.saved, loaded.saved_lobbies, &planes, &lifecycle).await;
     let host = Arc::new(Host {
         sessions: watched.sessions.clone(),
         apps: planes.apps.clone(),
@@ -162,11 +183,12 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
     };
     let api_tcp = api.as_ref().and_then(crate::api::ApiServer::tcp_addr);
     let mdns = advertise(&config, &loaded.net, ports.http);
-    let tasks = Tasks { server, api, mdns, planes, health: watched.health.clone() };
+    let tasks = Tasks { server, api, mdns, planes, health: watched.health.clone(), lifecycle: lifecycle.clone() };
     let task = tokio::spawn(run(host.clone(), gamestream.clone(), tasks, shutdown.clone(), tracker, started));
     watched.health.set_phase(Phase::Ready);
     let ready_ms = started.elapsed().as_millis() as u64;
     tracing::info!(ready_ms, "wolf-rs ready in {ready_ms} ms");
+    lifecycle.record(Entry::ControlPlaneReady);
     Ok(Running {
         http_port: ports.http,
         https_port: ports.https,
@@ -177,6 +199,7 @@ pub async fn start(paths: Paths, env: Env) -> Result<Running> {
         gamestream,
         gate,
         health: watched.health,
+        lifecycle,
         shutdown,
         task,
         threads: (watched.health_server, watched.watchdog),
@@ -491,6 +514,7 @@ async fn adopt(
     saved: crate::sessions::store::LoadedSessions,
     saved_lobbies: Vec<crate::lobbies::Lobby>,
     planes: &StreamPlanes,
+    lifecycle: &Lifecycle,
 ) -> Arc<crate::lobbies::Lobbies> {
     if let Some(aside) = &saved.moved_aside {
         w.metrics.session_store_corrupt.inc();
@@ -508,6 +532,9 @@ async fn adopt(
     let lobby_parts: Vec<(u32, crate::runners::Parts)> = lobbies.iter().map(|l| (l.number, l.parts())).collect();
     let reconciled = crate::sessions::reconcile::run(saved.records, &lobby_parts, runners, sweep_docker, limit).await;
     reconciled.export(&w.metrics);
+    for s in &reconciled.adopted {
+        lifecycle.record(Entry::SessionAdopted { session: s.id });
+    }
     w.sessions.restore(crate::lobbies::link_adopted(reconciled.adopted, &lobbies));
     // A failed write is logged by the writer and shown in /health; the adopted sessions still run.
     let _ = w.sessions.flush().await;
@@ -541,6 +568,7 @@ struct Tasks {
     mdns: Option<crate::mdns::Advertiser>,
     planes: StreamPlanes,
     health: Arc<Health>,
+    lifecycle: Lifecycle,
 }
 
 /// Serve until shutdown, then drain: the servers stop, the streams and the control thread are
@@ -553,8 +581,11 @@ async fn run(
     tracker: TaskTracker,
     started: Instant,
 ) {
-    let Tasks { server, api, mdns, planes, health } = t;
+    let Tasks { server, api, mdns, planes, health, lifecycle } = t;
     let config = gs.config.clone();
+    // Sessions' starts and ends go to the lifecycle log until the drain is done.
+    let drained = CancellationToken::new();
+    let logged = tokio::spawn(crate::lifecycle::follow(host.events.subscribe(), lifecycle, drained.clone()));
     tracker.spawn(host.clone().watch_apps(shutdown.clone()));
     if config.sessions.idle_timeout_ms > 0 {
         tracker.spawn(
@@ -578,6 +609,8 @@ async fn run(
     let _ = tokio::task::spawn_blocking(move || drop(control)).await;
     drop(mdns);
     drain(&host, &config).await;
+    drained.cancel();
+    let _ = logged.await;
     tracker.close();
     if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!(left = tracker.len(), "connections still open after the drain grace; closing them");
@@ -621,18 +654,53 @@ pub async fn serve(paths: Paths, env: Env) -> Result<()> {
         token.cancel();
         let _ = signalled_tx.send(());
     });
+    let lifecycle = running.lifecycle.clone();
     let mut wait = std::pin::pin!(running.wait());
-    tokio::select! {
-        _ = &mut wait => return Ok(()),
-        _ = signalled => {}
-    }
-    match tokio::time::timeout(limit, wait).await {
-        Ok(()) => Ok(()),
-        Err(_) => Err(Error::new(
-            ErrorKind::Io,
-            format!("the drain did not finish within sessions.shutdown_timeout_ms ({} ms)", limit.as_millis()),
-        )),
-    }
+    let drained = tokio::select! {
+        _ = &mut wait => Ok(()),
+        _ = signalled => match tokio::time::timeout(limit, wait).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::new(
+                ErrorKind::Io,
+                format!("the drain did not finish within sessions.shutdown_timeout_ms ({} ms)", limit.as_millis()),
+            )),
+        },
+    };
+    let code = drained.as_ref().map_or_else(Error::exit_code, |()| crate::error::exit::OK);
+    exited(&lifecycle, code).await;
+    drained
+}
+
+/// Open `events.log`: how the previous control plane ended (from the log and the watchdog's
+/// marker) and this start go in first. A log that cannot be opened is logged and left out.
+async fn open_lifecycle(paths: &Paths, marker_line: Option<String>) -> Lifecycle {
+    let path = crate::lifecycle::path(&paths.state_dir);
+    let opened = tokio::task::spawn_blocking(move || {
+        let previous = match crate::lifecycle::read(&path) {
+            Ok((records, _)) => crate::lifecycle::previous_exit(&records, marker_line.as_deref()),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "the lifecycle log cannot be read");
+                None
+            }
+        };
+        let log = Lifecycle::open(path.clone())
+            .inspect_err(|e| tracing::warn!(file = %path.display(), error = %e, "the lifecycle log is off"))
+            .unwrap_or_else(|_| Lifecycle::disabled());
+        if let Some(p) = previous {
+            log.record(p);
+        }
+        log.record(Entry::ControlPlaneStart { version: env!("CARGO_PKG_VERSION").to_owned() });
+        log
+    })
+    .await;
+    opened.unwrap_or_else(|_| Lifecycle::disabled())
+}
+
+/// The control plane exits with `code`: recorded, and written before the process ends.
+async fn exited(lifecycle: &Lifecycle, code: u8) {
+    lifecycle.record(Entry::ControlPlaneExit { code: Some(i32::from(code)), hung: None, found_at_start: false });
+    let log = lifecycle.clone();
+    let _ = tokio::task::spawn_blocking(move || log.flush()).await;
 }
 
 async fn wait_for_signal() {

@@ -79,3 +79,19 @@ where
         self.map_err(|e| Error::with_source(kind, context(), e))
     }
 }
+
+/// The exit statuses of `wolf-rs` (the lifecycle log records the control plane's).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const CONFIG: u8 = 3;
+    pub const NOT_RUNNING: u8 = 4;
+}
+
+impl Error {
+    /// The exit status a command that fails with this error ends with.
+    pub fn exit_code(&self) -> u8 {
+        if self.kind == ErrorKind::Config { exit::CONFIG } else { exit::FAILURE }
+    }
+}

@@ -23,6 +23,7 @@
 //! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
 //! - `metrics`    every Prometheus metric, in one registry per host
 //! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
+//! - `lifecycle`  `events.log`: control-plane starts and exits, sessions started, adopted, ended
 //! - `api`        Wolf's management API (`/api/v1`) on a unix socket, its OpenAPI document; the one
 //!   management socket (`wolf-rs pair`, `clients`, `sessions`, `apps`, `lobbies` use it too)
 //! - `api_wire`   the API's JSON bodies and answers, shared by the server (`api`) and the CLI
@@ -54,6 +55,7 @@ pub mod gamestream;
 pub mod health;
 pub mod host;
 pub mod input;
+pub mod lifecycle;
 pub mod lobbies;
 pub mod mdns;
 pub mod media;

@@ -288,3 +288,37 @@ async fn remove_offline(paths: &Paths, selector: String) -> u8 {
         }
     }
 }
+
+/// `wolf-rs events`: the lifecycle log, oldest first.
+pub async fn events(paths: &Paths, json: bool) -> u8 {
+    let path = crate::lifecycle::path(&paths.state_dir);
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || crate::lifecycle::read(&path)).await
+    };
+    let (records, unreadable) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("wolf-rs events: reading {}: {e}", path.display());
+            return exit::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("wolf-rs events: {e}");
+            return exit::FAILURE;
+        }
+    };
+    for r in &records {
+        if json {
+            match serde_json::to_string(r) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("wolf-rs events: {e}"),
+            }
+        } else {
+            println!("{r}");
+        }
+    }
+    if unreadable > 0 {
+        eprintln!("wolf-rs events: {unreadable} line(s) of {} could not be read", path.display());
+    }
+    exit::OK
+}

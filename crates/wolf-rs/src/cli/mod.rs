@@ -73,6 +73,13 @@ pub enum Command {
         #[arg(long, env = "WOLF_HEALTH_URL", default_value = "http://127.0.0.1:47985/health")]
         url: String,
     },
+    /// What the control plane and its sessions did, from `<state>/events.log` (works with the host
+    /// stopped): starts, exits (with the code, and what hung), sessions started, adopted, ended.
+    Events {
+        /// The log's JSON lines as they are.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -181,13 +188,7 @@ pub enum ClientsAction {
 }
 
 /// Exit codes, documented in the README.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const CONFIG: u8 = 3;
-    pub const NOT_RUNNING: u8 = 4;
-}
+pub use crate::error::exit;
 
 pub async fn run(cli: Cli) -> ExitCode {
     let paths = Paths::new(cli.state_dir.clone(), cli.config.clone());
@@ -197,7 +198,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("wolf-rs: {e}");
-                if e.kind == crate::error::ErrorKind::Config { exit::CONFIG } else { exit::FAILURE }
+                e.exit_code()
             }
         },
         Command::Config { action: ConfigAction::Check } => config_check(&paths).await,
@@ -213,6 +214,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Lobbies { action } => lobbies_cmd(&paths, action).await,
         Command::Sessions { action: SessionsAction::List { json } } => manage::sessions_list(&paths, json).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
+        Command::Events { json } => manage::events(&paths, json).await,
         Command::Version => {
             println!("wolf-rs {}", env!("CARGO_PKG_VERSION"));
             exit::OK
