@@ -371,33 +371,48 @@ impl From<&crate::config::App> for App {
     }
 }
 
+/// Why an app (or a lobby's runner) sent over the API cannot be run; answered as text.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidApp {
+    #[error("title is empty")]
+    EmptyTitle,
+    #[error("runner.run_cmd: {0}")]
+    RunCmd(#[source] shell_words::ParseError),
+    #[error("runner.run_cmd is empty")]
+    EmptyRunCmd,
+    #[error("runner.image is empty")]
+    EmptyImage,
+    #[error("runner.env: {0:?} is not NAME=VALUE")]
+    Env(String),
+}
+
 impl App {
     /// The app this describes, for the catalog. Wolf's pipelines, render node, HDR flag and a
     /// container's name, ports and create JSON are not used (wolf-rs builds its own pipelines).
-    pub fn to_config(&self) -> Result<crate::config::App, String> {
+    pub fn to_config(&self) -> Result<crate::config::App, InvalidApp> {
         use crate::config::{AudioKind, DisplayKind, RunnerKind};
         if self.title.trim().is_empty() {
-            return Err("title is empty".into());
+            return Err(InvalidApp::EmptyTitle);
         }
         let mut runner = crate::config::Runner::default();
         match &self.runner {
             Runner::Process { run_cmd } => {
                 runner.kind = RunnerKind::Process;
-                runner.command = shell_words::split(run_cmd).map_err(|e| format!("runner.run_cmd: {e}"))?;
+                runner.command = shell_words::split(run_cmd).map_err(InvalidApp::RunCmd)?;
                 if runner.command.is_empty() {
-                    return Err("runner.run_cmd is empty".into());
+                    return Err(InvalidApp::EmptyRunCmd);
                 }
             }
             Runner::Docker { image, mounts, env, devices, .. } => {
                 runner.kind = RunnerKind::Docker;
                 if image.trim().is_empty() {
-                    return Err("runner.image is empty".into());
+                    return Err(InvalidApp::EmptyImage);
                 }
                 runner.image = image.clone();
                 runner.mounts = mounts.clone();
                 runner.devices = devices.clone();
                 for kv in env {
-                    let (k, v) = kv.split_once('=').ok_or_else(|| format!("runner.env: {kv:?} is not NAME=VALUE"))?;
+                    let (k, v) = kv.split_once('=').ok_or_else(|| InvalidApp::Env(kv.clone()))?;
                     runner.env.insert(k.to_owned(), v.to_owned());
                 }
             }
@@ -447,5 +462,30 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(App::from(&app).to_config().unwrap().runner.command, words, "a command survives the round trip");
+    }
+
+    #[test]
+    fn an_invalid_app_says_which_field() {
+        let mut app = App::from(&crate::config::App { title: "T".into(), ..Default::default() });
+        let why = |app: &App| app.to_config().map(|_| ()).map_err(|e| e.to_string());
+        app.runner = Runner::Process { run_cmd: "sh -c 'open".into() };
+        assert_eq!(why(&app), Err("runner.run_cmd: missing closing quote".into()));
+        app.runner = Runner::Process { run_cmd: " ".into() };
+        assert_eq!(why(&app), Err("runner.run_cmd is empty".into()));
+        let docker = |image: &str, env: &str| Runner::Docker {
+            name: String::new(),
+            image: image.into(),
+            mounts: Vec::new(),
+            env: vec![env.into()],
+            devices: Vec::new(),
+            ports: Vec::new(),
+            base_create_json: None,
+        };
+        app.runner = docker("", "A=1");
+        assert_eq!(why(&app), Err("runner.image is empty".into()));
+        app.runner = docker("busybox", "NOEQUALS");
+        assert_eq!(why(&app), Err("runner.env: \"NOEQUALS\" is not NAME=VALUE".into()));
+        app.title = " ".into();
+        assert_eq!(why(&app), Err("title is empty".into()));
     }
 }

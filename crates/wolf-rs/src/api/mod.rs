@@ -106,7 +106,7 @@ impl ApiServer {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
                 .or_err(ErrorKind::Bind, || format!("chmod 660 {}", path.display()))?;
         }
-        let tcp = match config.tcp_addr().map_err(|e| Error::new(ErrorKind::Config, format!("api.tcp: {e}")))? {
+        let tcp = match config.tcp_addr().or_err(ErrorKind::Config, || "api.tcp")? {
             None => None,
             Some(addr) => {
                 let l = tokio::net::TcpListener::bind(addr)

@@ -247,25 +247,44 @@ async fn healthcheck(url: &str) -> u8 {
     }
 }
 
+/// Why `healthcheck` got no answer; printed after "no answer from URL: ".
+#[derive(Debug, thiserror::Error)]
+enum GetError {
+    #[error("bad URL {url:?}: {source}")]
+    BadUrl { url: String, source: hyper::http::uri::InvalidUri },
+    #[error("only http:// URLs are supported")]
+    NotHttp,
+    #[error("the URL has no host")]
+    NoHost,
+    #[error(transparent)]
+    Lookup(std::io::Error),
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+    #[error("connecting to {addr}: {source}")]
+    Connect { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Request(crate::error::Error),
+}
+
 /// GET an `http://host:port/path` URL: (status, body).
-async fn get_plain(url: &str) -> Result<(u16, String), String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+async fn get_plain(url: &str) -> Result<(u16, String), GetError> {
+    let uri: hyper::Uri = url.parse().map_err(|source| GetError::BadUrl { url: url.to_owned(), source })?;
     if uri.scheme_str() != Some("http") {
-        return Err("only http:// URLs are supported".into());
+        return Err(GetError::NotHttp);
     }
-    let host = uri.host().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']');
+    let host = uri.host().ok_or(GetError::NoHost)?.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let addr = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(GetError::Lookup)?
         .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
+        .ok_or_else(|| GetError::NoAddress { host: host.to_owned() })?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|source| GetError::Connect { addr, source })?;
     let (status, body) =
         crate::net::http1::request(tcp, Method::GET, path, None, crate::error::ErrorKind::Io, "health")
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(GetError::Request)?;
     Ok((status.as_u16(), body))
 }
 
@@ -546,4 +565,20 @@ fn api_error(body: &str) -> u8 {
 fn api_not_running(sock: &Path) -> u8 {
     eprintln!("no wolf-rs host answers on {} (is it running, with [api] enabled?)", sock.display());
     exit::NOT_RUNNING
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn get_plain_says_why_there_is_no_answer() {
+        let why = |r: Result<(u16, String), GetError>| r.map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(why(get_plain("https://localhost/health").await), Err("only http:// URLs are supported".into()));
+        let bad = why(get_plain("http://[::1/health").await).unwrap_err();
+        assert!(bad.starts_with("bad URL \"http://[::1/health\": "), "{bad}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap();
+        let refused = why(get_plain(&format!("http://{closed}/health")).await).unwrap_err();
+        assert!(refused.starts_with(&format!("connecting to {closed}: ")), "{refused}");
+    }
 }

@@ -113,9 +113,16 @@ pub struct Imported {
     pub not_carried: Vec<String>,
 }
 
+/// Why Wolf's config text could not be read. Anything past parsing is named in `not_carried`.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("not a Wolf config.toml: {0}")]
+    Toml(#[from] toml::de::Error),
+}
+
 /// Read Wolf's config text. An error names what made it unreadable.
-pub fn import(text: &str) -> Result<Imported, String> {
-    let w: WolfConfig = toml::from_str(text).map_err(|e| format!("not a Wolf config.toml: {e}"))?;
+pub fn import(text: &str) -> Result<Imported, ImportError> {
+    let w: WolfConfig = toml::from_str(text)?;
     let mut out = Imported { hostname: w.hostname, uuid: w.uuid, ..Imported::default() };
     for (i, c) in w.paired_clients.into_iter().enumerate() {
         if c.client_cert.trim().is_empty() {
@@ -319,6 +326,8 @@ name = "User"
         for what in ["settings", "\"BROKEN\"", "[video] video_params", "profile \"user\""] {
             assert!(named.contains(what), "{what} in:\n{named}");
         }
-        assert!(import("not = [toml").is_err());
+        let e = import("not = [toml").unwrap_err();
+        assert!(matches!(e, ImportError::Toml(_)));
+        assert!(e.to_string().starts_with("not a Wolf config.toml: "), "{e}");
     }
 }

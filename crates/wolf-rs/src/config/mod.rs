@@ -109,18 +109,25 @@ impl PortRange {
     }
 }
 
-impl TryFrom<String> for PortRange {
-    type Error = String;
+/// Why a text is not a `PortRange`; serde reports its Display with the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    /// No `-`, a port that is not a number, a first port of 0 or a last below the first.
+    #[error("{0:?} is not a port range: expected \"FIRST-LAST\" (e.g. \"48100-48163\"), \"0\" or \"\"")]
+    NotARange(String),
+}
 
-    fn try_from(v: String) -> Result<PortRange, String> {
+impl TryFrom<String> for PortRange {
+    type Error = PortRangeError;
+
+    fn try_from(v: String) -> Result<PortRange, PortRangeError> {
         let v = v.trim();
         match v {
             "" => return Ok(PortRange::Off),
             "0" => return Ok(PortRange::Any),
             _ => {}
         }
-        let bad =
-            || format!("{v:?} is not a port range: expected \"FIRST-LAST\" (e.g. \"48100-48163\"), \"0\" or \"\"");
+        let bad = || PortRangeError::NotARange(v.to_owned());
         let (a, b) = v.split_once('-').ok_or_else(bad)?;
         let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
         if a == 0 || b < a {
@@ -297,7 +304,7 @@ impl Api {
     }
 
     /// `tcp` as an address: a bare port is loopback's. `None` when empty; an error when malformed.
-    pub fn tcp_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+    pub fn tcp_addr(&self) -> Result<Option<std::net::SocketAddr>, TcpAddrError> {
         let t = self.tcp.trim();
         if t.is_empty() {
             return Ok(None);
@@ -305,8 +312,17 @@ impl Api {
         if let Ok(port) = t.parse::<u16>() {
             return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
         }
-        t.parse().map(Some).map_err(|_| format!("{t:?} is not PORT or ADDRESS:PORT"))
+        t.parse().map(Some).map_err(|source| TcpAddrError { text: t.to_owned(), source })
     }
+}
+
+/// `api.tcp` is neither a port nor a socket address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not PORT or ADDRESS:PORT")]
+pub struct TcpAddrError {
+    pub text: String,
+    #[source]
+    pub source: std::net::AddrParseError,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -605,5 +621,21 @@ mod tests {
     fn template_parses_to_defaults() {
         let cfg = Config::parse(TEMPLATE, &Env::default()).expect("template must be valid");
         assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn port_range_and_api_tcp_errors_say_what_is_allowed() {
+        for bad in ["48100", "a-b", "0-5", "9-8"] {
+            let e = PortRange::try_from(bad.to_owned()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{bad:?} is not a port range: expected \"FIRST-LAST\" (e.g. \"48100-48163\"), \"0\" or \"\"")
+            );
+        }
+        assert_eq!(PortRange::try_from(" 1-2 ".to_owned()), Ok(PortRange::Range(1, 2)));
+        let api = Api { tcp: " nope ".into(), ..Api::default() };
+        assert_eq!(api.tcp_addr().unwrap_err().to_string(), "\"nope\" is not PORT or ADDRESS:PORT");
+        let api = Api { tcp: "8080".into(), ..Api::default() };
+        assert_eq!(api.tcp_addr(), Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))));
     }
 }

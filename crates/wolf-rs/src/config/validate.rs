@@ -396,7 +396,7 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         );
     }
     if let Err(e) = cfg.api.tcp_addr() {
-        report("api.tcp".into(), e);
+        report("api.tcp".into(), e.to_string());
     }
     let p = &cfg.ports;
     let ports = [
