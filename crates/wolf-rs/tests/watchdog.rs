@@ -153,3 +153,67 @@ async fn a_start_up_step_that_blocks_is_named_and_exits() {
     assert!(marker.contains("hung=startup:apps"), "{marker}");
     assert!(host.log().contains("startup:apps"), "the log names the step:\n{}", host.log());
 }
+
+/// The lines of `wolf-rs events --json` against `host`'s state dir.
+fn lifecycle(host: &wolf_testkit::host_process::Proc) -> Vec<wolf_rs::lifecycle::Record> {
+    let out = host.cli(&["events", "--json"]);
+    assert!(out.status.success(), "wolf-rs events: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Three control planes in one state dir: one killed with SIGKILL after a session, one ended by the
+/// watchdog, one stopped with SIGTERM. The lifecycle log tells each start and how each ended (the
+/// first two found by the next start), and the session's start and end with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_log_tells_each_start_exit_and_session_across_restarts() {
+    use wolf_rs::lifecycle::Entry;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = spawn(dir.path(), watchdog(TIGHT));
+    first.health_until("healthy").await;
+    let mut c = first.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), wolf_client::PairOutcome::Paired);
+    let r = c.https_get(&c.launch_url("1", "1280x720x60", wolf_testkit::RIKEY_HEX)).await.unwrap();
+    assert_eq!(r.field("gamesession").as_deref(), Some("1"), "{}", r.text());
+    assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));
+    let ended = |log: &[wolf_rs::lifecycle::Record]| log.iter().any(|r| matches!(r.entry, Entry::SessionEnd { .. }));
+    wolf_testkit::until("the session's end in the log", || ended(&lifecycle(&first))).await;
+    first.kill9();
+
+    let mut second = spawn(dir.path(), watchdog(TIGHT));
+    second.health_until("healthy").await;
+    assert_eq!(second.post("/debug/hang?scope=runtime&seconds=120").await.status, 202);
+    assert_eq!(second.exit_status(Duration::from_secs(30)).await.code(), Some(EXIT_CODE));
+
+    let mut third = spawn(dir.path(), watchdog(TIGHT));
+    third.health_until("healthy").await;
+    third.process.terminate(Duration::from_secs(20));
+
+    let log = lifecycle(&third);
+    let entries: Vec<Entry> = log.iter().map(|r| r.entry.clone()).collect();
+    let start = Entry::ControlPlaneStart { version: env!("CARGO_PKG_VERSION").into() };
+    let found = |code: Option<i32>, hung: Option<&str>| Entry::ControlPlaneExit {
+        code,
+        hung: hung.map(str::to_owned),
+        found_at_start: true,
+    };
+    let expected = vec![
+        start.clone(),
+        Entry::ControlPlaneReady,
+        Entry::SessionStart { session: 1, app_id: "1".into() },
+        Entry::SessionEnd { session: 1, reason: "cancelled".into() },
+        found(None, None),
+        start.clone(),
+        Entry::ControlPlaneReady,
+        found(Some(EXIT_CODE), Some("event_loop")),
+        start,
+        Entry::ControlPlaneReady,
+        Entry::ControlPlaneExit { code: Some(0), hung: None, found_at_start: false },
+    ];
+    assert_eq!(entries, expected, "{log:#?}");
+    // Each line names the process that wrote it: three control planes.
+    let pids: std::collections::BTreeSet<u32> = log.iter().map(|r| r.pid).collect();
+    assert_eq!(pids.len(), 3, "{log:#?}");
+    let text = String::from_utf8_lossy(&third.cli(&["events"]).stdout).into_owned();
+    assert!(text.contains("control plane exited with code 86; hung: event_loop (found at this start)"), "{text}");
+    assert!(text.contains("session 1 ended: cancelled"), "{text}");
+}

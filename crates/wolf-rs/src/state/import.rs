@@ -12,7 +12,7 @@ use crate::state::clients::{self, PairedClient};
 /// Import the Wolf config at `wolf` into `config` (which exists) and `clients_file`. Returns the report to print.
 pub fn import_wolf(wolf: &Path, config: &Path, clients_file: &Path) -> Result<String> {
     let text = std::fs::read_to_string(wolf).or_err(ErrorKind::Config, || format!("reading {}", wolf.display()))?;
-    let imported = import(&text).map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", wolf.display())))?;
+    let imported = import(&text).or_err(ErrorKind::Config, || wolf.display().to_string())?;
     let ours = std::fs::read_to_string(config).or_err(ErrorKind::Config, || format!("reading {}", config.display()))?;
     let before = Config::parse(&ours, &Env::default()).map_err(|issues| {
         Error::new(ErrorKind::Config, format!("{} has {} problem(s); fix them first", config.display(), issues.len()))
