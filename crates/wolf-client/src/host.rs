@@ -23,9 +23,19 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
-    /// Start `bin --state-dir state serve` with `env` set, stdin closed, stdout and stderr appended
-    /// to `<state>/host.log`. Does not wait: see [`HostProcess::wait_ready`].
+    /// Start the host's control plane alone, `bin --state-dir state control-plane` (no supervisor
+    /// restarts it), with `env` set, stdin closed, stdout and stderr appended to `<state>/host.log`.
+    /// Does not wait: see [`HostProcess::wait_ready`].
     pub fn spawn(bin: &Path, state: &Path, env: &[(&str, &str)]) -> Result<HostProcess> {
+        HostProcess::spawn_as(bin, state, env, "control-plane")
+    }
+
+    /// As [`HostProcess::spawn`], with the supervisor: `bin --state-dir state serve`.
+    pub fn spawn_supervised(bin: &Path, state: &Path, env: &[(&str, &str)]) -> Result<HostProcess> {
+        HostProcess::spawn_as(bin, state, env, "serve")
+    }
+
+    fn spawn_as(bin: &Path, state: &Path, env: &[(&str, &str)], command: &str) -> Result<HostProcess> {
         std::fs::create_dir_all(state).or_err(ErrorKind::Io, || format!("creating {}", state.display()))?;
         let log_path = state.join(LOG_NAME);
         let log = std::fs::OpenOptions::new()
@@ -37,13 +47,13 @@ impl HostProcess {
         let child = Command::new(bin)
             .arg("--state-dir")
             .arg(state)
-            .arg("serve")
+            .arg(command)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .spawn()
-            .or_err(ErrorKind::Io, || format!("starting {} serve", bin.display()))?;
+            .or_err(ErrorKind::Io, || format!("starting {} {command}", bin.display()))?;
         Ok(HostProcess { child, state: state.to_owned(), bin: bin.to_owned() })
     }
 

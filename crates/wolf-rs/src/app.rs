@@ -87,6 +87,8 @@ pub struct Running {
     pub health: Arc<Health>,
     /// `events.log`: what this control plane and its sessions did.
     pub lifecycle: Lifecycle,
+    /// Set before the shutdown of a restart in place: the drain keeps every session.
+    keep_sessions: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// Threads outside the runtime, stopped after the drain.
@@ -94,6 +96,13 @@ pub struct Running {
 }
 
 impl Running {
+    /// Stop for a restart in place: the drain stops the servers but keeps every session (and
+    /// lobby) running for the next control plane to adopt, whatever `stop_apps_on_shutdown` says.
+    pub fn restart_in_place(&self) {
+        self.keep_sessions.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shutdown.cancel();
+    }
+
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -183,7 +192,16 @@ async fn start_with(
     };
     let api_tcp = api.as_ref().and_then(crate::api::ApiServer::tcp_addr);
     let mdns = advertise(&config, &loaded.net, ports.http);
-    let tasks = Tasks { server, api, mdns, planes, health: watched.health.clone(), lifecycle: lifecycle.clone() };
+    let keep_sessions = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = Tasks {
+        server,
+        api,
+        mdns,
+        planes,
+        health: watched.health.clone(),
+        lifecycle: lifecycle.clone(),
+        keep_sessions: keep_sessions.clone(),
+    };
     let task = tokio::spawn(run(host.clone(), gamestream.clone(), tasks, shutdown.clone(), tracker, started));
     watched.health.set_phase(Phase::Ready);
     let ready_ms = started.elapsed().as_millis() as u64;
@@ -200,6 +218,7 @@ async fn start_with(
         gate,
         health: watched.health,
         lifecycle,
+        keep_sessions,
         shutdown,
         task,
         threads: (watched.health_server, watched.watchdog),
@@ -569,6 +588,7 @@ struct Tasks {
     planes: StreamPlanes,
     health: Arc<Health>,
     lifecycle: Lifecycle,
+    keep_sessions: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serve until shutdown, then drain: the servers stop, the streams and the control thread are
@@ -581,7 +601,7 @@ async fn run(
     tracker: TaskTracker,
     started: Instant,
 ) {
-    let Tasks { server, api, mdns, planes, health, lifecycle } = t;
+    let Tasks { server, api, mdns, planes, health, lifecycle, keep_sessions } = t;
     let config = gs.config.clone();
     // Sessions' starts and ends go to the lifecycle log until the drain is done.
     let drained = CancellationToken::new();
@@ -608,7 +628,7 @@ async fn run(
     let control = planes.control;
     let _ = tokio::task::spawn_blocking(move || drop(control)).await;
     drop(mdns);
-    drain(&host, &config).await;
+    drain(&host, &config, keep_sessions.load(std::sync::atomic::Ordering::Relaxed)).await;
     drained.cancel();
     let _ = logged.await;
     tracker.close();
@@ -618,10 +638,11 @@ async fn run(
     tracing::info!("host stopped");
 }
 
-/// Sessions and lobbies end (with `stop_apps_on_shutdown`) or stay to be adopted; the audio server
-/// goes with the last sink; the sessions file says what is left.
-async fn drain(host: &Arc<Host>, config: &Config) {
-    if config.sessions.stop_apps_on_shutdown {
+/// Sessions and lobbies end (with `stop_apps_on_shutdown`, unless the host restarts in place:
+/// `keep`) or stay to be adopted; the audio server goes with the last sink; the sessions file says
+/// what is left.
+async fn drain(host: &Arc<Host>, config: &Config, keep: bool) {
+    if config.sessions.stop_apps_on_shutdown && !keep {
         for s in host.sessions.list() {
             host.end_and_wait(s.id, crate::commands::EndReason::Shutdown).await;
         }
@@ -648,9 +669,14 @@ pub async fn serve(paths: Paths, env: Env) -> Result<()> {
     let token = running.shutdown_token();
     let limit = Duration::from_millis(running.gamestream.config.sessions.shutdown_timeout_ms);
     let (signalled_tx, signalled) = tokio::sync::oneshot::channel();
+    let keep = running.keep_sessions.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested; draining");
+        if wait_for_signal().await == Signal::Restart {
+            tracing::info!("restart in place requested; draining, sessions kept for the next control plane");
+            keep.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            tracing::info!("shutdown requested; draining");
+        }
         token.cancel();
         let _ = signalled_tx.send(());
     });
@@ -696,24 +722,37 @@ async fn open_lifecycle(paths: &Paths, marker_line: Option<String>) -> Lifecycle
     opened.unwrap_or_else(|_| Lifecycle::disabled())
 }
 
-/// The control plane exits with `code`: recorded, and written before the process ends.
+/// The control plane exits with `code`: recorded (by the supervisor, which sees the code or the
+/// signal, when there is one), and written before the process ends.
 async fn exited(lifecycle: &Lifecycle, code: u8) {
-    lifecycle.record(Entry::ControlPlaneExit { code: Some(i32::from(code)), hung: None, found_at_start: false });
+    if std::env::var_os(crate::supervisor::SUPERVISED_ENV).is_none() {
+        lifecycle.record(Entry::ControlPlaneExit { code: Some(i32::from(code)), hung: None, found_at_start: false });
+    }
     let log = lifecycle.clone();
     let _ = tokio::task::spawn_blocking(move || log.flush()).await;
 }
 
-async fn wait_for_signal() {
+/// What the control plane was asked by a signal.
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM, SIGINT: stop.
+    Stop,
+    /// SIGHUP (from the supervisor): stop for a restart in place.
+    Restart,
+}
+
+async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
+    let (term, hup) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()));
+    match (term, hup) {
+        (Ok(mut term), Ok(mut hup)) => tokio::select! {
+            _ = term.recv() => Signal::Stop,
+            _ = hup.recv() => Signal::Restart,
+            _ = tokio::signal::ctrl_c() => Signal::Stop,
+        },
+        _ => {
             let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
         }
     }
 }

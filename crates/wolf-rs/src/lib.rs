@@ -23,6 +23,8 @@
 //! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
 //! - `metrics`    every Prometheus metric, in one registry per host
 //! - `watchdog`   the OS thread that exits a hung host; heartbeats; the crash marker
+//! - `supervisor` `wolf-rs serve`: runs the control plane as its child, restarts it (backoff,
+//!   crash-loop pause), restarts it in place on SIGHUP, reaps orphans; no async runtime
 //! - `lifecycle`  `events.log`: control-plane starts and exits, sessions started, adopted, ended
 //! - `api`        Wolf's management API (`/api/v1`) on a unix socket, its OpenAPI document; the one
 //!   management socket (`wolf-rs pair`, `clients`, `sessions`, `apps`, `lobbies` use it too)
@@ -67,4 +69,5 @@ pub mod sessions;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod supervisor;
 pub mod watchdog;

@@ -27,6 +27,15 @@ pub enum Entry {
     },
     /// Every port is served.
     ControlPlaneReady,
+    /// `wolf-rs serve` started: the control plane runs as its child from now on.
+    SupervisorStart,
+    /// The supervisor starts the control plane again after `after_ms`: its backoff, the longer
+    /// pause of a crash loop, or at once when a restart was asked for.
+    ControlPlaneRestart {
+        after_ms: u64,
+        crash_loop: bool,
+        requested: bool,
+    },
     /// How the previous or this control plane ended: `code` is `None` when it was killed (or
     /// crashed) without a word; `hung` names what the watchdog found stuck.
     ControlPlaneExit {
@@ -93,7 +102,7 @@ impl Lifecycle {
     pub fn open(path: PathBuf) -> std::io::Result<Lifecycle> {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
         std::thread::Builder::new().name("lifecycle-log".into()).spawn(move || {
-            let mut log = Appender { path, file: None };
+            let log = Appender::new(path);
             for msg in rx {
                 match msg {
                     Msg::Line(record) => {
@@ -177,34 +186,44 @@ pub async fn follow(
     }
 }
 
-struct Appender {
+/// Appends lines to the log, one open, write and close each (lines are rare), so that two
+/// processes (the supervisor and its control plane) may share the file and either may rotate it.
+pub struct Appender {
     path: PathBuf,
-    file: Option<(std::fs::File, u64)>,
 }
 
 impl Appender {
-    fn append(&mut self, record: &Record) -> std::io::Result<()> {
+    pub fn new(path: PathBuf) -> Appender {
+        Appender { path }
+    }
+
+    /// Record `entry` for this process now (blocking; logged when it cannot be written).
+    pub fn record(&self, entry: Entry) {
+        self.record_for(std::process::id(), entry);
+    }
+
+    /// Record `entry` for process `pid` (a child the supervisor saw end).
+    pub fn record_for(&self, pid: impl TryInto<u32>, entry: Entry) {
+        let record = Record { unix_ms: crate::metrics::unix_ms(), pid: pid.try_into().unwrap_or(0), entry };
+        if let Err(e) = self.append(&record) {
+            tracing::warn!(file = %self.path.display(), error = %e, "lifecycle log: line not written");
+        }
+    }
+
+    fn append(&self, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let (file, len) = match self.file.take() {
-            Some(open) => open,
-            None => {
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-                let len = f.metadata()?.len();
-                (f, len)
-            }
+        let len = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
         };
-        let (mut file, len) = if len > 0 && len + line.len() as u64 > MAX_BYTES {
-            drop(file);
+        if len > 0 && len + line.len() as u64 > MAX_BYTES {
             std::fs::rename(&self.path, rotated(&self.path))?;
-            (std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?, 0)
-        } else {
-            (file, len)
-        };
-        // One write per line: a reader (or a crash) never sees half of one from this writer.
-        file.write_all(&line)?;
-        self.file = Some((file, len + line.len() as u64));
-        Ok(())
+        }
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        // One write per line: a reader (or a crash) never sees half of one.
+        file.write_all(&line)
     }
 }
 
@@ -254,6 +273,15 @@ impl std::fmt::Display for Record {
         match &self.entry {
             Entry::ControlPlaneStart { version } => write!(f, "control plane started (wolf-rs {version})"),
             Entry::ControlPlaneReady => write!(f, "control plane ready"),
+            Entry::SupervisorStart => write!(f, "supervisor started"),
+            Entry::ControlPlaneRestart { after_ms, crash_loop, requested } => {
+                let why = match (crash_loop, requested) {
+                    (_, true) => "as asked",
+                    (true, _) => "after a crash-loop pause",
+                    _ => "after its backoff",
+                };
+                write!(f, "control plane restarts in {after_ms} ms, {why}")
+            }
             Entry::ControlPlaneExit { code, hung, found_at_start } => {
                 match code {
                     Some(c) => write!(f, "control plane exited with code {c}")?,

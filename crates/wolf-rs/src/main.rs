@@ -1,4 +1,5 @@
-//! wolf-rs: parse the command line, set up logging and the runtime, run the command.
+//! wolf-rs: parse the command line, set up logging and (for all but the supervisor) the runtime,
+//! run the command.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -17,6 +18,10 @@ fn main() -> ExitCode {
     // Colours only on a terminal: container and journal logs stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    // The supervisor runs no async runtime (nothing in it can hang); everything else does.
+    if cli::supervises(&cli) {
+        return ExitCode::from(cli::supervise(&cli.state_dir, cli.config.as_deref()));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

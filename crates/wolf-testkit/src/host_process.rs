@@ -58,6 +58,17 @@ pub fn spawn(state: &Path, config: ConfigBuilder) -> Proc {
 
 /// As [`spawn`], with these environment variables set for the host.
 pub fn spawn_env(state: &Path, config: ConfigBuilder, env: &[(&str, &str)]) -> Proc {
+    spawn_with(state, config, env, HostProcess::spawn)
+}
+
+/// As [`spawn`], under the supervisor (`wolf-rs serve`): the process is the supervisor's.
+pub fn spawn_supervised(state: &Path, config: ConfigBuilder) -> Proc {
+    spawn_with(state, config, &[], HostProcess::spawn_supervised)
+}
+
+type Start = fn(&Path, &Path, &[(&str, &str)]) -> wolf_client::error::Result<HostProcess>;
+
+fn spawn_with(state: &Path, config: ConfigBuilder, env: &[(&str, &str)], start: Start) -> Proc {
     std::fs::create_dir_all(state).unwrap();
     let cfg_path = state.join("config.toml");
     if !cfg_path.exists() {
@@ -73,7 +84,7 @@ pub fn spawn_env(state: &Path, config: ConfigBuilder, env: &[(&str, &str)]) -> P
     let cfg = wolf_rs::config::Config::load(&cfg_path, &wolf_rs::config::Env::default()).expect("test config");
     let mut all = vec![("WOLF_LOG_LEVEL", "info")];
     all.extend_from_slice(env);
-    let process = HostProcess::spawn(&crate::workspace::host_bin(), state, &all).expect("start wolf-rs");
+    let process = start(&crate::workspace::host_bin(), state, &all).expect("start wolf-rs");
     Proc {
         process,
         owned: crate::KillOwned::new(state),

@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), `config check|import-wolf`, `pair`, `sessions`, `clients`,
-//! `apps`, `lobbies`, `healthcheck`, `version`.
+//! The command line: `serve` (default: the supervisor, see `supervisor`), `restart`,
+//! `control-plane` (the host itself, as the supervisor runs it), `config check|import-wolf`, `pair`,
+//! `sessions`, `clients`, `apps`, `lobbies`, `events`, `healthcheck`, `version`.
 
 pub mod client;
 mod manage;
@@ -28,8 +29,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the host (the default).
+    /// Run the host under its supervisor (the default): the control plane is restarted in place
+    /// when it exits.
     Serve,
+    /// Restart the control plane in place (after an upgrade of the binary): sessions are kept and
+    /// adopted by the new one.
+    Restart,
+    /// Run the host's control plane without a supervisor (what `serve` runs as its child).
+    #[command(hide = true)]
+    ControlPlane,
     /// Validate the config.
     Config {
         #[command(subcommand)]
@@ -187,13 +195,57 @@ pub enum ClientsAction {
     Remove { selector: String },
 }
 
+/// Whether `cli` runs the supervisor (which must run without an async runtime).
+pub fn supervises(cli: &Cli) -> bool {
+    matches!(cli.command, None | Some(Command::Serve))
+}
+
+/// `wolf-rs serve`: the supervisor, running `<this binary> [options] control-plane`. Blocking.
+pub fn supervise(state_dir: &Path, config: Option<&Path>) -> u8 {
+    let program = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("wolf-rs: cannot find its own binary: {e}");
+            return exit::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(state_dir) {
+        eprintln!("wolf-rs: creating the state directory {}: {e}", state_dir.display());
+        return exit::FAILURE;
+    }
+    let mut args: Vec<std::ffi::OsString> = vec!["--state-dir".into(), state_dir.into()];
+    if let Some(c) = config {
+        args.extend(["--config".into(), c.into()]);
+    }
+    args.push("control-plane".into());
+    // The policy from the config; a config that does not load is the control plane's to report.
+    let paths = Paths::new(state_dir.to_owned(), config.map(Path::to_owned));
+    let policy = Config::load(&paths.config, &Env::from_process()).map(|c| c.supervisor).unwrap_or_default();
+    crate::supervisor::run(crate::supervisor::Child { program, args }, state_dir, policy)
+}
+
 /// Exit codes, documented in the README.
 pub use crate::error::exit;
 
 pub async fn run(cli: Cli) -> ExitCode {
     let paths = Paths::new(cli.state_dir.clone(), cli.config.clone());
     let code = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => match app::serve(paths, Env::from_process()).await {
+        // `main` runs the supervisor without a runtime; here only if called as a library.
+        Command::Serve => {
+            let (state_dir, config) = (cli.state_dir.clone(), cli.config.clone());
+            tokio::task::spawn_blocking(move || supervise(&state_dir, config.as_deref())).await.unwrap_or(exit::FAILURE)
+        }
+        Command::Restart => match crate::supervisor::request_restart(&paths.state_dir) {
+            Ok(pid) => {
+                println!("restart asked of the supervisor (pid {pid})");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("wolf-rs restart: {e}");
+                exit::NOT_RUNNING
+            }
+        },
+        Command::ControlPlane => match app::serve(paths, Env::from_process()).await {
             Ok(()) => exit::OK,
             Err(e) => {
                 tracing::error!("{e}");

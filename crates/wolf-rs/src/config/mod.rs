@@ -31,6 +31,7 @@ pub struct Config {
     pub health: Health,
     pub api: Api,
     pub watchdog: Watchdog,
+    pub supervisor: SupervisorConfig,
     pub debug: Debug,
     pub sessions: SessionsConfig,
     pub desktop: Desktop,
@@ -53,6 +54,7 @@ impl Default for Config {
             health: Health::default(),
             api: Api::default(),
             watchdog: Watchdog::default(),
+            supervisor: SupervisorConfig::default(),
             debug: Debug::default(),
             sessions: SessionsConfig::default(),
             desktop: Desktop::default(),
@@ -350,6 +352,38 @@ pub struct Watchdog {
 impl Default for Watchdog {
     fn default() -> Self {
         Watchdog { interval_ms: 5000, warn_after_ms: 10_000, exit_after_ms: 30_000 }
+    }
+}
+
+/// How `wolf-rs serve` restarts the control plane (`supervisor`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SupervisorConfig {
+    /// The first restart's delay; each quick exit doubles it up to `max_backoff_ms`.
+    pub restart_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// A run this long resets the backoff.
+    pub stable_after_s: u64,
+    /// This many exits within `crash_loop_window_s` is a crash loop: `crash_loop_pause_s` before
+    /// the next start (and never a give-up).
+    pub crash_loop_exits: usize,
+    pub crash_loop_window_s: u64,
+    pub crash_loop_pause_s: u64,
+    /// After SIGTERM, how long the control plane may drain before it is killed.
+    pub stop_grace_ms: u64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            restart_backoff_ms: 250,
+            max_backoff_ms: 30_000,
+            stable_after_s: 60,
+            crash_loop_exits: 5,
+            crash_loop_window_s: 120,
+            crash_loop_pause_s: 300,
+            stop_grace_ms: 40_000,
+        }
     }
 }
 

@@ -213,7 +213,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 17] = [
+const TOP_KEYS: [&str; 18] = [
     "hostname",
     "uuid",
     "bind_address",
@@ -227,6 +227,7 @@ const TOP_KEYS: [&str; 17] = [
     "health",
     "api",
     "watchdog",
+    "supervisor",
     "debug",
     "sessions",
     "desktop",
@@ -269,6 +270,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         health: cx.section(&table, "health"),
         api: cx.section(&table, "api"),
         watchdog: cx.section(&table, "watchdog"),
+        supervisor: cx.section(&table, "supervisor"),
         debug: cx.section(&table, "debug"),
         sessions: cx.section(&table, "sessions"),
         desktop: cx.section(&table, "desktop"),
@@ -448,6 +450,13 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         ("pairing.failure_window_s", cfg.pairing.failure_window_s, 86_400),
         ("pairing.ban_s", cfg.pairing.ban_s, 86_400),
         ("watchdog.interval_ms", cfg.watchdog.interval_ms, 600_000),
+        ("supervisor.restart_backoff_ms", cfg.supervisor.restart_backoff_ms, 600_000),
+        ("supervisor.max_backoff_ms", cfg.supervisor.max_backoff_ms, 3_600_000),
+        ("supervisor.stable_after_s", cfg.supervisor.stable_after_s, 86_400),
+        ("supervisor.crash_loop_exits", cfg.supervisor.crash_loop_exits as u64, 1000),
+        ("supervisor.crash_loop_window_s", cfg.supervisor.crash_loop_window_s, 86_400),
+        ("supervisor.crash_loop_pause_s", cfg.supervisor.crash_loop_pause_s, 86_400),
+        ("supervisor.stop_grace_ms", cfg.supervisor.stop_grace_ms, 3_600_000),
         ("sessions.reconcile_timeout_ms", cfg.sessions.reconcile_timeout_ms, 600_000),
         ("sessions.shutdown_timeout_ms", cfg.sessions.shutdown_timeout_ms, 600_000),
         ("sessions.stop_timeout_ms", cfg.sessions.stop_timeout_ms, 600_000),
