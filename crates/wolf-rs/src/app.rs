@@ -270,6 +270,10 @@ fn watch_start_up(
     }
     let metrics = Metrics::new().map_err(|e| Error::new(ErrorKind::Config, format!("metrics registry: {e}")))?;
     metrics.last_exit_by_watchdog.set(i64::from(last_exit.is_some()));
+    if let Some((restarts, pauses)) = crate::supervisor::counts_from_env() {
+        metrics.control_plane_restarts.set(restarts);
+        metrics.control_plane_crash_loops.set(pauses);
+    }
     let beats = Heartbeats::new();
     let watchdog_cfg = WatchdogConfig::from(&config.watchdog);
     let health = Health::new(watchdog_cfg.warn_after, last_exit);

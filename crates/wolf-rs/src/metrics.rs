@@ -103,6 +103,9 @@ pub struct Metrics {
     pub event_loop_lag: Histogram,
     pub watchdog_warnings: IntCounter,
     pub last_exit_by_watchdog: IntGauge,
+    /// As the supervisor tells its control plane at each start.
+    pub control_plane_restarts: IntGauge,
+    pub control_plane_crash_loops: IntGauge,
     pub encoder_frames: IntCounter,
     pub pipeline_errors: IntCounter,
     pub video_frames_sent: IntCounter,
@@ -234,6 +237,16 @@ impl Metrics {
                 &r,
                 "wolf_last_exit_by_watchdog",
                 "1 when the previous run of this host was ended by the watchdog (its marker was found at start)",
+            )?,
+            control_plane_restarts: gauge(
+                &r,
+                "wolf_control_plane_restarts",
+                "Times the supervisor started the control plane again (since the supervisor started)",
+            )?,
+            control_plane_crash_loops: gauge(
+                &r,
+                "wolf_control_plane_crash_loop_pauses",
+                "Crash-loop pauses the supervisor made before starting the control plane again",
             )?,
             encoder_frames: counter(&r, "wolf_encoder_frames_total", "Frames out of the video and audio encoders")?,
             pipeline_errors: counter(&r, "wolf_pipeline_errors_total", "Streams ended or refused by a pipeline error")?,

@@ -65,6 +65,15 @@ impl Restarts {
 
 /// Set for the control plane the supervisor runs: the supervisor records its exits.
 pub const SUPERVISED_ENV: &str = "WOLF_RS_SUPERVISED";
+/// Told to each control plane it starts: `<restarts> <crash-loop pauses>` so far (its metrics).
+pub const COUNTS_ENV: &str = "WOLF_RS_SUPERVISOR_COUNTS";
+
+/// The supervisor's counts, as the control plane reads them from its environment.
+pub fn counts_from_env() -> Option<(i64, i64)> {
+    let v = std::env::var(COUNTS_ENV).ok()?;
+    let (a, b) = v.split_once(' ')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
 
 /// `<state>/supervisor.pid`.
 pub fn pid_file(state_dir: &Path) -> PathBuf {
@@ -140,9 +149,9 @@ fn signal(pid: i32, sig: i32) {
 
 /// Start the control plane with no signal blocked (the supervisor's mask is inherited
 /// otherwise); it is killed if the supervisor dies (it is the supervisor's to run).
-fn spawn(child: &Child) -> std::io::Result<i32> {
+fn spawn(child: &Child, counts: (u64, u64)) -> std::io::Result<i32> {
     let mut cmd = std::process::Command::new(&child.program);
-    cmd.args(&child.args).env(SUPERVISED_ENV, "1");
+    cmd.args(&child.args).env(SUPERVISED_ENV, "1").env(COUNTS_ENV, format!("{} {}", counts.0, counts.1));
     // SAFETY: sigemptyset, pthread_sigmask and prctl are async-signal-safe and touch only this
     // (forked, single-threaded) process before exec.
     unsafe {
@@ -175,8 +184,9 @@ pub fn run(child: Child, state_dir: &Path, policy: SupervisorConfig) -> u8 {
     let grace = Duration::from_millis(policy.stop_grace_ms);
     let mut restarts = Restarts::new(policy);
     let mut first = true;
+    let mut counts = (0u64, 0u64);
     let code = loop {
-        let pid = match spawn(&child) {
+        let pid = match spawn(&child, counts) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "supervisor: the control plane could not be started");
@@ -206,6 +216,8 @@ pub fn run(child: Child, state_dir: &Path, policy: SupervisorConfig) -> u8 {
         } else {
             restarts.exited(Instant::now(), ran)
         };
+        counts.0 += 1;
+        counts.1 += u64::from(delay.crash_loop);
         log.record(Entry::ControlPlaneRestart {
             after_ms: delay.wait.as_millis() as u64,
             crash_loop: delay.crash_loop,

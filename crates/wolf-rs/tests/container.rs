@@ -404,7 +404,7 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
         })
         .await;
         if let Some(want) = want {
-            assert_eq!(value, want, "{query}");
+            assert_eq!(value, want, "{query}; logs:\n{}", tight.logs());
         }
     }
     let alert = prom_until(prom, "/api/v1/alerts", |v| {

@@ -113,6 +113,9 @@ async fn the_supervisor_restarts_its_control_plane_in_place_and_keeps_the_sessio
     // SIGKILL shows as no code; the watchdog's exit as 86; the restart in place as 0.
     assert_eq!(exits[..3], [&code(None), &code(Some(86)), &code(Some(0))], "{entries:#?}");
     assert!(sessions(&host).iter().any(|s| s.id == session.id));
+    let metrics = host.get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("\nwolf_control_plane_restarts 6\n"), "{metrics}");
+    assert!(metrics.contains("\nwolf_control_plane_crash_loop_pauses 1\n"), "{metrics}");
 
     // SIGTERM to the supervisor: the control plane drains (its session's app stopped, as
     // configured) and both exit 0.
