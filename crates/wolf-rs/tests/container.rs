@@ -367,7 +367,7 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
 
     phase("both recovered");
     // The session and its container survived the control plane's restart and resume.
-    assert_eq!(labelled(), apps, "the same app container");
+    assert_eq!(labelled(), apps, "the same app container; logs:\n{}", tight.logs());
     assert!(running(&apps[0]));
     let metrics = tight.metrics().await;
     assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"adopted\"} 1"), "{metrics}");
