@@ -258,9 +258,14 @@ pub fn previous_exit(records: &[Record], marker_line: Option<&str>) -> Option<En
     if exited {
         return None;
     }
-    let hung = marker_line.and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("hung=")).map(str::to_owned));
+    let hung = marker_line.and_then(hung_step);
     let code = hung.as_ref().map(|_| crate::watchdog::EXIT_CODE);
     Some(Entry::ControlPlaneExit { code, hung, found_at_start: true })
+}
+
+/// What hung, from the watchdog's marker line (`... hung=<what> ...`).
+pub fn hung_step(marker_line: &str) -> Option<String> {
+    marker_line.split_whitespace().find_map(|w| w.strip_prefix("hung=")).map(str::to_owned)
 }
 
 impl std::fmt::Display for Record {

@@ -201,7 +201,12 @@ pub fn run(child: Child, state_dir: &Path, policy: SupervisorConfig) -> u8 {
             Ended::Code(c) => (Some(c), None),
             Ended::Signal(s) => (None, Some(s)),
         };
-        log.record_for(pid, Entry::ControlPlaneExit { code, hung: None, found_at_start: false });
+        // The watchdog's marker says what hung (the next start reads and clears it).
+        let hung = (code == Some(crate::watchdog::EXIT_CODE))
+            .then(|| std::fs::read_to_string(state_dir.join(crate::watchdog::MARKER_FILE)).ok())
+            .flatten()
+            .and_then(|line| crate::lifecycle::hung_step(&line));
+        log.record_for(pid, Entry::ControlPlaneExit { code, hung, found_at_start: false });
         tracing::warn!(pid, ?code, signal = ?sig, ran_ms = ran.as_millis() as u64, "supervisor: control plane exited");
         if run.stop {
             break code.and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::FAILURE);

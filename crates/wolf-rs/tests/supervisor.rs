@@ -110,8 +110,9 @@ async fn the_supervisor_restarts_its_control_plane_in_place_and_keeps_the_sessio
     assert_eq!(*paused, Entry::ControlPlaneRestart { after_ms: 3000, crash_loop: true, requested: false });
     let exits: Vec<&Entry> = entries.iter().filter(|e| matches!(e, Entry::ControlPlaneExit { .. })).collect();
     let code = |c: Option<i32>| Entry::ControlPlaneExit { code: c, hung: None, found_at_start: false };
-    // SIGKILL shows as no code; the watchdog's exit as 86; the restart in place as 0.
-    assert_eq!(exits[..3], [&code(None), &code(Some(86)), &code(Some(0))], "{entries:#?}");
+    // SIGKILL shows as no code; the watchdog's exit as 86 with what hung; the restart in place as 0.
+    let hung = Entry::ControlPlaneExit { code: Some(86), hung: Some("event_loop".into()), found_at_start: false };
+    assert_eq!(exits[..3], [&code(None), &hung, &code(Some(0))], "{entries:#?}");
     assert!(sessions(&host).iter().any(|s| s.id == session.id));
     let metrics = host.get("/metrics").await.unwrap().text();
     assert!(metrics.contains("\nwolf_control_plane_restarts 6\n"), "{metrics}");
