@@ -120,7 +120,7 @@ pub const SS_ENC_VIDEO: u32 = 0x2;
 pub const SS_ENC_AUDIO: u32 = 0x4;
 
 /// What the client asked for in its ANNOUNCE.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamConfig {
     pub width: u32,
     pub height: u32,

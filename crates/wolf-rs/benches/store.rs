@@ -18,6 +18,7 @@ fn record(id: u32) -> SessionRecord {
         display: None,
         sink: None,
         lobby: None,
+        process: None,
         state: SessionState::Paused,
         surround_audio_info: 196_610,
         created_unix_ms: 1_700_000_000_000,

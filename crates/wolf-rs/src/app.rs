@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands::ControlCommand;
 use crate::config::{Config, ConfigError, Env, TEMPLATE};
-use crate::control::ControlChannel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::gamestream::{Context, GameStreamServer, Listeners};
 use crate::health::{HealthServer, HealthState};
@@ -22,11 +20,9 @@ use crate::metrics::Metrics;
 use crate::net::iface;
 use crate::net::tls::HandshakeGate;
 use crate::sessions::Sessions;
-use crate::sessions::live::Channel;
 use crate::state::clients::ClientStore;
 use crate::state::identity;
 use crate::status::{Health, Phase};
-use crate::stream::{Port, Streams, read_pings};
 use crate::watchdog::{CrashMarker, Heartbeats, Watchdog, WatchdogConfig, Watched as Watched_};
 
 /// How long connection tasks get to finish after shutdown is asked for.
@@ -36,12 +32,19 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 pub struct Paths {
     pub state_dir: PathBuf,
     pub config: PathBuf,
+    /// The `wolf-rs` binary session processes run (`None`: this one; a test host names it).
+    pub session_exe: Option<PathBuf>,
 }
 
 impl Paths {
     pub fn new(state_dir: PathBuf, config: Option<PathBuf>) -> Paths {
         let config = config.unwrap_or_else(|| state_dir.join("config.toml"));
-        Paths { state_dir, config }
+        Paths { state_dir, config, session_exe: None }
+    }
+
+    /// Where session processes listen.
+    pub fn run_dir(&self) -> PathBuf {
+        self.state_dir.join("run")
     }
 
     pub fn clients(&self) -> PathBuf {
@@ -156,7 +159,7 @@ async fn start_with(
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ports = bound_ports(&listeners)?;
-    let planes = start_planes(&paths, &config, &watched, &loaded, &listeners, ports, &shutdown, &tracker)?;
+    let planes = start_planes(&paths, &config, &watched, &loaded, &shutdown, &tracker)?;
     let lobbies = adopt(&config, &paths, &watched, loaded.saved, loaded.saved_lobbies, &planes, &lifecycle).await;
     let host = Arc::new(Host {
         sessions: watched.sessions.clone(),
@@ -169,11 +172,18 @@ async fn start_with(
         ports,
         planes: Planes {
             runners: planes.runners.clone(),
-            control: planes.control_tx.clone(),
             rtsp_ports: planes.rtsp_ports.clone(),
+            spawner: planes.spawner.clone(),
+            planner: crate::session_process::plan::Planner {
+                config: config.clone(),
+                apps: planes.apps.clone(),
+                encoder: loaded.encoder.clone(),
+                runners: planes.runners.clone(),
+            },
         },
         shutdown: shutdown.clone(),
     });
+    host.attach_adopted().await;
     let gamestream = Arc::new(Context {
         host: host.clone(),
         config: config.clone(),
@@ -393,70 +403,45 @@ fn report(config: &Config, loaded: &Loaded, health: &Health) {
 
 fn bound_ports(listeners: &Listeners) -> Result<Ports> {
     let (http, https, rtsp) = listeners.ports()?;
-    let (video, audio, control) = listeners.stream_ports()?;
-    Ok(Ports { http, https, rtsp, video, audio, control })
+    Ok(Ports { http, https, rtsp })
 }
 
-/// The streaming planes, built and running: the control thread (with input), the runners, the
-/// stream manager's inputs, RTSP.
+/// The streaming planes, built: the runners, the session processes' spawner, the stream
+/// commands' and the processes' reports' inputs, RTSP.
 struct StreamPlanes {
     apps: Arc<crate::state::apps::AppCatalog>,
     runners: Arc<crate::runners::Runners>,
     events: Arc<crate::events::Events>,
     streams_tx: crate::commands::StreamCommands,
-    control_tx: std::sync::mpsc::Sender<ControlCommand>,
     rtsp_ports: Arc<crate::rtsp::SessionPorts>,
-    control: ControlChannel,
-    streams: Streams,
+    spawner: Arc<crate::session_process::link::Spawner>,
     streams_rx: tokio::sync::mpsc::UnboundedReceiver<crate::commands::StreamCommand>,
+    reports: tokio::sync::mpsc::UnboundedReceiver<(u32, crate::session_process::link::Event)>,
     end_requests: crate::commands::EndRequests,
-    pings: [(Arc<tokio::net::UdpSocket>, Channel); 2],
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A session process that stops reporting for this long is killed (it reports twice a second).
+const PROCESS_SILENT_LIMIT: Duration = Duration::from_secs(10);
+
 fn start_planes(
     paths: &Paths,
     config: &Arc<Config>,
     w: &Watched,
     loaded: &Loaded,
-    listeners: &Listeners,
-    ports: Ports,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<StreamPlanes> {
-    let clone = |s: &std::net::UdpSocket, what: &str| {
-        s.try_clone().or_err(ErrorKind::Bind, || format!("cloning the {what} socket"))
-    };
-    let registered = |s: &std::net::UdpSocket, what: &str| -> Result<Arc<tokio::net::UdpSocket>> {
-        let s = tokio::net::UdpSocket::from_std(clone(s, what)?)
-            .or_err(ErrorKind::Bind, || format!("registering the {what} socket"))?;
-        Ok(Arc::new(s))
-    };
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (control_tx, control_rx) = std::sync::mpsc::channel();
-    let (ends, end_requests) = crate::commands::Ends::channel();
+    let (_ends, end_requests) = crate::commands::Ends::channel();
+    let owner = std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string();
     let runners = Arc::new(crate::runners::Runners::new(
         &paths.state_dir,
-        std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string(),
+        owner.clone(),
         &config.desktop,
         Duration::from_millis(config.sessions.stop_timeout_ms),
     ));
-    let inputs =
-        Arc::new(crate::input::Inputs::new(w.metrics.clone(), input_hooks(&control_tx, &w.sessions, &runners)));
-    let links = crate::control::Links {
-        sessions: w.sessions.clone(),
-        streams: streams_tx.clone(),
-        metrics: w.metrics.clone(),
-        beats: w.beats.clone(),
-        inputs,
-    };
-    let control = ControlChannel::spawn(clone(&listeners.control, "control")?, control_rx, links)
-        .or_err(ErrorKind::Bind, || "starting the control channel")?;
     let rtsp_host = crate::rtsp::HostInfo {
         hevc: loaded.encoder.hevc.is_some(),
-        video_port: ports.video,
-        audio_port: ports.audio,
-        control_port: ports.control,
         // Control V2 (AES-GCM control messages) and sealed video for clients that enable it.
         encryption_supported: wolf_protocol::rtsp::SS_ENC_CONTROL_V2 | wolf_protocol::rtsp::SS_ENC_VIDEO,
         trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
@@ -471,61 +456,32 @@ fn start_planes(
         shutdown.clone(),
         tracker.clone(),
     );
-    let apps = loaded.apps.clone();
-    let streams = Streams {
-        config: config.clone(),
-        apps: apps.clone(),
-        sessions: w.sessions.clone(),
-        video: Port { socket: clone(&listeners.video, "video")? },
-        audio: Port { socket: clone(&listeners.audio, "audio")? },
-        encoder: loaded.encoder.clone(),
-        metrics: w.metrics.clone(),
-        beats: w.beats.clone(),
-        ends,
-        runners: runners.clone(),
+    let exe = match &paths.session_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().or_err(ErrorKind::Io, || "finding this binary for the session processes")?,
     };
-    let pings = [
-        (registered(&listeners.video, "video")?, Channel::Video),
-        (registered(&listeners.audio, "audio")?, Channel::Audio),
-    ];
+    let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
+    let spawner = Arc::new(crate::session_process::link::Spawner {
+        exe,
+        process: runners.process.clone(),
+        run_dir: paths.run_dir(),
+        bind: bind_ip,
+        ports: config.ports.stream_sessions,
+        owner,
+        events: reports_tx,
+        beat_limit: PROCESS_SILENT_LIMIT,
+    });
     Ok(StreamPlanes {
-        apps,
+        apps: loaded.apps.clone(),
         runners,
         events: Arc::new(crate::events::Events::default()),
         streams_tx,
-        control_tx,
         rtsp_ports,
-        control,
-        streams,
+        spawner,
         streams_rx,
+        reports,
         end_requests,
-        pings,
     })
-}
-
-/// Where a session's pads report: rumble to its client, device nodes into its app's container.
-fn input_hooks(
-    control: &std::sync::mpsc::Sender<ControlCommand>,
-    sessions: &Arc<Sessions>,
-    runners: &Arc<crate::runners::Runners>,
-) -> crate::input::Hooks {
-    let (rumble_to, s, r) = (control.clone(), sessions.clone(), runners.clone());
-    crate::input::Hooks {
-        rumble: Some(Arc::new(move |session_id, number, low, high| {
-            let _ = rumble_to.send(ControlCommand::Rumble { session_id, number, low, high });
-        })),
-        // On the session's injector thread: the pad's nodes are in the container before its next event.
-        pad_nodes: Some(Arc::new(move |session_id, change| {
-            let Some(session) = s.by_id(session_id) else { return };
-            let (nodes, present) = match change {
-                crate::input::PadChange::Added(n) => (n, true),
-                crate::input::PadChange::Removed(n) => (n, false),
-            };
-            if let Err(e) = r.device_nodes(session_id, &session.runner, &nodes, present) {
-                tracing::warn!(session = session_id, error = %e, "the app cannot see its pad");
-            }
-        })),
-    }
 }
 
 /// Adopt what a previous run left: lobbies first (their parts are no orphans to the sessions'
@@ -557,6 +513,11 @@ async fn adopt(
     reconciled.export(&w.metrics);
     for s in &reconciled.adopted {
         lifecycle.record(Entry::SessionAdopted { session: s.id });
+    }
+    for id in &reconciled.lost {
+        let reason = crate::commands::EndReason::ProcessLost;
+        w.metrics.sessions_ended.with_label_values(&[reason.as_str()]).inc();
+        lifecycle.record(Entry::SessionEnd { session: *id, reason: reason.as_str().to_owned() });
     }
     w.sessions.restore(crate::lobbies::link_adopted(reconciled.adopted, &lobbies));
     // A failed write is logged by the writer and shown in /health; the adopted sessions still run.
@@ -617,20 +578,14 @@ async fn run(
         );
     }
     tracker.spawn(host.clone().serve_end_requests(planes.end_requests, shutdown.clone()));
-    for (socket, channel) in planes.pings {
-        tracker.spawn(read_pings(socket, channel, host.sessions.clone(), shutdown.clone()));
-    }
-    let streams_task = tokio::spawn(planes.streams.run(planes.streams_rx, shutdown.clone(), tracker.clone()));
+    tracker.spawn(host.clone().serve_stream_commands(planes.streams_rx, shutdown.clone()));
+    tracker.spawn(host.clone().serve_session_processes(planes.reports, shutdown.clone()));
     let api_task = api.map(|api| tokio::spawn(api.run(host.clone(), shutdown.clone(), tracker.clone())));
     server.run(shutdown.clone(), tracker.clone(), started).await;
     health.set_phase(Phase::Draining);
     if let Some(t) = api_task {
         let _ = t.await;
     }
-    let _ = streams_task.await;
-    // The ENet thread disconnects its peers and is joined off the async workers.
-    let control = planes.control;
-    let _ = tokio::task::spawn_blocking(move || drop(control)).await;
     drop(mdns);
     drain(&host, &config, keep_sessions.load(std::sync::atomic::Ordering::Relaxed)).await;
     drained.cancel();

@@ -1,5 +1,4 @@
-//! The commands the planes send each other (RTSP and HTTPS to the streams, streams and sessions to
-//! the control thread, threads to the host): a leaf, so the planes that
+//! The commands the planes send each other (RTSP and lobbies to the streams, threads to the host): a leaf, so the planes that
 //! exchange them need not import each other.
 
 /// Why a session ended: each maps to the termination code its client is sent, here and nowhere
@@ -20,10 +19,14 @@ pub enum EndReason {
     DisplayLost,
     /// The session's audio sink (or the audio server) went away.
     AudioLost,
+    /// The session's session process died (a crash, a kill).
+    ProcessLost,
+    /// The session's session process stopped reporting and was killed.
+    ProcessHung,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 7] = [
+    pub const ALL: [EndReason; 9] = [
         EndReason::Cancelled,
         EndReason::AppExited,
         EndReason::Idle,
@@ -31,6 +34,8 @@ impl EndReason {
         EndReason::Shutdown,
         EndReason::DisplayLost,
         EndReason::AudioLost,
+        EndReason::ProcessLost,
+        EndReason::ProcessHung,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +47,8 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::DisplayLost => "display_lost",
             EndReason::AudioLost => "audio_lost",
+            EndReason::ProcessLost => "process_lost",
+            EndReason::ProcessHung => "process_hung",
         }
     }
 
@@ -50,7 +57,11 @@ impl EndReason {
     pub fn termination(self) -> u32 {
         match self {
             // The stream cannot go on: not a graceful end.
-            EndReason::StreamFailed | EndReason::DisplayLost | EndReason::AudioLost => {
+            EndReason::StreamFailed
+            | EndReason::DisplayLost
+            | EndReason::AudioLost
+            | EndReason::ProcessLost
+            | EndReason::ProcessHung => {
                 wolf_protocol::control::TERMINATION_ENCODER_ERROR
             }
             EndReason::Cancelled | EndReason::AppExited | EndReason::Idle | EndReason::Shutdown => {
@@ -87,15 +98,6 @@ impl Ends {
     }
 }
 
-/// What the rest of the host asks of the control thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlCommand {
-    /// Tell the session's client, on its control peer, that the stream ended; then disconnect it.
-    Terminate { session_id: u32, peer: usize, reason: u32 },
-    /// Rumble the client's pad `number` (the app played force feedback on its virtual pad).
-    Rumble { session_id: u32, number: u8, low: u16, high: u16 },
-}
-
 /// Where stream commands go. Unbounded so a stop can never be lost: starts are bounded by the
 /// sessions (PLAY queues one only for a session not already playing), stops by the ends.
 pub type StreamCommands = tokio::sync::mpsc::UnboundedSender<StreamCommand>;
@@ -103,11 +105,9 @@ pub type StreamCommands = tokio::sync::mpsc::UnboundedSender<StreamCommand>;
 /// What RTSP and the HTTPS handlers ask of the streams.
 #[derive(Debug)]
 pub enum StreamCommand {
-    /// PLAY arrived: start streaming this session.
-    Start { session_id: u32 },
-    /// The session ended (/cancel, app exit) or its client left: stop and clean up; `done` is told
-    /// once the stream threads are joined (a session's display outlives its capture).
-    Stop { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
+    /// PLAY arrived: its session process starts streaming this session; `done` is told once it
+    /// took the command (so the PLAY answer goes out after, and the client's connect finds it ready).
+    Start { session_id: u32, done: Option<tokio::sync::oneshot::Sender<()>> },
     /// The session's sources changed (it joined or left a lobby): its running streams stop and
     /// start again to the same client, numbering and encryption carried on; `done` is told once
     /// the old streams are joined (so the display they captured may go).

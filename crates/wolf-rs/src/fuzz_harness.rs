@@ -150,9 +150,6 @@ pub fn rtsp_session(data: &[u8]) {
     sessions.restore(vec![session]);
     let host = HostInfo {
         hevc: how & 4 != 0,
-        video_port: 47998,
-        audio_port: 48000,
-        control_port: 47999,
         encryption_supported: 3,
         trusted: TrustedProxies::new(Vec::new()),
     };

@@ -65,6 +65,7 @@ pub mod metrics;
 pub mod net;
 pub mod rtsp;
 pub mod runners;
+pub mod session_process;
 pub mod sessions;
 pub mod state;
 pub mod status;

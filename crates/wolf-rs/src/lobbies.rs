@@ -360,11 +360,8 @@ impl Lobbies {
     /// receiver hears when the old streams are joined.
     fn switched(&self, session_id: u32) -> tokio::sync::oneshot::Receiver<()> {
         let (done, joined) = tokio::sync::oneshot::channel();
+        // Its input follows (the session process starts an injector on the new display).
         let _ = self.streams.send(StreamCommand::Restart { session_id, done: Some(done) });
-        // Its input follows: the next event makes an injector on the new display.
-        if let Some(live) = self.sessions.live(session_id) {
-            live.close_input();
-        }
         joined
     }
 

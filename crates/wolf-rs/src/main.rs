@@ -1,4 +1,5 @@
-//! wolf-rs: parse the command line, set up logging and (for all but the supervisor) the runtime,
+//! wolf-rs: parse the command line, set up logging and (for all but the supervisor and the session
+//! processes) the runtime,
 //! run the command.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -21,6 +22,9 @@ fn main() -> ExitCode {
     // The supervisor runs no async runtime (nothing in it can hang); everything else does.
     if cli::supervises(&cli) {
         return ExitCode::from(cli::supervise(&cli.state_dir, cli.config.as_deref()));
+    }
+    if let Some(args) = cli::session_process_args(&cli) {
+        return ExitCode::from(cli::session_process(args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

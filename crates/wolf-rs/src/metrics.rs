@@ -25,8 +25,17 @@ pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "timeout", "rejected", "error"]
 /// Outcomes of a pairing attempt (the `outcome` label).
 pub const PAIRING_OUTCOMES: [&str; 6] = ["paired", "wrong_pin", "timeout", "banned", "refused", "error"];
 /// Why a launch failed (the `reason` label).
-pub const LAUNCH_ERRORS: [&str; 8] =
-    ["bad_request", "unknown_app", "already_running", "store", "runner", "display", "audio", "draining"];
+pub const LAUNCH_ERRORS: [&str; 9] = [
+    "bad_request",
+    "unknown_app",
+    "already_running",
+    "store",
+    "runner",
+    "display",
+    "audio",
+    "draining",
+    "session_process",
+];
 /// Why an input event was not injected (`wolf_input_dropped_total{reason}`): the session has no
 /// display, its injector's queue was full, its display could not be reached, the kind is not
 /// injected (gamepads, touch, pen), or the packet did not parse.
@@ -336,6 +345,89 @@ impl Metrics {
 
     pub fn launch_failed(&self, reason: &str) {
         self.session_creation_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// A stream counter by its name and label value (empty for none): the metrics a session
+    /// process counts and its control plane adds up.
+    fn stream_counter(&self, name: &str, label: &str) -> Option<IntCounter> {
+        let vec = |v: &IntCounterVec| v.get_metric_with_label_values(&[label]).ok();
+        match name {
+            "wolf_encoder_frames_total" => Some(self.encoder_frames.clone()),
+            "wolf_pipeline_errors_total" => Some(self.pipeline_errors.clone()),
+            "wolf_video_frames_sent_total" => Some(self.video_frames_sent.clone()),
+            "wolf_audio_packets_sent_total" => Some(self.audio_packets_sent.clone()),
+            "wolf_stream_packets_sent_total" => Some(self.stream_packets_sent.clone()),
+            "wolf_stream_packets_dropped_total" => Some(self.stream_packets_dropped.clone()),
+            "wolf_streams_started_total" => Some(self.streams_started.clone()),
+            "wolf_video_frames_dropped_total" => vec(&self.video_frames_dropped),
+            "wolf_control_messages_total" => vec(&self.control_messages),
+            "wolf_input_events_total" => vec(&self.input_events),
+            "wolf_input_dropped_total" => vec(&self.input_dropped),
+            _ => None,
+        }
+    }
+
+    /// This process's stream counters (a session process's, for its report), and its frame-send
+    /// histogram as cumulative bucket counts and the sum.
+    pub fn stream_counts(&self) -> (Vec<crate::session_process::wire::Count>, (Vec<u64>, f64)) {
+        let mut counts = Vec::new();
+        let mut hist = (Vec::new(), 0.0);
+        for family in self.registry.gather() {
+            let name = family.name();
+            if name == "wolf_video_frame_send_seconds" {
+                if let Some(h) = family.get_metric().first().map(|m| m.get_histogram()) {
+                    hist = (h.get_bucket().iter().map(|b| b.cumulative_count()).collect(), h.get_sample_sum());
+                }
+                continue;
+            }
+            for m in family.get_metric() {
+                let label = m.get_label().first().map(|l| l.value().to_owned()).unwrap_or_default();
+                if self.stream_counter(name, &label).is_none() {
+                    continue;
+                }
+                let value = m.get_counter().value() as u64;
+                counts.push(crate::session_process::wire::Count { name: name.to_owned(), label, value });
+            }
+        }
+        (counts, hist)
+    }
+
+    /// Add what a session process counted since its `before` report (none: since it started).
+    /// A count lower than before is a new process: all of it is new.
+    pub fn add_stream_counts(
+        &self,
+        before: Option<&crate::session_process::wire::Report>,
+        now: &crate::session_process::wire::Report,
+    ) {
+        for c in &now.counts {
+            let was = before
+                .and_then(|b| b.counts.iter().find(|p| p.name == c.name && p.label == c.label))
+                .map_or(0, |p| p.value);
+            let delta = if c.value >= was { c.value - was } else { c.value };
+            if delta > 0
+                && let Some(counter) = self.stream_counter(&c.name, &c.label)
+            {
+                counter.inc_by(delta);
+            }
+        }
+        // Each new observation lands in its own bucket again (at the bucket's bound), so the
+        // quantiles read from the buckets are the session process's.
+        let (cum, _) = &now.frame_send;
+        let old = before.map(|b| b.frame_send.0.as_slice()).unwrap_or(&[]);
+        let fresh = |i: usize| -> u64 {
+            let here = |v: &[u64]| {
+                let c = v.get(i).copied().unwrap_or(0);
+                let below = if i == 0 { 0 } else { v.get(i - 1).copied().unwrap_or(0) };
+                c.saturating_sub(below)
+            };
+            let (n, o) = (here(cum), here(old));
+            if n >= o { n - o } else { n }
+        };
+        for (i, bound) in FRAME_SEND_BUCKETS.iter().enumerate() {
+            for _ in 0..fresh(i).min(100_000) {
+                self.video_frame_send.observe(*bound);
+            }
+        }
     }
 
     /// The exposition text. Reads /proc for the process metrics: call it off the async workers.

@@ -33,9 +33,6 @@ const MAX_CONNECTIONS_PER_IP: usize = 64;
 #[derive(Debug, Clone)]
 pub struct HostInfo {
     pub hevc: bool,
-    pub video_port: u16,
-    pub audio_port: u16,
-    pub control_port: u16,
     /// SS_ENC_* bits the host supports (control V2, video). None is requested: the client chooses.
     pub encryption_supported: u32,
     /// Gateways: their address may hold every RTSP connection.
@@ -113,7 +110,7 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
                     progress.setup_audio = true;
                     let h = [
                         session,
-                        ("Transport", format!("server_port={}", host.audio_port)),
+                        ("Transport", format!("server_port={}", s.ports.audio)),
                         ("X-SS-Ping-Payload", progress.ping_payload.clone()),
                     ];
                     reply(200, "OK", cseq, &h, "")
@@ -121,7 +118,7 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
                     progress.setup_video = true;
                     let h = [
                         session,
-                        ("Transport", format!("server_port={}", host.video_port)),
+                        ("Transport", format!("server_port={}", s.ports.video)),
                         ("X-SS-Ping-Payload", progress.ping_payload.clone()),
                     ];
                     reply(200, "OK", cseq, &h, "")
@@ -129,7 +126,7 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
                     progress.setup_control = true;
                     let h = [
                         session,
-                        ("Transport", format!("server_port={}", host.control_port)),
+                        ("Transport", format!("server_port={}", s.ports.control)),
                         ("X-SS-Connect-Data", progress.connect_data.to_string()),
                     ];
                     reply(200, "OK", cseq, &h, "")
@@ -167,7 +164,7 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
                     return reply(455, "Method Not Valid in This State", cseq, &[], "");
                 }
                 s.rtsp.playing = true;
-                command = Some(StreamCommand::Start { session_id: s.id });
+                command = Some(StreamCommand::Start { session_id: s.id, done: None });
                 tracing::info!(session = s.id, "PLAY: stream starts");
                 reply(200, "OK", cseq, &[], "")
             }
@@ -271,10 +268,14 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, serving: Arc<Serving>, o
             return;
         }
     };
-    if let Some(c) = command
-        && streams.send(c).is_err()
-    {
-        tracing::error!(%peer, "the stream manager is not taking commands");
+    if let Some(StreamCommand::Start { session_id, .. }) = command {
+        // The answer goes out once the session process took it: the client connects right after.
+        let (done, started) = tokio::sync::oneshot::channel();
+        if streams.send(StreamCommand::Start { session_id, done: Some(done) }).is_err() {
+            tracing::error!(%peer, "the stream manager is not taking commands");
+        } else if tokio::time::timeout(READ_TIMEOUT, started).await.is_err() {
+            tracing::warn!(session = session_id, "the session process did not take PLAY in time");
+        }
     }
     let write = async {
         stream.write_all(&out).await?;

@@ -12,21 +12,8 @@ use std::time::{Duration, Instant};
 use evdev::{AbsoluteAxisCode, Device, EventSummary, FFEffectData, FFEffectKind, FFReplay, FFTrigger, KeyCode};
 use wolf_protocol::input::{ControllerState, ControllerType, InputEvent, buttons, capabilities};
 use wolf_rs::input::{Inputs, PadChange};
-use wolf_rs::sessions::{Mode, Session, SessionState, Sessions};
 
 const PAD: &str = "Microsoft X-Box One pad (wolf-rs)";
-
-fn session() -> Session {
-    Session {
-        client_fingerprint: "guest".into(),
-        client_ip: [127, 0, 0, 1].into(),
-        app_id: 1,
-        mode: Mode { width: 1280, height: 720, fps: 60 },
-        rikey: [7; 16],
-        state: SessionState::Streaming,
-        ..Session::placeholder(1)
-    }
-}
 
 /// The event device named `name`, once it is there (bounded).
 fn find(name: &str) -> Option<PathBuf> {
@@ -60,8 +47,6 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
         return;
     }
     assert!(wolf_rs::input::gamepads_state().is_ok(), "uinput in the guest: {:?}", wolf_rs::input::gamepads_state());
-    let sessions = Arc::new(Sessions::default());
-    sessions.restore(vec![session()]);
     let metrics = wolf_rs::metrics::Metrics::new().unwrap();
     let (rumble_tx, rumble) = mpsc::channel();
     let rumble_tx = std::sync::Mutex::new(rumble_tx);
@@ -76,9 +61,9 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
         })),
     };
     let inputs = Inputs::new(metrics.clone(), hooks);
-    // The session's injector is held by its live part, as the control channel hands it over.
-    let live = sessions.live(1).unwrap();
-    let submit = |event| inputs.submit(1, &mut live.input().unwrap(), || None, event);
+    // The session's injector is held in a slot, as its session process's control channel holds it.
+    let slot = std::sync::Mutex::new(wolf_rs::input::Slot::default());
+    let submit = |event| inputs.submit(1, &mut slot.lock().unwrap(), || None, event);
 
     // Arrival, as a Sunshine-style client sends it, then the pad's state.
     submit(InputEvent::ControllerArrival {
@@ -175,8 +160,8 @@ fn a_client_controller_is_a_real_pad_and_its_rumble_comes_back() {
         matches!(&changes[..], [(1, PadChange::Added(_)), (1, PadChange::Removed(gone))] if *gone == first_nodes),
         "{changes:?}"
     );
-    // The session ends: its remaining pad's nodes go too.
-    live.end();
+    // The client leaves (or the session ends): its remaining pad's nodes go too.
+    slot.lock().unwrap().close();
     let (_, last) = pad_nodes.recv_timeout(Duration::from_secs(10)).expect("the last pad's nodes go");
     assert!(matches!(last, PadChange::Removed(n) if n.iter().any(|n| n.path.to_string_lossy().contains("event"))));
 }

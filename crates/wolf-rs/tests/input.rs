@@ -214,9 +214,9 @@ async fn input_for_a_session_without_a_display_is_counted_and_dropped() {
     .await;
     // Rumble a pad's app played goes to the client as the control channel's rumble message.
     let session = host.running().host.sessions.for_client(&client.identity.cert.fingerprint_hex()).unwrap().id;
-    let rumble =
-        wolf_rs::commands::ControlCommand::Rumble { session_id: session, number: 0, low: 0x8000, high: 0x4000 };
-    host.running().host.planes.control.send(rumble).unwrap();
+    let rumble = wolf_rs::session_process::wire::Command::Rumble { number: 0, low: 0x8000, high: 0x4000 };
+    let link = host.running().host.sessions.live(session).and_then(|l| l.link()).expect("its session process");
+    link.request(rumble).await.unwrap();
     let got = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {

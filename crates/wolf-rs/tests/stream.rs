@@ -36,8 +36,9 @@ async fn connect_and_ping(
 }
 
 /// Threads of this process that belong to a stream (sender or pipeline).
-fn stream_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
+/// Stream threads of the session process `pid` (none once it is gone).
+fn stream_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
             d.filter_map(|t| t.ok())
                 .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
@@ -167,7 +168,10 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     let decoded = tokio::task::spawn_blocking(move || decode_opus(&packets)).await.unwrap().expect("Opus decodes");
     assert!(decoded >= 190, "decoded {decoded} Opus packets");
 
-    assert!(stream_threads() >= 2, "a video and an audio thread run");
+    // They run in the session's own process.
+    let pid = host.running().host.sessions.list()[0].process.as_ref().expect("a session process").pid;
+    assert_ne!(pid as u32, std::process::id());
+    assert!(stream_threads(pid) >= 2, "a video and an audio thread run");
 
     // Cancel: the stream stops.
     let r = c.https_get(&c.url("/cancel", &[])).await.unwrap();
@@ -194,12 +198,12 @@ async fn test_pattern_streams_to_the_client_and_survives_ten_percent_loss() {
     assert_eq!(events.last(), Some(&ControlEvent::Disconnected));
     // The sender and pipeline threads are joined, not left behind.
     for _ in 0..100 {
-        if stream_threads() == 0 {
+        if stream_threads(pid) == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(stream_threads(), 0, "no stream thread left after /cancel");
+    assert_eq!(stream_threads(pid), 0, "no stream thread left after /cancel: the session process is gone");
     assert!(host.running().host.sessions.is_empty());
     host.stop().await;
 }

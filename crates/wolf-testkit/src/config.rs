@@ -28,10 +28,9 @@ impl ConfigBuilder {
             http: 0,
             https: 0,
             rtsp: 0,
-            control: 0,
-            video: 0,
-            audio: 0,
             rtsp_sessions: wolf_rs::config::PortRange::Any,
+            stream_sessions: wolf_rs::config::PortRange::Any,
+            ..wolf_rs::config::Ports::default()
         };
         c.mdns.enabled = false;
         c.health.port = 0;

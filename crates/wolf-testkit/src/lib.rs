@@ -127,8 +127,9 @@ impl TestHost {
         h
     }
 
+    /// Its session processes run the `wolf-rs` binary (this process is a test binary).
     pub fn paths(&self) -> Paths {
-        Paths::new(self.dir.path().to_owned(), None)
+        Paths { session_exe: Some(crate::workspace::host_bin()), ..Paths::new(self.dir.path().to_owned(), None) }
     }
 
     async fn boot(&mut self) {

@@ -38,6 +38,22 @@ pub enum Command {
     /// Run the host's control plane without a supervisor (what `serve` runs as its child).
     #[command(hide = true)]
     ControlPlane,
+    /// Stream one session (what the control plane starts for each session).
+    #[command(hide = true)]
+    SessionProcess {
+        #[arg(long)]
+        session: u32,
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        bind: std::net::IpAddr,
+        #[arg(long)]
+        udp_ports: crate::config::PortRange,
+        #[arg(long)]
+        log_dir: PathBuf,
+        #[arg(long)]
+        owner: String,
+    },
     /// Validate the config.
     Config {
         #[command(subcommand)]
@@ -200,6 +216,35 @@ pub fn supervises(cli: &Cli) -> bool {
     matches!(cli.command, None | Some(Command::Serve))
 }
 
+/// The session process's arguments, when `cli` runs one (it runs without an async runtime).
+pub fn session_process_args(cli: &Cli) -> Option<crate::session_process::process::Args> {
+    match &cli.command {
+        Some(Command::SessionProcess { session, socket, bind, udp_ports, log_dir, owner }) => {
+            Some(crate::session_process::process::Args {
+                session_id: *session,
+                socket: socket.clone(),
+                bind: *bind,
+                ports: *udp_ports,
+                log_dir: log_dir.clone(),
+                owner: owner.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `wolf-rs session-process`: stream one session until it ends. Blocking.
+pub fn session_process(args: crate::session_process::process::Args) -> u8 {
+    let id = args.session_id;
+    match crate::session_process::process::run(args) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(session = id, "session process: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
 /// `wolf-rs serve`: the supervisor, running `<this binary> [options] control-plane`. Blocking.
 pub fn supervise(state_dir: &Path, config: Option<&Path>) -> u8 {
     let program = match std::env::current_exe() {
@@ -245,6 +290,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 exit::NOT_RUNNING
             }
         },
+        Command::SessionProcess { .. } => exit::USAGE,
         Command::ControlPlane => match app::serve(paths, Env::from_process()).await {
             Ok(()) => exit::OK,
             Err(e) => {

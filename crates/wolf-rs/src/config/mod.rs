@@ -69,11 +69,19 @@ pub struct Ports {
     pub http: u16,
     pub https: u16,
     pub rtsp: u16,
-    pub control: u16,
-    pub video: u16,
-    pub audio: u16,
     /// Ports of their own for sessions whose client speaks plain RTSP.
     pub rtsp_sessions: PortRange,
+    /// UDP ports of the session processes: three each (video, audio, control), told to the client
+    /// in RTSP SETUP.
+    pub stream_sessions: PortRange,
+    /// The shared stream ports of earlier versions: read so their configs still load, and unused
+    /// (each session streams from its own ports).
+    #[serde(default, skip_serializing)]
+    pub control: Option<u16>,
+    #[serde(default, skip_serializing)]
+    pub video: Option<u16>,
+    #[serde(default, skip_serializing)]
+    pub audio: Option<u16>,
 }
 
 impl Default for Ports {
@@ -82,10 +90,11 @@ impl Default for Ports {
             http: 47989,
             https: 47984,
             rtsp: 48010,
-            control: 47999,
-            video: 47998,
-            audio: 48000,
             rtsp_sessions: PortRange::Range(48100, 48163),
+            stream_sessions: PortRange::Range(48200, 48391),
+            control: None,
+            video: None,
+            audio: None,
         }
     }
 }
@@ -139,12 +148,26 @@ impl TryFrom<String> for PortRange {
     }
 }
 
+impl std::str::FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(s: &str) -> Result<PortRange, PortRangeError> {
+        PortRange::try_from(s.to_owned())
+    }
+}
+
 impl From<PortRange> for String {
     fn from(r: PortRange) -> String {
-        match r {
-            PortRange::Off => String::new(),
-            PortRange::Any => "0".into(),
-            PortRange::Range(a, b) => format!("{a}-{b}"),
+        r.to_string()
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            PortRange::Off => Ok(()),
+            PortRange::Any => f.write_str("0"),
+            PortRange::Range(a, b) => write!(f, "{a}-{b}"),
         }
     }
 }

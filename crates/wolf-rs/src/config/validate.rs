@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::de::DeserializeOwned;
 
-use super::{Config, RunnerKind};
+use super::{Config, PortRange, RunnerKind};
 
 /// One problem: where it is and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,26 +405,17 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         ("ports.http", p.http),
         ("ports.https", p.https),
         ("ports.rtsp", p.rtsp),
-        ("ports.control", p.control),
-        ("ports.video", p.video),
-        ("ports.audio", p.audio),
         ("health.port", cfg.health.port),
     ];
     let mut seen_tcp = HashSet::new();
-    for (i, (k, v)) in ports.iter().enumerate() {
+    for (k, v) in &ports {
         // 0 picks a free port (tests); only real ports must be distinct.
-        if *v == 0 {
-            continue;
-        }
-        if (i < 3 || i == 6) && !seen_tcp.insert(*v) {
+        if *v != 0 && !seen_tcp.insert(*v) {
             report((*k).into(), format!("port {v} is already used by another TCP listener"));
         }
     }
-    let mut seen_udp = HashSet::new();
-    for (k, v) in &ports[3..6] {
-        if *v != 0 && !seen_udp.insert(*v) {
-            report((*k).into(), format!("port {v} is already used by another UDP socket"));
-        }
+    if p.stream_sessions == PortRange::Off {
+        report("ports.stream_sessions".into(), "every session streams from ports of this range: it cannot be off".into());
     }
     let ip_key = origin(env, "WOLF_INTERNAL_IP", "network.local_ip");
     if !cfg.network.local_ip.is_empty() && cfg.network.local_ip.parse::<Ipv4Addr>().is_err() {

@@ -509,7 +509,9 @@ async fn launch(
             "The host could not save the session (its state directory is not writable); see the host log",
         ),
         Err(LaunchError::Runner { source, .. }) => xml_err(500, path, &source.to_string()),
-        Err(e @ LaunchError::EndedWhileStarting) => xml_err(500, path, &e.to_string()),
+        Err(e @ (LaunchError::EndedWhileStarting | LaunchError::SessionProcess(_))) => {
+            xml_err(500, path, &e.to_string())
+        }
         Err(LaunchError::AlreadyRunning { app_id }) => {
             xml_err(400, path, &format!("App {app_id} is already running for this client; resume or quit it first"))
         }

@@ -43,11 +43,6 @@ pub struct Listeners {
     pub http: TcpListener,
     pub https: TcpListener,
     pub rtsp: TcpListener,
-    /// RTP video and audio (UDP); non-blocking, shared by the ping readers and the sender threads.
-    pub video: std::net::UdpSocket,
-    pub audio: std::net::UdpSocket,
-    /// The ENet control channel's socket (its thread owns it).
-    pub control: std::net::UdpSocket,
 }
 
 impl Listeners {
@@ -65,23 +60,7 @@ impl Listeners {
         let rtsp = TcpListener::bind(SocketAddr::new(ip, config.ports.rtsp))
             .await
             .or_err(ErrorKind::Bind, || format!("binding RTSP on {ip}:{}", config.ports.rtsp))?;
-        let video = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.video))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .or_err(ErrorKind::Bind, || format!("binding video UDP on {ip}:{}", config.ports.video))?;
-        let audio = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.audio))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .or_err(ErrorKind::Bind, || format!("binding audio UDP on {ip}:{}", config.ports.audio))?;
-        let control = std::net::UdpSocket::bind(SocketAddr::new(ip, config.ports.control))
-            .or_err(ErrorKind::Bind, || format!("binding the control channel on {ip}:{}", config.ports.control))?;
-        Ok(Listeners { http, https, rtsp, video, audio, control })
-    }
-
-    /// (video, audio, control) UDP ports as bound.
-    pub fn stream_ports(&self) -> Result<(u16, u16, u16)> {
-        let v = self.video.local_addr().or_err(ErrorKind::Bind, || "video local address")?;
-        let a = self.audio.local_addr().or_err(ErrorKind::Bind, || "audio local address")?;
-        let c = self.control.local_addr().or_err(ErrorKind::Bind, || "control local address")?;
-        Ok((v.port(), a.port(), c.port()))
+        Ok(Listeners { http, https, rtsp })
     }
 
     /// (http, https, rtsp) as bound.

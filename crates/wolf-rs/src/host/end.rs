@@ -1,6 +1,5 @@
 //! The one way a session ends, whatever the reason ([`EndReason`]): the end is saved first, then
-//! counted and announced, the client is told why over the control channel, its streams are stopped
-//! and joined, it leaves its lobby, its app, sink and display stop, and it leaves the table.
+//! counted and announced, its session process tells the client why, stops its streams and exits, it leaves its lobby, its app, sink and display stop, and it leaves the table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +7,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Host;
-use crate::commands::{ControlCommand, EndReason, EndRequests};
+use crate::commands::{EndReason, EndRequests};
+use crate::session_process::wire::Command;
 use crate::sessions::{Session, SessionState};
 
-/// How long an end waits for the session's stream threads to be joined (a sender thread joins
-/// within its frame wait).
+/// How long an end waits for the session process to stop (its sender threads join within their
+/// frame wait).
 const STREAMS_JOIN: Duration = Duration::from_secs(10);
 
 impl Host {
@@ -59,20 +59,27 @@ impl Host {
             id: session_id,
             reason: reason.as_str().to_owned(),
         });
-        if let Some(peer) = ending.live.as_ref().and_then(|l| l.control_peer()) {
-            let terminate = ControlCommand::Terminate { session_id, peer, reason: reason.termination() };
-            let _ = self.planes.control.send(terminate);
-        }
-        // Its streams were cancelled with its end; they are joined here, whether or not the
-        // session is still in the table.
-        let streams = ending.live.as_ref().and_then(|l| l.take_streams());
+        // Its session process tells the client why, stops its streams (they capture the display
+        // and the sink, so before those go) and exits.
+        let link = ending.live.as_ref().and_then(|l| l.link());
+        let termination = reason.termination();
         let (host, parts, lobby, removed) = (self.clone(), s.parts(), s.lobby.clone(), ending.removed);
         let stop = async move {
-            // The streams first: they capture the display and the sink.
-            if let Some(run) = streams
-                && tokio::time::timeout(STREAMS_JOIN, crate::stream::stop(&run)).await.is_err()
-            {
-                tracing::warn!(session = session_id, "stream threads not joined in time");
+            if let Some(link) = link {
+                if let Err(e) = link.request(Command::End { termination }).await {
+                    tracing::debug!(session = session_id, error = %e, "the session process did not take the end");
+                }
+                link.detach();
+                let spawner = host.planes.spawner.clone();
+                let stopped = async {
+                    while spawner.alive(&link.record).await {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                if tokio::time::timeout(STREAMS_JOIN, stopped).await.is_err() {
+                    tracing::warn!(session = session_id, "the session process did not stop in time: killed");
+                    spawner.kill(&link.record);
+                }
             }
             let left = match &lobby {
                 Some(l) if removed => Some(host.lobbies.member_ended(&l.id, session_id).await),

@@ -118,6 +118,9 @@ pub enum LaunchError {
     /// The session ended while its app started.
     #[error("the session ended while its app started")]
     EndedWhileStarting,
+    /// Its session process did not start.
+    #[error("the session's stream did not start: {0}")]
+    SessionProcess(#[source] crate::session_process::link::LinkError),
 }
 
 impl From<crate::sessions::AddError> for LaunchError {
@@ -139,6 +142,7 @@ impl LaunchError {
             LaunchError::Store(_) => "store",
             LaunchError::Runner { part, .. } => part.as_str(),
             LaunchError::EndedWhileStarting => Part::Runner.as_str(),
+            LaunchError::SessionProcess(_) => "session_process",
         }
     }
 }
@@ -199,17 +203,25 @@ impl Host {
             runner: RunnerHandle::None,
             display: None,
             sink: None,
-            ports: SessionPorts {
-                rtsp: self.ports.rtsp,
-                video: self.ports.video,
-                audio: self.ports.audio,
-                control: self.ports.control,
-            },
+            // The stream ports are the session process's, known once it runs.
+            ports: SessionPorts { rtsp: self.ports.rtsp, ..SessionPorts::default() },
             rtsp: RtspProgress { encrypted: p.encrypted, ..RtspProgress::default() },
             lobby: None,
+            process: None,
         };
         let s = self.sessions.launch(session).await?;
-        self.start_app(s, &app).await
+        let s = self.start_app(s, &app).await?;
+        match self.ensure_process(s.id).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                // No stream without it: the session's app goes too.
+                self.sessions.remove_by_id(s.id);
+                if let Err(stop) = self.planes.runners.stop_session(s.id, &s.parts()).await {
+                    tracing::error!(error = %stop, "stopping the app of a session whose stream did not start");
+                }
+                Err(LaunchError::SessionProcess(e))
+            }
+        }
     }
 
     /// Start the session's display, sink and app and save their handles; on failure the session is
@@ -276,6 +288,15 @@ impl Host {
             }
         }
         let s = self.sessions.resume(&client.fingerprint, p.rikey, p.rikeyid, p.encrypted, p.mode, display)?;
+        // Its session process streams on from before; one that is gone (a session adopted from an
+        // older host) is started again.
+        let s = match self.ensure_process(s.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(session = s.id, error = %e, "the session's stream cannot start");
+                return None;
+            }
+        };
         tracing::info!(session = s.id, client = %client.name, mode = %s.mode, "session resumed");
         Some(s)
     }

@@ -6,13 +6,13 @@
 pub mod end;
 pub mod launch;
 pub mod pairing;
+pub mod streaming;
 pub mod watch;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::ControlCommand;
 use crate::events::Events;
 use crate::lobbies::{Lobbies, LobbyError};
 use crate::metrics::Metrics;
@@ -29,19 +29,18 @@ pub struct Ports {
     pub http: u16,
     pub https: u16,
     pub rtsp: u16,
-    pub video: u16,
-    pub audio: u16,
-    pub control: u16,
 }
 
 /// The streaming planes the host drives.
 pub struct Planes {
     /// Each session's app, display and sink.
     pub runners: Arc<Runners>,
-    /// Termination and rumble to a session's client.
-    pub control: std::sync::mpsc::Sender<ControlCommand>,
     /// Plain-RTSP sessions' own RTSP ports.
     pub rtsp_ports: Arc<crate::rtsp::SessionPorts>,
+    /// Each session's session process.
+    pub spawner: Arc<crate::session_process::link::Spawner>,
+    /// What each session's streams are to be.
+    pub planner: crate::session_process::plan::Planner,
 }
 
 /// The handle every front-end calls.

@@ -167,14 +167,6 @@ impl Slot {
     pub fn is_running(&self) -> bool {
         matches!(self.0, SlotState::Running(..))
     }
-
-    /// A slot with a queue and no injector thread, and a look at whether it was closed.
-    #[cfg(test)]
-    pub(crate) fn for_test() -> (Slot, impl Fn() -> bool) {
-        let q = Arc::new(Queue::default());
-        let seen = q.clone();
-        (Slot(SlotState::Running(q, false)), move || seen.lock().closed)
-    }
 }
 
 /// Why an event was not injected (logged by the injector; the event is counted as dropped).

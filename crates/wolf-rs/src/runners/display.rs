@@ -4,7 +4,7 @@
 //! a restarted host adopts the desktop the user left, or cleans it up with the app.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -286,15 +286,20 @@ pub struct CaptureSpec {
 impl CaptureSpec {
     /// The host pipeline's source: the child's frames at the display's size.
     pub fn source(&self) -> String {
-        let d = &self.display;
-        format!(
-            "shmsrc socket-path=\"{}\" is-live=true do-timestamp=true ! video/x-raw,format=BGRx,width={},height={},framerate={}/1",
-            self.socket.display(),
-            d.width,
-            d.height,
-            self.fps
-        )
+        capture_source(&self.socket, &self.display, self.fps)
     }
+}
+
+/// The host pipeline's source for a capture of `display` on `socket`: the child's frames at the
+/// display's size.
+pub fn capture_source(socket: &Path, display: &DisplayHandle, fps: u32) -> String {
+    format!(
+        "shmsrc socket-path=\"{}\" is-live=true do-timestamp=true ! video/x-raw,format=BGRx,width={},height={},framerate={}/1",
+        socket.display(),
+        display.width,
+        display.height,
+        fps
+    )
 }
 
 /// A capture of a session's display in a child process (`ximagesrc` there, frames to the host's

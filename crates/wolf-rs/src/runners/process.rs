@@ -72,6 +72,8 @@ pub enum Role {
     Audio,
     /// A stream's capture of a session's display (started again with each stream).
     Capture,
+    /// A session's session process (its streams, control peer and input).
+    Session,
 }
 
 impl Role {
@@ -81,6 +83,7 @@ impl Role {
             Role::Display => "display",
             Role::Audio => "audio",
             Role::Capture => "capture",
+            Role::Session => "session",
         }
     }
 
@@ -89,6 +92,7 @@ impl Role {
             "display" => Role::Display,
             "audio" => Role::Audio,
             "capture" => Role::Capture,
+            "session" => Role::Session,
             _ => Role::App,
         }
     }

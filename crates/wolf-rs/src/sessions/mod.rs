@@ -40,6 +40,8 @@ pub struct Session {
     /// The lobby the session joined: its client sees and hears the lobby's display and sink, and
     /// its input goes there.
     pub lobby: Option<LobbyLink>,
+    /// Its session process, which streams it.
+    pub process: Option<crate::session_process::ProcessRecord>,
 }
 
 /// A session's place in a lobby: the lobby's display and sink it streams instead of its own.
@@ -101,6 +103,7 @@ impl Session {
             ports: SessionPorts::default(),
             rtsp: RtspProgress::default(),
             lobby: None,
+            process: None,
         }
     }
 
@@ -147,6 +150,7 @@ impl Session {
             display: self.display.clone(),
             sink: self.sink.clone(),
             lobby: self.lobby.clone(),
+            process: self.process.clone(),
             state: self.state,
             surround_audio_info: self.surround_audio_info,
             created_unix_ms: unix_ms(self.created),
@@ -175,6 +179,7 @@ impl Session {
             ports: r.ports,
             rtsp: RtspProgress::default(),
             lobby: r.lobby.clone(),
+            process: r.process.clone(),
         })
     }
 }
@@ -489,13 +494,6 @@ impl Sessions {
         self.snapshot().live.iter().map(|(id, l)| (*id, l.clone())).collect()
     }
 
-    /// The live part of the session whose client pings with `payload`.
-    pub fn live_by_ping_payload(&self, payload: &[u8]) -> Option<(u32, Arc<live::Live>)> {
-        let t = self.snapshot();
-        let id = *t.by_ping.get(std::str::from_utf8(payload).ok()?)?;
-        Some((id, t.live.get(&id)?.clone()))
-    }
-
     /// The client of session `id` was heard from. (Control-channel pings arrive every 100 ms: the
     /// time is kept in the session's `Live`, apart from the copy-on-write table.)
     pub fn touch(&self, id: u32) {
@@ -592,50 +590,22 @@ mod tests {
         let a = sessions.launch(with_app).await.unwrap();
         let b = sessions.launch(session("b")).await.unwrap();
         let (la, lb) = (sessions.live(a.id).unwrap(), sessions.live(b.id).unwrap());
-        let addr: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let mut held = Vec::new();
         for l in [&la, &lb] {
-            assert!(l.set_addr(live::Channel::Video, addr) && !l.set_addr(live::Channel::Video, addr));
-            l.request_keyframe();
             l.touch();
             assert_eq!(l.rtsp_port_or(|| Some(4242)), Some(4242));
-            assert!(l.set_control_peer(Some(3)) && !l.set_control_peer(Some(4)), "the first peer keeps it");
-            let run = l.start_streams(&shutdown).unwrap();
-            assert!(l.start_streams(&shutdown).is_none(), "streams start once");
-            // A sender thread that runs until its streams are cancelled.
-            let token = run.cancel().clone();
-            run.add(std::thread::spawn(move || {
-                while !token.is_cancelled() {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }));
-            let (slot, closed) = crate::input::Slot::for_test();
-            *l.input().unwrap() = slot;
-            held.push((run, closed));
         }
         assert!(sessions.last_activity(a.id).is_some());
         // A session whose app runs is marked stopping; what it had is released now.
         let ending = sessions.begin_end(a.id).await.unwrap();
         assert!(!ending.removed && ending.written.is_ok());
         assert!(la.ended().is_cancelled());
-        assert_eq!(la.addr(live::Channel::Video), None, "its client's addresses are forgotten");
-        assert!(!la.take_keyframe(), "no keyframe is asked for an ended session");
+        assert!(ending.live.as_ref().is_some_and(|l| Arc::ptr_eq(l, &la)), "the host gets its Live to finish it");
         assert_eq!(la.rtsp_port_or(|| Some(1)), Some(4242), "no new RTSP port once ended (the old one closes)");
-        let (run_a, input_a_closed) = &held[0];
-        assert!(run_a.cancel().is_cancelled(), "its streams are stopped");
-        for t in la.take_streams().unwrap().stop() {
-            t.join().unwrap();
-        }
-        assert!(la.start_streams(&shutdown).is_none(), "no streams start for an ended session");
-        assert!(input_a_closed() && la.input().is_none(), "its injector closed, and no new one is made");
-        assert!(!la.set_control_peer(Some(5)), "no control peer binds to an ended session");
-        assert!(!held[1].0.cancel().is_cancelled() && !held[1].1(), "the other session's parts are untouched");
+        assert!(!lb.ended().is_cancelled(), "the other session's parts are untouched");
         assert!(sessions.begin_end(a.id).await.is_none(), "a second end is a no-op");
         // A session with nothing running leaves the table at once, its Live told.
         assert!(sessions.begin_end(b.id).await.unwrap().removed);
         assert!(lb.ended().is_cancelled() && sessions.by_id(b.id).is_none() && sessions.live(b.id).is_none());
-        assert!(held[1].0.cancel().is_cancelled() && held[1].1());
         assert!(sessions.begin_end(b.id).await.is_none());
         // The other session is untouched until it leaves the table.
         let c = sessions.launch(session("c")).await.unwrap();

@@ -12,6 +12,9 @@ use crate::runners::{RunnerHandle, Runners};
 pub struct Reconciled {
     pub adopted: Vec<Session>,
     pub cleaned: usize,
+    /// Sessions cleaned up because their session process had died (a crash while no control plane
+    /// watched): each ends with `process_lost`.
+    pub lost: Vec<u32>,
     pub orphans_removed: usize,
 }
 
@@ -39,12 +42,24 @@ pub async fn run(
             let unfinished = matches!(r.state, SessionState::Stopping | SessionState::Launching);
             let parts =
                 crate::runners::Parts { app: r.runner.clone(), display: r.display.clone(), sink: r.sink.clone() };
-            let live = !unfinished && runners.lost(r.id, &parts).await.is_none();
+            let process_gone = match &r.process {
+                Some(p) => {
+                    let (runner, p) = (runners.process.clone(), p.clone());
+                    !tokio::task::spawn_blocking(move || runner.alive(p.pid, p.start_time)).await.unwrap_or(false)
+                }
+                None => false,
+            };
+            let live = !unfinished && !process_gone && runners.lost(r.id, &parts).await.is_none();
+            if process_gone && !unfinished {
+                tracing::error!(session = r.id, "saved session's process died while no control plane ran: it ends");
+                out.lost.push(r.id);
+            }
             match Session::from_record(&r) {
                 Some(mut s) if live => {
                     if let Some(d) = &s.display {
                         runners.displays.adopt(d);
                     }
+                    // Paused until its process (when it has one) says it streams.
                     s.state = SessionState::Paused;
                     s.updated = std::time::SystemTime::now();
                     tracing::info!(session = s.id, app = s.app_id, runner = ?s.runner, "saved session adopted: its app still runs");
@@ -115,7 +130,9 @@ async fn remove_orphan_processes(runners: &Runners, adopted: &[Session]) -> usiz
             Role::App => s.runner == handle,
             Role::Display => s.display.as_ref().is_some_and(|d| d.pid == o.pid && d.start_time == o.start_time),
             Role::Audio => true,
-            Role::Capture => false,
+            Role::Session => s.process.as_ref().is_some_and(|p| p.pid == o.pid && p.start_time == o.start_time),
+            // A stream's capture lives with its session process.
+            Role::Capture => s.process.is_some() && o.session == s.id.to_string(),
         };
         if o.role == Role::Audio || adopted.iter().any(ours) {
             continue;

@@ -72,6 +72,9 @@ pub struct SessionRecord {
     pub sink: Option<crate::runners::audio::SinkHandle>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lobby: Option<super::LobbyLink>,
+    /// Its session process (pid, start time, socket), adopted by the next control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::session_process::ProcessRecord>,
     pub state: SessionState,
     pub surround_audio_info: u32,
     pub created_unix_ms: u64,
@@ -209,6 +212,7 @@ mod tests {
             display: None,
             sink: None,
             lobby: None,
+            process: None,
             state: SessionState::Paused,
             surround_audio_info: 196_610,
             created_unix_ms: 1,

@@ -2,96 +2,58 @@
 //! packet (when the client enabled SS_ENC_VIDEO) → UDP.
 
 use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Streams, send};
+use super::{Senders, send};
+use crate::media::MediaError;
 use crate::media::pipeline::{EncoderPipeline, Ended, NextFrame};
-use crate::media::{self, MediaError, VideoSpec};
-use crate::sessions::Session;
+use crate::session_process::wire::{Negotiated, VideoPlan};
 use wolf_protocol::annexb::strip_aud_sei;
 use wolf_protocol::rtsp::SS_ENC_VIDEO;
 use wolf_protocol::video::{FrameType, Packetizer, VideoParams, VideoSealer};
 
-pub fn spawn(
-    streams: &Streams,
-    session: &Session,
+/// Run the video stream of `plan` to `addr` until cancelled (blocking); `Err` says why it failed.
+pub fn run(
+    senders: &Senders,
+    plan: &VideoPlan,
+    negotiated: &Negotiated,
     addr: SocketAddr,
-    cancel: CancellationToken,
-) -> Result<JoinHandle<()>, MediaError> {
-    let cfg = session.rtsp.stream.clone().ok_or(MediaError::NoAnnounce)?;
-    let config = &streams.config;
-    let app = streams.apps.get(session.app_id);
-    let app = app.as_deref();
-    // The session's display (its lobby's when it joined one), captured in a child process, unless
-    // the app names its own source.
-    let streamed = session.streamed_display();
-    let capture_it =
-        |a: Option<&crate::config::App>| session.lobby.is_some() || a.is_some_and(|a| a.video_source.trim().is_empty());
-    let capture = match streamed {
-        Some(d) if capture_it(app) => Some(crate::runners::display::CaptureSpec {
-            process: streams.runners.process.clone(),
-            session_id: session.id,
-            display: d.clone(),
-            fps: cfg.fps,
-            socket: streams.runners.capture_socket(session.id),
-        }),
-        _ => None,
-    };
-    let display = streamed.map(|d| d.name());
-    let source = match (&capture, app) {
-        (Some(c), _) => c.source(),
-        (None, Some(a)) => a.video_source_for(display.as_deref(), cfg.fps),
-        (None, None) => crate::config::TEST_PATTERN_SOURCE.to_owned(),
-    };
-    let dir = (!config.video.pipelines_dir.is_empty()).then(|| std::path::PathBuf::from(&config.video.pipelines_dir));
-    // The client picks HEVC (bitStreamFormat 1) only when DESCRIBE offered it, i.e. we have one.
-    let candidate = match (cfg.video_format, streams.encoder.hevc) {
-        (1, Some(hevc)) => hevc,
-        _ => streams.encoder.h264,
-    };
-    let spec = VideoSpec {
-        source,
-        width: cfg.width,
-        height: cfg.height,
-        fps: cfg.fps,
-        bitrate_kbps: candidate.bitrate_kbps(cfg.bitrate_kbps),
-        slices: cfg.slices_per_frame,
-    };
-    let hevc = candidate.codec == media::Codec::Hevc;
-    let text = media::template(&candidate, dir.as_deref()).and_then(|t| media::render(&t, &spec))?;
-    let params = VideoParams {
-        packet_size: cfg.packet_size,
-        fec_percent: config.video.fec_percentage,
-        min_parity: cfg.min_fec_packets,
-    };
-    let live = streams.sessions.live(session.id);
-    let carried = live.as_ref().and_then(|l| l.carry().video.take());
-    let (packetizer, sealer) = match carried {
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let cfg = &negotiated.announced;
+    let params =
+        VideoParams { packet_size: cfg.packet_size, fec_percent: plan.fec_percent, min_parity: cfg.min_fec_packets };
+    let carried = senders.client.carry().video.take();
+    let (mut packetizer, mut sealer) = match carried {
         Some(c) => c,
         None => (
-            Packetizer::new(params)?,
+            Packetizer::new(params).map_err(|e| MediaError::from(e).to_string())?,
             // The client already took the 32-byte header off its packetSize; its other bits are not ours.
-            (cfg.encryption & SS_ENC_VIDEO != 0).then(|| VideoSealer::new(&session.rikey)).transpose()?,
+            (cfg.encryption & SS_ENC_VIDEO != 0)
+                .then(|| VideoSealer::new(&negotiated.rikey))
+                .transpose()
+                .map_err(|e| MediaError::from(e).to_string())?,
         ),
     };
-    let socket = streams.video.socket.try_clone().map_err(|source| MediaError::Socket { what: "video", source })?;
-    let live = streams.sessions.live(session.id);
-    let (id, encoder) = (session.id, candidate.name);
-    super::spawn_sender(streams, super::Kind::Video, id, text, capture, move |pipeline, metrics, beat| {
-        tracing::info!(session = id, %addr, encoder, encrypted = sealer.is_some(), "video stream started");
-        let (mut packetizer, mut sealer) = (packetizer, sealer);
-        let ended =
-            send_loop(pipeline, &mut packetizer, &mut sealer, hevc, &socket, addr, &cancel, metrics, beat, || {
-                live.as_ref().is_some_and(|l| l.take_keyframe())
-            });
-        if let Some(l) = &live {
-            l.carry().video = Some((packetizer, sealer));
-        }
-        ended
-    })
+    let capture = plan.capture.as_ref().map(|c| crate::runners::display::CaptureSpec {
+        process: senders.process.clone(),
+        session_id: senders.session_id,
+        display: c.display.clone(),
+        fps: c.fps,
+        socket: c.socket.clone(),
+    });
+    let (socket, metrics, client, hevc) = (&senders.video, &senders.metrics, &senders.client, plan.hevc);
+    let encoder = plan.encoder.as_str();
+    let result = senders.run_pipeline(super::Kind::Video, plan.pipeline.clone(), capture, |pipeline, beat| {
+        tracing::info!(%addr, encoder, encrypted = sealer.is_some(), "video stream started");
+        send_loop(pipeline, &mut packetizer, &mut sealer, hevc, socket, addr, cancel, metrics, beat, || {
+            client.take_keyframe()
+        })
+    });
+    client.carry().video = Some((packetizer, sealer));
+    result
 }
 
 #[allow(clippy::too_many_arguments)]
