@@ -180,6 +180,7 @@ async fn start_with(
                 encoder: loaded.encoder.clone(),
                 runners: planes.runners.clone(),
             },
+            health: watched.health.clone(),
         },
         shutdown: shutdown.clone(),
     });
@@ -433,7 +434,8 @@ fn start_planes(
 ) -> Result<StreamPlanes> {
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
     let (_ends, end_requests) = crate::commands::Ends::channel();
-    let owner = std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string();
+    let owner =
+        std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string();
     let runners = Arc::new(crate::runners::Runners::new(
         &paths.state_dir,
         owner.clone(),
@@ -470,6 +472,8 @@ fn start_planes(
         owner,
         events: reports_tx,
         beat_limit: PROCESS_SILENT_LIMIT,
+        warn_after: Duration::from_millis(config.watchdog.warn_after_ms),
+        exit_after: Duration::from_millis(config.watchdog.exit_after_ms),
     });
     Ok(StreamPlanes {
         apps: loaded.apps.clone(),

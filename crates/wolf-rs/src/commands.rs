@@ -61,9 +61,7 @@ impl EndReason {
             | EndReason::DisplayLost
             | EndReason::AudioLost
             | EndReason::ProcessLost
-            | EndReason::ProcessHung => {
-                wolf_protocol::control::TERMINATION_ENCODER_ERROR
-            }
+            | EndReason::ProcessHung => wolf_protocol::control::TERMINATION_ENCODER_ERROR,
             EndReason::Cancelled | EndReason::AppExited | EndReason::Idle | EndReason::Shutdown => {
                 wolf_protocol::control::TERMINATION_GRACEFUL
             }

@@ -215,13 +215,26 @@ fn hang(state: &HealthState, params: &HashMap<String, String>) -> Response<Body>
             }
             json(StatusCode::ACCEPTED, &serde_json::json!({"scope": "runtime", "workers": workers, "seconds": seconds}))
         }
-        Some("pipeline") => match state.beats.stall("pipeline", seconds) {
-            Some(name) => json(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"scope": "pipeline", "thread": name, "seconds": seconds}),
-            ),
-            None => reply(StatusCode::CONFLICT, "text/plain", "no pipeline thread is running; start a stream first\n"),
-        },
+        // Pipelines run in the session processes: the first streaming session's is asked.
+        Some("pipeline") => {
+            let stall = crate::session_process::wire::Command::Stall { kind: "pipeline".into(), seconds };
+            let asked = state
+                .sessions
+                .list()
+                .into_iter()
+                .filter(|s| s.state == crate::sessions::SessionState::Streaming)
+                .find_map(|s| {
+                    let link = state.sessions.live(s.id)?.link()?;
+                    link.send(stall.clone()).then_some(s.id)
+                });
+            match asked {
+                Some(id) => json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"scope": "pipeline", "session": id, "seconds": seconds}),
+                ),
+                None => reply(StatusCode::CONFLICT, "text/plain", "no stream is running; start one first\n"),
+            }
+        }
         _ => reply(StatusCode::BAD_REQUEST, "text/plain", "scope must be runtime or pipeline\n"),
     }
 }

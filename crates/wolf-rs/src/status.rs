@@ -26,6 +26,8 @@ pub struct Health {
     /// When the watchdog last looked (ms since `started`); stale means it is not running.
     watchdog_seen_ms: AtomicU64,
     stalled: Mutex<Vec<String>>,
+    /// Threads of session processes that their last report named stalled, by session.
+    process_stalled: Mutex<std::collections::BTreeMap<u32, Vec<String>>>,
     /// Why the last write of the sessions file failed; `None` once one succeeds.
     store_error: Mutex<Option<String>>,
     warn_after: Duration,
@@ -49,6 +51,7 @@ impl Health {
             last_answer_lag_ms: AtomicU64::new(0),
             watchdog_seen_ms: AtomicU64::new(0),
             stalled: Mutex::new(Vec::new()),
+            process_stalled: Mutex::default(),
             store_error: Mutex::new(None),
             warn_after,
             last_exit,
@@ -101,6 +104,16 @@ impl Health {
 
     /// The outcome of the latest write of the sessions file: while it fails, launches fail, and the
     /// host says so (degraded, with the reason).
+    /// What session `id`'s process said of its threads (none: all beat, or it is gone).
+    pub fn set_process_stalled(&self, id: u32, names: Vec<String>) {
+        let mut m = self.process_stalled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.is_empty() {
+            m.remove(&id);
+        } else {
+            m.insert(id, names);
+        }
+    }
+
     pub fn set_store(&self, error: Option<String>) {
         *self.store_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
@@ -124,7 +137,10 @@ impl Health {
     pub fn report(&self, sessions: usize, gate_rejecting: bool) -> (StatusCode, serde_json::Value) {
         let phase = self.phase();
         let lag_ms = self.lag_ms.load(Ordering::Relaxed);
-        let stalled = self.stalled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut stalled = self.stalled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for names in self.process_stalled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values() {
+            stalled.extend(names.iter().cloned());
+        }
         let store_error = self.store_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let watchdog = self.watchdog_running();
         let slow = lag_ms > self.warn_after.as_millis() as u64;

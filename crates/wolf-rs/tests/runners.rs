@@ -108,7 +108,8 @@ async fn a_dead_process_app_is_cleaned_up_and_an_orphan_stopped() {
     host.health_until("healthy").await;
     until("the orphan is stopped", || !pid_alive(pid)).await;
     let metrics = host.get("/metrics").await.unwrap().text();
-    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
+    // The app and the session's own process.
+    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 2"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +191,8 @@ async fn docker_app_adopted_cleaned_and_orphans_removed() {
     host.health_until("healthy").await;
     assert!(labelled().is_empty(), "the orphan was removed");
     let metrics = host.get("/metrics").await.unwrap().text();
-    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
+    // The app and the session's own process.
+    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 2"), "{metrics}");
 }
 
 /// `docker exec` in `container`: (succeeded, stderr).

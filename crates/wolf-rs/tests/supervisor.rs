@@ -8,7 +8,7 @@ use std::time::Duration;
 use wolf_rs::lifecycle::{Entry, Record};
 use wolf_rs::sessions::SessionRecord;
 use wolf_testkit::config::{app, process_runner};
-use wolf_testkit::host_process::{Proc, spawn_supervised};
+use wolf_testkit::host_process::{Proc, kill9, spawn_supervised};
 use wolf_testkit::{ConfigBuilder, PIN, RIKEY_HEX};
 
 /// A quick policy: a crash loop is 4 exits within a minute, its pause 3 s.
@@ -27,37 +27,11 @@ fn config() -> ConfigBuilder {
 }
 
 fn log(host: &Proc) -> Vec<Record> {
-    let out = host.cli(&["events", "--json"]);
-    assert!(out.status.success(), "wolf-rs events: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// The pid of the last control plane that said it is ready.
-fn ready_pid(log: &[Record]) -> Option<u32> {
-    log.iter().rev().find(|r| r.entry == Entry::ControlPlaneReady).map(|r| r.pid)
-}
-
-/// Wait until a control plane other than `old` is ready and healthy; its pid.
-async fn next_control_plane(host: &Proc, old: u32) -> u32 {
-    let mut pid = None;
-    wolf_testkit::until("a new control plane is ready", || {
-        pid = ready_pid(&log(host)).filter(|p| *p != old);
-        pid.is_some()
-    })
-    .await;
-    host.health_until("healthy").await;
-    pid.unwrap()
+    host.events()
 }
 
 fn sessions(host: &Proc) -> Vec<SessionRecord> {
-    let out = host.cli(&["sessions", "list", "--json"]);
-    assert!(out.status.success(), "sessions list: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn kill9(pid: u32) {
-    // SAFETY: kill(2) on the test's own host process.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    host.sessions()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +40,7 @@ async fn the_supervisor_restarts_its_control_plane_in_place_and_keeps_the_sessio
     let mut host = spawn_supervised(dir.path(), config());
     let supervisor = host.process.pid();
     host.health_until("healthy").await;
-    let first = ready_pid(&log(&host)).expect("the control plane said it is ready");
+    let first = host.control_plane().expect("the control plane said it is ready");
     assert_ne!(first, supervisor, "the control plane is the supervisor's child");
     let mut c = host.client();
     assert_eq!(c.pair(PIN).await.unwrap(), wolf_client::PairOutcome::Paired);
@@ -76,18 +50,18 @@ async fn the_supervisor_restarts_its_control_plane_in_place_and_keeps_the_sessio
 
     // A crash: the supervisor starts the control plane again, which adopts the session.
     kill9(first);
-    let second = next_control_plane(&host, first).await;
+    let second = host.next_control_plane(first).await;
     assert!(sessions(&host).iter().any(|s| s.id == session.id), "adopted after kill -9");
 
     // A hang: the watchdog exits it with 86 and the supervisor starts it again.
     assert_eq!(host.post("/debug/hang?scope=runtime&seconds=120").await.status, 202);
-    let third = next_control_plane(&host, second).await;
+    let third = host.next_control_plane(second).await;
     assert!(sessions(&host).iter().any(|s| s.id == session.id), "adopted after the watchdog's exit");
 
     // An upgrade: `wolf-rs restart` restarts it in place; stop_apps_on_shutdown does not apply.
     let out = host.cli(&["restart"]);
     assert!(out.status.success(), "wolf-rs restart: {}", String::from_utf8_lossy(&out.stderr));
-    let fourth = next_control_plane(&host, third).await;
+    let fourth = host.next_control_plane(third).await;
     assert!(sessions(&host).iter().any(|s| s.id == session.id), "kept across a restart in place");
 
     // A crash loop: the fourth quick exit within the window (with the two above) is followed by the
@@ -95,7 +69,7 @@ async fn the_supervisor_restarts_its_control_plane_in_place_and_keeps_the_sessio
     let mut pid = fourth;
     for _ in 0..3 {
         kill9(pid);
-        pid = next_control_plane(&host, pid).await;
+        pid = host.next_control_plane(pid).await;
     }
     assert!(host.process.exited().is_none(), "the supervisor never gives up");
     let entries: Vec<Entry> = log(&host).into_iter().map(|r| r.entry).collect();

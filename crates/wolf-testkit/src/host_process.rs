@@ -148,4 +148,42 @@ impl Proc {
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         self.process.command(args).expect("run wolf-rs")
     }
+
+    /// The lifecycle log, as `wolf-rs events --json` prints it.
+    pub fn events(&self) -> Vec<wolf_rs::lifecycle::Record> {
+        let out = self.cli(&["events", "--json"]);
+        assert!(out.status.success(), "wolf-rs events: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// The pid of the last control plane that said it is ready.
+    pub fn control_plane(&self) -> Option<u32> {
+        let log = self.events();
+        log.iter().rev().find(|r| r.entry == wolf_rs::lifecycle::Entry::ControlPlaneReady).map(|r| r.pid)
+    }
+
+    /// Wait until a control plane other than `old` is ready and healthy; its pid.
+    pub async fn next_control_plane(&self, old: u32) -> u32 {
+        let mut pid = None;
+        crate::until("a new control plane is ready", || {
+            pid = self.control_plane().filter(|p| *p != old);
+            pid.is_some()
+        })
+        .await;
+        self.health_until("healthy").await;
+        pid.unwrap()
+    }
+
+    /// The sessions, as `wolf-rs sessions list --json` (through the API) prints them.
+    pub fn sessions(&self) -> Vec<wolf_rs::sessions::SessionRecord> {
+        let out = self.cli(&["sessions", "list", "--json"]);
+        assert!(out.status.success(), "sessions list: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// SIGKILL to `pid` (a process of the test's own host).
+pub fn kill9(pid: u32) {
+    // SAFETY: kill(2) on a process the test started (or its host did).
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0, "kill -9 {pid}");
 }

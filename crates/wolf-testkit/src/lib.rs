@@ -9,6 +9,7 @@
 //! - `namespace`    re-run one test inside private Linux namespaces
 //! - `guest`        re-run one test inside a QEMU guest whose kernel has uinput (`guest.sh`)
 //! - `session`      a launched session as the client runs it: RTSP to PLAY, control, receiving
+//! - `viewer`       a client that streams in the background (frames and their times) while the host restarts
 //! - this file      `TestHost` (a real host in this process, port 0, temp state dir), `PIN`, fixtures
 //!
 //! The root also holds the fixture rikey and SDP and the pair/launch/PLAY helpers.
@@ -20,6 +21,7 @@ pub mod host_process;
 pub mod media;
 pub mod namespace;
 pub mod session;
+pub mod viewer;
 pub mod workspace;
 
 pub use config::ConfigBuilder;
@@ -45,9 +47,14 @@ pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, RtspSession)
 }
 
 /// As [`pair_and_launch`], for any host the client points at.
-pub async fn launch_with(mut c: GameStreamClient) -> (GameStreamClient, RtspSession) {
+pub async fn launch_with(c: GameStreamClient) -> (GameStreamClient, RtspSession) {
+    launch_with_mode(c, "1280x720x60").await
+}
+
+/// As [`launch_with`], at `mode` (`WIDTHxHEIGHTxFPS`).
+pub async fn launch_with_mode(mut c: GameStreamClient, mode: &str) -> (GameStreamClient, RtspSession) {
     assert_eq!(c.pair(PIN).await.expect("pairing runs"), PairOutcome::Paired);
-    let rtsp = launch_rtsp(&c, &c.launch_url("1", "1280x720x60", RIKEY_HEX)).await;
+    let rtsp = launch_rtsp(&c, &c.launch_url("1", mode, RIKEY_HEX)).await;
     (c, rtsp)
 }
 

@@ -53,6 +53,10 @@ pub enum Command {
         log_dir: PathBuf,
         #[arg(long)]
         owner: String,
+        #[arg(long, default_value_t = 10_000)]
+        warn_after_ms: u64,
+        #[arg(long, default_value_t = 30_000)]
+        exit_after_ms: u64,
     },
     /// Validate the config.
     Config {
@@ -219,16 +223,25 @@ pub fn supervises(cli: &Cli) -> bool {
 /// The session process's arguments, when `cli` runs one (it runs without an async runtime).
 pub fn session_process_args(cli: &Cli) -> Option<crate::session_process::process::Args> {
     match &cli.command {
-        Some(Command::SessionProcess { session, socket, bind, udp_ports, log_dir, owner }) => {
-            Some(crate::session_process::process::Args {
-                session_id: *session,
-                socket: socket.clone(),
-                bind: *bind,
-                ports: *udp_ports,
-                log_dir: log_dir.clone(),
-                owner: owner.clone(),
-            })
-        }
+        Some(Command::SessionProcess {
+            session,
+            socket,
+            bind,
+            udp_ports,
+            log_dir,
+            owner,
+            warn_after_ms,
+            exit_after_ms,
+        }) => Some(crate::session_process::process::Args {
+            session_id: *session,
+            socket: socket.clone(),
+            bind: *bind,
+            ports: *udp_ports,
+            log_dir: log_dir.clone(),
+            owner: owner.clone(),
+            warn_after: std::time::Duration::from_millis(*warn_after_ms),
+            exit_after: std::time::Duration::from_millis(*exit_after_ms),
+        }),
         _ => None,
     }
 }

@@ -76,11 +76,11 @@ pub struct Ports {
     pub stream_sessions: PortRange,
     /// The shared stream ports of earlier versions: read so their configs still load, and unused
     /// (each session streams from its own ports).
-    #[serde(default, skip_serializing)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<u16>,
-    #[serde(default, skip_serializing)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<u16>,
-    #[serde(default, skip_serializing)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<u16>,
 }
 

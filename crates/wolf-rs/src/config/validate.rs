@@ -401,12 +401,8 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         report("api.tcp".into(), e.to_string());
     }
     let p = &cfg.ports;
-    let ports = [
-        ("ports.http", p.http),
-        ("ports.https", p.https),
-        ("ports.rtsp", p.rtsp),
-        ("health.port", cfg.health.port),
-    ];
+    let ports =
+        [("ports.http", p.http), ("ports.https", p.https), ("ports.rtsp", p.rtsp), ("health.port", cfg.health.port)];
     let mut seen_tcp = HashSet::new();
     for (k, v) in &ports {
         // 0 picks a free port (tests); only real ports must be distinct.
@@ -415,7 +411,10 @@ fn check_rules(cfg: &Config, env: &Env, cx: &mut Ctx<'_>) {
         }
     }
     if p.stream_sessions == PortRange::Off {
-        report("ports.stream_sessions".into(), "every session streams from ports of this range: it cannot be off".into());
+        report(
+            "ports.stream_sessions".into(),
+            "every session streams from ports of this range: it cannot be off".into(),
+        );
     }
     let ip_key = origin(env, "WOLF_INTERNAL_IP", "network.local_ip");
     if !cfg.network.local_ip.is_empty() && cfg.network.local_ip.parse::<Ipv4Addr>().is_err() {

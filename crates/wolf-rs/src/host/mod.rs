@@ -41,6 +41,8 @@ pub struct Planes {
     pub spawner: Arc<crate::session_process::link::Spawner>,
     /// What each session's streams are to be.
     pub planner: crate::session_process::plan::Planner,
+    /// Where session processes' stalled threads show (`/health`).
+    pub health: Arc<crate::status::Health>,
 }
 
 /// The handle every front-end calls.

@@ -185,9 +185,14 @@ impl Host {
                 }
                 Event::Lost { hung } => {
                     last.remove(&id);
+                    self.planes.health.set_process_stalled(id, Vec::new());
                     if self.sessions.by_id(id).is_some_and(|s| s.state != SessionState::Stopping) {
                         let reason = if hung { EndReason::ProcessHung } else { EndReason::ProcessLost };
-                        tracing::error!(session = id, reason = reason.as_str(), "the session's process is gone: ending the session");
+                        tracing::error!(
+                            session = id,
+                            reason = reason.as_str(),
+                            "the session's process is gone: ending the session"
+                        );
                         let host = self.clone();
                         tokio::spawn(async move { host.end(id, reason).await });
                     }
@@ -198,6 +203,13 @@ impl Host {
 
     fn reported(self: &Arc<Self>, id: u32, r: &Report, before: Option<&Report>) {
         self.metrics.add_stream_counts(before, r);
+        self.planes.health.set_process_stalled(id, r.stalled.clone());
+        if let Some(thread) = &r.hung {
+            tracing::error!(session = id, thread, "the session process hangs and exits: ending the session");
+            let host = self.clone();
+            tokio::spawn(async move { host.end(id, EndReason::ProcessHung).await });
+            return;
+        }
         let Some(live) = self.sessions.live(id) else { return };
         if let Some(ms) = r.activity_unix_ms {
             live.set_activity(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));

@@ -54,7 +54,9 @@ pub enum LinkError {
 pub enum Event {
     Report(Box<Report>),
     /// The process is gone (`hung`: it stopped reporting and was killed).
-    Lost { hung: bool },
+    Lost {
+        hung: bool,
+    },
 }
 
 /// Where links send their events: (session id, event).
@@ -86,6 +88,12 @@ impl Link {
         }
     }
 
+    /// Send without waiting for the answer (fault injection from the health thread).
+    pub fn send(&self, command: Command) -> bool {
+        let (tx, _) = oneshot::channel();
+        self.requests.send((command, tx)).is_ok()
+    }
+
     /// Let go of the process without touching it.
     pub fn detach(&self) {
         self.detach.cancel();
@@ -105,6 +113,9 @@ pub struct Spawner {
     pub events: Events,
     /// A process silent this long is killed.
     pub beat_limit: Duration,
+    /// The watchdog's thresholds, for the process's own threads.
+    pub warn_after: Duration,
+    pub exit_after: Duration,
 }
 
 impl Spawner {
@@ -130,6 +141,10 @@ impl Spawner {
             self.process.log_dir().display().to_string(),
             "--owner".into(),
             self.owner.clone(),
+            "--warn-after-ms".into(),
+            self.warn_after.as_millis().to_string(),
+            "--exit-after-ms".into(),
+            self.exit_after.as_millis().to_string(),
         ];
         let log = self.process.log_dir().join(format!("session-{session_id}-stream.log"));
         let (p, l) = (self.process.clone(), log.clone());
@@ -207,14 +222,16 @@ fn kill(record: &ProcessRecord) {
     }
 }
 
-async fn connect(session_id: u32, record: &ProcessRecord) -> Result<(OwnedReadHalf, OwnedWriteHalf, Welcome), LinkError> {
+async fn connect(
+    session_id: u32,
+    record: &ProcessRecord,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, Welcome), LinkError> {
     let stream = UnixStream::connect(&record.socket)
         .await
         .map_err(|source| LinkError::Connect { path: record.socket.clone(), source })?;
     let (mut reader, writer) = stream.into_split();
-    let welcome: Welcome = tokio::time::timeout(ANSWER_WITHIN, read_frame(&mut reader))
-        .await
-        .map_err(|_| LinkError::NoAnswer)??;
+    let welcome: Welcome =
+        tokio::time::timeout(ANSWER_WITHIN, read_frame(&mut reader)).await.map_err(|_| LinkError::NoAnswer)??;
     if welcome.version != wire::VERSION {
         return Err(LinkError::Version(welcome.version));
     }

@@ -49,11 +49,9 @@ impl Planner {
             session.lobby.is_some() || a.is_some_and(|a| a.video_source.trim().is_empty())
         };
         let capture = match streamed {
-            Some(d) if capture_it(app) => Some(CapturePlan {
-                display: d.clone(),
-                fps: cfg.fps,
-                socket: self.runners.capture_socket(session.id),
-            }),
+            Some(d) if capture_it(app) => {
+                Some(CapturePlan { display: d.clone(), fps: cfg.fps, socket: self.runners.capture_socket(session.id) })
+            }
             _ => None,
         };
         let display = streamed.map(|d| d.name());

@@ -20,8 +20,6 @@ use crate::stream::{Channel, Client, Senders, StreamRun};
 pub const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// A report is not written to a control plane that does not read it for this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A stream thread silent this long is named in the report's `stalled`.
-const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// What the control plane hands the process on its command line.
 #[derive(Debug, Clone)]
@@ -35,7 +33,13 @@ pub struct Args {
     /// Where its display captures log, and whose they are (the control plane's state dir).
     pub log_dir: PathBuf,
     pub owner: String,
+    /// A thread silent this long is reported stalled; this long, the process exits (0: never).
+    pub warn_after: Duration,
+    pub exit_after: Duration,
 }
+
+/// The exit code of a session process whose watchdog found a thread hung (the control plane's too).
+pub const EXIT_HUNG: i32 = crate::watchdog::EXIT_CODE;
 
 /// Why a session process could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +82,8 @@ fn bind_udp(bind: IpAddr, range: crate::config::PortRange) -> Result<[UdpSocket;
             ports = range.ports();
         }
     }
-    let [v, a, c]: [UdpSocket; 3] = out.try_into().map_err(|_| StartError::NoPort { what: "video", range: range.to_string() })?;
+    let [v, a, c]: [UdpSocket; 3] =
+        out.try_into().map_err(|_| StartError::NoPort { what: "video", range: range.to_string() })?;
     Ok([v, a, c])
 }
 
@@ -91,7 +96,8 @@ fn port(s: &UdpSocket, what: &'static str) -> Result<u16, StartError> {
 pub fn run(args: Args) -> Result<(), StartError> {
     let id = args.session_id;
     let [video, audio, control] = bind_udp(args.bind, args.ports)?;
-    let ports = UdpPorts { video: port(&video, "video")?, audio: port(&audio, "audio")?, control: port(&control, "control")? };
+    let ports =
+        UdpPorts { video: port(&video, "video")?, audio: port(&audio, "audio")?, control: port(&control, "control")? };
     for (s, what) in [(&video, "video"), (&audio, "audio")] {
         s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|source| StartError::Socket { what, source })?;
     }
@@ -173,6 +179,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         plan: None,
         conn: None,
         tx,
+        warn_after: args.warn_after,
+        exit_after: args.exit_after,
     };
     state.serve(&rx);
     stop.store(true, Ordering::Relaxed);
@@ -267,6 +275,8 @@ struct State {
     conn: Option<Conn>,
     /// The main loop's own sender, for the reader threads it starts.
     tx: mpsc::Sender<Msg>,
+    warn_after: Duration,
+    exit_after: Duration,
 }
 
 impl State {
@@ -317,6 +327,7 @@ impl State {
                 self.send_report();
                 last_report = Instant::now();
             }
+            self.watch();
         }
     }
 
@@ -407,12 +418,27 @@ impl State {
         self.report.streaming = false;
     }
 
+    /// A thread silent past the exit threshold hangs the session: the control plane is told, and
+    /// the process ends at once (its streams cannot be stopped in order with a thread stuck).
+    fn watch(&mut self) {
+        if self.exit_after.is_zero() {
+            return;
+        }
+        let Some(hung) = self.beats.silent(self.exit_after).into_iter().next() else { return };
+        tracing::error!(session = self.id, thread = %hung.name, silent_ms = hung.silent.as_millis() as u64,
+            "a thread of the session process hangs: it exits");
+        self.report.hung = Some(hung.name);
+        self.send_report();
+        // SAFETY: _exit ends the process without running anything else (a hung thread may hold a lock).
+        unsafe { libc::_exit(EXIT_HUNG) }
+    }
+
     fn send_report(&mut self) {
         let (counts, frame_send) = self.metrics.stream_counts();
         self.report.counts = counts;
         self.report.frame_send = frame_send;
         self.report.activity_unix_ms = self.senders.client.activity_unix_ms();
-        self.report.stalled = self.beats.silent(STALLED_AFTER).into_iter().map(|s| s.name).collect();
+        self.report.stalled = self.beats.silent(self.warn_after).into_iter().map(|s| s.name).collect();
         self.report.pads = self
             .pads
             .lock()

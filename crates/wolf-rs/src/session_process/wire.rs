@@ -186,8 +186,10 @@ pub struct Report {
     pub activity_unix_ms: Option<u64>,
     /// Device nodes of its virtual pads (for an app in a container).
     pub pads: Vec<(std::path::PathBuf, u32, u32)>,
-    /// Its threads that have not beaten for the warn threshold.
+    /// Its threads that have not beaten for the watchdog's warn threshold.
     pub stalled: Vec<String>,
+    /// The thread silent past the watchdog's exit threshold: the process exits after this report.
+    pub hung: Option<String>,
     /// Its stream counters, cumulative.
     pub counts: Vec<Count>,
     /// Its frame-send histogram: cumulative bucket counts and the sum of seconds.

@@ -23,8 +23,8 @@ pub fn run(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let cfg = &negotiated.announced;
-    let encryption = (cfg.feature_flags & FEATURE_AUDIO_ENCRYPTION != 0)
-        .then_some((negotiated.rikey, negotiated.rikeyid));
+    let encryption =
+        (cfg.feature_flags & FEATURE_AUDIO_ENCRYPTION != 0).then_some((negotiated.rikey, negotiated.rikeyid));
     let carried = senders.client.carry().audio.take();
     let mut packetizer = match carried {
         Some(p) => p,

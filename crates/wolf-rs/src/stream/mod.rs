@@ -81,8 +81,8 @@ impl Client {
     /// A ping arrived on `channel`: its sender is the client when it carries the client's payload
     /// (only the client learned it, sealed when it encrypts RTSP). `true` when the address is new.
     pub fn pinged(&self, channel: Channel, datagram: &[u8], from: SocketAddr) -> bool {
-        let ours = ping_payload(datagram)
-            .is_some_and(|p| self.negotiated().is_some_and(|n| n.ping_payload.as_bytes() == p));
+        let ours =
+            ping_payload(datagram).is_some_and(|p| self.negotiated().is_some_and(|n| n.ping_payload.as_bytes() == p));
         if !ours {
             return false;
         }

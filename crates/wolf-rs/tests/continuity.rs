@@ -1,0 +1,151 @@
+//! Streams outlive the control plane: three clients stream (receiving and decoding video, and
+//! audio) from a supervised host while its control plane is killed with SIGKILL, hangs until the
+//! watchdog exits it, and is restarted in place for an upgrade; each stream goes on with no
+//! frame missing beyond a few and no reconnect. A session process that dies ends only its own
+//! session.
+
+use std::time::{Duration, Instant};
+
+use wolf_rs::sessions::SessionRecord;
+use wolf_testkit::host_process::{Proc, kill9, spawn_supervised};
+use wolf_testkit::session::{ControlEvent, from_first_idr};
+use wolf_testkit::viewer::Viewer;
+use wolf_testkit::{ConfigBuilder, PIN};
+
+/// The most frame numbers a stream may skip at once (a UDP datagram lost on a busy machine).
+const MAX_INDEX_GAP: u32 = 3;
+
+fn config() -> ConfigBuilder {
+    ConfigBuilder::loopback().pin(PIN).watchdog(500, 1000, 2000).with(|c| {
+        c.debug.fault_injection = true;
+        c.supervisor.restart_backoff_ms = 100;
+        c.supervisor.max_backoff_ms = 400;
+    })
+}
+
+async fn viewers(host: &Proc, n: usize) -> Vec<Viewer> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Viewer::start(host.client()).await);
+    }
+    out
+}
+
+fn session_of<'a>(sessions: &'a [SessionRecord], v: &Viewer) -> Option<&'a SessionRecord> {
+    let fp = v.client.identity.cert.fingerprint_hex();
+    sessions.iter().find(|s| s.client_fingerprint == fp)
+}
+
+/// Each viewer gets `n` more frames after `t`, and its control channel saw nothing but its
+/// connect: no termination, no disconnect.
+async fn all_stream_on(viewers: &[Viewer], t: Instant, n: usize, what: &str) {
+    for (i, v) in viewers.iter().enumerate() {
+        v.frames_after(t, n).await;
+        let events = v.control_events();
+        assert!(events.is_empty(), "viewer {i} after {what}: control events {events:?}");
+        let gap = v.received().largest_index_gap();
+        assert!(gap <= MAX_INDEX_GAP, "viewer {i} after {what}: {gap} frames missing at once");
+    }
+}
+
+fn decode(frames: &[Vec<u8>]) -> Result<usize, String> {
+    wolf_testkit::media::run_decoder(&wolf_testkit::media::h264_decoding()?, frames, 33)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_streams_go_on_through_a_kill_9_a_hang_and_an_upgrade_of_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = spawn_supervised(dir.path(), config());
+    host.health_until("healthy").await;
+    let viewers = viewers(&host, 3).await;
+    for v in &viewers {
+        v.frames_after(Instant::now() - Duration::from_secs(60), 30).await;
+    }
+    let listed = host.sessions();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let pids: Vec<i32> = listed.iter().map(|s| s.process.as_ref().expect("a session process").pid).collect();
+
+    // A crash of the control plane.
+    let first = host.control_plane().expect("a control plane");
+    let t = Instant::now();
+    kill9(first);
+    let second = host.next_control_plane(first).await;
+    all_stream_on(&viewers, t, 60, "kill -9 of the control plane").await;
+
+    // A hang: the watchdog exits it (86), the supervisor starts the next.
+    let t = Instant::now();
+    assert_eq!(host.post("/debug/hang?scope=runtime&seconds=120").await.status, 202);
+    let third = host.next_control_plane(second).await;
+    all_stream_on(&viewers, t, 60, "a watchdog exit").await;
+
+    // An upgrade: restarted in place.
+    let t = Instant::now();
+    let out = host.cli(&["restart"]);
+    assert!(out.status.success(), "wolf-rs restart: {}", String::from_utf8_lossy(&out.stderr));
+    host.next_control_plane(third).await;
+    all_stream_on(&viewers, t, 60, "wolf-rs restart").await;
+
+    // The same session processes stream all along; the API lists all three, streaming.
+    let listed = host.sessions();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for v in &viewers {
+        let s = session_of(&listed, v).expect("the viewer's session is listed");
+        assert!(pids.contains(&s.process.as_ref().unwrap().pid), "the same process streams it");
+        assert_eq!(s.state, wolf_rs::sessions::SessionState::Streaming, "{s:?}");
+    }
+
+    // /cancel of one ends it, and only it.
+    let mut viewers = viewers;
+    let cancelled = viewers.remove(0);
+    let r = cancelled.client.https_get(&cancelled.client.url("/cancel", &[])).await.unwrap();
+    assert_eq!(r.field("cancel").as_deref(), Some("1"), "{}", r.text());
+    let ended = tokio::task::spawn_blocking(move || {
+        let e = cancelled.control.events.recv_timeout(Duration::from_secs(20));
+        (e, cancelled)
+    });
+    let (event, _cancelled) = ended.await.unwrap();
+    assert!(
+        matches!(event, Ok(ControlEvent::Message(t, _)) if t == wolf_protocol::control::MSG_TERMINATION),
+        "{event:?}"
+    );
+    let t = Instant::now();
+    all_stream_on(&viewers, t, 30, "the other's /cancel").await;
+    assert_eq!(host.sessions().len(), 2);
+
+    for (i, v) in viewers.into_iter().enumerate() {
+        let (r, _) = v.stop().await;
+        assert!(r.audio > 100, "viewer {i}: audio flowed ({} packets)", r.audio);
+        let frames = from_first_idr(&r.frames);
+        let n = frames.len();
+        let decoded = tokio::task::spawn_blocking(move || decode(&frames)).await.unwrap().expect("decodes");
+        assert!(decoded + 5 >= n && n > 200, "viewer {i}: decoded {decoded} of {n} frames");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_session_process_ends_only_its_own_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = spawn_supervised(dir.path(), config());
+    host.health_until("healthy").await;
+    let mut viewers = viewers(&host, 3).await;
+    for v in &viewers {
+        v.frames_after(Instant::now() - Duration::from_secs(60), 30).await;
+    }
+    let listed = host.sessions();
+    let victim = viewers.remove(0);
+    let s = session_of(&listed, &victim).expect("listed").clone();
+    let t = Instant::now();
+    kill9(s.process.as_ref().expect("a session process").pid as u32);
+    wolf_testkit::until("the session with the killed process ends", || !host.sessions().iter().any(|x| x.id == s.id))
+        .await;
+    let metrics = host.get("/metrics").await.expect("metrics").text();
+    assert!(metrics.contains("wolf_sessions_ended_total{reason=\"process_lost\"} 1"), "{metrics}");
+    assert!(
+        host.events()
+            .iter()
+            .any(|r| r.entry == wolf_rs::lifecycle::Entry::SessionEnd { session: s.id, reason: "process_lost".into() }),
+        "the lifecycle log tells why"
+    );
+    all_stream_on(&viewers, t, 60, "another session's process was killed").await;
+    assert_eq!(host.sessions().len(), 2);
+}
