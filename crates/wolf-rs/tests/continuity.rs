@@ -138,14 +138,18 @@ async fn a_killed_session_process_ends_only_its_own_session() {
     kill9(s.process.as_ref().expect("a session process").pid as u32);
     wolf_testkit::until("the session with the killed process ends", || !host.sessions().iter().any(|x| x.id == s.id))
         .await;
-    let metrics = host.get("/metrics").await.expect("metrics").text();
+    // Counted and logged with its reason.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = host.get("/metrics").await.expect("metrics").text();
+        if metrics.contains("wolf_sessions_ended_total{reason=\"process_lost\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(metrics.contains("wolf_sessions_ended_total{reason=\"process_lost\"} 1"), "{metrics}");
-    assert!(
-        host.events()
-            .iter()
-            .any(|r| r.entry == wolf_rs::lifecycle::Entry::SessionEnd { session: s.id, reason: "process_lost".into() }),
-        "the lifecycle log tells why"
-    );
+    let end = wolf_rs::lifecycle::Entry::SessionEnd { session: s.id, reason: "process_lost".into() };
+    wolf_testkit::until("the lifecycle log tells why", || host.events().iter().any(|r| r.entry == end)).await;
     all_stream_on(&viewers, t, 60, "another session's process was killed").await;
     assert_eq!(host.sessions().len(), 2);
 }

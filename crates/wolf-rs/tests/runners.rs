@@ -191,8 +191,7 @@ async fn docker_app_adopted_cleaned_and_orphans_removed() {
     host.health_until("healthy").await;
     assert!(labelled().is_empty(), "the orphan was removed");
     let metrics = host.get("/metrics").await.unwrap().text();
-    // The app and the session's own process.
-    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 2"), "{metrics}");
+    assert!(metrics.contains("wolf_sessions_reconciled_total{result=\"orphan_removed\"} 1"), "{metrics}");
 }
 
 /// `docker exec` in `container`: (succeeded, stderr).

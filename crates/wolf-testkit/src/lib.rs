@@ -47,14 +47,9 @@ pub async fn pair_and_launch(host: &TestHost) -> (GameStreamClient, RtspSession)
 }
 
 /// As [`pair_and_launch`], for any host the client points at.
-pub async fn launch_with(c: GameStreamClient) -> (GameStreamClient, RtspSession) {
-    launch_with_mode(c, "1280x720x60").await
-}
-
-/// As [`launch_with`], at `mode` (`WIDTHxHEIGHTxFPS`).
-pub async fn launch_with_mode(mut c: GameStreamClient, mode: &str) -> (GameStreamClient, RtspSession) {
+pub async fn launch_with(mut c: GameStreamClient) -> (GameStreamClient, RtspSession) {
     assert_eq!(c.pair(PIN).await.expect("pairing runs"), PairOutcome::Paired);
-    let rtsp = launch_rtsp(&c, &c.launch_url("1", mode, RIKEY_HEX)).await;
+    let rtsp = launch_rtsp(&c, &c.launch_url("1", "1280x720x60", RIKEY_HEX)).await;
     (c, rtsp)
 }
 

@@ -45,6 +45,8 @@ impl Received {
 /// A client streaming one session, received in the background until [`Viewer::stop`].
 pub struct Viewer {
     pub client: GameStreamClient,
+    /// Its launch's key (each viewer its own: encrypted RTSP finds a session by its key).
+    pub rikey: [u8; 16],
     pub played: Played,
     pub control: EnetClient,
     received: Arc<Mutex<Received>>,
@@ -60,10 +62,16 @@ pub fn small_sdp() -> String {
 impl Viewer {
     /// Pair `c`, launch app 1 (the test pattern) at 640x360x30, PLAY, connect the control channel
     /// (asserting it connects) and start receiving.
-    pub async fn start(c: GameStreamClient) -> Viewer {
-        let (c, rtsp) = crate::launch_with_mode(c, "640x360x30").await;
+    pub async fn start(mut c: GameStreamClient) -> Viewer {
+        let mut rikey = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut rikey).expect("random bytes");
+        assert_eq!(c.pair(crate::PIN).await.expect("pairing runs"), wolf_client::PairOutcome::Paired);
+        let reply = c.https_get(&c.launch_url("1", "640x360x30", &hex::encode(rikey))).await.expect("launch");
+        let url = reply.field("sessionUrl0").unwrap_or_else(|| panic!("sessionUrl0 in {}", reply.text()));
+        let mut rtsp = wolf_client::RtspSession::from_url(&url, rikey).expect("sessionUrl0");
+        rtsp.local = c.local_ip;
         let played = crate::session::rtsp_to_play(&rtsp, &small_sdp()).await.expect("RTSP to PLAY");
-        let control = EnetClient::connect(played.control, played.connect_data, crate::RIKEY);
+        let control = EnetClient::connect(played.control, played.connect_data, rikey);
         let control = tokio::task::spawn_blocking(move || {
             let e = control.events.recv_timeout(Duration::from_secs(20));
             assert_eq!(e, Ok(ControlEvent::Connected), "the control channel connects");
@@ -77,7 +85,7 @@ impl Viewer {
             tokio::spawn(receive_video(played.video, played.ping.clone(), received.clone(), stop.clone())),
             tokio::spawn(receive_audio(played.audio, played.ping.clone(), received.clone(), stop.clone())),
         ];
-        Viewer { client: c, played, control, received, stop, tasks }
+        Viewer { client: c, rikey, played, control, received, stop, tasks }
     }
 
     pub fn received(&self) -> Received {
