@@ -181,6 +181,7 @@ async fn start_with(
                 runners: planes.runners.clone(),
             },
             health: watched.health.clone(),
+            lifecycle: lifecycle.clone(),
         },
         shutdown: shutdown.clone(),
     });

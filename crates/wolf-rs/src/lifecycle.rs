@@ -58,6 +58,23 @@ pub enum Entry {
         session: u32,
         reason: String,
     },
+    /// A session's session process started (`process`: its pid).
+    SessionProcessStart {
+        session: u32,
+        process: i32,
+    },
+    /// A control plane attached to a session process that outlived the previous one.
+    SessionProcessAdopted {
+        session: u32,
+        process: i32,
+    },
+    /// A session process ended: `lost` when it died on its own (a crash, a kill), `hung` when it
+    /// stopped answering or its watchdog ended it; else it ended with its session.
+    SessionProcessExit {
+        session: u32,
+        process: i32,
+        how: String,
+    },
 }
 
 /// One line of the log.
@@ -303,6 +320,15 @@ impl std::fmt::Display for Record {
             Entry::SessionStart { session, app_id } => write!(f, "session {session} started (app {app_id})"),
             Entry::SessionAdopted { session } => write!(f, "session {session} adopted"),
             Entry::SessionEnd { session, reason } => write!(f, "session {session} ended: {reason}"),
+            Entry::SessionProcessStart { session, process } => {
+                write!(f, "session {session}: its process {process} started")
+            }
+            Entry::SessionProcessAdopted { session, process } => {
+                write!(f, "session {session}: its process {process} adopted (the stream went on)")
+            }
+            Entry::SessionProcessExit { session, process, how } => {
+                write!(f, "session {session}: its process {process} ended ({how})")
+            }
         }
     }
 }

@@ -131,6 +131,9 @@ pub struct Metrics {
     pub session_store_corrupt: IntCounter,
     pub session_store_errors: IntCounter,
     pub sessions_reconciled: IntCounterVec,
+    /// Each session process's CPU seconds and resident memory, by session id.
+    pub session_cpu: prometheus::GaugeVec,
+    pub session_memory: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -335,6 +338,25 @@ impl Metrics {
                 "result",
                 &RECONCILE_RESULTS,
             )?,
+            session_cpu: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "wolf_session_process_cpu_seconds",
+                        "CPU time a session's process used (user + system, its display captures included)",
+                    ),
+                    &["session"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            session_memory: {
+                let g = IntGaugeVec::new(
+                    Opts::new("wolf_session_process_resident_bytes", "Resident memory of a session's process"),
+                    &["session"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             registry: r,
         }))
     }
@@ -345,6 +367,20 @@ impl Metrics {
 
     pub fn launch_failed(&self, reason: &str) {
         self.session_creation_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// What session `id`'s process reported of its resources.
+    pub fn session_process(&self, id: u32, cpu_seconds: f64, rss_bytes: u64) {
+        let label = id.to_string();
+        self.session_cpu.with_label_values(&[label.as_str()]).set(cpu_seconds);
+        self.session_memory.with_label_values(&[label.as_str()]).set(rss_bytes as i64);
+    }
+
+    /// Session `id`'s process is gone: its figures go too.
+    pub fn forget_session_process(&self, id: u32) {
+        let label = id.to_string();
+        let _ = self.session_cpu.remove_label_values(&[label.as_str()]);
+        let _ = self.session_memory.remove_label_values(&[label.as_str()]);
     }
 
     /// A stream counter by its name and label value (empty for none): the metrics a session

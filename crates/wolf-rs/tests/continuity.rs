@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use wolf_rs::lifecycle::Entry;
 use wolf_rs::sessions::SessionRecord;
 use wolf_testkit::host_process::{Proc, kill9, spawn_supervised};
 use wolf_testkit::session::{ControlEvent, from_first_idr};
@@ -94,6 +95,24 @@ async fn three_streams_go_on_through_a_kill_9_a_hang_and_an_upgrade_of_the_contr
         assert_eq!(s.state, wolf_rs::sessions::SessionState::Streaming, "{s:?}");
     }
 
+    // The lifecycle log tells each process's start and each adoption (three restarts).
+    let log = host.events();
+    let count = |f: &dyn Fn(&Entry) -> bool| log.iter().filter(|r| f(&r.entry)).count();
+    assert_eq!(count(&|e| matches!(e, Entry::SessionProcessStart { .. })), 3);
+    assert_eq!(count(&|e| matches!(e, Entry::SessionProcessAdopted { .. })), 9);
+    // Each process's CPU and memory, by session, in the control plane's /metrics.
+    let metrics = host.get("/metrics").await.expect("metrics").text();
+    for s in &listed {
+        let line = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{session=\"{}\"}} ", s.id)))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        assert!(line("wolf_session_process_cpu_seconds").is_some_and(|v| v > 0.0), "{metrics}");
+        assert!(line("wolf_session_process_resident_bytes").is_some_and(|v| v > 1e6), "{metrics}");
+    }
+
     // /cancel of one ends it, and only it.
     let mut viewers = viewers;
     let cancelled = viewers.remove(0);
@@ -148,8 +167,66 @@ async fn a_killed_session_process_ends_only_its_own_session() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(metrics.contains("wolf_sessions_ended_total{reason=\"process_lost\"} 1"), "{metrics}");
-    let end = wolf_rs::lifecycle::Entry::SessionEnd { session: s.id, reason: "process_lost".into() };
-    wolf_testkit::until("the lifecycle log tells why", || host.events().iter().any(|r| r.entry == end)).await;
+    let end = Entry::SessionEnd { session: s.id, reason: "process_lost".into() };
+    let pid = s.process.as_ref().unwrap().pid;
+    let exit = Entry::SessionProcessExit { session: s.id, process: pid, how: "lost".into() };
+    wolf_testkit::until("the lifecycle log tells why", || {
+        let log = host.events();
+        log.iter().any(|r| r.entry == end) && log.iter().any(|r| r.entry == exit)
+    })
+    .await;
     all_stream_on(&viewers, t, 60, "another session's process was killed").await;
     assert_eq!(host.sessions().len(), 2);
+}
+
+/// The control plane killed ten times, a second apart, while two streams run: the supervisor's
+/// backoff and crash-loop pause show in the log and the metrics; both streams go on throughout,
+/// and the sessions file keeps both sessions with their processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_outlive_a_control_plane_killed_ten_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = spawn_supervised(
+        dir.path(),
+        config().with(|c| {
+            c.supervisor.crash_loop_exits = 5;
+            c.supervisor.crash_loop_window_s = 60;
+            c.supervisor.crash_loop_pause_s = 2;
+        }),
+    );
+    host.health_until("healthy").await;
+    let viewers = viewers(&host, 2).await;
+    for v in &viewers {
+        v.frames_after(Instant::now() - Duration::from_secs(60), 30).await;
+    }
+    let before = host.sessions();
+    let t = Instant::now();
+    let mut pid = host.control_plane().expect("a control plane");
+    for _ in 0..10 {
+        kill9(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pid = host.next_control_plane(pid).await;
+    }
+    all_stream_on(&viewers, t, 30, "ten kills of the control plane").await;
+    let log = host.events();
+    let restarts: Vec<&Entry> =
+        log.iter().map(|r| &r.entry).filter(|e| matches!(e, Entry::ControlPlaneRestart { .. })).collect();
+    assert_eq!(restarts.len(), 10, "{restarts:?}");
+    assert!(restarts.iter().any(|e| matches!(e, Entry::ControlPlaneRestart { crash_loop: true, .. })), "{restarts:?}");
+    let backoffs: Vec<u64> = restarts
+        .iter()
+        .filter_map(|e| match e {
+            Entry::ControlPlaneRestart { after_ms, crash_loop: false, .. } => Some(*after_ms),
+            _ => None,
+        })
+        .collect();
+    assert!(backoffs.windows(2).any(|w| w[1] > w[0]), "the backoff grows: {backoffs:?}");
+    let metrics = host.get("/metrics").await.expect("metrics").text();
+    assert!(metrics.contains("\nwolf_control_plane_restarts 10\n"), "{metrics}");
+    assert!(!metrics.contains("\nwolf_control_plane_crash_loop_pauses 0\n"), "{metrics}");
+    let after = host.sessions();
+    assert_eq!(after.len(), 2);
+    for s in &before {
+        let now = after.iter().find(|a| a.id == s.id).expect("the session is still there");
+        assert_eq!(now.process, s.process, "the same process, on file");
+    }
 }

@@ -117,21 +117,37 @@ impl Viewer {
     }
 }
 
+/// Pings every 500 ms, as Moonlight does, between waits of at most 100 ms for a datagram.
+struct Pinger {
+    to: SocketAddr,
+    payload: String,
+    seq: u32,
+    last: Option<Instant>,
+}
+
+impl Pinger {
+    /// The next datagram's length, after a ping when one is due; `None` when none came.
+    async fn next(&mut self, sock: &tokio::net::UdpSocket, buf: &mut [u8]) -> Option<usize> {
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+            ping(sock, self.to, &self.payload, self.seq).await;
+            self.seq += 1;
+            self.last = Some(Instant::now());
+        }
+        match tokio::time::timeout(Duration::from_millis(100), sock.recv_from(buf)).await {
+            Ok(Ok((n, _))) => Some(n),
+            _ => None,
+        }
+    }
+}
+
 async fn receive_video(to: SocketAddr, payload: String, into: Arc<Mutex<Received>>, stop: CancellationToken) {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
     let mut buf = vec![0u8; 4096];
     let (mut current, mut first_at): (Option<u32>, Instant) = (None, Instant::now());
     let mut packets: Vec<Vec<u8>> = Vec::new();
-    let (mut seq, mut last) = (0, None::<Instant>);
+    let mut pinger = Pinger { to, payload, seq: 0, last: None };
     while !stop.is_cancelled() {
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-            ping(&sock, to, &payload, seq).await;
-            seq += 1;
-            last = Some(Instant::now());
-        }
-        let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await else {
-            continue;
-        };
+        let Some(n) = pinger.next(&sock, &mut buf).await else { continue };
         let p = buf[..n].to_vec();
         let Ok(info) = parse_packet(&p) else { continue };
         if let Some(f) = current.filter(|f| *f != info.frame_index) {
@@ -152,16 +168,9 @@ async fn receive_video(to: SocketAddr, payload: String, into: Arc<Mutex<Received
 async fn receive_audio(to: SocketAddr, payload: String, into: Arc<Mutex<Received>>, stop: CancellationToken) {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
     let mut buf = vec![0u8; 4096];
-    let (mut seq, mut last) = (0, None::<Instant>);
+    let mut pinger = Pinger { to, payload, seq: 0, last: None };
     while !stop.is_cancelled() {
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-            ping(&sock, to, &payload, seq).await;
-            seq += 1;
-            last = Some(Instant::now());
-        }
-        let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await else {
-            continue;
-        };
+        let Some(n) = pinger.next(&sock, &mut buf).await else { continue };
         if n > 12 && buf[1] == 97 {
             into.lock().unwrap().audio += 1;
         }

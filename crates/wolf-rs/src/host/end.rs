@@ -76,10 +76,19 @@ impl Host {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 };
-                if tokio::time::timeout(STREAMS_JOIN, stopped).await.is_err() {
-                    tracing::warn!(session = session_id, "the session process did not stop in time: killed");
-                    spawner.kill(&link.record);
-                }
+                let how = match tokio::time::timeout(STREAMS_JOIN, stopped).await {
+                    Ok(()) => "ended",
+                    Err(_) => {
+                        tracing::warn!(session = session_id, "the session process did not stop in time: killed");
+                        spawner.kill(&link.record);
+                        "killed"
+                    }
+                };
+                host.metrics.forget_session_process(session_id);
+                let pid = link.record.pid;
+                let exit =
+                    crate::lifecycle::Entry::SessionProcessExit { session: session_id, process: pid, how: how.into() };
+                host.planes.lifecycle.record(exit);
             }
             let left = match &lobby {
                 Some(l) if removed => Some(host.lobbies.member_ended(&l.id, session_id).await),

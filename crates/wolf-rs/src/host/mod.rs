@@ -43,6 +43,8 @@ pub struct Planes {
     pub planner: crate::session_process::plan::Planner,
     /// Where session processes' stalled threads show (`/health`).
     pub health: Arc<crate::status::Health>,
+    /// Where session processes' starts, adoptions and exits are recorded (`events.log`).
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// The handle every front-end calls.

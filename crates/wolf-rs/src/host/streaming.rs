@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Host;
 use crate::commands::{EndReason, StreamCommand};
+use crate::lifecycle::Entry;
 use crate::session_process::link::{Event, LinkError};
 use crate::session_process::plan::Planner;
 use crate::session_process::wire::{Command, Report};
@@ -32,6 +33,7 @@ impl Host {
             return Err(LinkError::Gone);
         }
         tracing::info!(session = session_id, pid = link.record.pid, ports = ?link.ports, "session process started");
+        self.planes.lifecycle.record(Entry::SessionProcessStart { session: session_id, process: link.record.pid });
         let (ports, record) = (link.ports, link.record.clone());
         let saved = self
             .sessions
@@ -67,6 +69,7 @@ impl Host {
                         self.sessions.update_by_id(s.id, |s| s.rtsp.stream = Some(a));
                     }
                     tracing::info!(session = s.id, pid = record.pid, "session process adopted: its stream goes on");
+                    self.planes.lifecycle.record(Entry::SessionProcessAdopted { session: s.id, process: record.pid });
                     live.set_link(link);
                 }
                 Err(e) => {
@@ -183,9 +186,12 @@ impl Host {
                     self.reported(id, &r, last.get(&id));
                     last.insert(id, *r);
                 }
-                Event::Lost { hung } => {
+                Event::Lost { hung, pid } => {
                     last.remove(&id);
                     self.planes.health.set_process_stalled(id, Vec::new());
+                    self.metrics.forget_session_process(id);
+                    let how = if hung { "hung" } else { "lost" }.to_owned();
+                    self.planes.lifecycle.record(Entry::SessionProcessExit { session: id, process: pid, how });
                     if self.sessions.by_id(id).is_some_and(|s| s.state != SessionState::Stopping) {
                         let reason = if hung { EndReason::ProcessHung } else { EndReason::ProcessLost };
                         tracing::error!(
@@ -203,6 +209,7 @@ impl Host {
 
     fn reported(self: &Arc<Self>, id: u32, r: &Report, before: Option<&Report>) {
         self.metrics.add_stream_counts(before, r);
+        self.metrics.session_process(id, r.cpu_seconds, r.rss_bytes);
         self.planes.health.set_process_stalled(id, r.stalled.clone());
         if let Some(thread) = &r.hung {
             tracing::error!(session = id, thread, "the session process hangs and exits: ending the session");

@@ -53,9 +53,10 @@ pub enum LinkError {
 #[derive(Debug)]
 pub enum Event {
     Report(Box<Report>),
-    /// The process is gone (`hung`: it stopped reporting and was killed).
+    /// The process (`pid`) is gone (`hung`: it stopped reporting and was killed).
     Lost {
         hung: bool,
+        pid: i32,
     },
 }
 
@@ -357,7 +358,7 @@ impl Task {
         for (_, done) in pending.drain() {
             let _ = done.send(Err(LinkError::Gone));
         }
-        let _ = self.events.send((id, Event::Lost { hung: lost }));
+        let _ = self.events.send((id, Event::Lost { hung: lost, pid: self.record.pid }));
     }
 
     async fn alive(&self) -> bool {

@@ -256,6 +256,15 @@ fn input_hooks(
     }
 }
 
+/// This process's CPU seconds (its exited children's, the display captures, included) and
+/// resident memory, from /proc.
+fn resources() -> (f64, u64) {
+    let Ok(stat) = procfs::process::Process::myself().and_then(|p| p.stat()) else { return (0.0, 0) };
+    let ticks = stat.utime + stat.stime + (stat.cutime + stat.cstime).max(0) as u64;
+    let tps = procfs::ticks_per_second().max(1) as f64;
+    (ticks as f64 / tps, stat.rss * procfs::page_size())
+}
+
 struct Conn {
     stream: UnixStream,
 }
@@ -438,6 +447,7 @@ impl State {
         self.report.counts = counts;
         self.report.frame_send = frame_send;
         self.report.activity_unix_ms = self.senders.client.activity_unix_ms();
+        (self.report.cpu_seconds, self.report.rss_bytes) = resources();
         self.report.stalled = self.beats.silent(self.warn_after).into_iter().map(|s| s.name).collect();
         self.report.pads = self
             .pads

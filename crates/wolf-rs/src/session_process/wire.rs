@@ -194,6 +194,9 @@ pub struct Report {
     pub counts: Vec<Count>,
     /// Its frame-send histogram: cumulative bucket counts and the sum of seconds.
     pub frame_send: (Vec<u64>, f64),
+    /// CPU time it used (user + system, its display captures included) and its resident memory.
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
