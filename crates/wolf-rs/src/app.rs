@@ -419,7 +419,6 @@ struct StreamPlanes {
     spawner: Arc<crate::session_process::link::Spawner>,
     streams_rx: tokio::sync::mpsc::UnboundedReceiver<crate::commands::StreamCommand>,
     reports: tokio::sync::mpsc::UnboundedReceiver<(u32, crate::session_process::link::Event)>,
-    end_requests: crate::commands::EndRequests,
 }
 
 /// A session process that stops reporting for this long is killed (it reports twice a second).
@@ -434,7 +433,6 @@ fn start_planes(
     tracker: &TaskTracker,
 ) -> Result<StreamPlanes> {
     let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (_ends, end_requests) = crate::commands::Ends::channel();
     let owner =
         std::fs::canonicalize(&paths.state_dir).unwrap_or_else(|_| paths.state_dir.clone()).display().to_string();
     let runners = Arc::new(crate::runners::Runners::new(
@@ -485,7 +483,6 @@ fn start_planes(
         spawner,
         streams_rx,
         reports,
-        end_requests,
     })
 }
 
@@ -582,7 +579,6 @@ async fn run(
             host.clone().stop_idle_sessions(Duration::from_millis(config.sessions.idle_timeout_ms), shutdown.clone()),
         );
     }
-    tracker.spawn(host.clone().serve_end_requests(planes.end_requests, shutdown.clone()));
     tracker.spawn(host.clone().serve_stream_commands(planes.streams_rx, shutdown.clone()));
     tracker.spawn(host.clone().serve_session_processes(planes.reports, shutdown.clone()));
     let api_task = api.map(|api| tokio::spawn(api.run(host.clone(), shutdown.clone(), tracker.clone())));

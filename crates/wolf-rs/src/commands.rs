@@ -69,33 +69,6 @@ impl EndReason {
     }
 }
 
-/// What threads that cannot end a session themselves (a stream whose pipeline failed) ask the host
-/// to end: unbounded so an end is never lost; each stream thread asks at most once.
-pub type EndRequests = tokio::sync::mpsc::UnboundedReceiver<(u32, EndReason)>;
-
-/// The asking side of [`EndRequests`]; the asker never waits.
-#[derive(Clone)]
-pub struct Ends(tokio::sync::mpsc::UnboundedSender<(u32, EndReason)>);
-
-impl Ends {
-    pub fn channel() -> (Ends, EndRequests) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Ends(tx), rx)
-    }
-
-    pub fn end(&self, session_id: u32, reason: EndReason) {
-        if self.0.send((session_id, reason)).is_err() {
-            tracing::debug!(session = session_id, "the host no longer takes ends (shutdown)");
-        }
-    }
-
-    /// A stream failed: the client sees an encoder error.
-    pub fn fail(&self, session_id: u32, why: &str) {
-        tracing::error!(session = session_id, why, "stream failed: ending the session");
-        self.end(session_id, EndReason::StreamFailed);
-    }
-}
-
 /// Where stream commands go. Unbounded so a stop can never be lost: starts are bounded by the
 /// sessions (PLAY queues one only for a session not already playing), stops by the ends.
 pub type StreamCommands = tokio::sync::mpsc::UnboundedSender<StreamCommand>;

@@ -8,16 +8,19 @@
 //! - `net`        TLS (client-cert verifier, handshake gate), connection limits, interfaces, accept loop, HTTP/1.1
 //! - `gamestream` HTTP 47989 and HTTPS 47984: the router and one function per endpoint, pairing
 //! - `host`       the one owner of each session's lifecycle (launch, resume, lobbies, end) that the
-//!   front-ends call; pairing in progress (`host::pairing`)
+//!   front-ends call; its session process (`host::streaming`); pairing in progress (`host::pairing`)
 //! - `sessions`   launched sessions, persisted in active_sessions.json; reconcile after a restart
 //! - `runners`    how a session's parts are started, watched and stopped: its virtual display
 //!   (`runners::display`, Xvfb), its sink (`runners::audio`, PulseAudio), its app (process, docker)
-//! - `rtsp`       RTSP 48010: DESCRIBE, SETUP, ANNOUNCE, PLAY for a launched session
-//! - `control`    the ENet control channel 47999: connect data, control messages, termination
-//! - `input`      keyboard and mouse from the control channel into the session's display (XTEST)
+//! - `rtsp`       RTSP 48010: DESCRIBE, SETUP (the session process's ports), ANNOUNCE, PLAY
+//! - `session_process` one process per session that streams it and outlives control-plane
+//!   restarts: its wire protocol, the process itself, its plan, the control plane's link to it
+//! - `control`    (in a session process) its ENet control channel: connect data, control messages,
+//!   input, rumble, termination
+//! - `input`      (in a session process) keyboard, mouse and pads into the session's display (XTEST, uinput)
 //! - `lobbies`    apps with their own display that sessions join and leave (Wolf's lobbies)
-//! - `commands`   what the planes ask of each other (streams, control) and keyframe requests
-//! - `stream`     per session video and audio sender threads, client addresses from pings
+//! - `commands`   why a session ends, and what RTSP and lobbies ask of the streams
+//! - `stream`     (in a session process) its video and audio sender threads, client addresses from pings
 //! - `media`      GStreamer: encoder probe, pipeline templates, the pipeline that feeds a sender
 //! - `status`     the health status model (phase, event-loop lag, stalls, encoder, last exit)
 //! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection

@@ -258,6 +258,64 @@ fn start_prometheus(dir: &Path, target: SocketAddr) -> (Prometheus, SocketAddr) 
     (Prometheus(child), addr)
 }
 
+/// A stream from the image goes on through `docker exec … kill -9` of its control plane: the
+/// container stays up (no restart), the client sees no gap and no reconnect, and it is healthy
+/// again. Host networking, so the session's own UDP ports are the client's to reach.
+async fn stream_through_a_kill_9(image: &str, name: &str, state: &Path) {
+    let [http, https, rtsp, health] = wolf_testkit::host_process::free_ports::<4>();
+    ConfigBuilder::loopback()
+        .pin(PIN)
+        .with(|c| {
+            (c.ports.http, c.ports.https, c.ports.rtsp, c.health.port) = (http, https, rtsp, health);
+        })
+        .write(state);
+    std::os::unix::fs::chown(state, Some(10001), Some(10001)).unwrap();
+    let health_url = format!("WOLF_HEALTH_URL=http://127.0.0.1:{health}/health");
+    let volume = format!("{}:/etc/wolf/cfg", state.display());
+    docker(&["run", "-d", "--name", name, "--network", "host", "-e", &health_url, "-v", &volume, image]);
+    let host = Host { name: name.to_owned() };
+    let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
+    let healthy = || async {
+        let r = plain_request(health_addr, Method::GET, "/health", None).await.ok()?;
+        serde_json::from_slice::<serde_json::Value>(&r.body).ok().filter(|v| v["status"] == "healthy")
+    };
+    let started = Instant::now();
+    while healthy().await.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "never healthy; logs:\n{}", host.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = GameStreamClient::new(
+        ([127, 0, 0, 1], http).into(),
+        ([127, 0, 0, 1], https).into(),
+        Arc::new(ClientIdentity::generate().unwrap()),
+    );
+    let viewer = wolf_testkit::viewer::Viewer::start(client).await;
+    viewer.frames_after(Instant::now() - Duration::from_secs(60), 30).await;
+    // PID 1 is the supervisor; its one child the control plane.
+    let control_plane = docker(&["exec", name, "cat", "/proc/1/task/1/children"]);
+    let control_plane = control_plane.split_whitespace().next().expect("the control plane").to_owned();
+    let t = Instant::now();
+    docker(&["exec", name, "kill", "-9", &control_plane]);
+    // A new control plane serves once /health answers with an uptime from after the kill.
+    loop {
+        if let Some(v) = healthy().await
+            && v["uptime_s"].as_u64().is_some_and(|u| u <= t.elapsed().as_secs())
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no new control plane; logs:\n{}", host.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("kill -9 of the control plane in the container → healthy again after {} ms", t.elapsed().as_millis());
+    viewer.frames_after(t, 60).await;
+    let events = viewer.control_events();
+    assert!(events.is_empty(), "no reconnect, no termination: {events:?}");
+    let gap = viewer.received().largest_index_gap();
+    assert!(gap <= 3, "{gap} frames missing at once");
+    assert_eq!(host.docker_state().1, 0, "the container itself was not restarted");
+    let _ = viewer.stop().await;
+}
+
 /// The committed Prometheus files are valid and the alert rules pass their unit tests.
 #[test]
 fn prometheus_config_and_alert_rules_check() {
@@ -272,13 +330,15 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
     let pid = std::process::id();
     let (image, app) = (format!("wolf-rs-test:{pid}"), format!("wolf-rs-test-app:{pid}"));
     let (tight_name, default_name) = (format!("wolf-rs-test-tight-{pid}"), format!("wolf-rs-test-default-{pid}"));
+    let stream_name = format!("wolf-rs-test-stream-{pid}");
     let mut images = vec![image.clone(), app.clone()];
     // A base made by scripts/test.sh's prepare step is that script's to remove; one this test makes
     // is removed with the rest.
     if Command::new("docker").args(["image", "inspect", BASE_IMAGE]).output().is_ok_and(|o| !o.status.success()) {
         images.push(BASE_IMAGE.to_owned());
     }
-    let _cleanup = DockerCleanup { containers: vec![tight_name.clone(), default_name.clone()], images };
+    let _cleanup =
+        DockerCleanup { containers: vec![tight_name.clone(), default_name.clone(), stream_name.clone()], images };
     remove_labelled();
     let t = Instant::now();
     let phase = |what: &str| println!("[{:>6.1} s] {what}", t.elapsed().as_secs_f64());
@@ -417,6 +477,9 @@ async fn the_image_heals_a_hang_by_restart_keeps_its_session_and_is_scraped() {
     .await;
     println!("Prometheus scraped {target}; firing: {}", alert["annotations"]["summary"]);
     phase("queries answered, alert firing");
+
+    stream_through_a_kill_9(&image, &stream_name, &dir.path().join("stream")).await;
+    phase("a stream went on through a kill -9 of the control plane in the container");
 
     // Cancel stops the adopted app's container.
     assert_eq!(c.https_get("/cancel").await.unwrap().field("cancel").as_deref(), Some("1"));

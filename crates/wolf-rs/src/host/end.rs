@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 
 use super::Host;
-use crate::commands::{EndReason, EndRequests};
+use crate::commands::EndReason;
 use crate::session_process::wire::Command;
 use crate::sessions::{Session, SessionState};
 
@@ -107,20 +106,6 @@ impl Host {
             }
         };
         Some((s, stop))
-    }
-
-    /// End, as each arrives, the sessions that threads (a stream whose pipeline failed) ask to end.
-    pub async fn serve_end_requests(self: Arc<Self>, mut requests: EndRequests, shutdown: CancellationToken) {
-        loop {
-            let (id, reason) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = requests.recv() => match r {
-                    Some(r) => r,
-                    None => return,
-                },
-            };
-            self.end(id, reason).await;
-        }
     }
 
     /// Stop sessions without client activity (control messages, UDP pings) for `idle`; a session

@@ -213,10 +213,6 @@ pub struct RtspProgress {
 struct Table {
     by_client: BTreeMap<String, Session>,
     by_id: HashMap<u32, String>,
-    /// `X-SS-Ping-Payload` → session id.
-    by_ping: HashMap<String, u32>,
-    /// ENet connect data → session id, once SETUP handed it out.
-    by_connect: HashMap<u32, u32>,
     /// What each session has while it lives, carried from table to table while it is in one.
     live: HashMap<u32, Arc<live::Live>>,
 }
@@ -228,12 +224,6 @@ impl Table {
         for (fp, s) in &t.by_client {
             t.live.insert(s.id, before.live.get(&s.id).cloned().unwrap_or_default());
             t.by_id.insert(s.id, fp.clone());
-            if !s.rtsp.ping_payload.is_empty() {
-                t.by_ping.insert(s.rtsp.ping_payload.clone(), s.id);
-            }
-            if s.rtsp.setup_control {
-                t.by_connect.insert(s.rtsp.connect_data, s.id);
-            }
         }
         for (id, l) in &before.live {
             if !t.live.contains_key(id) {
@@ -381,18 +371,6 @@ impl Sessions {
 
     pub fn by_id(&self, id: u32) -> Option<Session> {
         self.snapshot().by_id(id).cloned()
-    }
-
-    /// The session whose client pings with `payload`.
-    pub fn by_ping_payload(&self, payload: &[u8]) -> Option<u32> {
-        let payload = std::str::from_utf8(payload).ok()?;
-        self.snapshot().by_ping.get(payload).copied()
-    }
-
-    /// The session that handed out ENet `connect_data` in its SETUP.
-    pub fn by_connect_data(&self, connect_data: u32) -> Option<Session> {
-        let t = self.snapshot();
-        t.by_id(*t.by_connect.get(&connect_data)?).cloned()
     }
 
     /// A new session for this client; the id is filled in here. Returns once the store has it
@@ -558,23 +536,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lookups_by_id_ping_payload_and_connect_data_follow_every_change() {
+    async fn lookups_by_id_follow_every_change() {
         let sessions = Sessions::default();
         let a = sessions.launch(session("a")).await.unwrap();
         let b = sessions.launch(session("b")).await.unwrap();
         assert_eq!(sessions.by_id(b.id).map(|s| s.client_fingerprint), Some("b".into()));
-        assert_eq!(sessions.by_ping_payload(b"00AA"), None);
-        sessions.update_by_id(a.id, |s| {
-            s.rtsp.ping_payload = "00AA".into();
-            s.rtsp.connect_data = 77;
-        });
-        assert_eq!(sessions.by_ping_payload(b"00AA"), Some(a.id));
-        assert!(sessions.by_connect_data(77).is_none(), "connect data counts only once SETUP handed it out");
-        sessions.update_by_id(a.id, |s| s.rtsp.setup_control = true);
-        assert_eq!(sessions.by_connect_data(77).map(|s| s.id), Some(a.id));
         sessions.remove_by_id(a.id);
-        assert!(sessions.by_id(a.id).is_none() && sessions.by_ping_payload(b"00AA").is_none());
-        assert!(sessions.by_connect_data(77).is_none());
+        assert!(sessions.by_id(a.id).is_none());
         // A new session of the same client is not reached through the old id.
         let a2 = sessions.launch(session("a")).await.unwrap();
         assert_ne!(a2.id, a.id);
