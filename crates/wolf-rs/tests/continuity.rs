@@ -65,6 +65,12 @@ async fn three_streams_go_on_through_a_kill_9_a_hang_and_an_upgrade_of_the_contr
     let listed = host.sessions();
     assert_eq!(listed.len(), 3, "{listed:?}");
     let pids: Vec<i32> = listed.iter().map(|s| s.process.as_ref().expect("a session process").pid).collect();
+    for s in &listed {
+        // Only the host's user may command a session process.
+        let socket = &s.process.as_ref().unwrap().socket;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(socket).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{}", socket.display());
+    }
 
     // A crash of the control plane.
     let first = host.control_plane().expect("a control plane");

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::Host;
 use crate::commands::EndReason;
 use crate::session_process::wire::Command;

@@ -101,12 +101,14 @@ pub fn run(args: Args) -> Result<(), StartError> {
     for (s, what) in [(&video, "video"), (&audio, "audio")] {
         s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|source| StartError::Socket { what, source })?;
     }
+    let listen_err = |source| StartError::Listen { path: args.socket.clone(), source };
     if let Some(dir) = args.socket.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(listen_err)?;
     }
     let _ = std::fs::remove_file(&args.socket);
-    let listener =
-        UnixListener::bind(&args.socket).map_err(|source| StartError::Listen { path: args.socket.clone(), source })?;
+    let listener = UnixListener::bind(&args.socket).map_err(listen_err)?;
+    // Only the host's own user may command the session (end it, stall it, rumble its client).
+    std::fs::set_permissions(&args.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(listen_err)?;
     let metrics = crate::metrics::Metrics::new()?;
     let beats = crate::watchdog::Heartbeats::new();
     let client = Arc::new(Client::default());
@@ -116,7 +118,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let display: Arc<Mutex<Option<String>>> = Arc::default();
     let hooks = input_hooks(&control_tx, &pads, &tx);
     let inputs = Arc::new(crate::input::Inputs::new(metrics.clone(), hooks));
-    let peer_tx = Mutex::new(tx.clone());
+    let peer_tx = tx.clone();
     let links = crate::control::Links {
         session_id: id,
         client: client.clone(),
@@ -125,7 +127,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         inputs,
         display: display.clone(),
         events: Box::new(move |e| {
-            let _ = peer_tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(Msg::Peer(e));
+            let _ = peer_tx.send(Msg::Peer(e));
         }),
     };
     let mut control = ControlChannel::spawn(control, control_rx, links)
@@ -151,7 +153,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
             .map_err(|source| StartError::Socket { what: "attach", source })?;
         threads.push(accept);
     }
-    let failed_tx = Mutex::new(tx.clone());
+    let failed_tx = tx.clone();
     let senders = Senders {
         session_id: id,
         video,
@@ -161,7 +163,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         beats: beats.clone(),
         process: Arc::new(crate::runners::process::ProcessRunner::new(args.log_dir.clone(), args.owner.clone())),
         failed: Arc::new(move |why| {
-            let _ = failed_tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(Msg::Failed(why));
+            let _ = failed_tx.send(Msg::Failed(why));
         }),
     };
     tracing::info!(session = id, ?ports, socket = %args.socket.display(), "session process ready");
@@ -237,12 +239,10 @@ fn input_hooks(
     pads: &Arc<Mutex<Vec<crate::runners::DeviceNode>>>,
     tx: &mpsc::Sender<Msg>,
 ) -> crate::input::Hooks {
-    let rumble_to = Mutex::new(control.clone());
-    let (pads, changed) = (pads.clone(), Mutex::new(tx.clone()));
+    let (rumble_to, pads, changed) = (control.clone(), pads.clone(), tx.clone());
     crate::input::Hooks {
         rumble: Some(Arc::new(move |_session, number, low, high| {
-            let to = rumble_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let _ = to.send(ControlCommand::Rumble { number, low, high });
+            let _ = rumble_to.send(ControlCommand::Rumble { number, low, high });
         })),
         pad_nodes: Some(Arc::new(move |_session, change| {
             let mut p = pads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -251,7 +251,7 @@ fn input_hooks(
                 crate::input::PadChange::Removed(n) => p.retain(|x| !n.contains(x)),
             }
             drop(p);
-            let _ = changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(Msg::PadsChanged);
+            let _ = changed.send(Msg::PadsChanged);
         })),
     }
 }
