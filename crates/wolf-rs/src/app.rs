@@ -174,7 +174,7 @@ async fn start_with(
             runners: planes.runners.clone(),
             rtsp_ports: planes.rtsp_ports.clone(),
             spawner: planes.spawner.clone(),
-            planner: crate::session_process::plan::Planner {
+            planner: crate::host::plan::Planner {
                 config: config.clone(),
                 apps: planes.apps.clone(),
                 encoder: loaded.encoder.clone(),

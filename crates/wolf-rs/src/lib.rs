@@ -14,13 +14,11 @@
 //!   (`runners::display`, Xvfb), its sink (`runners::audio`, PulseAudio), its app (process, docker)
 //! - `rtsp`       RTSP 48010: DESCRIBE, SETUP (the session process's ports), ANNOUNCE, PLAY
 //! - `session_process` one process per session that streams it and outlives control-plane
-//!   restarts: its wire protocol, the process itself, its plan, the control plane's link to it
-//! - `control`    (in a session process) its ENet control channel: connect data, control messages,
-//!   input, rumble, termination
+//!   restarts: its wire protocol, the process itself, its senders (`stream`) and ENet control
+//!   channel (`control`), the control plane's link to it
 //! - `input`      (in a session process) keyboard, mouse and pads into the session's display (XTEST, uinput)
 //! - `lobbies`    apps with their own display that sessions join and leave (Wolf's lobbies)
 //! - `commands`   why a session ends, and what RTSP and lobbies ask of the streams
-//! - `stream`     (in a session process) its video and audio sender threads, client addresses from pings
 //! - `media`      GStreamer: encoder probe, pipeline templates, the pipeline that feeds a sender
 //! - `status`     the health status model (phase, event-loop lag, stalls, encoder, last exit)
 //! - `health`     the health port: /health, /livez, /readyz, /metrics, fault injection
@@ -51,7 +49,6 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod control;
 pub mod error;
 pub mod events;
 #[doc(hidden)]
@@ -72,6 +69,5 @@ pub mod session_process;
 pub mod sessions;
 pub mod state;
 pub mod status;
-pub mod stream;
 pub mod supervisor;
 pub mod watchdog;

@@ -93,6 +93,22 @@ impl GateStats {
     }
 }
 
+/// A counter's value, by the metric's name and label value (empty for none).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Count {
+    pub name: String,
+    pub label: String,
+    pub value: u64,
+}
+
+/// What a session process counted, cumulative: its stream counters, and its frame-send histogram
+/// as cumulative bucket counts and the sum of seconds.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StreamFigures {
+    pub counts: Vec<Count>,
+    pub frame_send: (Vec<u64>, f64),
+}
+
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -405,7 +421,7 @@ impl Metrics {
 
     /// This process's stream counters (a session process's, for its report), and its frame-send
     /// histogram as cumulative bucket counts and the sum.
-    pub fn stream_counts(&self) -> (Vec<crate::session_process::wire::Count>, (Vec<u64>, f64)) {
+    pub fn stream_counts(&self) -> StreamFigures {
         let mut counts = Vec::new();
         let mut hist = (Vec::new(), 0.0);
         for family in self.registry.gather() {
@@ -422,19 +438,15 @@ impl Metrics {
                     continue;
                 }
                 let value = m.get_counter().value() as u64;
-                counts.push(crate::session_process::wire::Count { name: name.to_owned(), label, value });
+                counts.push(Count { name: name.to_owned(), label, value });
             }
         }
-        (counts, hist)
+        StreamFigures { counts, frame_send: hist }
     }
 
     /// Add what a session process counted since its `before` report (none: since it started).
     /// A count lower than before is a new process: all of it is new.
-    pub fn add_stream_counts(
-        &self,
-        before: Option<&crate::session_process::wire::Report>,
-        now: &crate::session_process::wire::Report,
-    ) {
+    pub fn add_stream_counts(&self, before: Option<&StreamFigures>, now: &StreamFigures) {
         for c in &now.counts {
             let was = before
                 .and_then(|b| b.counts.iter().find(|p| p.name == c.name && p.label == c.label))

@@ -6,6 +6,7 @@
 pub mod end;
 pub mod launch;
 pub mod pairing;
+pub mod plan;
 pub mod streaming;
 pub mod watch;
 
@@ -40,7 +41,7 @@ pub struct Planes {
     /// Each session's session process.
     pub spawner: Arc<crate::session_process::link::Spawner>,
     /// What each session's streams are to be.
-    pub planner: crate::session_process::plan::Planner,
+    pub planner: crate::host::plan::Planner,
     /// Where session processes' stalled threads show (`/health`).
     pub health: Arc<crate::status::Health>,
     /// Where session processes' starts, adoptions and exits are recorded (`events.log`).

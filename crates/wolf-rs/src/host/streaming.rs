@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Host;
 use crate::commands::{EndReason, StreamCommand};
+use crate::host::plan::Planner;
 use crate::lifecycle::Entry;
 use crate::session_process::link::{Event, LinkError};
-use crate::session_process::plan::Planner;
 use crate::session_process::wire::{Command, Report};
 use crate::sessions::{Session, SessionState};
 
@@ -208,7 +208,7 @@ impl Host {
     }
 
     fn reported(self: &Arc<Self>, id: u32, r: &Report, before: Option<&Report>) {
-        self.metrics.add_stream_counts(before, r);
+        self.metrics.add_stream_counts(before.map(|b| &b.figures), &r.figures);
         self.metrics.session_process(id, r.cpu_seconds, r.rss_bytes);
         self.planes.health.set_process_stalled(id, r.stalled.clone());
         if let Some(thread) = &r.hung {

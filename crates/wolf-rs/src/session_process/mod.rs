@@ -3,12 +3,16 @@
 //! viewer nothing, and a crash of one session's pipeline costs only that session.
 //! - `wire`    the versioned messages on each session's unix socket, and their framing
 //! - `process` the session process itself (`wolf-rs session-process`): no async runtime
-//! - `plan`    what a session's streams are to be, decided by the control plane
+//! - `stream`  its video and audio sender threads, client addresses from pings
+//! - `control` its ENet control channel: connect data, control messages, input, rumble, termination
 //! - `link`    the control plane's side: start, attach (also after a restart), command, hear
+//!
+//! What its streams are to be is decided by the control plane (`host::plan`).
 
+pub mod control;
 pub mod link;
-pub mod plan;
 pub mod process;
+pub mod stream;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Command, Reply, Report, Request, UdpPorts, Welcome};
-use crate::control::{ControlChannel, ControlCommand, PeerEvent};
-use crate::stream::{Channel, Client, Senders, StreamRun};
+use crate::session_process::control::{ControlChannel, ControlCommand, PeerEvent};
+use crate::session_process::stream::{Channel, Client, Senders, StreamRun};
 
 /// How often the process reports when nothing changed.
 pub const REPORT_EVERY: Duration = Duration::from_millis(500);
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let hooks = input_hooks(&control_tx, &pads, &tx);
     let inputs = Arc::new(crate::input::Inputs::new(metrics.clone(), hooks));
     let peer_tx = tx.clone();
-    let links = crate::control::Links {
+    let links = crate::session_process::control::Links {
         session_id: id,
         client: client.clone(),
         metrics: metrics.clone(),
@@ -140,7 +140,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         let (client, stop) = (client.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("pings-{id}"))
-            .spawn(move || crate::stream::read_pings(&socket, channel, &client, &stop))
+            .spawn(move || crate::session_process::stream::read_pings(&socket, channel, &client, &stop))
             .map_err(|source| StartError::Socket { what: "ping", source })?;
         threads.push(t);
     }
@@ -443,9 +443,7 @@ impl State {
     }
 
     fn send_report(&mut self) {
-        let (counts, frame_send) = self.metrics.stream_counts();
-        self.report.counts = counts;
-        self.report.frame_send = frame_send;
+        self.report.figures = self.metrics.stream_counts();
         self.report.activity_unix_ms = self.senders.client.activity_unix_ms();
         (self.report.cpu_seconds, self.report.rss_bytes) = resources();
         self.report.stalled = self.beats.silent(self.warn_after).into_iter().map(|s| s.name).collect();

@@ -163,14 +163,6 @@ pub struct Request {
     pub command: Command,
 }
 
-/// A counter's value, by the metric's name and label value (empty for none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Count {
-    pub name: String,
-    pub label: String,
-    pub value: u64,
-}
-
 /// The whole state of a session process.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -190,10 +182,8 @@ pub struct Report {
     pub stalled: Vec<String>,
     /// The thread silent past the watchdog's exit threshold: the process exits after this report.
     pub hung: Option<String>,
-    /// Its stream counters, cumulative.
-    pub counts: Vec<Count>,
-    /// Its frame-send histogram: cumulative bucket counts and the sum of seconds.
-    pub frame_send: (Vec<u64>, f64),
+    /// Its stream counters and frame-send histogram, cumulative.
+    pub figures: crate::metrics::StreamFigures,
     /// CPU time it used (user + system, its display captures included) and its resident memory.
     pub cpu_seconds: f64,
     pub rss_bytes: u64,

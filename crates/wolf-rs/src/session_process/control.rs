@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rusty_enet::{Event, Host, HostSettings, MTU_MAX, Packet, PacketReceived, PeerID, SocketOptions};
 
 use crate::metrics::Metrics;
-use crate::stream::Client;
+use crate::session_process::stream::Client;
 use crate::watchdog::{Heartbeat, Heartbeats};
 use wolf_protocol::control::{self, Direction};
 

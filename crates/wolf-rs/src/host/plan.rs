@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::wire::{AudioPlan, CapturePlan, Negotiated, StreamPlan, VideoPlan};
 use crate::config::Config;
 use crate::media::{self, AudioSpec, EncoderChoice, MediaError, VideoSpec};
+use crate::session_process::wire::{AudioPlan, CapturePlan, Negotiated, StreamPlan, VideoPlan};
 use crate::sessions::Session;
 use wolf_protocol::audio::SURROUND_CHANNELS;
 
