@@ -158,9 +158,14 @@ async fn keys_text_and_the_mouse_reach_the_app_in_order() {
     assert_eq!(got, want, "the app saw exactly what the client sent, in order");
     println!("what the app on the session's display saw ({} events):\n{}", got.len(), got.join("\n"));
 
-    let m = r.host.running().host.metrics.render().unwrap();
-    assert!(m.contains("wolf_input_events_total{kind=\"keyboard\"} 14"), "{m}");
-    assert!(m.contains("wolf_input_events_total{kind=\"text\"} 7"), "{m}");
+    // The session process reports its counters twice a second: they reach /metrics soon after.
+    let metrics = r.host.running().host.metrics.clone();
+    until("the input counted in /metrics", || {
+        metrics.input_events.with_label_values(&["keyboard"]).get() == 14
+            && metrics.input_events.with_label_values(&["text"]).get() == 7
+    })
+    .await;
+    let m = metrics.render().unwrap();
     assert!(!m.contains("wolf_input_dropped_total{reason=\"queue_full\"} 1"), "nothing dropped: {m}");
     r.host.stop().await;
 }
