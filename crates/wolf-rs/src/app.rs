@@ -170,6 +170,7 @@ async fn start_with(
         events: planes.events.clone(),
         metrics: watched.metrics.clone(),
         ports,
+        stream: config.stream.clone(),
         planes: Planes {
             runners: planes.runners.clone(),
             rtsp_ports: planes.rtsp_ports.clone(),
@@ -443,9 +444,14 @@ fn start_planes(
     ));
     let rtsp_host = crate::rtsp::HostInfo {
         hevc: loaded.encoder.hevc.is_some(),
-        // Control V2 (AES-GCM control messages) and sealed video for clients that enable it.
-        encryption_supported: wolf_protocol::rtsp::SS_ENC_CONTROL_V2 | wolf_protocol::rtsp::SS_ENC_VIDEO,
+        // Control V2 (AES-GCM control messages), and sealed video for clients that enable it
+        // unless encryption is off.
+        encryption_supported: match config.stream.encryption {
+            crate::config::Encryption::Off => wolf_protocol::rtsp::SS_ENC_CONTROL_V2,
+            _ => wolf_protocol::rtsp::SS_ENC_CONTROL_V2 | wolf_protocol::rtsp::SS_ENC_VIDEO,
+        },
         trusted: crate::net::limit::TrustedProxies::new(config.pairing.trusted_proxy_nets()),
+        shared_fallback: config.stream.shared_rtsp_fallback,
     };
     let bind_ip = config.bind_address.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let rtsp_ports = crate::rtsp::SessionPorts::new(

@@ -148,7 +148,12 @@ pub fn rtsp_session(data: &[u8]) {
     };
     let sessions = Sessions::default();
     sessions.restore(vec![session]);
-    let host = HostInfo { hevc: how & 4 != 0, encryption_supported: 3, trusted: TrustedProxies::new(Vec::new()) };
+    let host = HostInfo {
+        hevc: how & 4 != 0,
+        encryption_supported: 3,
+        trusted: TrustedProxies::new(Vec::new()),
+        shared_fallback: true,
+    };
     let mut started = 0;
     for _ in 0..MAX_REQUESTS {
         let Ok(Some(mut req)) = wolf_protocol::rtsp::parse_request(rest) else { break };

@@ -25,7 +25,7 @@ pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "timeout", "rejected", "error"]
 /// Outcomes of a pairing attempt (the `outcome` label).
 pub const PAIRING_OUTCOMES: [&str; 6] = ["paired", "wrong_pin", "timeout", "banned", "refused", "error"];
 /// Why a launch failed (the `reason` label).
-pub const LAUNCH_ERRORS: [&str; 9] = [
+pub const LAUNCH_ERRORS: [&str; 10] = [
     "bad_request",
     "unknown_app",
     "already_running",
@@ -35,6 +35,7 @@ pub const LAUNCH_ERRORS: [&str; 9] = [
     "audio",
     "draining",
     "session_process",
+    "plain_rtsp",
 ];
 /// Why an input event was not injected (`wolf_input_dropped_total{reason}`): the session has no
 /// display, its injector's queue was full, its display could not be reached, the kind is not

@@ -37,6 +37,9 @@ pub struct HostInfo {
     pub encryption_supported: u32,
     /// Gateways: their address may hold every RTSP connection.
     pub trusted: TrustedProxies,
+    /// `[stream] shared_rtsp_fallback`: the shared port also finds, by address, plain-RTSP
+    /// sessions that have a port of their own.
+    pub shared_fallback: bool,
 }
 
 fn reply(code: u16, reason: &str, cseq: u32, headers: &[(&str, String)], body: &str) -> Vec<u8> {
@@ -178,7 +181,16 @@ pub fn answer(req: &Request, to: Addressed, sessions: &Sessions, host: &HostInfo
             s.rtsp.own_port_used = true;
             negotiate(s)
         }),
-        Addressed::Address(ip) => sessions.update_plain_rtsp(ip, negotiate),
+        Addressed::Address(ip) => {
+            // A session with a port of its own is found there only: on the shared port anyone on
+            // its client's address could set it up first.
+            let own: Vec<u32> = if host.shared_fallback {
+                Vec::new()
+            } else {
+                sessions.lives().into_iter().filter(|(_, l)| l.rtsp_port().is_some()).map(|(id, _)| id).collect()
+            };
+            sessions.update_plain_rtsp(ip, |s| !own.contains(&s.id), negotiate)
+        }
     };
     (outcome.unwrap_or_else(|| reply(454, "Session Not Found", cseq, &[], "")), command)
 }

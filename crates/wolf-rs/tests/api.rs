@@ -167,6 +167,14 @@ async fn bad_requests_get_json_errors_and_the_socket_keeps_serving() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, e) = call(&sock, Method::POST, "/api/v1/apps", None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{e}");
+    // A 405 says which methods the route has.
+    let mut raw = UnixStream::connect(&sock).await.unwrap();
+    raw.write_all(b"DELETE /api/v1/lobbies/create HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 405"), "{answer}");
+    assert!(head.lines().any(|l| l == "allow: post"), "{answer}");
     // Wolf's routes that are not served say why.
     let (s, e) = post(&sock, "/api/v1/sessions/input", json!({ "session_id": "1", "input_packet_hex": "00" })).await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

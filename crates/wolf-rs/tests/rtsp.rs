@@ -270,3 +270,62 @@ async fn an_idle_flood_from_many_addresses_answers_every_real_request() {
     assert_eq!(answered, 40, "every request of the client is answered beside {} idle connections", idle.len());
     host.stop().await;
 }
+
+/// A plain-RTSP client's session has an RTSP port of its own: a stranger on the same address (its
+/// NAT, its gateway) who sends SETUP to the shared port first gets 454 and learns nothing, and the
+/// client then negotiates on its own port as if nobody had tried.
+#[tokio::test]
+async fn a_stranger_who_sets_up_first_on_the_shared_port_does_not_deny_a_plain_rtsp_client() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN)).await;
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let q = c.url("/launch", &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", RIKEY_HEX), ("rikeyid", "1")]);
+    let rtsp = wolf_testkit::launch_rtsp(&c, &q).await;
+    let shared = host.running().host.ports.rtsp;
+    assert!(!rtsp.encrypted());
+    assert_ne!(rtsp.addr.port(), shared, "a port of its own");
+    let shared = std::net::SocketAddr::new(rtsp.addr.ip(), shared);
+    for (cseq, target) in [(1, "streamid=audio/0/0"), (2, "streamid=video/0/0"), (3, "streamid=control/13/0")] {
+        let r = rtsp_request(shared, "SETUP", target, cseq, &[], "").await.unwrap();
+        assert_eq!(r.code, 454, "the shared port does not find a session that has its own port");
+        assert!(r.header("X-SS-Ping-Payload").is_none() && r.header("X-SS-Connect-Data").is_none());
+    }
+    let a = rtsp.request("SETUP", "streamid=audio/0/0", 1, &[], "").await.unwrap();
+    assert_eq!(a.code, 200, "the client's own first SETUP");
+    let s = host.running().host.sessions.list().pop().unwrap();
+    assert_eq!(a.header("X-SS-Ping-Payload"), Some(s.rtsp.ping_payload.as_str()));
+    host.stop().await;
+}
+
+/// `[stream] encryption = "required"`: a launch without `corever` (plain RTSP) is refused with
+/// why, and counted; one that encrypts gets `rtspenc://`. `"off"`: even an encrypting client is
+/// told plain RTSP.
+#[tokio::test]
+async fn required_encryption_refuses_a_plain_rtsp_launch_and_off_never_encrypts() {
+    use wolf_rs::config::Encryption;
+    let required = ConfigBuilder::loopback().pin(PIN).with(|c| c.stream.encryption = Encryption::Required);
+    let host = TestHost::start(required).await;
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let plain = c.url("/launch", &[("appid", "1"), ("mode", "1280x720x60"), ("rikey", RIKEY_HEX), ("rikeyid", "1")]);
+    let r = c.https_get(&plain).await.unwrap();
+    assert_eq!(r.xml_status(), Some(403), "{}", r.text());
+    assert!(r.text().contains("requires encrypted streaming"), "{}", r.text());
+    assert!(host.running().host.sessions.is_empty(), "no session for it");
+    let m = host.running().host.metrics.render().unwrap();
+    assert!(m.contains("wolf_session_creation_errors_total{reason=\"plain_rtsp\"} 1"), "{m}");
+    let rtsp = wolf_testkit::launch_rtsp(&c, &c.launch_url("1", "1280x720x60", RIKEY_HEX)).await;
+    assert!(rtsp.encrypted(), "a client that encrypts is let through");
+    host.stop().await;
+
+    let off = ConfigBuilder::loopback().pin(PIN).with(|c| c.stream.encryption = Encryption::Off);
+    let host = TestHost::start(off).await;
+    let mut c = host.client();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let rtsp = wolf_testkit::launch_rtsp(&c, &c.launch_url("1", "1280x720x60", RIKEY_HEX)).await;
+    assert!(!rtsp.encrypted(), "off: plain RTSP even for a client that sends corever");
+    let d = rtsp.request("DESCRIBE", "rtsp://x", 1, &[], "").await.unwrap();
+    let sdp = &d.body;
+    assert!(sdp.contains(&format!("encryptionSupported:{}\r", wolf_protocol::rtsp::SS_ENC_CONTROL_V2)), "{sdp}");
+    host.stop().await;
+}

@@ -374,8 +374,12 @@ async fn route(
         {
             fail(StatusCode::NOT_IMPLEMENTED, format!("wolf-rs does not serve {m} {path}: {why}"))
         }
-        (_, r) if openapi::ROUTES.iter().any(|(_, p)| *p == r) => {
-            fail(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not served on {path}", req.method()))
+        (_, r) if let Some(allow) = openapi::allowed(r) => {
+            let mut resp = fail(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not served on {path}", req.method()));
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(hyper::header::ALLOW, v);
+            }
+            resp
         }
         _ => fail(StatusCode::NOT_FOUND, format!("No route {path}; GET /api/v1/openapi-schema lists them")),
     }
@@ -455,6 +459,7 @@ async fn add_session(ctx: &Arc<Host>, r: SessionAddRequest) -> Response<Body> {
             bad(format!("App {app_id} is already running for this client; stop that session first"))
         }
         Err(LaunchError::Store(e)) => bad(format!("The session could not be saved: {e}")),
+        Err(e @ LaunchError::PlainRtsp) => bad(format!("No session: {e} (sessions/add sets up plain RTSP)")),
         Err(LaunchError::Runner { part, source }) => {
             bad(format!("The session's {} did not start: {source}", part.as_str()))
         }

@@ -44,6 +44,17 @@ pub const NOT_SERVED: [(&str, &str, &str); 9] = [
     ("POST", "/docker/images/pull", "use the Docker engine's own API (docker pull)"),
 ];
 
+/// The `Allow` header for `path` (under `/api/v1`): the methods it has, served or not; `None` for
+/// a path that is not a route.
+pub fn allowed(path: &str) -> Option<String> {
+    let served = ROUTES.iter().map(|(m, p)| (*m, *p));
+    let mut methods: Vec<&str> =
+        served.chain(NOT_SERVED.iter().map(|(m, p, _)| (*m, *p))).filter(|(_, p)| *p == path).map(|(m, _)| m).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    (!methods.is_empty()).then(|| methods.join(", "))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -28,6 +28,7 @@ pub struct Config {
     pub pairing: Pairing,
     pub mdns: Mdns,
     pub video: Video,
+    pub stream: Stream,
     pub health: Health,
     pub api: Api,
     pub watchdog: Watchdog,
@@ -51,6 +52,7 @@ impl Default for Config {
             pairing: Pairing::default(),
             mdns: Mdns::default(),
             video: Video::default(),
+            stream: Stream::default(),
             health: Health::default(),
             api: Api::default(),
             watchdog: Watchdog::default(),
@@ -300,6 +302,31 @@ impl Default for Video {
     fn default() -> Self {
         Video { encoder: "auto".into(), pipelines_dir: String::new(), fec_percentage: 20, software_hevc: false }
     }
+}
+
+/// `[stream] encryption`: whether a client must encrypt RTSP (Sunshine's encryption modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encryption {
+    /// A launch without `corever` (plain RTSP) is refused.
+    Required,
+    /// Encrypted RTSP for clients that can, plain for the others.
+    #[default]
+    WhenSupported,
+    /// Plain RTSP and video for every client (control messages stay sealed, as every client
+    /// since 2020 seals them).
+    Off,
+}
+
+/// `[stream]`: how clients set up their streams.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stream {
+    pub encryption: Encryption,
+    /// The shared RTSP port also finds a plain-RTSP session by its client's address when the
+    /// session has a port of its own (for clients that ignore `sessionUrl0`'s port). Anyone on that
+    /// address can then take the session's RTSP first: off unless such a client needs it.
+    pub shared_rtsp_fallback: bool,
 }
 
 /// `[api]`: Wolf's management API (`/api/v1`) on a unix socket.

@@ -213,7 +213,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: [&str; 18] = [
+const TOP_KEYS: [&str; 19] = [
     "hostname",
     "uuid",
     "bind_address",
@@ -224,6 +224,7 @@ const TOP_KEYS: [&str; 18] = [
     "pairing",
     "mdns",
     "video",
+    "stream",
     "health",
     "api",
     "watchdog",
@@ -267,6 +268,7 @@ pub(super) fn parse(text: &str, env: &Env) -> Result<Config, Vec<ConfigIssue>> {
         pairing: cx.section(&table, "pairing"),
         mdns: cx.section(&table, "mdns"),
         video: cx.section(&table, "video"),
+        stream: cx.section(&table, "stream"),
         health: cx.section(&table, "health"),
         api: cx.section(&table, "api"),
         watchdog: cx.section(&table, "watchdog"),

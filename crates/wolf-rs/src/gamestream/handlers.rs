@@ -498,9 +498,10 @@ async fn launch(
     let request = LaunchRequest { client: client.clone(), client_ip: conn.ip(), app_id, params };
     match ctx.host.launch(request).await {
         Ok(s) => {
-            let url = session_url(ctx, conn, s.id, params.encrypted);
+            let url = session_url(ctx, conn, s.id, s.rtsp.encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("gamesession", "1")]))
         }
+        Err(e @ LaunchError::PlainRtsp) => xml_err(403, path, &e.to_string()),
         Err(LaunchError::Draining) => xml_err(503, path, "The host is shutting down; launch again once it is back"),
         Err(LaunchError::UnknownApp(id)) => xml_err(404, path, &format!("No app with ID {id}; see /applist")),
         Err(LaunchError::Store(_)) => xml_err(
@@ -525,13 +526,21 @@ async fn resume(
     q: &HashMap<String, String>,
     path: &str,
 ) -> Response<Body> {
-    let params = match ResumeParams::from_query(q) {
+    let mut params = match ResumeParams::from_query(q) {
         Ok(p) => p,
         Err(e) => return xml_err(400, path, e.message()),
     };
+    params.encrypted = match ctx.host.rtsp_encrypted(params.encrypted) {
+        Ok(e) => e,
+        Err(e) => {
+            ctx.host.metrics.launch_failed(e.reason());
+            tracing::warn!(client = %client.name, ip = %conn.ip(), "resume refused: plain RTSP, and [stream] encryption is required");
+            return xml_err(403, path, &e.to_string());
+        }
+    };
     match ctx.host.resume(client, params).await {
         Some(s) => {
-            let url = session_url(ctx, conn, s.id, params.encrypted);
+            let url = session_url(ctx, conn, s.id, s.rtsp.encrypted);
             xml_ok(xml::ok(&[("sessionUrl0", &url), ("resume", "1")]))
         }
         None => xml_err(503, path, "No running app to resume; launch one"),

@@ -121,6 +121,11 @@ pub enum LaunchError {
     /// Its session process did not start.
     #[error("the session's stream did not start: {0}")]
     SessionProcess(#[source] crate::session_process::link::LinkError),
+    /// `[stream] encryption = "required"` and the client speaks plain RTSP.
+    #[error(
+        "this host requires encrypted streaming and this client speaks plain RTSP: update Moonlight (every version since 2020 encrypts)"
+    )]
+    PlainRtsp,
 }
 
 impl From<crate::sessions::AddError> for LaunchError {
@@ -143,11 +148,23 @@ impl LaunchError {
             LaunchError::Runner { part, .. } => part.as_str(),
             LaunchError::EndedWhileStarting => Part::Runner.as_str(),
             LaunchError::SessionProcess(_) => "session_process",
+            LaunchError::PlainRtsp => "plain_rtsp",
         }
     }
 }
 
 impl Host {
+    /// Whether the client's RTSP is encrypted under `[stream] encryption`, from whether it can
+    /// encrypt; refused when it cannot and the config requires it.
+    pub fn rtsp_encrypted(&self, client_can: bool) -> Result<bool, LaunchError> {
+        use crate::config::Encryption;
+        match self.stream.encryption {
+            Encryption::Required if !client_can => Err(LaunchError::PlainRtsp),
+            Encryption::Off => Ok(false),
+            _ => Ok(client_can),
+        }
+    }
+
     /// A new session for the client, its app started and saved; counted, logged and announced.
     pub async fn launch(&self, r: LaunchRequest) -> Result<Session, LaunchError> {
         let launched = self.launch_inner(&r).await;
@@ -168,6 +185,9 @@ impl Host {
                     LaunchError::Runner { part, source } => {
                         tracing::error!(error = %source, part = part.as_str(), app = r.app_id, "launch failed: the session did not start")
                     }
+                    LaunchError::PlainRtsp => {
+                        tracing::warn!(client = %r.client.name, ip = %r.client_ip, "launch refused: plain RTSP, and [stream] encryption is required")
+                    }
                     _ => {}
                 }
                 if !matches!(e, LaunchError::Draining | LaunchError::UnknownApp(_)) {
@@ -187,7 +207,8 @@ impl Host {
             return Err(LaunchError::Draining);
         }
         let app = self.apps.get(r.app_id).ok_or(LaunchError::UnknownApp(r.app_id))?;
-        let p = r.params;
+        let mut p = r.params;
+        p.encrypted = self.rtsp_encrypted(p.encrypted)?;
         let session = Session {
             id: 0,
             client_fingerprint: r.client.fingerprint.clone(),

@@ -60,6 +60,8 @@ pub struct Host {
     pub events: Arc<Events>,
     pub metrics: Arc<Metrics>,
     pub ports: Ports,
+    /// `[stream]`: whether clients must encrypt RTSP.
+    pub stream: crate::config::Stream,
     pub planes: Planes,
     /// Fired on SIGTERM: new launches are refused while the host drains.
     pub shutdown: CancellationToken,

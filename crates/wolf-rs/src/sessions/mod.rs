@@ -430,8 +430,17 @@ impl Sessions {
     /// Change the session of the plain-RTSP client at `ip` that has not reached its own RTSP port
     /// (on the shared port plain RTSP carries nothing else to know it by); sessions whose client
     /// encrypts RTSP are never found this way. Returns the result.
-    pub fn update_plain_rtsp<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        self.update(|m| m.values_mut().find(|s| s.client_ip == ip && !s.rtsp.encrypted && !s.rtsp.own_port_used).map(f))
+    pub fn update_plain_rtsp<R>(
+        &self,
+        ip: IpAddr,
+        eligible: impl Fn(&Session) -> bool,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Option<R> {
+        self.update(|m| {
+            m.values_mut()
+                .find(|s| s.client_ip == ip && !s.rtsp.encrypted && !s.rtsp.own_port_used && eligible(s))
+                .map(f)
+        })
     }
 
     pub fn contains_id(&self, id: u32) -> bool {
