@@ -19,6 +19,7 @@ fn record(id: u32) -> SessionRecord {
         sink: None,
         lobby: None,
         process: None,
+        client_unique_id: "0123456789ABCDEF".into(),
         state: SessionState::Paused,
         surround_audio_info: 196_610,
         created_unix_ms: 1_700_000_000_000,

@@ -258,6 +258,9 @@ pub struct SessionAddRequest {
     pub app_id: Option<String>,
     #[serde(default)]
     pub client_id: Option<String>,
+    /// The `uniqueid` its Moonlight client uses (listed as the session's `client_unique_id`).
+    #[serde(default)]
+    pub client_unique_id: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub client_settings: Option<serde_json::Value>,
@@ -300,36 +303,61 @@ pub enum Runner {
         run_cmd: String,
     },
     Docker {
+        #[serde(default)]
         name: String,
         image: String,
+        #[serde(default)]
         mounts: Vec<String>,
+        #[serde(default)]
         env: Vec<String>,
+        #[serde(default)]
         devices: Vec<String>,
+        #[serde(default)]
         ports: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         base_create_json: Option<String>,
     },
 }
 
-/// An app as Wolf lists it. Pipelines and render nodes are wolf-rs's choice (empty); the app's
-/// own sources are in `video_source`/`audio_source` (wolf-rs's fields).
+/// An app as Wolf lists it. Pipelines and render nodes are wolf-rs's choice (listed empty); on
+/// input every field but `title`, `id` and `runner` may be left out, with Wolf's defaults (its
+/// clients leave the pipelines out for the host to choose).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct App {
     pub title: String,
     pub id: String,
+    #[serde(default)]
     pub support_hdr: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon_png_path: Option<String>,
+    #[serde(default)]
     pub h264_gst_pipeline: String,
+    #[serde(default)]
     pub hevc_gst_pipeline: String,
+    #[serde(default)]
     pub av1_gst_pipeline: String,
+    #[serde(default)]
     pub render_node: String,
+    #[serde(default)]
     pub opus_gst_pipeline: String,
-    /// A virtual display per session.
+    /// A virtual display per session (default true, as Wolf).
+    #[serde(default = "yes")]
     pub start_virtual_compositor: bool,
-    /// An audio sink per session.
+    /// An audio sink per session (default true, as Wolf).
+    #[serde(default = "yes")]
     pub start_audio_server: bool,
+    /// XBOX, PS, NINTENDO or AUTO (Wolf's; the client's controller type picks the pad here).
+    #[serde(default = "joypad_auto")]
+    pub joypad_type: String,
     pub runner: Runner,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn joypad_auto() -> String {
+    "AUTO".into()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -366,6 +394,7 @@ impl From<&crate::config::App> for App {
             opus_gst_pipeline: String::new(),
             start_virtual_compositor: a.display.kind == DisplayKind::Virtual,
             start_audio_server: a.audio.kind == AudioKind::Sink,
+            joypad_type: joypad_auto(),
             runner,
         }
     }
@@ -387,6 +416,26 @@ pub enum InvalidApp {
 }
 
 impl App {
+    /// An app as Wolf's clients describe one: no pipelines (the host chooses), a display and a
+    /// sink per session when `own_desktop`.
+    pub fn new(title: String, id: String, runner: Runner, own_desktop: bool) -> App {
+        App {
+            title,
+            id,
+            support_hdr: false,
+            icon_png_path: None,
+            h264_gst_pipeline: String::new(),
+            hevc_gst_pipeline: String::new(),
+            av1_gst_pipeline: String::new(),
+            render_node: String::new(),
+            opus_gst_pipeline: String::new(),
+            start_virtual_compositor: own_desktop,
+            start_audio_server: own_desktop,
+            joypad_type: joypad_auto(),
+            runner,
+        }
+    }
+
     /// The app this describes, for the catalog. Wolf's pipelines, render node, HDR flag and a
     /// container's name, ports and create JSON are not used (wolf-rs builds its own pipelines).
     pub fn to_config(&self) -> Result<crate::config::App, InvalidApp> {

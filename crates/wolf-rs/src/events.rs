@@ -29,6 +29,8 @@ pub struct StreamSession {
     pub app_id: String,
     /// Wolf's client id (a hash of the client's certificate), also the session's id in Wolf's routes.
     pub client_id: String,
+    /// The `uniqueid` its client launched with (a gateway gives each stream its own).
+    pub client_unique_id: String,
     /// wolf-rs's own session number (`sessionUrl0`, the metrics, the logs).
     pub id: u32,
     /// launching | paused | streaming | stopping.
@@ -49,6 +51,7 @@ impl StreamSession {
             audio_channel_count: s.channels(),
             app_id: s.app_id.to_string(),
             client_id,
+            client_unique_id: s.client_unique_id.clone(),
             id: s.id,
             state: s.state.as_str().to_owned(),
         }

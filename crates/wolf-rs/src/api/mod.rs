@@ -453,7 +453,8 @@ async fn add_session(ctx: &Arc<Host>, r: SessionAddRequest) -> Response<Body> {
     let surround = surround_for_channels(u32::from(r.audio_channel_count));
     let params = StreamParams { mode, rikey, rikeyid, surround, encrypted: false };
     let session_id = wolf_client_id(&client.cert_pem);
-    match ctx.launch(LaunchRequest { client, client_ip, app_id: app.id, params }).await {
+    let client_unique_id = r.client_unique_id.clone().unwrap_or_default();
+    match ctx.launch(LaunchRequest { client, client_ip, client_unique_id, app_id: app.id, params }).await {
         Ok(_) => respond(StatusCode::OK, &SessionAddResponse { success: true, session_id }),
         Err(LaunchError::AlreadyRunning { app_id }) => {
             bad(format!("App {app_id} is already running for this client; stop that session first"))
@@ -494,20 +495,8 @@ async fn create_lobby(ctx: &Arc<Host>, r: LobbyCreateRequest) -> Response<Body> 
     let Some(mode) = wolf_protocol::launch::Mode::parse(&format!("{}x{}x{}", v.width, v.height, v.refresh_rate)) else {
         return bad(format!("{}x{}x{} is not a video mode", v.width, v.height, v.refresh_rate));
     };
-    let described = App {
-        title: r.name.clone(),
-        id: String::new(),
-        support_hdr: false,
-        icon_png_path: r.icon_png_path.clone(),
-        h264_gst_pipeline: String::new(),
-        hevc_gst_pipeline: String::new(),
-        av1_gst_pipeline: String::new(),
-        render_node: String::new(),
-        opus_gst_pipeline: String::new(),
-        start_virtual_compositor: true,
-        start_audio_server: true,
-        runner: r.runner,
-    };
+    let described =
+        App { icon_png_path: r.icon_png_path.clone(), ..App::new(r.name.clone(), String::new(), r.runner, true) };
     let app = match described.to_config() {
         Ok(a) => a,
         Err(e) => return bad(format!("Invalid lobby: {e}")),

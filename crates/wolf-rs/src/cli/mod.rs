@@ -525,20 +525,7 @@ async fn apps_cmd(paths: &Paths, action: AppsAction) -> u8 {
                     return exit::USAGE;
                 }
             };
-            let app = App {
-                title,
-                id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                support_hdr: false,
-                icon_png_path: None,
-                h264_gst_pipeline: String::new(),
-                hevc_gst_pipeline: String::new(),
-                av1_gst_pipeline: String::new(),
-                render_node: String::new(),
-                opus_gst_pipeline: String::new(),
-                start_virtual_compositor: desktop,
-                start_audio_server: desktop,
-                runner,
-            };
+            let app = App::new(title, id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()), runner, desktop);
             println!("{}", app.id);
             (Method::POST, "/api/v1/apps/add", serde_json::to_string(&app).unwrap_or_default())
         }

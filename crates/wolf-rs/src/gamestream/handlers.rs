@@ -495,7 +495,8 @@ async fn launch(
         Ok(p) => p,
         Err(e) => return bad(e.message()),
     };
-    let request = LaunchRequest { client: client.clone(), client_ip: conn.ip(), app_id, params };
+    let client_unique_id = q.get("uniqueid").map(|u| u.chars().take(MAX_ID_LEN).collect()).unwrap_or_default();
+    let request = LaunchRequest { client: client.clone(), client_ip: conn.ip(), client_unique_id, app_id, params };
     match ctx.host.launch(request).await {
         Ok(s) => {
             let url = session_url(ctx, conn, s.id, s.rtsp.encrypted);

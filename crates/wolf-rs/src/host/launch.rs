@@ -92,6 +92,8 @@ impl StreamParams {
 pub struct LaunchRequest {
     pub client: PairedClient,
     pub client_ip: IpAddr,
+    /// The `uniqueid` it launched with (empty through the API unless given).
+    pub client_unique_id: String,
     pub app_id: u32,
     pub params: StreamParams,
 }
@@ -229,6 +231,7 @@ impl Host {
             rtsp: RtspProgress { encrypted: p.encrypted, ..RtspProgress::default() },
             lobby: None,
             process: None,
+            client_unique_id: r.client_unique_id.clone(),
         };
         let s = self.sessions.launch(session).await?;
         let s = self.start_app(s, &app).await?;

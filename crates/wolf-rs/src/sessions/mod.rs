@@ -20,6 +20,9 @@ pub struct Session {
     pub id: u32,
     pub client_fingerprint: String,
     pub client_ip: IpAddr,
+    /// The `uniqueid` the client launched with (Wolf's `client_unique_id`; a gateway gives each
+    /// of its streams its own).
+    pub client_unique_id: String,
     pub app_id: u32,
     pub mode: Mode,
     /// AES key for the control, video, audio and input streams.
@@ -104,6 +107,7 @@ impl Session {
             rtsp: RtspProgress::default(),
             lobby: None,
             process: None,
+            client_unique_id: String::new(),
         }
     }
 
@@ -151,6 +155,7 @@ impl Session {
             sink: self.sink.clone(),
             lobby: self.lobby.clone(),
             process: self.process.clone(),
+            client_unique_id: self.client_unique_id.clone(),
             state: self.state,
             surround_audio_info: self.surround_audio_info,
             created_unix_ms: unix_ms(self.created),
@@ -180,6 +185,7 @@ impl Session {
             rtsp: RtspProgress::default(),
             lobby: r.lobby.clone(),
             process: r.process.clone(),
+            client_unique_id: r.client_unique_id.clone(),
         })
     }
 }

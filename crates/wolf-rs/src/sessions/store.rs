@@ -75,6 +75,9 @@ pub struct SessionRecord {
     /// Its session process (pid, start time, socket), adopted by the next control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<crate::session_process::ProcessRecord>,
+    /// The `uniqueid` the client launched with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_unique_id: String,
     pub state: SessionState,
     pub surround_audio_info: u32,
     pub created_unix_ms: u64,
@@ -213,6 +216,7 @@ mod tests {
             sink: None,
             lobby: None,
             process: None,
+            client_unique_id: String::new(),
             state: SessionState::Paused,
             surround_audio_info: 196_610,
             created_unix_ms: 1,
