@@ -282,6 +282,13 @@ async fn the_openapi_document_names_every_route_and_responses_validate_against_i
     // Sixteen subscribers at most: the seventeenth closes the first.
     let mut first = UnixStream::connect(&sock).await.unwrap();
     first.write_all(b"GET /api/v1/events HTTP/1.0\r\n\r\n").await.unwrap();
+    // Subscribed once its answer starts: only then is it the oldest.
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(first.read(&mut byte).await.unwrap(), 1, "the first subscriber's answer");
+        head.push(byte[0]);
+    }
     let mut held = Vec::new();
     for _ in 0..wolf_rs::api::MAX_SUBSCRIBERS {
         held.push(subscribe(&sock).await);

@@ -109,9 +109,10 @@ impl Proc {
         plain_request(self.health_addr(), Method::POST, path, None).await.expect("health port answers")
     }
 
-    /// Wait (bounded) until /health reports `want`; returns the body.
+    /// Wait (bounded: about a minute, for a start on a loaded machine) until /health reports
+    /// `want`; returns the body.
     pub async fn health_until(&self, want: &str) -> serde_json::Value {
-        for _ in 0..400 {
+        for _ in 0..1200 {
             if let Some(r) = self.get("/health").await
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body)
                 && v["status"] == want
