@@ -273,6 +273,20 @@ pub struct SessionAddResponse {
     pub session_id: String,
 }
 
+/// `sessions/configure`: the next launch whose `uniqueid` is `client_unique_id` goes straight into
+/// the lobby (no PIN asked: the platform chose it). Kept for one launch, or 5 minutes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConfigureSessionRequest {
+    pub client_unique_id: String,
+    pub immediate_lobby_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConfigureSessionResponse {
+    pub success: bool,
+    pub message: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionIdRequest {
     /// Wolf's session id (the client id), or wolf-rs's session number; a string or a number.

@@ -171,6 +171,7 @@ async fn start_with(
         metrics: watched.metrics.clone(),
         ports,
         stream: config.stream.clone(),
+        configured: Default::default(),
         planes: Planes {
             runners: planes.runners.clone(),
             rtsp_ports: planes.rtsp_ports.clone(),

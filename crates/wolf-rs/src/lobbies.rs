@@ -233,9 +233,27 @@ impl Lobbies {
 
     /// Session `session_id` joins: its client sees the lobby from now on.
     pub async fn join(&self, id: &str, session_id: u32, pin: Option<&[u8]>) -> std::result::Result<(), LobbyError> {
+        self.join_checked(id, session_id, Some(pin)).await
+    }
+
+    /// Join as `sessions/configure` arranged it: the platform that configured it chose the lobby,
+    /// so no PIN is asked (as in Wolf).
+    pub async fn join_configured(&self, id: &str, session_id: u32) -> std::result::Result<(), LobbyError> {
+        self.join_checked(id, session_id, None).await
+    }
+
+    /// `pin`: the PIN to check, or `None` for no check.
+    async fn join_checked(
+        &self,
+        id: &str,
+        session_id: u32,
+        pin: Option<Option<&[u8]>>,
+    ) -> std::result::Result<(), LobbyError> {
         let _c = self.changing.lock().await;
         let lobby = self.get(id).ok_or(LobbyError::InvalidLobby)?;
-        if lobby.pin.as_deref() != pin {
+        if let Some(pin) = pin
+            && lobby.pin.as_deref() != pin
+        {
             return Err(LobbyError::InvalidPin);
         }
         let session = self.sessions.by_id(session_id).ok_or(LobbyError::SessionNotFound)?;

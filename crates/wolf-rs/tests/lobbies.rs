@@ -214,3 +214,49 @@ async fn an_open_lobby_that_everyone_left_stops_and_one_whose_app_exits_too() {
     c.https = host.https;
     host.stop().await;
 }
+
+/// `sessions/configure` as a web gateway uses it: the next launch with the configured `uniqueid`
+/// streams the lobby from its first frame (no PIN asked: the platform chose it); the entry is used
+/// once, and a request with an empty field is refused with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_launch_goes_straight_into_its_lobby() {
+    let host = TestHost::start(ConfigBuilder::loopback().pin(PIN).with(|c| {
+        c.apps = vec![desktop_app(2, "Own desktop", "xsetroot -solid '#ff0000'; exec sleep 600")];
+    }))
+    .await;
+    let sock = socket(&host);
+    let (s, created) =
+        call(&sock, Method::POST, "/api/v1/lobbies/create", Some(lobby_request(Some(vec![1, 2, 3, 4])))).await;
+    assert_eq!(s, StatusCode::OK, "{created}");
+    let lobby_id = created["lobby_id"].as_str().unwrap().to_owned();
+    for (body, why) in [
+        (json!({ "client_unique_id": "", "immediate_lobby_id": lobby_id }), "client_unique_id is required"),
+        (json!({ "client_unique_id": "gw-7", "immediate_lobby_id": "" }), "immediate_lobby_id is required"),
+    ] {
+        let (s, e) = call(&sock, Method::POST, "/api/v1/sessions/configure", Some(body)).await;
+        assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some(why)));
+    }
+    let configure = json!({ "client_unique_id": "gw-7", "immediate_lobby_id": lobby_id });
+    let (s, e) = call(&sock, Method::POST, "/api/v1/sessions/configure", Some(configure)).await;
+    assert_eq!((s, &e["success"]), (StatusCode::OK, &json!(true)), "{e}");
+
+    let mut c: GameStreamClient = host.client();
+    c.uniqueid = "gw-7".into();
+    assert_eq!(c.pair(PIN).await.unwrap(), PairOutcome::Paired);
+    let rtsp = launch_rtsp(&c, &c.launch_url("2", &format!("{}x{}x30", MODE.0, MODE.1), wolf_testkit::RIKEY_HEX)).await;
+    let number = host.running().host.sessions.list()[0].id;
+    let (_, listed) = call(&sock, Method::GET, "/api/v1/lobbies", None).await;
+    assert_eq!(listed["lobbies"][0]["connected_sessions"], json!([number.to_string()]), "{listed}");
+    let played =
+        rtsp_to_play(&rtsp, &announce_sdp(MODE.0, MODE.1, 30, 3000, SS_ENC_CONTROL_V2)).await.expect("RTSP to PLAY");
+    let mut watcher = Watcher {
+        sock: tokio::net::UdpSocket::bind(("127.0.0.1", 0)).await.unwrap(),
+        to: played.video,
+        ping: played.ping.clone(),
+        opener: VideoOpener::new(SS_ENC_CONTROL_V2, &RIKEY).unwrap(),
+        frames: Default::default(),
+    };
+    watcher.until_colour(BLUE).await;
+    assert!(host.running().host.configured.take("gw-7").is_none(), "used once");
+    host.stop().await;
+}

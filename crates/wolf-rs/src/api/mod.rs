@@ -359,6 +359,21 @@ async fn route(
             Ok(r) => add_session(ctx, r).await,
             Err(resp) => resp,
         },
+        (Method::POST, "/sessions/configure") => {
+            match body::<ConfigureSessionRequest>(req, StatusCode::BAD_REQUEST).await {
+                Ok(r) if r.client_unique_id.is_empty() => fail(StatusCode::BAD_REQUEST, "client_unique_id is required"),
+                Ok(r) if r.immediate_lobby_id.is_empty() => {
+                    fail(StatusCode::BAD_REQUEST, "immediate_lobby_id is required")
+                }
+                Ok(r) => {
+                    ctx.configured.set(&r.client_unique_id, &r.immediate_lobby_id);
+                    tracing::info!(unique_id = %r.client_unique_id, lobby = %r.immediate_lobby_id, "a launch is configured to join a lobby");
+                    let message = "Session pre-configured for immediate lobby attachment".to_owned();
+                    respond(StatusCode::OK, &ConfigureSessionResponse { success: true, message })
+                }
+                Err(resp) => resp,
+            }
+        }
         (Method::POST, "/sessions/stop") => match body::<SessionIdRequest>(req, server_error).await {
             Ok(r) => match find_session(ctx, &r.session_id) {
                 Some(id) => {

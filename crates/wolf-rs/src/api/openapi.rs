@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use crate::api_wire::*;
 
 /// Every route served: (method, path under `/api/v1`). A test asks each one.
-pub const ROUTES: [(&str, &str); 20] = [
+pub const ROUTES: [(&str, &str); 21] = [
     ("GET", "/openapi-schema"),
     ("GET", "/events"),
     ("GET", "/apps"),
@@ -29,6 +29,7 @@ pub const ROUTES: [(&str, &str); 20] = [
     ("POST", "/lobbies/stop"),
     ("POST", "/sessions/add"),
     ("POST", "/sessions/stop"),
+    ("POST", "/sessions/configure"),
 ];
 
 /// Wolf's routes wolf-rs does not serve (501 with why): (method, path under `/api/v1`, why).
@@ -82,7 +83,8 @@ pub fn allowed(path: &str) -> Option<String> {
         lobbies_leave,
         lobbies_stop,
         sessions_add,
-        sessions_stop
+        sessions_stop,
+        sessions_configure
     ),
     components(schemas(GenericSuccess, GenericError))
 )]
@@ -224,3 +226,12 @@ fn sessions_add() {}
     (status = 500, description = "Invalid session_id", body = GenericError),
 ))]
 fn sessions_stop() {}
+
+/// The next Moonlight launch whose `uniqueid` is `client_unique_id` joins lobby
+/// `immediate_lobby_id` as it starts (no PIN asked), the way a web gateway attaches a browser to a
+/// desktop. Kept for that one launch, or 5 minutes; a newer call for the same id replaces it.
+#[utoipa::path(post, path = "/api/v1/sessions/configure", request_body = ConfigureSessionRequest, responses(
+    (status = 200, body = ConfigureSessionResponse),
+    (status = 400, description = "Invalid request format, or a field empty", body = GenericError),
+))]
+fn sessions_configure() {}

@@ -171,6 +171,15 @@ impl Host {
     pub async fn launch(&self, r: LaunchRequest) -> Result<Session, LaunchError> {
         let launched = self.launch_inner(&r).await;
         let client_id = crate::events::wolf_client_id(&r.client.cert_pem);
+        // Configured for a lobby: in it before the client's PLAY plans its streams.
+        if let Ok(s) = &launched
+            && let Some(lobby) = self.configured.take(&r.client_unique_id)
+        {
+            match self.lobbies.join_configured(&lobby, s.id).await {
+                Ok(()) => tracing::info!(session = s.id, %lobby, "configured launch joined its lobby"),
+                Err(e) => tracing::warn!(session = s.id, %lobby, error = %e, "configured lobby not joined"),
+            }
+        }
         match &launched {
             Ok(s) => {
                 self.metrics.sessions_created.inc();

@@ -3,6 +3,7 @@
 //! changes or ends a session itself. A session is launched, resumed, moved into and out of a lobby
 //! and ended here, and an end is on disk before anyone is told of it.
 
+pub mod configured;
 pub mod end;
 pub mod launch;
 pub mod pairing;
@@ -62,6 +63,8 @@ pub struct Host {
     pub ports: Ports,
     /// `[stream]`: whether clients must encrypt RTSP.
     pub stream: crate::config::Stream,
+    /// Launches configured to go straight into a lobby.
+    pub configured: configured::Configured,
     pub planes: Planes,
     /// Fired on SIGTERM: new launches are refused while the host drains.
     pub shutdown: CancellationToken,
